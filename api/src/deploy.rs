@@ -1,0 +1,115 @@
+//! The deploy use case: validate the archive, then in one transaction hand out the next version,
+//! record the deployment, mark the function building, store the archive and enqueue the build.
+//! Either all of it commits or none of it exists (an archive stored for a transaction that then
+//! failed to commit is deleted again).
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use bytes::Bytes;
+use http::StatusCode;
+use slipway_shared::{
+    archive::{self, ArchiveError},
+    db::{self, deployments::NewDeployment},
+    domain::{FunctionEvent, FunctionStatus},
+    jobs::{BuildJob, Job},
+    store::archive_key,
+};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::{AppState, auth::Caller, error::ApiError};
+
+pub struct DeployRequest {
+    pub function_id: Uuid,
+    pub archive: Bytes,
+    pub env: BTreeMap<String, String>,
+}
+
+pub struct Accepted {
+    pub deployment_id: Uuid,
+    pub function_id: Uuid,
+    pub version: i32,
+}
+
+fn archive_rejection(error: ArchiveError) -> ApiError {
+    let status = match error {
+        ArchiveError::TooLarge { .. } | ArchiveError::UncompressedTooLarge { .. } => {
+            StatusCode::PAYLOAD_TOO_LARGE
+        }
+        _ => StatusCode::BAD_REQUEST,
+    };
+    ApiError::new(status, error.code(), error.to_string())
+}
+
+#[tracing::instrument(skip_all, fields(function_id = %request.function_id))]
+pub async fn accept(
+    state: &AppState,
+    caller: Caller,
+    request: DeployRequest,
+) -> Result<Accepted, ApiError> {
+    let limits = state.config.archive_limits.clone();
+    let bytes = request.archive.clone();
+    let summary = tokio::task::spawn_blocking(move || archive::validate_archive(&bytes, &limits))
+        .await
+        .context("archive validation panicked")?
+        .map_err(archive_rejection)?;
+
+    let mut tx = state.pool.begin().await?;
+    let function = db::functions::lock(&mut tx, request.function_id)
+        .await?
+        .filter(|f| f.owner_id == caller.user_id)
+        .ok_or_else(ApiError::function_not_found)?;
+    let status = FunctionStatus::parse(&function.status).context("stored function status")?;
+    let next = status.apply(FunctionEvent::DeployRequested).map_err(|_| {
+        ApiError::conflict(
+            "function_not_deployable",
+            format!("function is {status}; it cannot take a new deployment"),
+        )
+    })?;
+    let version = db::functions::allocate_version(&mut tx, function.id).await?;
+    let deployment_id = Uuid::new_v4();
+    let key = archive_key(function.id, version);
+    let env = serde_json::to_value(&request.env).context("encoding env")?;
+    db::deployments::insert(
+        &mut tx,
+        &NewDeployment {
+            id: deployment_id,
+            function_id: function.id,
+            version,
+            archive_key: &key,
+            archive_sha256: &summary.sha256,
+            archive_bytes: request.archive.len() as i64,
+            env: &env,
+        },
+    )
+    .await?;
+    db::functions::set_status(&mut tx, function.id, next).await?;
+    db::functions::set_env(&mut tx, function.id, &env).await?;
+    BuildJob { deployment_id }
+        .enqueue(&mut tx)
+        .await
+        .context("enqueueing the build")?;
+
+    // Stored before commit so the build never looks for a missing archive; removed again if the
+    // commit fails, so no object outlives its rolled-back deployment.
+    state
+        .store
+        .put(&key, request.archive)
+        .await
+        .context("storing the archive")?;
+    if let Err(e) = tx.commit().await {
+        if let Err(cleanup) = state.store.delete(&key).await {
+            warn!(%key, error = %cleanup, "could not delete the archive of a deployment that did not commit");
+        }
+        return Err(ApiError::Internal(
+            anyhow::Error::new(e).context("committing the deployment"),
+        ));
+    }
+    info!(%deployment_id, version, entries = summary.entries, "deployment accepted");
+    Ok(Accepted {
+        deployment_id,
+        function_id: function.id,
+        version,
+    })
+}

@@ -1,0 +1,132 @@
+//! One error type for every handler. 4xx answers carry a stable snake_case `code` and a message
+//! written for the caller; 5xx answers say nothing internal and hand the error to the logging
+//! middleware through the response's extensions.
+
+use std::sync::Arc;
+
+use axum::{
+    Json,
+    extract::{FromRequest, Request, rejection::JsonRejection},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    Client {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self::Client {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, message)
+    }
+
+    pub fn function_not_found() -> Self {
+        Self::not_found("function_not_found", "no such function")
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    error: Body<'a>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+/// The internal error behind a 500, for the logging middleware.
+#[derive(Clone)]
+pub struct InternalErrorReport(pub Arc<anyhow::Error>);
+
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(Envelope {
+            error: Body { code, message },
+        }),
+    )
+        .into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Client {
+                status,
+                code,
+                message,
+            } => error_response(status, code, &message),
+            Self::Internal(error) => {
+                let mut response = error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; it has been logged",
+                );
+                response
+                    .extensions_mut()
+                    .insert(InternalErrorReport(Arc::new(error)));
+                response
+            }
+        }
+    }
+}
+
+/// `axum::Json` whose rejections use the error envelope.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::new(
+                rejection.status(),
+                match rejection {
+                    JsonRejection::MissingJsonContentType(_) => "unsupported_media_type",
+                    JsonRejection::JsonSyntaxError(_) => "invalid_json",
+                    JsonRejection::JsonDataError(_) => "invalid_body",
+                    _ => "invalid_body",
+                },
+                rejection.body_text(),
+            )),
+        }
+    }
+}

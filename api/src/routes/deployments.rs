@@ -1,0 +1,240 @@
+//! Deployments: `POST /api/functions/deploy` (multipart upload) and the build log.
+
+use std::collections::BTreeMap;
+
+use axum::{
+    Json,
+    extract::{Multipart, Path, Query, State, multipart::Field},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use bytes::{Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+use slipway_shared::db;
+use uuid::Uuid;
+
+use super::timestamp;
+use crate::{
+    AppState,
+    auth::Caller,
+    deploy::{self, DeployRequest},
+    error::ApiError,
+};
+
+#[derive(Serialize)]
+pub struct DeployAccepted {
+    message: &'static str,
+    deployment_id: Uuid,
+    function_id: Uuid,
+    version: i32,
+    status: &'static str,
+    logs_url: String,
+}
+
+/// `POST /api/functions/deploy`, multipart fields `function_id`, `archive` (tar.gz) and optional
+/// `env` (a JSON object of strings). 202: the build is queued.
+pub async fn deploy(
+    State(state): State<AppState>,
+    caller: Caller,
+    multipart: Multipart,
+) -> Result<Response, ApiError> {
+    let limit = state.config.archive_limits.max_compressed_bytes;
+    let request = read_deploy_form(multipart, limit).await?;
+    let accepted = deploy::accept(&state, caller, request).await?;
+    let body = DeployAccepted {
+        message: "Deployment accepted; build queued",
+        deployment_id: accepted.deployment_id,
+        function_id: accepted.function_id,
+        version: accepted.version,
+        status: "building",
+        logs_url: format!("/api/deployments/{}/logs", accepted.deployment_id),
+    };
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+fn multipart_error(e: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request(
+        "invalid_multipart",
+        format!("malformed multipart body: {e}"),
+    )
+}
+
+async fn read_deploy_form(
+    mut form: Multipart,
+    archive_limit: u64,
+) -> Result<DeployRequest, ApiError> {
+    let mut function_id = None;
+    let mut archive = None;
+    let mut env = None;
+    while let Some(field) = form.next_field().await.map_err(multipart_error)? {
+        match field.name().unwrap_or_default() {
+            "function_id" => {
+                let text = field.text().await.map_err(multipart_error)?;
+                function_id =
+                    Some(Uuid::parse_str(text.trim()).map_err(|_| ApiError::function_not_found())?);
+            }
+            "archive" => archive = Some(read_capped(field, archive_limit).await?),
+            "env" => {
+                let text = field.text().await.map_err(multipart_error)?;
+                env = Some(parse_env(&text)?);
+            }
+            other => {
+                return Err(ApiError::bad_request(
+                    "unknown_field",
+                    format!("unexpected form field {other:?}; expected function_id, archive, env"),
+                ));
+            }
+        }
+    }
+    let missing = |name: &str| {
+        ApiError::bad_request(
+            "missing_field",
+            format!("the form field {name:?} is required"),
+        )
+    };
+    Ok(DeployRequest {
+        function_id: function_id.ok_or_else(|| missing("function_id"))?,
+        archive: archive.ok_or_else(|| missing("archive"))?,
+        env: env.unwrap_or_default(),
+    })
+}
+
+/// Reads the archive field, refusing it as soon as it passes the limit rather than after
+/// buffering all of it.
+async fn read_capped(mut field: Field<'_>, limit: u64) -> Result<Bytes, ApiError> {
+    let mut buffer = BytesMut::new();
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        if (buffer.len() + chunk.len()) as u64 > limit {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "archive_too_large",
+                format!("the archive exceeds {limit} bytes compressed"),
+            ));
+        }
+        buffer.extend_from_slice(&chunk);
+    }
+    if buffer.is_empty() {
+        return Err(ApiError::bad_request(
+            "archive_empty",
+            "the archive is empty",
+        ));
+    }
+    Ok(buffer.freeze())
+}
+
+/// Environment variables as Lambda takes them: names `[A-Za-z_][A-Za-z0-9_]*`, string values,
+/// 4 KiB in all. `PORT` belongs to the platform (the Cloud Run contract).
+fn parse_env(raw: &str) -> Result<BTreeMap<String, String>, ApiError> {
+    const MAX_BYTES: usize = 4096;
+    let invalid = |message: String| ApiError::bad_request("invalid_env", message);
+    let env: BTreeMap<String, String> = serde_json::from_str(raw)
+        .map_err(|e| invalid(format!("env must be a JSON object of strings: {e}")))?;
+    let total: usize = env.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if total > MAX_BYTES {
+        return Err(invalid(format!(
+            "env is {total} bytes; at most {MAX_BYTES} are allowed"
+        )));
+    }
+    for name in env.keys() {
+        let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(invalid(format!("{name:?} is not a valid variable name")));
+        }
+        if name == "PORT" || name.starts_with("SLIPWAY_") {
+            return Err(invalid(format!("{name} is set by the platform")));
+        }
+    }
+    Ok(env)
+}
+
+#[derive(Deserialize)]
+pub struct LogQuery {
+    after: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct LogLine {
+    id: i64,
+    phase: String,
+    stream: String,
+    message: String,
+    at: String,
+}
+
+#[derive(Serialize)]
+pub struct DeploymentLogs {
+    deployment_id: Uuid,
+    function_id: Uuid,
+    version: i32,
+    status: String,
+    error: Option<String>,
+    lines: Vec<LogLine>,
+    /// Pass as `after` to read only newer lines.
+    next_after: i64,
+}
+
+/// `GET /api/deployments/{id}/logs[?after=N]`: the deployment's build, push and start log.
+pub async fn logs(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(query): Query<LogQuery>,
+) -> Result<Json<DeploymentLogs>, ApiError> {
+    const PAGE: i64 = 10_000;
+    let not_found = || ApiError::not_found("deployment_not_found", "no such deployment");
+    let id = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    let after = match &query.after {
+        None => 0,
+        Some(raw) => raw.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+            ApiError::bad_request("invalid_cursor", "after must be a non-negative integer")
+        })?,
+    };
+    let mut conn = state.pool.acquire().await?;
+    let deployment = db::deployments::get_for_owner(&mut conn, caller.user_id, id)
+        .await?
+        .ok_or_else(not_found)?;
+    let lines = db::logs::list(&mut conn, id, after, PAGE).await?;
+    Ok(Json(DeploymentLogs {
+        deployment_id: deployment.id,
+        function_id: deployment.function_id,
+        version: deployment.version,
+        status: deployment.status,
+        error: deployment.error,
+        next_after: lines.last().map_or(after, |l| l.id),
+        lines: lines
+            .into_iter()
+            .map(|l| LogLine {
+                id: l.id,
+                phase: l.phase,
+                stream: l.stream,
+                message: l.message,
+                at: timestamp(l.created_at),
+            })
+            .collect(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_env;
+
+    #[test]
+    fn env_accepts_plain_variables_and_refuses_the_platforms() {
+        let env = parse_env(r#"{"GREETING":"hi","_X1":""}"#).unwrap();
+        assert_eq!(env["GREETING"], "hi");
+        for bad in [
+            r#"["a"]"#,
+            r#"{"A":1}"#,
+            r#"{"1A":"x"}"#,
+            r#"{"A-B":"x"}"#,
+            r#"{"PORT":"1"}"#,
+            r#"{"SLIPWAY_X":"1"}"#,
+            "not json",
+        ] {
+            assert!(parse_env(bad).is_err(), "{bad} should be refused");
+        }
+        let big = format!(r#"{{"A":"{}"}}"#, "x".repeat(5000));
+        assert!(parse_env(&big).is_err());
+    }
+}

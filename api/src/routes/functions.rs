@@ -1,0 +1,262 @@
+//! Functions: init (seed 000), read, list, and deployment history.
+
+use axum::{
+    Json,
+    extract::{Path, Query, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde::{Deserialize, Serialize};
+use slipway_shared::{
+    db::{self, deployments::DeploymentRow, functions::FunctionRow},
+    domain::FunctionName,
+};
+use uuid::Uuid;
+
+use super::timestamp;
+use crate::{
+    AppState,
+    auth::Caller,
+    error::{ApiError, ApiJson},
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitRequest {
+    name: String,
+    #[serde(default)]
+    skip_signing: bool,
+}
+
+#[derive(Serialize)]
+pub struct InitResponse {
+    message: &'static str,
+    id: Uuid,
+    name: String,
+    status: String,
+    skip_signing: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deployment_version: Option<i32>,
+    created_at: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    already_exists: bool,
+}
+
+/// `POST /api/functions/init`: 201 with the new function, or 200 with the existing one of that
+/// name (`already_exists: true`), as seed 000 shows.
+pub async fn init(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(request): ApiJson<InitRequest>,
+) -> Result<Response, ApiError> {
+    let name = FunctionName::parse(&request.name)
+        .map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))?;
+    let mut conn = state.pool.acquire().await?;
+    let created =
+        db::functions::insert(&mut conn, caller.user_id, &name, request.skip_signing).await?;
+    let row = db::functions::find_by_name(&mut conn, caller.user_id, &name)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("function {name} vanished right after init"))?;
+    let already_exists = created.is_none();
+    let body = InitResponse {
+        message: if already_exists {
+            "Function already exists"
+        } else {
+            "Function initialized successfully"
+        },
+        id: row.id,
+        deployment_version: already_exists.then_some(row.last_version),
+        name: row.name,
+        status: row.status,
+        skip_signing: row.skip_signing,
+        created_at: timestamp(row.created_at),
+        already_exists,
+    };
+    let status = if already_exists {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(body)).into_response())
+}
+
+#[derive(Serialize)]
+pub struct FunctionResponse {
+    id: Uuid,
+    name: String,
+    status: String,
+    skip_signing: bool,
+    active_version: Option<i32>,
+    latest_version: i32,
+    image_tag: Option<String>,
+    image_digest: Option<String>,
+    env: serde_json::Value,
+    created_at: String,
+    updated_at: String,
+}
+
+impl From<FunctionRow> for FunctionResponse {
+    fn from(row: FunctionRow) -> Self {
+        Self {
+            id: row.id,
+            name: row.name,
+            status: row.status,
+            skip_signing: row.skip_signing,
+            active_version: row.active_version,
+            latest_version: row.last_version,
+            image_tag: row.image_tag,
+            image_digest: row.image_digest,
+            env: row.env,
+            created_at: timestamp(row.created_at),
+            updated_at: timestamp(row.updated_at),
+        }
+    }
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<FunctionResponse>, ApiError> {
+    let id = parse_id(&id)?;
+    let mut conn = state.pool.acquire().await?;
+    let row = db::functions::find(&mut conn, caller.user_id, id)
+        .await?
+        .ok_or_else(ApiError::function_not_found)?;
+    Ok(Json(row.into()))
+}
+
+#[derive(Serialize)]
+pub struct FunctionList {
+    functions: Vec<FunctionResponse>,
+    count: usize,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<FunctionList>, ApiError> {
+    let mut conn = state.pool.acquire().await?;
+    let rows = db::functions::list(&mut conn, caller.user_id).await?;
+    Ok(Json(FunctionList {
+        count: rows.len(),
+        functions: rows.into_iter().map(Into::into).collect(),
+    }))
+}
+
+/// Raw query values, so malformed numbers get our envelope and code rather than axum's text.
+#[derive(Deserialize)]
+pub struct PageQuery {
+    page: Option<String>,
+    per_page: Option<String>,
+}
+
+struct Page {
+    page: i64,
+    per_page: i64,
+}
+
+impl PageQuery {
+    const DEFAULT_PER_PAGE: i64 = 20;
+    const MAX_PER_PAGE: i64 = 100;
+
+    fn parse(&self) -> Result<Page, ApiError> {
+        let number = |raw: &Option<String>, name: &str, default: i64, max: i64| match raw {
+            None => Ok(default),
+            Some(raw) => match raw.parse::<i64>() {
+                Ok(n) if (1..=max).contains(&n) => Ok(n),
+                _ => Err(ApiError::bad_request(
+                    "invalid_pagination",
+                    format!("{name} must be an integer from 1 to {max}, got {raw:?}"),
+                )),
+            },
+        };
+        Ok(Page {
+            page: number(&self.page, "page", 1, i64::from(i32::MAX))?,
+            per_page: number(
+                &self.per_page,
+                "per_page",
+                Self::DEFAULT_PER_PAGE,
+                Self::MAX_PER_PAGE,
+            )?,
+        })
+    }
+}
+
+#[derive(Serialize)]
+pub struct DeploymentSummary {
+    uuid: Uuid,
+    version: i32,
+    image_tag: Option<String>,
+    image_digest: Option<String>,
+    s3_key: String,
+    status: String,
+    is_active: bool,
+    error: Option<String>,
+    created_at: String,
+    deployed_at: Option<String>,
+}
+
+impl From<DeploymentRow> for DeploymentSummary {
+    fn from(row: DeploymentRow) -> Self {
+        Self {
+            uuid: row.id,
+            version: row.version,
+            image_tag: row.image_tag,
+            image_digest: row.image_digest,
+            s3_key: row.archive_key,
+            status: row.status,
+            is_active: row.is_active,
+            error: row.error,
+            created_at: timestamp(row.created_at),
+            deployed_at: row.deployed_at.map(timestamp),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct DeploymentHistory {
+    function_uuid: Uuid,
+    function_name: String,
+    function_status: String,
+    page: i64,
+    per_page: i64,
+    count: i64,
+    total_pages: i64,
+    has_next: bool,
+    deployments: Vec<DeploymentSummary>,
+}
+
+/// `GET /api/functions/{id}/deployments`: newest first, paginated exactly as seed 000.
+pub async fn deployments(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(query): Query<PageQuery>,
+) -> Result<Json<DeploymentHistory>, ApiError> {
+    let id = parse_id(&id)?;
+    let Page { page, per_page } = query.parse()?;
+    let mut conn = state.pool.acquire().await?;
+    let function = db::functions::find(&mut conn, caller.user_id, id)
+        .await?
+        .ok_or_else(ApiError::function_not_found)?;
+    let count = db::deployments::count(&mut conn, id).await?;
+    let rows = db::deployments::page(&mut conn, id, per_page, (page - 1) * per_page).await?;
+    let total_pages = (count + per_page - 1) / per_page;
+    Ok(Json(DeploymentHistory {
+        function_uuid: function.id,
+        function_name: function.name,
+        function_status: function.status,
+        page,
+        per_page,
+        count,
+        total_pages,
+        has_next: page < total_pages,
+        deployments: rows.into_iter().map(Into::into).collect(),
+    }))
+}
+
+/// Ids in paths: a malformed one is a 404 like an unknown one, since neither names a function.
+pub(crate) fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::function_not_found())
+}

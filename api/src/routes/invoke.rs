@@ -1,0 +1,167 @@
+//! Invocation (seed 003): `ANY /api/v1/functions/invoke/{id}[/{*path}]` is proxied to the active
+//! container's `/` (or `/path`), passing method, query, headers, body and status through.
+//! This is the api's one data-plane duty.
+
+use axum::{
+    body::Body,
+    extract::{Path, Request, State},
+    http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
+    response::Response,
+};
+use slipway_shared::db;
+use tracing::{debug, warn};
+use uuid::Uuid;
+
+use crate::{AppState, auth::Caller, error::ApiError};
+
+/// Lambda's synchronous payload limit.
+const MAX_REQUEST_BYTES: usize = 6 * 1024 * 1024;
+pub const REQUEST_ID_HEADER: &str = "x-slipway-request-id";
+
+/// Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus the caller's platform
+/// credentials, which the function must never see.
+fn forwardable(name: &HeaderName) -> bool {
+    !matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "authorization"
+            | "content-length"
+    )
+}
+
+pub async fn invoke_root(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    proxy(state, caller, &id, "", request).await
+}
+
+pub async fn invoke_path(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, path)): Path<(String, String)>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    proxy(state, caller, &id, &path, request).await
+}
+
+async fn resolve(state: &AppState, caller: Caller, id: Uuid) -> Result<String, ApiError> {
+    let mut conn = state.pool.acquire().await?;
+    let route = db::deployments::route(&mut conn, caller.user_id, id)
+        .await?
+        .ok_or_else(ApiError::function_not_found)?;
+    route.endpoint.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "function_not_active",
+            format!(
+                "the function has no active version (status {}); deploy it and wait until it is active",
+                route.function_status
+            ),
+        )
+    })
+}
+
+async fn proxy(
+    state: AppState,
+    caller: Caller,
+    id: &str,
+    path: &str,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let id = Uuid::parse_str(id).map_err(|_| ApiError::function_not_found())?;
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, MAX_REQUEST_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("invocation bodies are limited to {MAX_REQUEST_BYTES} bytes"),
+            )
+        })?;
+    let request_id = Uuid::new_v4().to_string();
+    let mut headers = HeaderMap::new();
+    for (name, value) in &parts.headers {
+        if forwardable(name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    headers.insert(
+        REQUEST_ID_HEADER,
+        HeaderValue::from_str(&request_id).map_err(anyhow::Error::from)?,
+    );
+    let query = parts
+        .uri
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+
+    // A request that raced a traffic switch may find the old container already stopped: nothing
+    // reached it, so resolving the route again and resending is safe for any method.
+    let mut attempt = 0;
+    let upstream = loop {
+        attempt += 1;
+        let endpoint = resolve(&state, caller, id).await?;
+        let url = format!("http://{endpoint}/{path}{query}");
+        let sent = state
+            .http
+            .request(parts.method.clone(), &url)
+            .headers(headers.clone())
+            .body(body.clone())
+            .timeout(state.config.invoke_timeout)
+            .send()
+            .await;
+        match sent {
+            Ok(response) => break response,
+            Err(e) if e.is_connect() && attempt < 3 => {
+                debug!(%url, error = %e, "function endpoint refused the connection; resolving again");
+                tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+            }
+            Err(e) if e.is_timeout() => {
+                return Err(ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "function_timeout",
+                    format!(
+                        "the function did not answer within {:?}",
+                        state.config.invoke_timeout
+                    ),
+                ));
+            }
+            Err(e) => {
+                warn!(%url, error = %e, "function unreachable");
+                return Err(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "function_unreachable",
+                    "the function's container did not answer",
+                ));
+            }
+        }
+    };
+
+    let mut response = Response::builder().status(upstream.status());
+    if let Some(out) = response.headers_mut() {
+        for (name, value) in upstream.headers() {
+            if forwardable(name) || name == header::CONTENT_LENGTH {
+                out.append(name.clone(), value.clone());
+            }
+        }
+        out.insert(
+            REQUEST_ID_HEADER,
+            HeaderValue::from_str(&request_id).map_err(anyhow::Error::from)?,
+        );
+    }
+    response
+        .body(Body::from_stream(upstream.bytes_stream()))
+        .map_err(|e| ApiError::Internal(e.into()))
+}

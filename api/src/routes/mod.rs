@@ -1,0 +1,13 @@
+//! HTTP routes, one module per resource. Handlers extract, call one use case, and map the result.
+
+pub mod deployments;
+pub mod functions;
+pub mod health;
+pub mod invoke;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+/// RFC 3339 with a `Z`, as in the seeds' examples.
+pub(crate) fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+}

@@ -1,0 +1,132 @@
+//! `slipway`: operator commands, and `slipway dev`, the embedded default that runs the API and a
+//! worker in one process against local services (see scripts/dev.sh).
+
+use std::{path::Path, sync::Arc};
+
+use anyhow::Context;
+use slipway_shared::{
+    config::{ApiConfig, DatabaseConfig, StoreConfig, WorkerConfig},
+    db,
+    domain::{ApiKey, ApiKeyHash},
+    store::ArchiveStore,
+    telemetry,
+};
+use sqlx::PgPool;
+use tokio::sync::watch;
+use tracing::info;
+
+const USAGE: &str = "usage: slipway <command>
+
+commands:
+  dev                  migrate, then run the API and a worker in one process
+  migrate              apply database migrations and exit
+  create-key <user>    create the user if needed and print a new API key for it
+
+configuration comes from the environment; see README.md";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    telemetry::init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["dev"] => dev().await,
+        ["migrate"] => {
+            let pool = db::connect(&DatabaseConfig::from_env()?).await?;
+            db::migrate(&pool).await
+        }
+        ["create-key", user] => {
+            let pool = db::connect(&DatabaseConfig::from_env()?).await?;
+            let key = create_key(&pool, user).await?;
+            println!("{}", key.expose());
+            Ok(())
+        }
+        ["help" | "--help" | "-h"] => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            std::process::exit(2);
+        }
+    }
+}
+
+async fn create_key(pool: &PgPool, user: &str) -> anyhow::Result<ApiKey> {
+    let mut tx = pool.begin().await?;
+    let user_id = db::users::ensure(&mut tx, user).await?;
+    let key = ApiKey::generate();
+    db::users::insert_api_key(&mut tx, user_id, &key).await?;
+    tx.commit().await?;
+    Ok(key)
+}
+
+/// Reuses the key already written to the dev env file while it is still valid, so restarting
+/// `slipway dev` does not invalidate a shell that sourced the file.
+async fn dev_key(pool: &PgPool, env_file: Option<&Path>) -> anyhow::Result<String> {
+    if let Some(existing) = env_file
+        .and_then(|f| std::fs::read_to_string(f).ok())
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("SLIPWAY_API_KEY=").map(str::to_owned))
+        })
+    {
+        let mut conn = pool.acquire().await?;
+        if db::users::key_is_live(&mut conn, &ApiKeyHash::of(&existing)).await? {
+            return Ok(existing);
+        }
+    }
+    Ok(create_key(pool, "dev").await?.expose().to_owned())
+}
+
+async fn dev() -> anyhow::Result<()> {
+    let api_config = ApiConfig::from_env()?;
+    let worker_config = WorkerConfig::from_env()?;
+    let store_config = StoreConfig::from_env()?;
+    let pool = db::connect(&DatabaseConfig::from_env()?).await?;
+    db::migrate(&pool).await?;
+    let store = Arc::new(
+        ArchiveStore::from_url(&store_config.url, store_config.s3_endpoint.as_deref()).await?,
+    );
+
+    let env_file = std::env::var("SLIPWAY_DEV_ENV_FILE").ok();
+    let key = dev_key(&pool, env_file.as_deref().map(Path::new)).await?;
+    let url = format!("http://{}", api_config.bind);
+    if let Some(file) = &env_file {
+        let text = format!(
+            "SLIPWAY_URL={url}\nSLIPWAY_API_KEY={key}\nSLIPWAY_REGISTRY={}\n",
+            worker_config.registry
+        );
+        std::fs::write(file, text).with_context(|| format!("writing {file}"))?;
+        info!(file, "wrote the dev environment; `source` it to use curl");
+    }
+
+    let listener = tokio::net::TcpListener::bind(api_config.bind)
+        .await
+        .with_context(|| format!("binding {}", api_config.bind))?;
+    let (stop, stopped) = watch::channel(false);
+    let wait = |mut rx: watch::Receiver<bool>| async move {
+        rx.wait_for(|s| *s).await.ok();
+    };
+    let state = slipway_api::AppState::new(pool.clone(), Arc::clone(&store), api_config)?;
+    let api = tokio::spawn(slipway_api::serve(listener, state, wait(stopped.clone())));
+    let worker_env = Arc::new(slipway_worker::Environment::new(
+        pool,
+        store,
+        worker_config,
+    )?);
+    let worker = tokio::spawn(slipway_worker::run(worker_env, wait(stopped)));
+    info!(%url, "slipway dev is up");
+
+    telemetry::shutdown_signal().await;
+    info!("shutting down");
+    stop.send(true).ok();
+    let (api, worker) = tokio::join!(api, worker);
+    api.context("api task")??;
+    worker.context("worker task")??;
+    Ok(())
+}

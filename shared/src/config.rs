@@ -1,0 +1,197 @@
+//! Typed configuration from the environment, one struct per concern, validated at start-up.
+//! Secrets are `SecretString` so they cannot be logged by accident.
+
+use std::{net::SocketAddr, ops::RangeInclusive, str::FromStr, time::Duration};
+
+use anyhow::{Context, bail};
+use secrecy::SecretString;
+
+use crate::archive::ArchiveLimits;
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn required(name: &str) -> anyhow::Result<String> {
+    var(name).with_context(|| format!("{name} must be set"))
+}
+
+fn parsed<T: FromStr>(name: &str, default: T) -> anyhow::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    match var(name) {
+        None => Ok(default),
+        Some(raw) => raw
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{name}={raw:?} is invalid: {e}")),
+    }
+}
+
+fn duration(name: &str, default: Duration) -> anyhow::Result<Duration> {
+    match var(name) {
+        None => Ok(default),
+        Some(raw) => humantime::parse_duration(&raw)
+            .with_context(|| format!("{name}={raw:?} is not a duration such as 30s, 15m, 7d")),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub url: SecretString,
+    pub max_connections: u32,
+}
+
+impl DatabaseConfig {
+    pub fn from_env() -> anyhow::Result<Self> {
+        Ok(Self {
+            url: SecretString::from(required("DATABASE_URL")?),
+            max_connections: parsed("SLIPWAY_DB_MAX_CONNECTIONS", 20)?,
+        })
+    }
+}
+
+/// Where function archives live: `file:///abs/dir` (embedded default) or `s3://bucket`.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub url: String,
+    /// For S3-compatible servers other than AWS.
+    pub s3_endpoint: Option<String>,
+}
+
+impl StoreConfig {
+    pub fn from_env() -> anyhow::Result<Self> {
+        Ok(Self {
+            url: required("SLIPWAY_ARCHIVE_STORE")?,
+            s3_endpoint: var("SLIPWAY_S3_ENDPOINT"),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub bind: SocketAddr,
+    pub archive_limits: ArchiveLimits,
+    /// How long an invocation may take end to end before the proxy answers 504.
+    pub invoke_timeout: Duration,
+}
+
+impl ApiConfig {
+    pub fn from_env() -> anyhow::Result<Self> {
+        let defaults = ArchiveLimits::default();
+        Ok(Self {
+            bind: parsed("SLIPWAY_BIND", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
+            archive_limits: ArchiveLimits {
+                max_compressed_bytes: parsed(
+                    "SLIPWAY_MAX_ARCHIVE_BYTES",
+                    defaults.max_compressed_bytes,
+                )?,
+                max_uncompressed_bytes: parsed(
+                    "SLIPWAY_MAX_UNCOMPRESSED_BYTES",
+                    defaults.max_uncompressed_bytes,
+                )?,
+                max_entries: parsed("SLIPWAY_MAX_ARCHIVE_ENTRIES", defaults.max_entries)?,
+            },
+            invoke_timeout: duration("SLIPWAY_INVOKE_TIMEOUT", Duration::from_secs(60))?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The Docker engine that runs functions (and, with `buildkit = "docker"`, builds them).
+    pub docker_host: String,
+    /// `docker` (the engine's embedded BuildKit), `tcp://host:port` or `unix:///path`.
+    pub buildkit: String,
+    /// `host:port` of the OCI registry images are pushed to.
+    pub registry: String,
+    /// The address functions' ports are reached at (the runtime host, from the api's view).
+    pub runtime_host: String,
+    /// Host ports handed to functions as `$PORT`.
+    pub port_range: RangeInclusive<u16>,
+    /// How long a new container may take to answer on its port.
+    pub start_timeout: Duration,
+    /// How long the previous version keeps running after traffic moved, for in-flight requests.
+    pub drain: Duration,
+    /// Jobs of each queue this process runs at once.
+    pub concurrency: usize,
+    pub heartbeat: Duration,
+    pub missed_heartbeats: usize,
+    /// Longest a single job may run before it is abandoned.
+    pub job_timeout: Duration,
+    /// Attempts for a transient fault (registry or BuildKit unreachable), with exponential backoff
+    /// starting at `retry_base`.
+    pub retry_attempts: u32,
+    pub retry_base: Duration,
+    /// Run build `RUN` steps without a network (needed when dockerd has no bridge).
+    pub build_network_none: bool,
+    /// Unique per process: apalis uses worker names as lease identities and accepts duplicates.
+    pub name: String,
+}
+
+impl WorkerConfig {
+    pub fn from_env() -> anyhow::Result<Self> {
+        let port_range =
+            parse_port_range(&var("SLIPWAY_PORT_RANGE").unwrap_or("20000-20999".into()))
+                .context("SLIPWAY_PORT_RANGE")?;
+        let config = Self {
+            docker_host: required("SLIPWAY_DOCKER_HOST")?,
+            buildkit: var("SLIPWAY_BUILDKIT").unwrap_or_else(|| "docker".into()),
+            registry: required("SLIPWAY_REGISTRY")?,
+            runtime_host: var("SLIPWAY_RUNTIME_HOST").unwrap_or_else(|| "127.0.0.1".into()),
+            port_range,
+            start_timeout: duration("SLIPWAY_START_TIMEOUT", Duration::from_secs(30))?,
+            drain: duration("SLIPWAY_DRAIN", Duration::from_secs(2))?,
+            concurrency: parsed("SLIPWAY_WORKER_CONCURRENCY", 4)?,
+            heartbeat: duration("SLIPWAY_WORKER_HEARTBEAT", Duration::from_secs(2))?,
+            missed_heartbeats: parsed("SLIPWAY_WORKER_MISSED_HEARTBEATS", 5)?,
+            job_timeout: duration("SLIPWAY_JOB_TIMEOUT", Duration::from_secs(30 * 60))?,
+            retry_attempts: parsed("SLIPWAY_RETRY_ATTEMPTS", 5)?,
+            retry_base: duration("SLIPWAY_RETRY_BASE", Duration::from_millis(500))?,
+            build_network_none: parsed("SLIPWAY_BUILD_NETWORK_NONE", true)?,
+            name: var("SLIPWAY_WORKER_NAME").unwrap_or_else(unique_worker_name),
+        };
+        if config.concurrency == 0 {
+            bail!("SLIPWAY_WORKER_CONCURRENCY must be at least 1");
+        }
+        Ok(config)
+    }
+}
+
+/// `host-pid-random`: distinct for every process, even two on one host.
+pub fn unique_worker_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".into());
+    format!(
+        "{host}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}
+
+pub fn parse_port_range(raw: &str) -> anyhow::Result<RangeInclusive<u16>> {
+    let (low, high) = raw
+        .split_once('-')
+        .with_context(|| format!("{raw:?} is not a range such as 20000-20999"))?;
+    let (low, high): (u16, u16) = (low.trim().parse()?, high.trim().parse()?);
+    if low == 0 || low > high {
+        bail!("{raw:?} is not a non-empty range of ports");
+    }
+    Ok(low..=high)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_ranges_parse_and_reject_nonsense() {
+        assert_eq!(parse_port_range("20000-20999").unwrap(), 20000..=20999);
+        assert_eq!(parse_port_range("8080-8080").unwrap(), 8080..=8080);
+        assert!(parse_port_range("2-1").is_err());
+        assert!(parse_port_range("0-10").is_err());
+        assert!(parse_port_range("20000").is_err());
+        assert!(parse_port_range("a-b").is_err());
+    }
+}

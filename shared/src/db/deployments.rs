@@ -1,0 +1,343 @@
+//! Deployments: one version of one function, from archive to serving container.
+//!
+//! Status changes are conditional on the status the caller read (`WHERE status = $from`), so a
+//! duplicate or late job finds nothing to change instead of overwriting a newer outcome.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::domain::DeploymentStatus;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeploymentRow {
+    pub id: Uuid,
+    pub function_id: Uuid,
+    pub function_name: String,
+    pub version: i32,
+    pub archive_key: String,
+    pub archive_sha256: String,
+    pub archive_bytes: i64,
+    pub env: serde_json::Value,
+    pub status: String,
+    pub is_active: bool,
+    pub image_tag: Option<String>,
+    pub image_digest: Option<String>,
+    pub runtime_endpoint: Option<String>,
+    pub container_id: Option<String>,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub build_started_at: Option<DateTime<Utc>>,
+    pub built_at: Option<DateTime<Utc>>,
+    pub pushed_at: Option<DateTime<Utc>>,
+    pub deployed_at: Option<DateTime<Utc>>,
+}
+
+pub struct NewDeployment<'a> {
+    pub id: Uuid,
+    pub function_id: Uuid,
+    pub version: i32,
+    pub archive_key: &'a str,
+    pub archive_sha256: &'a str,
+    pub archive_bytes: i64,
+    pub env: &'a serde_json::Value,
+}
+
+pub async fn insert(conn: &mut PgConnection, new: &NewDeployment<'_>) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"INSERT INTO deployments
+             (id, function_id, version, archive_key, archive_sha256, archive_bytes, env, status)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, 'building')"#,
+        new.id,
+        new.function_id,
+        new.version,
+        new.archive_key,
+        new.archive_sha256,
+        new.archive_bytes,
+        new.env
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn get(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<DeploymentRow>> {
+    sqlx::query_file_as!(
+        DeploymentRow,
+        "src/db/sql/deployment_view.sql",
+        Some(id),
+        None::<Uuid>,
+        None::<Uuid>,
+        1_i64,
+        0_i64
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// A deployment, only if `owner_id` owns its function.
+pub async fn get_for_owner(
+    conn: &mut PgConnection,
+    owner_id: Uuid,
+    id: Uuid,
+) -> sqlx::Result<Option<DeploymentRow>> {
+    sqlx::query_file_as!(
+        DeploymentRow,
+        "src/db/sql/deployment_view.sql",
+        Some(id),
+        None::<Uuid>,
+        Some(owner_id),
+        1_i64,
+        0_i64
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// Newest first.
+pub async fn page(
+    conn: &mut PgConnection,
+    function_id: Uuid,
+    limit: i64,
+    offset: i64,
+) -> sqlx::Result<Vec<DeploymentRow>> {
+    sqlx::query_file_as!(
+        DeploymentRow,
+        "src/db/sql/deployment_view.sql",
+        None::<Uuid>,
+        Some(function_id),
+        None::<Uuid>,
+        limit,
+        offset
+    )
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn count(conn: &mut PgConnection, function_id: Uuid) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM deployments WHERE function_id = $1"#,
+        function_id
+    )
+    .fetch_one(conn)
+    .await
+}
+
+/// Moves `id` from `from` to `to` if it is still in `from`. Returns false when another run
+/// already moved it: the caller then drops its result.
+pub async fn transition(
+    conn: &mut PgConnection,
+    id: Uuid,
+    from: DeploymentStatus,
+    to: DeploymentStatus,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query!(
+        r#"UPDATE deployments SET
+             status = $3,
+             is_active = ($3 = 'active'),
+             built_at = CASE WHEN $2 = 'building' AND $3 = 'pushing' THEN now() ELSE built_at END,
+             updated_at = now()
+           WHERE id = $1 AND status = $2"#,
+        id,
+        from.as_str(),
+        to.as_str()
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn mark_build_started(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE deployments SET build_started_at = coalesce(build_started_at, now()) WHERE id = $1",
+        id
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records the pushed tag and the registry's manifest digest, moving pushing → deploying.
+pub async fn record_push(
+    conn: &mut PgConnection,
+    id: Uuid,
+    image_tag: &str,
+    image_digest: &str,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query!(
+        r#"UPDATE deployments SET status = 'deploying', image_tag = $2, image_digest = $3,
+             pushed_at = now(), updated_at = now()
+           WHERE id = $1 AND status = 'pushing'"#,
+        id,
+        image_tag,
+        image_digest
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Serialises endpoint allocation across workers until the transaction ends.
+pub async fn lock_endpoint_allocation(conn: &mut PgConnection) -> sqlx::Result<()> {
+    sqlx::query!("SELECT pg_advisory_xact_lock(hashtext('slipway.endpoints'))")
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Claims `endpoint` for the deployment before its container starts, so no other deployment
+/// can pick the same port meanwhile.
+pub async fn reserve_endpoint(
+    conn: &mut PgConnection,
+    id: Uuid,
+    endpoint: &str,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE deployments SET runtime_endpoint = $2, updated_at = now() WHERE id = $1",
+        id,
+        endpoint
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Remembers the container as soon as it exists, so a crash leaves no untracked one.
+pub async fn record_container(
+    conn: &mut PgConnection,
+    id: Uuid,
+    container_id: &str,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE deployments SET container_id = $2, updated_at = now() WHERE id = $1",
+        id,
+        container_id
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// deploying → active. The partial unique index refuses a second active deployment, so the
+/// caller deactivates the previous one first, in the same transaction.
+pub async fn activate(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<bool> {
+    let done = sqlx::query!(
+        r#"UPDATE deployments SET status = 'active', is_active = true, deployed_at = now(), updated_at = now()
+           WHERE id = $1 AND status = 'deploying'"#,
+        id
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// active → inactive; the container goes away after the drain, so its endpoint is kept until then.
+pub async fn deactivate(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<bool> {
+    let done = sqlx::query!(
+        r#"UPDATE deployments SET status = 'inactive', is_active = false, updated_at = now()
+           WHERE id = $1 AND status = 'active'"#,
+        id
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The container is gone: nothing answers at the endpoint any more.
+pub async fn clear_container(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"UPDATE deployments SET container_id = NULL, runtime_endpoint = NULL, updated_at = now()
+           WHERE id = $1 AND status <> 'active'"#,
+        id
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Any in-flight status → failed, with the reason users will read.
+pub async fn fail(conn: &mut PgConnection, id: Uuid, error: &str) -> sqlx::Result<bool> {
+    let done = sqlx::query!(
+        r#"UPDATE deployments SET status = 'failed', is_active = false, error = $2, updated_at = now()
+           WHERE id = $1 AND status IN ('building', 'pushing', 'deploying')"#,
+        id,
+        error
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+#[derive(Debug, Clone)]
+pub struct ActiveDeployment {
+    pub id: Uuid,
+    pub version: i32,
+    pub container_id: Option<String>,
+    pub runtime_endpoint: Option<String>,
+}
+
+pub async fn active_for_function(
+    conn: &mut PgConnection,
+    function_id: Uuid,
+) -> sqlx::Result<Option<ActiveDeployment>> {
+    sqlx::query_as!(
+        ActiveDeployment,
+        r#"SELECT id, version, container_id, runtime_endpoint
+           FROM deployments WHERE function_id = $1 AND is_active"#,
+        function_id
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// Whether another deployment of the function is still building, pushing or deploying.
+pub async fn others_in_flight(
+    conn: &mut PgConnection,
+    function_id: Uuid,
+    except: Uuid,
+) -> sqlx::Result<bool> {
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (
+             SELECT 1 FROM deployments
+             WHERE function_id = $1 AND id <> $2 AND status IN ('building', 'pushing', 'deploying')
+           ) AS "exists!""#,
+        function_id,
+        except
+    )
+    .fetch_one(conn)
+    .await
+}
+
+/// Endpoints some deployment still holds (running, starting, or draining).
+pub async fn endpoints_in_use(conn: &mut PgConnection) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar!(
+        r#"SELECT runtime_endpoint AS "endpoint!" FROM deployments WHERE runtime_endpoint IS NOT NULL"#
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Where an owner's function is served from, for the invocation proxy.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub function_status: String,
+    pub endpoint: Option<String>,
+}
+
+pub async fn route(
+    conn: &mut PgConnection,
+    owner_id: Uuid,
+    function_id: Uuid,
+) -> sqlx::Result<Option<Route>> {
+    sqlx::query_as!(
+        Route,
+        r#"SELECT f.status AS function_status, d.runtime_endpoint AS "endpoint?"
+           FROM functions f
+           LEFT JOIN deployments d ON d.function_id = f.id AND d.is_active
+           WHERE f.id = $1 AND f.owner_id = $2"#,
+        function_id,
+        owner_id
+    )
+    .fetch_optional(conn)
+    .await
+}

@@ -1,0 +1,151 @@
+//! Functions, as their owners see them.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::domain::{FunctionName, FunctionStatus};
+
+/// A function with what it currently serves.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct FunctionRow {
+    pub id: Uuid,
+    pub owner_id: Uuid,
+    pub name: String,
+    pub status: String,
+    pub skip_signing: bool,
+    pub env: serde_json::Value,
+    pub last_version: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub active_version: Option<i32>,
+    pub image_tag: Option<String>,
+    pub image_digest: Option<String>,
+}
+
+/// Creates the function, or returns `None` when the owner already has one of that name.
+pub async fn insert(
+    conn: &mut PgConnection,
+    owner_id: Uuid,
+    name: &FunctionName,
+    skip_signing: bool,
+) -> sqlx::Result<Option<Uuid>> {
+    sqlx::query_scalar!(
+        r#"INSERT INTO functions (id, owner_id, name, skip_signing) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (owner_id, name) DO NOTHING
+           RETURNING id"#,
+        Uuid::new_v4(),
+        owner_id,
+        name.as_str(),
+        skip_signing
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn find_by_name(
+    conn: &mut PgConnection,
+    owner_id: Uuid,
+    name: &FunctionName,
+) -> sqlx::Result<Option<FunctionRow>> {
+    sqlx::query_file_as!(
+        FunctionRow,
+        "src/db/sql/function_view.sql",
+        owner_id,
+        None::<Uuid>,
+        Some(name.as_str())
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// The function if `owner_id` owns it; someone else's function is indistinguishable from none.
+pub async fn find(
+    conn: &mut PgConnection,
+    owner_id: Uuid,
+    id: Uuid,
+) -> sqlx::Result<Option<FunctionRow>> {
+    sqlx::query_file_as!(
+        FunctionRow,
+        "src/db/sql/function_view.sql",
+        owner_id,
+        Some(id),
+        None::<String>
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn list(conn: &mut PgConnection, owner_id: Uuid) -> sqlx::Result<Vec<FunctionRow>> {
+    sqlx::query_file_as!(
+        FunctionRow,
+        "src/db/sql/function_view.sql",
+        owner_id,
+        None::<Uuid>,
+        None::<String>
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// What a use case needs to decide a transition, read under the row lock it keeps until commit.
+#[derive(Debug, Clone)]
+pub struct LockedFunction {
+    pub id: Uuid,
+    pub owner_id: Uuid,
+    pub name: String,
+    pub status: String,
+}
+
+/// Locks the function row for the rest of the transaction; all status changes of a function and
+/// its deployments take this lock first, so they serialise per function.
+pub async fn lock(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<LockedFunction>> {
+    sqlx::query_as!(
+        LockedFunction,
+        "SELECT id, owner_id, name, status FROM functions WHERE id = $1 FOR UPDATE",
+        id
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// Hands out the next version number. Runs under the row lock; a rolled-back transaction gives
+/// the number back, a committed one never reuses it.
+pub async fn allocate_version(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<i32> {
+    sqlx::query_scalar!(
+        "UPDATE functions SET last_version = last_version + 1 WHERE id = $1 RETURNING last_version",
+        id
+    )
+    .fetch_one(conn)
+    .await
+}
+
+pub async fn set_status(
+    conn: &mut PgConnection,
+    id: Uuid,
+    status: FunctionStatus,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE functions SET status = $2, updated_at = now() WHERE id = $1",
+        id,
+        status.as_str()
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn set_env(
+    conn: &mut PgConnection,
+    id: Uuid,
+    env: &serde_json::Value,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE functions SET env = $2, updated_at = now() WHERE id = $1",
+        id,
+        env
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,20 @@
+-- A function of one owner with its active deployment, by id, by name, or all of them.
+SELECT
+    f.id,
+    f.owner_id,
+    f.name,
+    f.status,
+    f.skip_signing,
+    f.env,
+    f.last_version,
+    f.created_at,
+    f.updated_at,
+    d.version AS "active_version?",
+    d.image_tag AS "image_tag?",
+    d.image_digest AS "image_digest?"
+FROM functions f
+LEFT JOIN deployments d ON d.function_id = f.id AND d.is_active
+WHERE f.owner_id = $1
+  AND ($2::uuid IS NULL OR f.id = $2)
+  AND ($3::text IS NULL OR f.name = $3)
+ORDER BY f.created_at DESC, f.id

@@ -1,0 +1,15 @@
+//! Newtypes and state machines: pure, no I/O, no serde. Everything here is parsed at the edge and
+//! trusted inside.
+
+mod api_key;
+mod function_name;
+mod image;
+mod status;
+
+pub use api_key::{ApiKey, ApiKeyHash};
+pub use function_name::{FunctionName, FunctionNameError};
+pub use image::{Digest, DigestError, ImageRef};
+pub use status::{
+    DeploymentEvent, DeploymentStatus, FunctionEvent, FunctionStatus, IllegalTransition,
+    UnknownStatus,
+};

@@ -1,0 +1,273 @@
+//! The lifecycle status of a function (seed 000) and of each of its deployments, as pure state
+//! machines. Every change of status in the database goes through `apply`, so an illegal transition
+//! is an error and never silently written.
+
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FunctionStatus {
+    Init,
+    Building,
+    Active,
+    PendingDeletion,
+    Deleted,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeploymentStatus {
+    Building,
+    Pushing,
+    Deploying,
+    Active,
+    Inactive,
+    Failed,
+}
+
+/// What happens to a function, as far as its lifecycle status cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FunctionEvent {
+    /// A new version was accepted and its build queued.
+    DeployRequested,
+    /// One of its deployments reached a final state (active or failed).
+    DeploymentSettled {
+        /// Another deployment of the function is still on its way.
+        others_in_flight: bool,
+        /// The function has an active deployment after the change.
+        has_active: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeploymentEvent {
+    Built,
+    Pushed,
+    Activated,
+    /// Another deployment of the same function took the traffic.
+    Superseded,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("illegal transition: {state} cannot take {event}")]
+pub struct IllegalTransition {
+    pub state: String,
+    pub event: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown status {0:?}")]
+pub struct UnknownStatus(pub String);
+
+fn illegal(state: impl fmt::Debug, event: impl fmt::Debug) -> IllegalTransition {
+    IllegalTransition {
+        state: format!("{state:?}"),
+        event: format!("{event:?}"),
+    }
+}
+
+impl FunctionStatus {
+    pub const ALL: [Self; 5] = [
+        Self::Init,
+        Self::Building,
+        Self::Active,
+        Self::PendingDeletion,
+        Self::Deleted,
+    ];
+
+    pub fn apply(self, event: FunctionEvent) -> Result<Self, IllegalTransition> {
+        use FunctionEvent::*;
+        use FunctionStatus::*;
+        match (self, event) {
+            (Init | Building | Active, DeployRequested) => Ok(Building),
+            (
+                Building,
+                DeploymentSettled {
+                    others_in_flight,
+                    has_active,
+                },
+            ) => Ok(match (others_in_flight, has_active) {
+                (true, _) => Building,
+                (false, true) => Active,
+                (false, false) => Init,
+            }),
+            // A deletion requested while a build ran wins; the build's outcome changes nothing.
+            (PendingDeletion | Deleted, DeploymentSettled { .. }) => Ok(self),
+            (PendingDeletion | Deleted, DeployRequested)
+            | (Init | Active, DeploymentSettled { .. }) => Err(illegal(self, event)),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Init => "init",
+            Self::Building => "building",
+            Self::Active => "active",
+            Self::PendingDeletion => "pending_deletion",
+            Self::Deleted => "deleted",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, UnknownStatus> {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.as_str() == raw)
+            .ok_or_else(|| UnknownStatus(raw.to_owned()))
+    }
+}
+
+impl DeploymentStatus {
+    pub const ALL: [Self; 6] = [
+        Self::Building,
+        Self::Pushing,
+        Self::Deploying,
+        Self::Active,
+        Self::Inactive,
+        Self::Failed,
+    ];
+
+    pub fn apply(self, event: DeploymentEvent) -> Result<Self, IllegalTransition> {
+        use DeploymentEvent as E;
+        use DeploymentStatus as S;
+        match (self, event) {
+            (S::Building, E::Built) => Ok(S::Pushing),
+            (S::Pushing, E::Pushed) => Ok(S::Deploying),
+            (S::Deploying, E::Activated) => Ok(S::Active),
+            (S::Active, E::Superseded) => Ok(S::Inactive),
+            (S::Building | S::Pushing | S::Deploying, E::Failed) => Ok(S::Failed),
+            _ => Err(illegal(self, event)),
+        }
+    }
+
+    /// Still on its way to serving: a function with such a deployment is `building`.
+    pub fn is_in_flight(self) -> bool {
+        matches!(self, Self::Building | Self::Pushing | Self::Deploying)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Building => "building",
+            Self::Pushing => "pushing",
+            Self::Deploying => "deploying",
+            Self::Active => "active",
+            Self::Inactive => "inactive",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, UnknownStatus> {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.as_str() == raw)
+            .ok_or_else(|| UnknownStatus(raw.to_owned()))
+    }
+}
+
+impl fmt::Display for FunctionStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for DeploymentStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settled(others_in_flight: bool, has_active: bool) -> FunctionEvent {
+        FunctionEvent::DeploymentSettled {
+            others_in_flight,
+            has_active,
+        }
+    }
+
+    #[test]
+    fn every_function_state_and_event() {
+        use FunctionStatus::*;
+        let events = [
+            FunctionEvent::DeployRequested,
+            settled(false, false),
+            settled(false, true),
+            settled(true, false),
+            settled(true, true),
+        ];
+        for state in FunctionStatus::ALL {
+            for event in events {
+                let expected = match (state, event) {
+                    (Init | Building | Active, FunctionEvent::DeployRequested) => Some(Building),
+                    (
+                        Building,
+                        FunctionEvent::DeploymentSettled {
+                            others_in_flight: true,
+                            ..
+                        },
+                    ) => Some(Building),
+                    (
+                        Building,
+                        FunctionEvent::DeploymentSettled {
+                            has_active: true, ..
+                        },
+                    ) => Some(Active),
+                    (Building, FunctionEvent::DeploymentSettled { .. }) => Some(Init),
+                    (PendingDeletion, FunctionEvent::DeploymentSettled { .. }) => {
+                        Some(PendingDeletion)
+                    }
+                    (Deleted, FunctionEvent::DeploymentSettled { .. }) => Some(Deleted),
+                    _ => None,
+                };
+                assert_eq!(state.apply(event).ok(), expected, "{state:?} × {event:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_deployment_state_and_event() {
+        use DeploymentEvent as E;
+        use DeploymentStatus as S;
+        let events = [E::Built, E::Pushed, E::Activated, E::Superseded, E::Failed];
+        for state in DeploymentStatus::ALL {
+            for event in events {
+                let expected = match (state, event) {
+                    (S::Building, E::Built) => Some(S::Pushing),
+                    (S::Pushing, E::Pushed) => Some(S::Deploying),
+                    (S::Deploying, E::Activated) => Some(S::Active),
+                    (S::Active, E::Superseded) => Some(S::Inactive),
+                    (S::Building | S::Pushing | S::Deploying, E::Failed) => Some(S::Failed),
+                    _ => None,
+                };
+                assert_eq!(state.apply(event).ok(), expected, "{state:?} × {event:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn statuses_round_trip_through_their_names() {
+        for s in FunctionStatus::ALL {
+            assert_eq!(FunctionStatus::parse(s.as_str()), Ok(s));
+        }
+        for s in DeploymentStatus::ALL {
+            assert_eq!(DeploymentStatus::parse(s.as_str()), Ok(s));
+        }
+        assert!(FunctionStatus::parse("running").is_err());
+    }
+
+    #[test]
+    fn only_unsettled_deployments_are_in_flight() {
+        let in_flight: Vec<_> = DeploymentStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_in_flight())
+            .collect();
+        assert_eq!(
+            in_flight,
+            [
+                DeploymentStatus::Building,
+                DeploymentStatus::Pushing,
+                DeploymentStatus::Deploying
+            ]
+        );
+    }
+}

@@ -1,0 +1,94 @@
+//! Job payloads and the `Job` trait: the contract between whoever enqueues (api, scheduler, other
+//! jobs) and the worker that runs them. Only this file knows how a job is written into the queue,
+//! so the api and scheduler never link BuildKit or the runtime.
+//!
+//! Jobs are enqueued with `apalis_postgres::queries::push_tasks` on the caller's connection: inside
+//! the caller's transaction, a job becomes visible (and NOTIFY fires) only when the state change
+//! that caused it commits, and never exists for one that rolled back.
+
+use apalis::prelude::TaskBuilder;
+use serde::{Serialize, de::DeserializeOwned};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// A durable job type. `NAME` is the queue name stored in every job row: never rename one.
+pub trait Job: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin + 'static {
+    const NAME: &'static str;
+
+    /// How many times the queue itself may hand the job out. apalis-postgres retries a failed job
+    /// immediately and without backoff, so Slipway retries transient faults with backoff inside
+    /// the handler and lets the queue run a job once. A job whose worker died is handed out again
+    /// regardless of this limit (apalis re-enqueues orphans), which is why handlers are fenced.
+    const MAX_ATTEMPTS: usize = 1;
+
+    /// A key unique per queue for as long as the job row exists: a second enqueue of the same
+    /// work fails instead of duplicating it.
+    fn dedup_key(&self) -> String;
+
+    /// Writes the job on `conn`, usually the transaction that made the change requiring it.
+    fn enqueue(
+        &self,
+        conn: &mut PgConnection,
+    ) -> impl Future<Output = Result<(), EnqueueError>> + Send {
+        let encoded = serde_json::to_vec(self);
+        let key = self.dedup_key();
+        async move {
+            let task = TaskBuilder::new(encoded?)
+                .max_attempts(Self::MAX_ATTEMPTS)
+                .idempotency_key(key)
+                .build();
+            apalis_postgres::queries::push_tasks(conn, Self::NAME, vec![task]).await?;
+            Ok(())
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    #[error("could not encode the job: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("could not write the job: {0}")]
+    Queue(#[from] apalis_postgres::Error),
+}
+
+/// Build the deployment's archive into an image.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BuildJob {
+    pub deployment_id: Uuid,
+}
+
+/// Push the built image and record its tag and manifest digest.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PushJob {
+    pub deployment_id: Uuid,
+}
+
+/// Start the recorded digest, wait for it to answer, switch traffic, stop the previous version.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeployJob {
+    pub deployment_id: Uuid,
+}
+
+impl Job for BuildJob {
+    const NAME: &'static str = "slipway::build";
+    fn dedup_key(&self) -> String {
+        format!("build:{}", self.deployment_id)
+    }
+}
+
+impl Job for PushJob {
+    const NAME: &'static str = "slipway::push";
+    fn dedup_key(&self) -> String {
+        format!("push:{}", self.deployment_id)
+    }
+}
+
+impl Job for DeployJob {
+    const NAME: &'static str = "slipway::deploy";
+    fn dedup_key(&self) -> String {
+        format!("deploy:{}", self.deployment_id)
+    }
+}
+
+/// Every queue, for operators' views and for tests that count jobs.
+pub const ALL_QUEUES: [&str; 3] = [BuildJob::NAME, PushJob::NAME, DeployJob::NAME];

@@ -1,0 +1,255 @@
+//! The spine, end to end: archive in, running function out, new versions switched without a
+//! failed request, broken builds leaving the old version serving.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use slipway_tests::{TestStack, hello_archive, registry_digest};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploying_v2_switches_traffic_without_a_failed_invocation_and_records_registry_digests()
+-> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let function_id = stack.init("greeter").await?;
+
+    let submitted = Instant::now();
+    let (v1, version) = stack
+        .deploy(function_id, hello_archive("hello from v1\n")?)
+        .await?;
+    assert_eq!(version, 1);
+    let log = stack.wait_active(v1).await?;
+    eprintln!("v1 submit → active: {:?}", submitted.elapsed());
+    let steps: Vec<&str> = log["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["phase"] == "build" && l["stream"] == "step")
+        .filter_map(|l| l["message"].as_str())
+        .collect();
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.contains("COPY") || s.contains("FROM")),
+        "the build log shows BuildKit's steps: {steps:?}"
+    );
+    assert_eq!(
+        stack.invoke(function_id, "").await?,
+        (200, "hello from v1\n".into())
+    );
+
+    let function = stack.function(function_id).await?;
+    assert_eq!(function["status"], "active");
+    assert_eq!(function["active_version"], 1);
+
+    // Invoke continuously while v2 rolls out: every request must succeed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let seen_v2 = Arc::new(AtomicBool::new(false));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let invoker = {
+        let (client, url, key) = (
+            stack.http.clone(),
+            stack.url(&format!("/api/v1/functions/invoke/{function_id}")),
+            stack.api_key.clone(),
+        );
+        let (stop, failures, seen_v2, requests) = (
+            stop.clone(),
+            failures.clone(),
+            seen_v2.clone(),
+            requests.clone(),
+        );
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                requests.fetch_add(1, Ordering::SeqCst);
+                match client.get(&url).bearer_auth(&key).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        let body = r.text().await.unwrap_or_default();
+                        if body == "hello from v2\n" {
+                            seen_v2.store(true, Ordering::SeqCst);
+                        } else if body != "hello from v1\n" {
+                            failures.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    _ => {
+                        failures.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+
+    let submitted = Instant::now();
+    let (v2, version) = stack
+        .deploy(function_id, hello_archive("hello from v2\n")?)
+        .await?;
+    assert_eq!(version, 2);
+    stack.wait_active(v2).await?;
+    eprintln!("v2 submit → active: {:?}", submitted.elapsed());
+    // Past the drain, so the old container is gone and requests still succeed.
+    tokio::time::sleep(stack.worker_config.drain + Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    invoker.await?;
+    assert_eq!(
+        failures.load(Ordering::SeqCst),
+        0,
+        "failed invocations during the switch"
+    );
+    assert!(
+        requests.load(Ordering::SeqCst) > 10,
+        "the invoker really ran"
+    );
+    assert!(seen_v2.load(Ordering::SeqCst));
+    assert_eq!(
+        stack.invoke(function_id, "").await?,
+        (200, "hello from v2\n".into())
+    );
+
+    let history: Value = stack
+        .get(&format!("/api/functions/{function_id}/deployments"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(history["count"], 2);
+    assert_eq!(history["function_status"], "active");
+    let deployments = history["deployments"].as_array().unwrap();
+    assert_eq!(deployments[0]["version"], 2);
+    assert_eq!(deployments[0]["status"], "active");
+    assert_eq!(deployments[0]["is_active"], true);
+    assert_eq!(deployments[1]["version"], 1);
+    assert_eq!(deployments[1]["status"], "inactive");
+    assert_eq!(deployments[1]["is_active"], false);
+    for deployment in deployments {
+        let tag = deployment["image_tag"].as_str().unwrap();
+        assert!(
+            tag.starts_with(&format!("{}/greeter-", stack.registry)),
+            "{tag}"
+        );
+        let digest = deployment["image_digest"].as_str().unwrap();
+        assert_eq!(
+            registry_digest(tag).await?.as_deref(),
+            Some(digest),
+            "recorded digest of {tag} is the registry's Docker-Content-Digest"
+        );
+        assert_eq!(
+            deployment["s3_key"],
+            format!("functions/{function_id}/v{}.tar.gz", deployment["version"])
+        );
+        assert!(
+            stack
+                .store
+                .exists(deployment["s3_key"].as_str().unwrap())
+                .await?
+        );
+    }
+    // Only v2's container still runs.
+    let running = slipway_tests::docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=dev.slipway.function={function_id}"),
+    ])?;
+    assert_eq!(
+        running.lines().count(),
+        1,
+        "one container for the function: {running}"
+    );
+    stack.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_dockerfile_fails_the_deployment_with_buildkits_message_and_v1_keeps_serving()
+-> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let function_id = stack.init("sturdy").await?;
+    let (v1, _) = stack
+        .deploy(function_id, hello_archive("steady v1\n")?)
+        .await?;
+    stack.wait_active(v1).await?;
+
+    let broken = slipway_tests::pack_dir(
+        &slipway_tests::repo_root().join("examples/hello"),
+        &[("Dockerfile", "FROM scratch\nCOPY does-not-exist /nowhere\n")].into(),
+    )?;
+    let (v2, version) = stack.deploy(function_id, broken).await?;
+    assert_eq!(version, 2);
+    let log = stack.wait_settled(v2, Duration::from_secs(120)).await?;
+    assert_eq!(log["status"], "failed");
+    let error = log["error"].as_str().unwrap();
+    assert!(
+        error.contains("does-not-exist"),
+        "BuildKit's own message: {error}"
+    );
+    assert!(
+        log["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["stream"] == "error"
+                && l["message"].as_str().unwrap().contains("does-not-exist")),
+        "the log carries the failure: {log}"
+    );
+
+    assert_eq!(
+        stack.invoke(function_id, "").await?,
+        (200, "steady v1\n".into())
+    );
+    let function = stack.function(function_id).await?;
+    assert_eq!(function["status"], "active");
+    assert_eq!(function["active_version"], 1);
+    assert_eq!(function["latest_version"], 2);
+    stack.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invocation_passes_method_query_headers_body_and_status_through() -> anyhow::Result<()> {
+    let stack = TestStack::start_with(slipway_tests::StackOptions {
+        store: slipway_tests::StoreKind::Filesystem,
+        ..Default::default()
+    })
+    .await?;
+    let function_id = stack.init("echoer").await?;
+    let (id, _) = stack
+        .deploy_raw(
+            &function_id.to_string(),
+            hello_archive("echo\n")?,
+            Some(r#"{"GREETING":"bonjour"}"#),
+        )
+        .await
+        .map(|(status, body)| {
+            assert_eq!(status, 202, "{body}");
+            (body["deployment_id"].as_str().unwrap().parse().unwrap(), ())
+        })?;
+    stack.wait_active(id).await?;
+
+    let response = stack
+        .post(&format!(
+            "/api/v1/functions/invoke/{function_id}/cgi-bin/echo?status=201&x=1"
+        ))
+        .header("x-test", "passed-through")
+        .body("the body")
+        .send()
+        .await?;
+    assert_eq!(response.status(), 201);
+    assert!(response.headers().contains_key("x-slipway-request-id"));
+    let text = response.text().await?;
+    for expected in [
+        "POST",
+        "status=201&x=1",
+        "passed-through",
+        "the body",
+        "bonjour",
+    ] {
+        assert!(text.contains(expected), "{expected:?} in {text:?}");
+    }
+    // The platform's credentials never reach the function.
+    assert!(!text.contains(&stack.api_key), "{text}");
+    stack.shutdown().await
+}

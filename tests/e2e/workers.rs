@@ -1,0 +1,55 @@
+//! Horizontal workers: two workers on one queue share the work and run each job exactly once.
+
+use std::time::Instant;
+
+use slipway_shared::{db, jobs::ALL_QUEUES};
+use slipway_tests::{StackOptions, StoreKind, TestStack, hello_archive};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_deploy_ten_functions_and_run_each_job_once() -> anyhow::Result<()> {
+    let stack = TestStack::start_with(StackOptions {
+        store: StoreKind::S3,
+        workers: 2,
+        archive_limits: None,
+    })
+    .await?;
+    let started = Instant::now();
+    let mut deployments = Vec::new();
+    for i in 0..10 {
+        let function_id = stack.init(&format!("fleet-{i}")).await?;
+        let (deployment, _) = stack
+            .deploy(function_id, hello_archive(&format!("member {i}\n"))?)
+            .await?;
+        deployments.push((function_id, deployment, i));
+    }
+    for (_, deployment, _) in &deployments {
+        stack.wait_active(*deployment).await?;
+    }
+    eprintln!(
+        "10 functions active in {:?} with 2 workers",
+        started.elapsed()
+    );
+    for (function_id, _, i) in &deployments {
+        assert_eq!(
+            stack.invoke(*function_id, "").await?,
+            (200, format!("member {i}\n"))
+        );
+    }
+
+    let mut conn = stack.conn().await?;
+    let jobs = db::queue::jobs(&mut conn, &ALL_QUEUES).await?;
+    assert_eq!(
+        jobs.len(),
+        30,
+        "one build, push and deploy per function: {jobs:?}"
+    );
+    for job in &jobs {
+        assert_eq!((job.status.as_str(), job.attempts), ("Done", 1), "{job:?}");
+    }
+    let workers: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT lock_by FROM apalis.jobs WHERE lock_by IS NOT NULL")
+            .fetch_all(&stack.pool)
+            .await?;
+    eprintln!("jobs were run by {} worker identities", workers.len());
+    stack.shutdown().await
+}

@@ -1,0 +1,544 @@
+//! The end-to-end harness: a whole Slipway stack per test, in-process (API on a loopback port,
+//! one or more workers), on the real components the test script starts: Postgres, the Docker
+//! engine with its BuildKit, the registry, and the S3 server.
+//!
+//! Each stack gets its own database, cloned from a template migrated once per test process, and
+//! its own host-port range, so tests run in parallel without seeing each other.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicU16, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+use slipway_shared::{
+    config::{ApiConfig, WorkerConfig},
+    db,
+    domain::ApiKey,
+    store::ArchiveStore,
+};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, postgres::PgPoolOptions};
+use tokio::{sync::watch, task::JoinHandle, time::Instant};
+use uuid::Uuid;
+
+/// A required environment variable; the test script sets them all. Missing ones fail the test
+/// loudly: these tests never pass without the real components.
+pub fn required_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests through scripts/test.sh, which starts Postgres, Docker, the registry and S3")
+    })
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+static TEMPLATE: tokio::sync::Mutex<Option<String>> = tokio::sync::Mutex::const_new(None);
+static NEXT_PORT_BLOCK: AtomicU16 = AtomicU16::new(0);
+const PORTS_PER_STACK: u16 = 40;
+
+fn database_url(base: &str, database: &str) -> String {
+    let (prefix, _) = base
+        .rsplit_once('/')
+        .expect("DATABASE_URL has a database name");
+    format!("{prefix}/{database}")
+}
+
+/// Creates (once per process) a migrated template database and returns its name.
+async fn template(admin_url: &str) -> anyhow::Result<String> {
+    let mut guard = TEMPLATE.lock().await;
+    if let Some(name) = guard.as_ref() {
+        return Ok(name.clone());
+    }
+    let name = format!("slipway_template_{}", std::process::id());
+    let mut admin = PgConnection::connect(admin_url).await?;
+    sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}")))
+        .execute(&mut admin)
+        .await?;
+    sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await?;
+    let pool = PgPool::connect(&database_url(admin_url, &name)).await?;
+    db::migrate(&pool).await?;
+    pool.close().await;
+    *guard = Some(name.clone());
+    Ok(name)
+}
+
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    admin_url: String,
+}
+
+impl TestDb {
+    pub async fn create() -> anyhow::Result<Self> {
+        let admin_url = required_env("DATABASE_URL");
+        let template = template(&admin_url).await?;
+        let name = format!("slipway_test_{}", Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&admin_url).await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "CREATE DATABASE {name} TEMPLATE {template}"
+        )))
+        .execute(&mut admin)
+        .await?;
+        Ok(Self {
+            url: database_url(&admin_url, &name),
+            name,
+            admin_url,
+        })
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs outside any runtime guarantee, so the clean-up gets its own.
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(runtime) = runtime {
+                runtime.block_on(async {
+                    if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
+                        let _ = sqlx::query(AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                        )))
+                        .execute(&mut admin)
+                        .await;
+                    }
+                });
+            }
+        })
+        .join()
+        .ok();
+    }
+}
+
+/// Which archive store a stack uses.
+pub enum StoreKind {
+    Filesystem,
+    /// The real S3-compatible server from the test script.
+    S3,
+}
+
+pub struct TestStack {
+    pub db: TestDb,
+    pub pool: PgPool,
+    pub store: Arc<ArchiveStore>,
+    pub base_url: String,
+    pub api_key: String,
+    pub user_id: Uuid,
+    pub http: reqwest::Client,
+    pub registry: String,
+    pub worker_config: WorkerConfig,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+    _store_dir: tempfile::TempDir,
+}
+
+pub struct StackOptions {
+    pub store: StoreKind,
+    pub workers: usize,
+    pub archive_limits: Option<slipway_shared::archive::ArchiveLimits>,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            store: StoreKind::S3,
+            workers: 1,
+            archive_limits: None,
+        }
+    }
+}
+
+impl TestStack {
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(StackOptions::default()).await
+    }
+
+    pub async fn start_with(options: StackOptions) -> anyhow::Result<Self> {
+        slipway_shared::telemetry::init();
+        let db = TestDb::create().await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(20)
+            .connect(&db.url)
+            .await?;
+        let store_dir = tempfile::tempdir()?;
+        let store = match options.store {
+            StoreKind::Filesystem => {
+                ArchiveStore::from_url(&format!("file://{}", store_dir.path().display()), None)
+                    .await?
+            }
+            StoreKind::S3 => {
+                let endpoint = required_env("SLIPWAY_TEST_S3_ENDPOINT");
+                let bucket = required_env("SLIPWAY_TEST_S3_BUCKET");
+                ArchiveStore::from_url(&format!("s3://{bucket}"), Some(&endpoint)).await?
+            }
+        };
+        let store = Arc::new(store);
+
+        let key = ApiKey::generate();
+        let user_id = {
+            let mut conn = pool.acquire().await?;
+            let user_id =
+                db::users::ensure(&mut conn, &format!("user-{}", Uuid::new_v4().simple())).await?;
+            db::users::insert_api_key(&mut conn, user_id, &key).await?;
+            user_id
+        };
+
+        let block = NEXT_PORT_BLOCK.fetch_add(1, Ordering::SeqCst);
+        let low = 21000 + block * PORTS_PER_STACK;
+        let registry = required_env("SLIPWAY_REGISTRY");
+        let worker_config = WorkerConfig {
+            docker_host: required_env("SLIPWAY_DOCKER_HOST"),
+            buildkit: "docker".into(),
+            registry: registry.clone(),
+            runtime_host: "127.0.0.1".into(),
+            port_range: low..=low + PORTS_PER_STACK - 1,
+            start_timeout: Duration::from_secs(20),
+            drain: Duration::from_millis(500),
+            concurrency: 4,
+            heartbeat: Duration::from_secs(1),
+            missed_heartbeats: 5,
+            job_timeout: Duration::from_secs(300),
+            retry_attempts: 3,
+            retry_base: Duration::from_millis(200),
+            build_network_none: true,
+            name: slipway_shared::config::unique_worker_name(),
+        };
+        let mut api_config = ApiConfig {
+            bind: "127.0.0.1:0".parse()?,
+            archive_limits: Default::default(),
+            invoke_timeout: Duration::from_secs(30),
+        };
+        if let Some(limits) = options.archive_limits {
+            api_config.archive_limits = limits;
+        }
+
+        let listener = tokio::net::TcpListener::bind(api_config.bind).await?;
+        let base_url = format!("http://{}", listener.local_addr()?);
+        let (stop, stopped) = watch::channel(false);
+        let wait = |mut rx: watch::Receiver<bool>| async move {
+            rx.wait_for(|s| *s).await.ok();
+        };
+        let state = slipway_api::AppState::new(pool.clone(), Arc::clone(&store), api_config)?;
+        let mut tasks = vec![tokio::spawn(slipway_api::serve(
+            listener,
+            state,
+            wait(stopped.clone()),
+        ))];
+        for _ in 0..options.workers {
+            let mut config = worker_config.clone();
+            config.name = slipway_shared::config::unique_worker_name();
+            let env = slipway_worker::Environment::new(pool.clone(), Arc::clone(&store), config)?;
+            tasks.push(tokio::spawn(slipway_worker::run(
+                Arc::new(env),
+                wait(stopped.clone()),
+            )));
+        }
+        let stack = Self {
+            db,
+            pool,
+            store,
+            base_url,
+            api_key: key.expose().to_owned(),
+            user_id,
+            http: reqwest::Client::builder().no_proxy().build()?,
+            registry,
+            worker_config,
+            stop,
+            tasks,
+            _store_dir: store_dir,
+        };
+        stack.wait_healthy().await?;
+        Ok(stack)
+    }
+
+    async fn wait_healthy(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(r) = self
+                .http
+                .get(format!("{}/healthz", self.base_url))
+                .send()
+                .await
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the API never became healthy");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.get(self.url(path)).bearer_auth(&self.api_key)
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.post(self.url(path)).bearer_auth(&self.api_key)
+    }
+
+    /// `POST /api/functions/init`; returns the function id.
+    pub async fn init(&self, name: &str) -> anyhow::Result<Uuid> {
+        let response = self
+            .post("/api/functions/init")
+            .json(&serde_json::json!({ "name": name, "skip_signing": true }))
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        if status != 201 {
+            bail!("init answered {status}: {body}");
+        }
+        Ok(body["id"].as_str().context("id")?.parse()?)
+    }
+
+    /// `POST /api/functions/deploy`; returns the raw answer.
+    pub async fn deploy_raw(
+        &self,
+        function_id: &str,
+        archive: Vec<u8>,
+        env: Option<&str>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut form = reqwest::multipart::Form::new()
+            .text("function_id", function_id.to_owned())
+            .part(
+                "archive",
+                reqwest::multipart::Part::bytes(archive)
+                    .file_name("function.tar.gz")
+                    .mime_str("application/gzip")?,
+            );
+        if let Some(env) = env {
+            form = form.text("env", env.to_owned());
+        }
+        let response = self
+            .post("/api/functions/deploy")
+            .multipart(form)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(Value::Null);
+        Ok((status, body))
+    }
+
+    /// Deploys and returns (deployment id, version).
+    pub async fn deploy(&self, function_id: Uuid, archive: Vec<u8>) -> anyhow::Result<(Uuid, i64)> {
+        let (status, body) = self
+            .deploy_raw(&function_id.to_string(), archive, None)
+            .await?;
+        if status != 202 {
+            bail!("deploy answered {status}: {body}");
+        }
+        Ok((
+            body["deployment_id"]
+                .as_str()
+                .context("deployment_id")?
+                .parse()?,
+            body["version"].as_i64().context("version")?,
+        ))
+    }
+
+    /// Polls the deployment's log endpoint until it settles; returns the final log document.
+    pub async fn wait_settled(
+        &self,
+        deployment_id: Uuid,
+        timeout: Duration,
+    ) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let body: Value = self
+                .get(&format!("/api/deployments/{deployment_id}/logs"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            match body["status"].as_str() {
+                Some("active" | "failed" | "inactive") => return Ok(body),
+                _ if Instant::now() > deadline => {
+                    bail!("deployment {deployment_id} did not settle within {timeout:?}: {body}")
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    pub async fn wait_active(&self, deployment_id: Uuid) -> anyhow::Result<Value> {
+        let body = self
+            .wait_settled(deployment_id, Duration::from_secs(180))
+            .await?;
+        if body["status"] != "active" {
+            bail!(
+                "deployment {deployment_id} settled as {}: {body}",
+                body["status"]
+            );
+        }
+        Ok(body)
+    }
+
+    pub async fn invoke(&self, function_id: Uuid, path: &str) -> anyhow::Result<(u16, String)> {
+        let response = self
+            .get(&format!("/api/v1/functions/invoke/{function_id}{path}"))
+            .send()
+            .await?;
+        Ok((response.status().as_u16(), response.text().await?))
+    }
+
+    pub async fn function(&self, function_id: Uuid) -> anyhow::Result<Value> {
+        Ok(self
+            .get(&format!("/api/functions/{function_id}"))
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
+    pub async fn conn(&self) -> anyhow::Result<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+        Ok(self.pool.acquire().await?)
+    }
+
+    /// Counts rows of a table, for "nothing was written" assertions.
+    pub async fn count(&self, table: &str) -> anyhow::Result<i64> {
+        let sql = format!("SELECT count(*) FROM {table}");
+        Ok(sqlx::query_scalar(AssertSqlSafe(sql))
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.stop.send(true).ok();
+        for task in self.tasks.drain(..) {
+            task.await??;
+        }
+        self.pool.close().await;
+        Ok(())
+    }
+}
+
+/// Packs a function directory into a tar.gz with `Dockerfile` at the root, replacing the files
+/// named in `overrides` (path relative to the directory → new content).
+pub fn pack_dir(dir: &Path, overrides: &BTreeMap<&str, &str>) -> anyhow::Result<Vec<u8>> {
+    let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut builder = tar::Builder::new(encoder);
+    let mut files = Vec::new();
+    collect_files(dir, dir, &mut files)?;
+    files.sort();
+    for relative in files {
+        let path = dir.join(&relative);
+        let key = relative.to_string_lossy().to_string();
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path)?.permissions());
+        let content = match overrides.get(key.as_str()) {
+            Some(text) => text.as_bytes().to_vec(),
+            None => std::fs::read(&path)?,
+        };
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(mode & 0o777);
+        header.set_mtime(0);
+        header.set_cksum();
+        builder.append_data(&mut header, &key, content.as_slice())?;
+    }
+    for (key, text) in overrides {
+        if !dir.join(key).exists() {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(text.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder.append_data(&mut header, key, text.as_bytes())?;
+        }
+    }
+    Ok(builder.into_inner()?.finish()?)
+}
+
+fn collect_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            collect_files(root, &path, out)?;
+        } else {
+            out.push(path.strip_prefix(root)?.to_path_buf());
+        }
+    }
+    Ok(())
+}
+
+/// The example function the README uses, answering `greeting` on `/`.
+pub fn hello_archive(greeting: &str) -> anyhow::Result<Vec<u8>> {
+    let dir = repo_root().join("examples/hello");
+    pack_dir(&dir, &BTreeMap::from([("www/index.html", greeting)]))
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await? {
+            return Ok(value);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The digest the registry serves for `registry/repo:tag`, read independently of Slipway.
+pub async fn registry_digest(tagged: &str) -> anyhow::Result<Option<String>> {
+    let (registry, rest) = tagged.split_once('/').context("registry")?;
+    let (repository, tag) = rest.rsplit_once(':').context("tag")?;
+    let response = reqwest::Client::new()
+        .head(format!("http://{registry}/v2/{repository}/manifests/{tag}"))
+        .header(
+            "accept",
+            "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
+        )
+        .send()
+        .await?;
+    if response.status() == 404 {
+        return Ok(None);
+    }
+    Ok(response
+        .headers()
+        .get("docker-content-digest")
+        .map(|v| v.to_str().unwrap_or_default().to_owned()))
+}
+
+/// Runs `docker` (the engine's CLI) against the test engine.
+pub fn docker(args: &[&str]) -> anyhow::Result<String> {
+    let host = required_env("SLIPWAY_DOCKER_HOST");
+    let output = std::process::Command::new("/usr/bin/docker")
+        .arg("-H")
+        .arg(&host)
+        .args(args)
+        .output()?;
+    if !output.status.success() {
+        bail!(
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8(output.stdout)?)
+}

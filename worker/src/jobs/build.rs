@@ -1,0 +1,158 @@
+//! `build`: fetch the archive, prepare the context, build it through BuildKit's Control API with
+//! the log streamed into the deployment's log, then hand over to `push`.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use slipway_shared::{
+    archive, db,
+    domain::{DeploymentStatus, FunctionName, ImageRef},
+    jobs::{BuildJob, Job, PushJob},
+    store::StoreError,
+};
+use tokio::sync::mpsc;
+use tracing::info;
+
+use super::{RunJob, StepError, conclude, fenced, log_info, log_lines, with_retries};
+use crate::{
+    Environment,
+    buildkit::{BuildError, BuildLogLine, BuildRequest},
+};
+
+const PHASE: &str = "build";
+
+impl RunJob for BuildJob {
+    #[tracing::instrument(name = "build", skip_all, fields(deployment_id = %self.deployment_id))]
+    async fn run(self, env: Arc<Environment>) -> anyhow::Result<()> {
+        let Some(deployment) = fenced(
+            &env,
+            self.deployment_id,
+            DeploymentStatus::Building,
+            Self::NAME,
+        )
+        .await?
+        else {
+            return Ok(());
+        };
+        let outcome = build(&env, &deployment).await;
+        conclude(&env, &deployment, PHASE, outcome).await
+    }
+}
+
+async fn build(
+    env: &Arc<Environment>,
+    deployment: &db::deployments::DeploymentRow,
+) -> Result<(), StepError> {
+    {
+        let mut conn = env.pool.acquire().await?;
+        db::deployments::mark_build_started(&mut conn, deployment.id).await?;
+    }
+    log_info(
+        env,
+        deployment.id,
+        PHASE,
+        format!("building version {}", deployment.version),
+    )
+    .await;
+    let name = FunctionName::parse(&deployment.function_name)
+        .map_err(|e| StepError::Permanent(format!("stored function name is invalid: {e}")))?;
+    let image = ImageRef::for_version(
+        env.registry.host(),
+        &name,
+        deployment.function_id,
+        deployment.version,
+    );
+
+    let archive = with_retries(env, "fetching the archive", || async {
+        env.store
+            .get(&deployment.archive_key)
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound(key) => {
+                    StepError::Permanent(format!("the archive {key} is missing"))
+                }
+                other => StepError::Transient(other.into()),
+            })
+    })
+    .await?;
+
+    let workdir = tempfile::tempdir().map_err(|e| StepError::Transient(e.into()))?;
+    let context_path = workdir.path().join("context.tar");
+    let prepared = {
+        let path = context_path.clone();
+        tokio::task::spawn_blocking(move || archive::prepare_build_context(&archive[..], &path))
+            .await
+            .map_err(|e| StepError::Transient(e.into()))?
+            .map_err(|e| StepError::Permanent(format!("the archive cannot be built: {e}")))?
+    };
+    for directive in &prepared.stripped_directives {
+        log_info(env, deployment.id, PHASE, format!("ignored parser directive `{directive}`: Slipway builds with its own Dockerfile frontend")).await;
+    }
+
+    let request = BuildRequest {
+        context_tar: context_path,
+        image_ref: image.tagged(),
+        network_none: env.config.build_network_none,
+    };
+    let output = with_retries(env, "building", || async {
+        let (sender, receiver) = mpsc::channel(256);
+        let sink = tokio::spawn(store_build_log(Arc::clone(env), deployment.id, receiver));
+        let result = env.buildkit.build(request.clone(), sender).await;
+        sink.await.ok();
+        result.map_err(|e| match e {
+            BuildError::Failed { message } => {
+                StepError::Permanent(format!("build failed: {message}"))
+            }
+            other => StepError::Transient(other.into()),
+        })
+    })
+    .await?;
+    info!(image = %image.tagged(), image_id = ?output.image_id, "built");
+
+    let mut tx = env.pool.begin().await?;
+    db::functions::lock(&mut tx, deployment.function_id).await?;
+    if db::deployments::transition(
+        &mut tx,
+        deployment.id,
+        DeploymentStatus::Building,
+        DeploymentStatus::Pushing,
+    )
+    .await?
+    {
+        PushJob {
+            deployment_id: deployment.id,
+        }
+        .enqueue(&mut tx)
+        .await
+        .context("enqueueing the push")
+        .map_err(StepError::Transient)?;
+        db::logs::append(
+            &mut tx,
+            deployment.id,
+            PHASE,
+            &[("info".into(), format!("built {}", image.tagged()))],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Drains BuildKit's log into the database in batches, so a chatty build costs few inserts.
+async fn store_build_log(
+    env: Arc<Environment>,
+    deployment_id: uuid::Uuid,
+    mut lines: mpsc::Receiver<BuildLogLine>,
+) {
+    let mut batch = Vec::new();
+    while let Some(line) = lines.recv().await {
+        batch.push(line.into_row());
+        while let Ok(more) = lines.try_recv() {
+            batch.push(more.into_row());
+            if batch.len() >= 200 {
+                break;
+            }
+        }
+        log_lines(&env, deployment_id, PHASE, std::mem::take(&mut batch)).await;
+    }
+}

@@ -1,0 +1,235 @@
+//! `deploy`: start the recorded digest (never the tag) with the deployment's env and `$PORT`,
+//! wait until it answers, then switch traffic in one transaction (previous active → inactive,
+//! this → active), and only after a drain stop the previous version's container.
+
+use std::sync::Arc;
+
+use slipway_shared::{
+    db,
+    domain::{DeploymentStatus, Digest, ImageRef},
+    jobs::{DeployJob, Job},
+};
+use tracing::info;
+
+use super::{RunJob, StepError, conclude, fenced, log_info, settle_function, with_retries};
+use crate::{
+    Environment,
+    runtime::{ContainerSpec, RuntimeError, pick_free_port},
+};
+
+const PHASE: &str = "deploy";
+
+impl RunJob for DeployJob {
+    #[tracing::instrument(name = "deploy", skip_all, fields(deployment_id = %self.deployment_id))]
+    async fn run(self, env: Arc<Environment>) -> anyhow::Result<()> {
+        let Some(deployment) = fenced(
+            &env,
+            self.deployment_id,
+            DeploymentStatus::Deploying,
+            Self::NAME,
+        )
+        .await?
+        else {
+            return Ok(());
+        };
+        let outcome = deploy(&env, &deployment).await;
+        if outcome.is_err() {
+            // The new container never took traffic: nothing may keep running on its behalf.
+            discard_container(&env, deployment.id).await;
+        }
+        conclude(&env, &deployment, PHASE, outcome).await
+    }
+}
+
+fn runtime_step(e: RuntimeError) -> StepError {
+    match e {
+        RuntimeError::Unavailable(m) => StepError::Transient(anyhow::anyhow!(m)),
+        RuntimeError::Function(m) => StepError::Permanent(m),
+    }
+}
+
+async fn deploy(
+    env: &Environment,
+    deployment: &db::deployments::DeploymentRow,
+) -> Result<(), StepError> {
+    let recorded =
+        |what: &str| StepError::Permanent(format!("the deployment has no recorded {what}"));
+    let tag = deployment
+        .image_tag
+        .as_deref()
+        .ok_or_else(|| recorded("image tag"))?;
+    let image = ImageRef::parse_tagged(tag).ok_or_else(|| recorded("valid image tag"))?;
+    let digest = Digest::parse(
+        deployment
+            .image_digest
+            .as_deref()
+            .ok_or_else(|| recorded("digest"))?,
+    )
+    .map_err(|e| StepError::Permanent(e.to_string()))?;
+    let pinned = image.pinned(&digest);
+
+    // A previous run of this job may have died after starting a container.
+    discard_container(env, deployment.id).await;
+
+    let endpoint = reserve_endpoint(env, deployment.id).await?;
+    let port = endpoint
+        .rsplit_once(':')
+        .map(|(_, p)| p.to_owned())
+        .unwrap_or_default();
+    let mut container_env: Vec<String> = deployment
+        .env
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}")))
+        .collect();
+    container_env.push(format!("PORT={port}"));
+    let spec = ContainerSpec {
+        function_id: deployment.function_id,
+        deployment_id: deployment.id,
+        name: format!(
+            "slipway-{}-v{}-{}",
+            image.repository,
+            deployment.version,
+            &deployment.id.simple().to_string()[..8]
+        ),
+        pinned_image: &pinned,
+        env: container_env,
+    };
+    log_info(
+        env,
+        deployment.id,
+        PHASE,
+        format!("starting {pinned} on {endpoint}"),
+    )
+    .await;
+    let container_id = with_retries(env, "starting the container", || async {
+        env.runtime.start(&spec).await.map_err(runtime_step)
+    })
+    .await?;
+    {
+        let mut conn = env.pool.acquire().await?;
+        db::deployments::record_container(&mut conn, deployment.id, &container_id).await?;
+    }
+    let waited = env
+        .runtime
+        .wait_until_answering(&container_id, &endpoint, env.config.start_timeout)
+        .await
+        .map_err(runtime_step)?;
+    log_info(
+        env,
+        deployment.id,
+        PHASE,
+        format!("answering on {endpoint} after {} ms", waited.as_millis()),
+    )
+    .await;
+
+    let previous = switch_traffic(env, deployment).await?;
+    info!(version = deployment.version, %endpoint, "active");
+
+    if let Some(previous) = previous {
+        // Requests already routed to the previous container get the drain period to finish.
+        tokio::time::sleep(env.config.drain).await;
+        if let Some(container) = &previous.container_id {
+            with_retries(env, "stopping the previous version", || async {
+                env.runtime.remove(container).await.map_err(runtime_step)
+            })
+            .await?;
+        }
+        let mut conn = env.pool.acquire().await?;
+        db::deployments::clear_container(&mut conn, previous.id).await?;
+        log_info(
+            env,
+            deployment.id,
+            PHASE,
+            format!("stopped version {}", previous.version),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// Picks a port and records it on the deployment under a lock shared by every worker.
+async fn reserve_endpoint(
+    env: &Environment,
+    deployment_id: uuid::Uuid,
+) -> Result<String, StepError> {
+    let mut tx = env.pool.begin().await?;
+    db::deployments::lock_endpoint_allocation(&mut tx).await?;
+    let in_use = db::deployments::endpoints_in_use(&mut tx).await?;
+    let host = &env.config.runtime_host;
+    let port = pick_free_port(&env.config.port_range, host, &in_use).ok_or_else(|| {
+        StepError::Transient(anyhow::anyhow!(
+            "no free port in {:?}",
+            env.config.port_range
+        ))
+    })?;
+    let endpoint = format!("{host}:{port}");
+    db::deployments::reserve_endpoint(&mut tx, deployment_id, &endpoint).await?;
+    tx.commit().await?;
+    Ok(endpoint)
+}
+
+/// The switch itself: one transaction, under the function's row lock.
+async fn switch_traffic(
+    env: &Environment,
+    deployment: &db::deployments::DeploymentRow,
+) -> Result<Option<db::deployments::ActiveDeployment>, StepError> {
+    let mut tx = env.pool.begin().await?;
+    let function = db::functions::lock(&mut tx, deployment.function_id)
+        .await?
+        .ok_or_else(|| StepError::Permanent("the function is gone".into()))?;
+    let previous = db::deployments::active_for_function(&mut tx, deployment.function_id).await?;
+    if let Some(previous) = &previous {
+        db::deployments::deactivate(&mut tx, previous.id).await?;
+    }
+    if !db::deployments::activate(&mut tx, deployment.id).await? {
+        return Err(StepError::Permanent(
+            "the deployment was changed while it started".into(),
+        ));
+    }
+    settle_function(
+        &mut tx,
+        deployment.function_id,
+        deployment.id,
+        &function.status,
+    )
+    .await
+    .map_err(StepError::Transient)?;
+    db::logs::append(
+        &mut tx,
+        deployment.id,
+        PHASE,
+        &[(
+            "info".into(),
+            format!("version {} is active", deployment.version),
+        )],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(previous)
+}
+
+/// Removes the deployment's container, if it has one and is not serving.
+async fn discard_container(env: &Environment, deployment_id: uuid::Uuid) {
+    let Ok(mut conn) = env.pool.acquire().await else {
+        return;
+    };
+    let Ok(Some(row)) = db::deployments::get(&mut conn, deployment_id).await else {
+        return;
+    };
+    if row.is_active {
+        return;
+    }
+    if let Some(container) = row.container_id {
+        if env.runtime.remove(&container).await.is_ok() {
+            db::deployments::clear_container(&mut conn, deployment_id)
+                .await
+                .ok();
+        }
+    } else if row.runtime_endpoint.is_some() {
+        db::deployments::clear_container(&mut conn, deployment_id)
+            .await
+            .ok();
+    }
+}

@@ -1,0 +1,200 @@
+//! Job handlers, one file per job, and what they share: the `RunJob` trait, retry with backoff
+//! for transient faults, and the one way a deployment fails.
+//!
+//! Handlers are idempotent and fenced: each re-reads its deployment and does nothing unless it is
+//! still in the status the job expects, and every status change is conditional on that status.
+//! A duplicate run (a re-enqueued orphan whose first run still goes on) therefore cannot win.
+
+mod build;
+mod deploy;
+mod push;
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use slipway_shared::{
+    db,
+    domain::{DeploymentStatus, FunctionEvent, FunctionStatus},
+    jobs::Job,
+};
+use tracing::{error, warn};
+use uuid::Uuid;
+
+use crate::Environment;
+
+/// A job the worker knows how to run: payload from `slipway_shared::jobs`, behaviour here.
+pub trait RunJob: Job {
+    fn run(self, env: Arc<Environment>) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// Why a step failed, which decides whether it is worth another try.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// Network, 5xx, a daemon restarting: retried with backoff.
+    #[error("{0:#}")]
+    Transient(anyhow::Error),
+    /// The input is at fault (bad Dockerfile, function that never answers): fails the deployment
+    /// with this text, which the user reads.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl From<sqlx::Error> for StepError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Transient(e.into())
+    }
+}
+
+/// Runs `step` until it succeeds, fails permanently, or has used its attempts; the wait doubles
+/// after each transient failure. apalis-postgres retries without any backoff, so this is where
+/// retrying happens.
+pub async fn with_retries<T, F, Fut>(
+    env: &Environment,
+    what: &str,
+    mut step: F,
+) -> Result<T, StepError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StepError>>,
+{
+    let mut delay = env.config.retry_base;
+    let mut attempt = 1;
+    loop {
+        match step().await {
+            Err(StepError::Transient(e)) if attempt < env.config.retry_attempts => {
+                warn!(what, attempt, error = %format!("{e:#}"), ?delay, "transient failure; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(60));
+                attempt += 1;
+            }
+            Err(StepError::Transient(e)) => {
+                return Err(StepError::Transient(
+                    e.context(format!("{what} still failing after {attempt} attempts")),
+                ));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Appends lines to a deployment's log; losing a log line must not fail a deployment.
+pub async fn log_lines(
+    env: &Environment,
+    deployment_id: Uuid,
+    phase: &str,
+    lines: Vec<(String, String)>,
+) {
+    let result = async {
+        let mut conn = env.pool.acquire().await?;
+        db::logs::append(&mut conn, deployment_id, phase, &lines).await
+    }
+    .await;
+    if let Err(e) = result {
+        warn!(%deployment_id, error = %e, "could not store log lines");
+    }
+}
+
+pub async fn log_info(
+    env: &Environment,
+    deployment_id: Uuid,
+    phase: &str,
+    message: impl Into<String>,
+) {
+    log_lines(
+        env,
+        deployment_id,
+        phase,
+        vec![("info".into(), message.into())],
+    )
+    .await;
+}
+
+/// Marks the deployment failed with `reason` and settles its function, in one transaction. The
+/// previously active version, if any, is untouched and keeps serving.
+pub async fn fail_deployment(
+    env: &Environment,
+    deployment_id: Uuid,
+    function_id: Uuid,
+    phase: &str,
+    reason: &str,
+) -> anyhow::Result<()> {
+    error!(%deployment_id, phase, reason, "deployment failed");
+    let mut tx = env.pool.begin().await?;
+    let function = db::functions::lock(&mut tx, function_id)
+        .await?
+        .context("the deployment's function is gone")?;
+    if db::deployments::fail(&mut tx, deployment_id, reason).await? {
+        settle_function(&mut tx, function_id, deployment_id, &function.status).await?;
+        db::logs::append(
+            &mut tx,
+            deployment_id,
+            phase,
+            &[("error".to_owned(), reason.to_owned())],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Recomputes the function's lifecycle status after one of its deployments settled.
+pub async fn settle_function(
+    conn: &mut sqlx::PgConnection,
+    function_id: Uuid,
+    deployment_id: Uuid,
+    current: &str,
+) -> anyhow::Result<()> {
+    let current = FunctionStatus::parse(current)?;
+    let others_in_flight =
+        db::deployments::others_in_flight(conn, function_id, deployment_id).await?;
+    let has_active = db::deployments::active_for_function(conn, function_id)
+        .await?
+        .is_some();
+    let next = current.apply(FunctionEvent::DeploymentSettled {
+        others_in_flight,
+        has_active,
+    })?;
+    if next != current {
+        db::functions::set_status(conn, function_id, next).await?;
+    }
+    Ok(())
+}
+
+/// Loads the deployment and checks it is where this job expects it; `None` means another run of
+/// the job (or a newer decision) already moved it on, and this run has nothing to do.
+pub async fn fenced(
+    env: &Environment,
+    deployment_id: Uuid,
+    expected: DeploymentStatus,
+    job: &str,
+) -> anyhow::Result<Option<db::deployments::DeploymentRow>> {
+    let mut conn = env.pool.acquire().await?;
+    let deployment = db::deployments::get(&mut conn, deployment_id)
+        .await?
+        .with_context(|| format!("deployment {deployment_id} does not exist"))?;
+    if deployment.status != expected.as_str() {
+        warn!(%deployment_id, job, status = %deployment.status, "deployment already moved on; nothing to do");
+        return Ok(None);
+    }
+    Ok(Some(deployment))
+}
+
+/// Turns a step's final outcome into the job's: a failure of the deployment is recorded and the
+/// job itself succeeds (it did its duty); only a failure to record that is a job error.
+pub async fn conclude(
+    env: &Environment,
+    deployment: &db::deployments::DeploymentRow,
+    phase: &str,
+    outcome: Result<(), StepError>,
+) -> anyhow::Result<()> {
+    match outcome {
+        Ok(()) => Ok(()),
+        Err(StepError::Permanent(reason)) => {
+            fail_deployment(env, deployment.id, deployment.function_id, phase, &reason).await
+        }
+        Err(StepError::Transient(e)) => {
+            let reason = format!("{phase} failed: {e:#}");
+            fail_deployment(env, deployment.id, deployment.function_id, phase, &reason).await
+        }
+    }
+}

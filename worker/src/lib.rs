@@ -1,0 +1,128 @@
+//! Slipway's worker: runs the durable jobs (build, push, deploy) from the Postgres queue.
+//! Only the worker talks to BuildKit, the registry and the container runtime, each through an
+//! adapter module (`buildkit`, `registry`, `runtime`).
+//!
+//! apalis-postgres is configured around its traps (see ARCHITECTURE.md): an explicit queue name
+//! per job type, LISTEN/NOTIFY plus a 1 s poll, short heartbeats with an explicit orphan timeout,
+//! a unique worker name per process, handlers spawned off the polling task, a timeout per job,
+//! and at most one queue attempt per job (retries with backoff happen in the handler).
+
+pub mod buildkit;
+pub mod jobs;
+pub mod registry;
+pub mod runtime;
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context;
+use apalis::prelude::*;
+use apalis_postgres::{Config, PostgresStorage, Pubsub};
+use slipway_shared::{
+    config::WorkerConfig,
+    jobs::{BuildJob, DeployJob, PushJob},
+    store::ArchiveStore,
+};
+use sqlx::PgPool;
+use tracing::info;
+
+use crate::{
+    buildkit::{BuildkitAddr, BuildkitClient},
+    jobs::RunJob,
+    registry::OciRegistry,
+    runtime::DockerRuntime,
+};
+
+/// Everything a job handler may use.
+pub struct Environment {
+    pub pool: PgPool,
+    pub store: Arc<ArchiveStore>,
+    pub docker: bollard::Docker,
+    pub buildkit: BuildkitClient,
+    pub registry: OciRegistry,
+    pub runtime: DockerRuntime,
+    pub config: WorkerConfig,
+    buildkit_addr: BuildkitAddr,
+}
+
+impl Environment {
+    pub fn new(
+        pool: PgPool,
+        store: Arc<ArchiveStore>,
+        config: WorkerConfig,
+    ) -> anyhow::Result<Self> {
+        let docker = runtime::connect(&config.docker_host).context("SLIPWAY_DOCKER_HOST")?;
+        let buildkit_addr = if config.buildkit == "docker" {
+            BuildkitAddr::DockerEngine(config.docker_host.trim_start_matches("unix://").into())
+        } else {
+            config.buildkit.parse().context("SLIPWAY_BUILDKIT")?
+        };
+        Ok(Self {
+            pool,
+            store,
+            buildkit: BuildkitClient::new(buildkit_addr.clone()),
+            registry: OciRegistry::new(&config.registry)?,
+            runtime: DockerRuntime::new(docker.clone())?,
+            docker,
+            config,
+            buildkit_addr,
+        })
+    }
+
+    /// Docker's embedded BuildKit exports into the engine's image store and cannot push.
+    pub fn buildkit_exports_to_engine(&self) -> bool {
+        matches!(self.buildkit_addr, BuildkitAddr::DockerEngine(_))
+    }
+}
+
+async fn handle<J: RunJob>(job: J, env: Data<Arc<Environment>>) -> Result<(), BoxDynError> {
+    let env: Arc<Environment> = (*env).clone();
+    job.run(env).await.map_err(|e| format!("{e:#}").into())
+}
+
+fn storage<J: RunJob>(env: &Environment) -> PollWith<PostgresStorage<J>, Strategy> {
+    let config = Config::default()
+        .queue(J::NAME)
+        .batch_size(1)
+        .heartbeat_interval(env.config.heartbeat)
+        .missed_heartbeats(env.config.missed_heartbeats);
+    let storage = PostgresStorage::<J>::new(&env.pool).with_config(config);
+    // NOTIFY wakes the worker at once; the interval catches jobs whose run_at was in the future
+    // when they were inserted (no NOTIFY for those) and a dropped listener.
+    let strategy = Strategy::new()
+        .stream(Pubsub::new(env.pool.clone(), J::NAME.to_owned()))
+        .interval(Duration::from_secs(1));
+    PollWith::new(storage, strategy)
+}
+
+fn register<J: RunJob>(monitor: Monitor, env: &Arc<Environment>) -> Monitor {
+    let env = Arc::clone(env);
+    monitor.register(move |_restarts| {
+        WorkerBuilder::new(format!("{}/{}", env.config.name, J::NAME))
+            .backend(storage::<J>(&env))
+            .data(Arc::clone(&env))
+            .concurrency(env.config.concurrency)
+            .timeout(env.config.job_timeout)
+            .parallelize(tokio::spawn)
+            .build(handle::<J>)
+    })
+}
+
+/// Runs every job queue until `shutdown` resolves.
+pub async fn run(
+    env: Arc<Environment>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    info!(name = %env.config.name, "worker starting");
+    let mut monitor = Monitor::new();
+    monitor = register::<BuildJob>(monitor, &env);
+    monitor = register::<PushJob>(monitor, &env);
+    monitor = register::<DeployJob>(monitor, &env);
+    monitor
+        .shutdown_timeout(Duration::from_secs(30))
+        .run_with_signal(async move {
+            shutdown.await;
+            Ok(())
+        })
+        .await
+        .context("running the worker")
+}

@@ -1,0 +1,92 @@
+//! The OCI registry, read through the distribution API: the manifest digest a tag points to is
+//! the registry's `Docker-Content-Digest`, the one thing Slipway records as "the digest".
+//! (The image ID BuildKit reports is the config digest, which no registry can resolve.)
+
+mod engine_push;
+
+pub use engine_push::push_through_engine;
+
+use reqwest::{StatusCode, header};
+use slipway_shared::domain::{Digest, ImageRef};
+
+/// Manifest media types Slipway can run; asking for all of them makes the registry answer with
+/// the stored manifest rather than converting it (a conversion would change the digest).
+const MANIFEST_TYPES: &str = "application/vnd.oci.image.manifest.v1+json, \
+     application/vnd.oci.image.index.v1+json, \
+     application/vnd.docker.distribution.manifest.v2+json, \
+     application/vnd.docker.distribution.manifest.list.v2+json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// Network failure or a 5xx: worth retrying.
+    #[error("registry unavailable: {0}")]
+    Unavailable(String),
+    #[error("registry refused the request: {0}")]
+    Refused(String),
+}
+
+#[derive(Clone)]
+pub struct OciRegistry {
+    /// `host:port`, as in image references.
+    host: String,
+    http: reqwest::Client,
+}
+
+impl OciRegistry {
+    pub fn new(host: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            host: host.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()?,
+        })
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Loopback registries speak plain HTTP (as Docker assumes for 127.0.0.0/8).
+    fn base_url(&self) -> String {
+        let host = self.host.split(':').next().unwrap_or_default();
+        let plain = host == "localhost" || host.starts_with("127.");
+        format!("{}://{}", if plain { "http" } else { "https" }, self.host)
+    }
+
+    /// The digest `image.tag` points to now, or `None` if the tag does not exist.
+    pub async fn manifest_digest(&self, image: &ImageRef) -> Result<Option<Digest>, RegistryError> {
+        let url = format!(
+            "{}/v2/{}/manifests/{}",
+            self.base_url(),
+            image.repository,
+            image.tag
+        );
+        let response = self
+            .http
+            .head(&url)
+            .header(header::ACCEPT, MANIFEST_TYPES)
+            .send()
+            .await
+            .map_err(|e| RegistryError::Unavailable(format!("HEAD {url}: {e}")))?;
+        match response.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_server_error() => Err(RegistryError::Unavailable(format!("HEAD {url}: {s}"))),
+            s if !s.is_success() => Err(RegistryError::Refused(format!("HEAD {url}: {s}"))),
+            _ => {
+                let raw = response
+                    .headers()
+                    .get("docker-content-digest")
+                    .and_then(|v| v.to_str().ok())
+                    .ok_or_else(|| {
+                        RegistryError::Refused(format!(
+                            "HEAD {url}: no Docker-Content-Digest header"
+                        ))
+                    })?;
+                Digest::parse(raw)
+                    .map(Some)
+                    .map_err(|e| RegistryError::Refused(e.to_string()))
+            }
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The Docker-engine runtime: one container per active deployment, host networking, listening on
+//! `$PORT` (the Cloud Run contract). Containers carry labels naming their function and deployment
+//! so a purge or a crash recovery can find every one of them.
+
+mod ports;
+
+pub use ports::pick_free_port;
+
+use std::{collections::HashMap, time::Duration};
+
+use bollard::{
+    Docker,
+    models::{ContainerCreateBody, HostConfig},
+    query_parameters::{
+        CreateContainerOptions, InspectContainerOptions, LogsOptions, RemoveContainerOptions,
+        StopContainerOptions,
+    },
+};
+use futures::StreamExt;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+pub const FUNCTION_LABEL: &str = "dev.slipway.function";
+pub const DEPLOYMENT_LABEL: &str = "dev.slipway.deployment";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("container runtime unavailable: {0}")]
+    Unavailable(String),
+    /// The function itself is at fault (exited, never answered): retrying will not help.
+    #[error("{0}")]
+    Function(String),
+}
+
+impl From<bollard::errors::Error> for RuntimeError {
+    fn from(e: bollard::errors::Error) -> Self {
+        Self::Unavailable(e.to_string())
+    }
+}
+
+pub struct ContainerSpec<'a> {
+    pub function_id: Uuid,
+    pub deployment_id: Uuid,
+    pub name: String,
+    /// `registry/repo@sha256:…`, never a bare tag.
+    pub pinned_image: &'a str,
+    pub env: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct DockerRuntime {
+    docker: Docker,
+    http: reqwest::Client,
+}
+
+/// API 1.41 is Docker 20.10's newest; bollard's default is newer than that daemon accepts.
+pub fn connect(docker_host: &str) -> anyhow::Result<Docker> {
+    let path = docker_host.strip_prefix("unix://").unwrap_or(docker_host);
+    Ok(Docker::connect_with_unix(
+        path,
+        120,
+        &bollard::ClientVersion {
+            major_version: 1,
+            minor_version: 41,
+        },
+    )?)
+}
+
+impl DockerRuntime {
+    pub fn new(docker: Docker) -> anyhow::Result<Self> {
+        Ok(Self {
+            docker,
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(2))
+                .build()?,
+        })
+    }
+
+    /// Creates and starts the container; returns its id.
+    pub async fn start(&self, spec: &ContainerSpec<'_>) -> Result<String, RuntimeError> {
+        let labels = HashMap::from([
+            (FUNCTION_LABEL.to_owned(), spec.function_id.to_string()),
+            (DEPLOYMENT_LABEL.to_owned(), spec.deployment_id.to_string()),
+        ]);
+        let body = ContainerCreateBody {
+            image: Some(spec.pinned_image.to_owned()),
+            env: Some(spec.env.clone()),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                network_mode: Some("host".into()),
+                init: Some(false),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptions {
+            name: Some(spec.name.clone()),
+            platform: String::new(),
+        };
+        let created = match self.docker.create_container(Some(options), body).await {
+            Ok(created) => created,
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404,
+                message,
+            }) => {
+                return Err(RuntimeError::Function(format!(
+                    "image not found: {message}"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if let Err(e) = self.docker.start_container(&created.id, None).await {
+            self.remove(&created.id).await.ok();
+            return Err(e.into());
+        }
+        Ok(created.id)
+    }
+
+    /// Waits until something answers HTTP at `endpoint`; fails early if the container exits.
+    pub async fn wait_until_answering(
+        &self,
+        container_id: &str,
+        endpoint: &str,
+        timeout: Duration,
+    ) -> Result<Duration, RuntimeError> {
+        let started = Instant::now();
+        let url = format!("http://{endpoint}/");
+        loop {
+            if self.http.get(&url).send().await.is_ok() {
+                return Ok(started.elapsed());
+            }
+            let inspected = self
+                .docker
+                .inspect_container(container_id, None::<InspectContainerOptions>)
+                .await?;
+            let state = inspected.state.unwrap_or_default();
+            if state.running != Some(true) {
+                let logs = self.logs_tail(container_id).await;
+                return Err(RuntimeError::Function(format!(
+                    "the container exited (code {}) before answering on $PORT; last output:\n{logs}",
+                    state.exit_code.unwrap_or_default()
+                )));
+            }
+            if started.elapsed() > timeout {
+                let logs = self.logs_tail(container_id).await;
+                return Err(RuntimeError::Function(format!(
+                    "nothing answered on $PORT within {timeout:?}; last output:\n{logs}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn logs_tail(&self, container_id: &str) -> String {
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: "50".into(),
+            ..Default::default()
+        };
+        let mut stream = self.docker.logs(container_id, Some(options));
+        let mut out = String::new();
+        while let Some(Ok(chunk)) = stream.next().await {
+            out.push_str(&chunk.to_string());
+        }
+        out
+    }
+
+    /// Stops and removes the container; one that is already gone is fine.
+    pub async fn remove(&self, container_id: &str) -> Result<(), RuntimeError> {
+        let stop = StopContainerOptions {
+            t: Some(5),
+            signal: None,
+        };
+        match self.docker.stop_container(container_id, Some(stop)).await {
+            Ok(()) => {}
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404 | 304,
+                ..
+            }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let remove = RemoveContainerOptions {
+            force: true,
+            ..Default::default()
+        };
+        match self
+            .docker
+            .remove_container(container_id, Some(remove))
+            .await
+        {
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
