@@ -92,8 +92,17 @@ async fn deploying_v2_switches_traffic_without_a_failed_invocation_and_records_r
     assert_eq!(version, 2);
     stack.wait_active(v2).await?;
     eprintln!("v2 submit → active: {:?}", submitted.elapsed());
-    // Past the drain, so the old container is gone and requests still succeed.
-    tokio::time::sleep(stack.worker_config.drain + Duration::from_millis(500)).await;
+    // Keep invoking until the previous version's container is gone.
+    let label = format!("label=dev.slipway.function={function_id}");
+    slipway_tests::eventually(
+        Duration::from_secs(30),
+        "the v1 container to stop",
+        || async {
+            let running = slipway_tests::docker(&["ps", "-q", "--filter", &label])?;
+            Ok((running.lines().count() == 1).then_some(()))
+        },
+    )
+    .await?;
     stop.store(true, Ordering::SeqCst);
     invoker.await?;
     assert_eq!(
@@ -149,17 +158,11 @@ async fn deploying_v2_switches_traffic_without_a_failed_invocation_and_records_r
                 .await?
         );
     }
-    // Only v2's container still runs.
-    let running = slipway_tests::docker(&[
-        "ps",
-        "-q",
-        "--filter",
-        &format!("label=dev.slipway.function={function_id}"),
-    ])?;
+    let all = slipway_tests::docker(&["ps", "-aq", "--filter", &label])?;
     assert_eq!(
-        running.lines().count(),
+        all.lines().count(),
         1,
-        "one container for the function: {running}"
+        "the v1 container was removed, not just stopped: {all}"
     );
     stack.shutdown().await
 }

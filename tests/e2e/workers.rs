@@ -1,6 +1,6 @@
 //! Horizontal workers: two workers on one queue share the work and run each job exactly once.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use slipway_shared::{db, jobs::ALL_QUEUES};
 use slipway_tests::{StackOptions, StoreKind, TestStack, hello_archive};
@@ -36,8 +36,14 @@ async fn two_workers_deploy_ten_functions_and_run_each_job_once() -> anyhow::Res
         );
     }
 
-    let mut conn = stack.conn().await?;
-    let jobs = db::queue::jobs(&mut conn, &ALL_QUEUES).await?;
+    // apalis acknowledges a finished job a moment after its handler returns.
+    let jobs =
+        slipway_tests::eventually(Duration::from_secs(20), "all jobs acknowledged", || async {
+            let mut conn = stack.conn().await?;
+            let jobs = db::queue::jobs(&mut conn, &ALL_QUEUES).await?;
+            Ok(jobs.iter().all(|j| j.status == "Done").then_some(jobs))
+        })
+        .await?;
     assert_eq!(
         jobs.len(),
         30,

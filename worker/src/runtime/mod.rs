@@ -89,7 +89,9 @@ impl DockerRuntime {
             labels: Some(labels),
             host_config: Some(HostConfig {
                 network_mode: Some("host".into()),
-                init: Some(false),
+                // A tiny init as PID 1 forwards SIGTERM to the function and reaps its children;
+                // a server that is PID 1 itself usually ignores SIGTERM and waits to be killed.
+                init: Some(true),
                 ..Default::default()
             }),
             ..Default::default()
