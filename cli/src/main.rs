@@ -89,9 +89,7 @@ async fn dev() -> anyhow::Result<()> {
     let store_config = StoreConfig::from_env()?;
     let pool = db::connect(&DatabaseConfig::from_env()?).await?;
     db::migrate(&pool).await?;
-    let store = Arc::new(
-        ArchiveStore::from_url(&store_config.url, store_config.s3_endpoint.as_deref()).await?,
-    );
+    let store = Arc::new(ArchiveStore::from_config(&store_config).await?);
 
     let env_file = std::env::var("SLIPWAY_DEV_ENV_FILE").ok();
     let key = dev_key(&pool, env_file.as_deref().map(Path::new)).await?;

@@ -136,6 +136,7 @@ async fn deploying_v2_switches_traffic_without_a_failed_invocation_and_records_r
     assert_eq!(deployments[1]["status"], "inactive");
     assert_eq!(deployments[1]["is_active"], false);
     for deployment in deployments {
+        print_phase_timings(deployment);
         let tag = deployment["image_tag"].as_str().unwrap();
         assert!(
             tag.starts_with(&format!("{}/greeter-", stack.registry)),
@@ -255,4 +256,24 @@ async fn invocation_passes_method_query_headers_body_and_status_through() -> any
     // The platform's credentials never reach the function.
     assert!(!text.contains(&stack.api_key), "{text}");
     stack.shutdown().await
+}
+
+/// Prints how long each phase of a deployment took (queue → build start, build, push, start),
+/// from the timestamps the API reports.
+fn print_phase_timings(deployment: &Value) {
+    let at = |field: &str| {
+        chrono::DateTime::parse_from_rfc3339(deployment[field].as_str().unwrap_or_default()).ok()
+    };
+    let span = |from: &str, to: &str| match (at(from), at(to)) {
+        (Some(a), Some(b)) => format!("{} ms", (b - a).num_milliseconds()),
+        _ => "?".into(),
+    };
+    eprintln!(
+        "v{}: queued {} · build {} · push {} · start+switch {}",
+        deployment["version"],
+        span("created_at", "build_started_at"),
+        span("build_started_at", "built_at"),
+        span("built_at", "pushed_at"),
+        span("pushed_at", "deployed_at"),
+    );
 }

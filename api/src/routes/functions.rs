@@ -13,7 +13,7 @@ use slipway_shared::{
 };
 use uuid::Uuid;
 
-use super::timestamp;
+use super::{precise_timestamp, timestamp};
 use crate::{
     AppState,
     auth::Caller,
@@ -194,6 +194,10 @@ pub struct DeploymentSummary {
     is_active: bool,
     error: Option<String>,
     created_at: String,
+    /// When each phase ended, so a slow deploy shows where its time went.
+    build_started_at: Option<String>,
+    built_at: Option<String>,
+    pushed_at: Option<String>,
     deployed_at: Option<String>,
 }
 
@@ -208,8 +212,11 @@ impl From<DeploymentRow> for DeploymentSummary {
             status: row.status,
             is_active: row.is_active,
             error: row.error,
-            created_at: timestamp(row.created_at),
-            deployed_at: row.deployed_at.map(timestamp),
+            created_at: precise_timestamp(row.created_at),
+            build_started_at: row.build_started_at.map(precise_timestamp),
+            built_at: row.built_at.map(precise_timestamp),
+            pushed_at: row.pushed_at.map(precise_timestamp),
+            deployed_at: row.deployed_at.map(precise_timestamp),
         }
     }
 }

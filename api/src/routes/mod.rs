@@ -11,3 +11,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 pub(crate) fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
+
+/// Millisecond precision, for phase timings.
+pub(crate) fn precise_timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}

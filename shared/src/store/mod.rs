@@ -56,6 +56,10 @@ impl ArchiveStore {
         anyhow::bail!("{url}: the archive store must be file:///dir or s3://bucket")
     }
 
+    pub async fn from_config(config: &crate::config::StoreConfig) -> anyhow::Result<Self> {
+        Self::from_url(&config.url, config.s3_endpoint.as_deref()).await
+    }
+
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
         match self {
             Self::Fs(s) => s.put(key, bytes).await,

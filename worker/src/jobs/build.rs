@@ -6,14 +6,14 @@ use std::sync::Arc;
 use anyhow::Context;
 use slipway_shared::{
     archive, db,
-    domain::{DeploymentStatus, FunctionName, ImageRef},
+    domain::DeploymentStatus,
     jobs::{BuildJob, Job, PushJob},
     store::StoreError,
 };
 use tokio::sync::mpsc;
 use tracing::info;
 
-use super::{RunJob, StepError, conclude, fenced, log_info, log_lines, with_retries};
+use super::{RunJob, StepError, image_of, log_info, log_lines, run_step, with_retries};
 use crate::{
     Environment,
     buildkit::{BuildError, BuildLogLine, BuildRequest},
@@ -24,18 +24,15 @@ const PHASE: &str = "build";
 impl RunJob for BuildJob {
     #[tracing::instrument(name = "build", skip_all, fields(deployment_id = %self.deployment_id))]
     async fn run(self, env: Arc<Environment>) -> anyhow::Result<()> {
-        let Some(deployment) = fenced(
-            &env,
+        let status = DeploymentStatus::Building;
+        run_step(
+            env,
             self.deployment_id,
-            DeploymentStatus::Building,
-            Self::NAME,
+            status,
+            PHASE,
+            |env, deployment| async move { build(&env, &deployment).await },
         )
-        .await?
-        else {
-            return Ok(());
-        };
-        let outcome = build(&env, &deployment).await;
-        conclude(&env, &deployment, PHASE, outcome).await
+        .await
     }
 }
 
@@ -54,14 +51,7 @@ async fn build(
         format!("building version {}", deployment.version),
     )
     .await;
-    let name = FunctionName::parse(&deployment.function_name)
-        .map_err(|e| StepError::Permanent(format!("stored function name is invalid: {e}")))?;
-    let image = ImageRef::for_version(
-        env.registry.host(),
-        &name,
-        deployment.function_id,
-        deployment.version,
-    );
+    let image = image_of(env, deployment)?;
 
     let archive = with_retries(env, "fetching the archive", || async {
         env.store

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use slipway_shared::{
     db,
     domain::{DeploymentStatus, Digest, ImageRef},
-    jobs::{DeployJob, Job},
+    jobs::DeployJob,
 };
 use tracing::info;
 
-use super::{RunJob, StepError, conclude, fenced, log_info, settle_function, with_retries};
+use super::{RunJob, StepError, log_info, run_step, settle_function, with_retries};
 use crate::{
     Environment,
     runtime::{ContainerSpec, RuntimeError, pick_free_port},
@@ -22,22 +22,22 @@ const PHASE: &str = "deploy";
 impl RunJob for DeployJob {
     #[tracing::instrument(name = "deploy", skip_all, fields(deployment_id = %self.deployment_id))]
     async fn run(self, env: Arc<Environment>) -> anyhow::Result<()> {
-        let Some(deployment) = fenced(
-            &env,
+        let status = DeploymentStatus::Deploying;
+        run_step(
+            env,
             self.deployment_id,
-            DeploymentStatus::Deploying,
-            Self::NAME,
+            status,
+            PHASE,
+            |env, deployment| async move {
+                let outcome = deploy(&env, &deployment).await;
+                if outcome.is_err() {
+                    // The new container never took traffic: nothing may keep running on its behalf.
+                    discard_container(&env, deployment.id).await;
+                }
+                outcome
+            },
         )
-        .await?
-        else {
-            return Ok(());
-        };
-        let outcome = deploy(&env, &deployment).await;
-        if outcome.is_err() {
-            // The new container never took traffic: nothing may keep running on its behalf.
-            discard_container(&env, deployment.id).await;
-        }
-        conclude(&env, &deployment, PHASE, outcome).await
+        .await
     }
 }
 

@@ -14,7 +14,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 use anyhow::Context;
 use slipway_shared::{
     db,
-    domain::{DeploymentStatus, FunctionEvent, FunctionStatus},
+    domain::{DeploymentStatus, FunctionEvent, FunctionName, FunctionStatus, ImageRef},
     jobs::Job,
 };
 use tracing::{error, warn};
@@ -160,41 +160,51 @@ pub async fn settle_function(
     Ok(())
 }
 
-/// Loads the deployment and checks it is where this job expects it; `None` means another run of
-/// the job (or a newer decision) already moved it on, and this run has nothing to do.
-pub async fn fenced(
-    env: &Environment,
+/// Runs one step of a deployment's pipeline, fenced: the step runs only if the deployment is
+/// still in `expected` (otherwise another run of the job, or a newer decision, moved it on and
+/// this run has nothing to do). A failed step fails the deployment; the job itself succeeds, as it
+/// did its duty — only a failure to record that is a job error.
+pub async fn run_step<F, Fut>(
+    env: Arc<Environment>,
     deployment_id: Uuid,
     expected: DeploymentStatus,
-    job: &str,
-) -> anyhow::Result<Option<db::deployments::DeploymentRow>> {
-    let mut conn = env.pool.acquire().await?;
-    let deployment = db::deployments::get(&mut conn, deployment_id)
-        .await?
-        .with_context(|| format!("deployment {deployment_id} does not exist"))?;
+    phase: &str,
+    step: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(Arc<Environment>, db::deployments::DeploymentRow) -> Fut,
+    Fut: Future<Output = Result<(), StepError>>,
+{
+    let deployment = {
+        let mut conn = env.pool.acquire().await?;
+        db::deployments::get(&mut conn, deployment_id)
+            .await?
+            .with_context(|| format!("deployment {deployment_id} does not exist"))?
+    };
     if deployment.status != expected.as_str() {
-        warn!(%deployment_id, job, status = %deployment.status, "deployment already moved on; nothing to do");
-        return Ok(None);
+        warn!(%deployment_id, phase, status = %deployment.status, "deployment already moved on; nothing to do");
+        return Ok(());
     }
-    Ok(Some(deployment))
+    let function_id = deployment.function_id;
+    let reason = match step(Arc::clone(&env), deployment).await {
+        Ok(()) => return Ok(()),
+        Err(StepError::Permanent(reason)) => reason,
+        Err(StepError::Transient(e)) => format!("{phase} failed: {e:#}"),
+    };
+    fail_deployment(&env, deployment_id, function_id, phase, &reason).await
 }
 
-/// Turns a step's final outcome into the job's: a failure of the deployment is recorded and the
-/// job itself succeeds (it did its duty); only a failure to record that is a job error.
-pub async fn conclude(
+/// `registry/<name>-<id8>:v<version>` for the deployment, on this worker's registry.
+pub fn image_of(
     env: &Environment,
     deployment: &db::deployments::DeploymentRow,
-    phase: &str,
-    outcome: Result<(), StepError>,
-) -> anyhow::Result<()> {
-    match outcome {
-        Ok(()) => Ok(()),
-        Err(StepError::Permanent(reason)) => {
-            fail_deployment(env, deployment.id, deployment.function_id, phase, &reason).await
-        }
-        Err(StepError::Transient(e)) => {
-            let reason = format!("{phase} failed: {e:#}");
-            fail_deployment(env, deployment.id, deployment.function_id, phase, &reason).await
-        }
-    }
+) -> Result<ImageRef, StepError> {
+    let name = FunctionName::parse(&deployment.function_name)
+        .map_err(|e| StepError::Permanent(format!("stored function name is invalid: {e}")))?;
+    Ok(ImageRef::for_version(
+        env.registry.host(),
+        &name,
+        deployment.function_id,
+        deployment.version,
+    ))
 }

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use slipway_shared::{
     db,
-    domain::{DeploymentStatus, FunctionName, ImageRef},
+    domain::DeploymentStatus,
     jobs::{DeployJob, Job, PushJob},
 };
 use tracing::info;
 
-use super::{RunJob, StepError, conclude, fenced, log_lines, with_retries};
+use super::{RunJob, StepError, image_of, log_lines, run_step, with_retries};
 use crate::{
     Environment,
     registry::{RegistryError, push_through_engine},
@@ -22,18 +22,15 @@ const PHASE: &str = "push";
 impl RunJob for PushJob {
     #[tracing::instrument(name = "push", skip_all, fields(deployment_id = %self.deployment_id))]
     async fn run(self, env: Arc<Environment>) -> anyhow::Result<()> {
-        let Some(deployment) = fenced(
-            &env,
+        let status = DeploymentStatus::Pushing;
+        run_step(
+            env,
             self.deployment_id,
-            DeploymentStatus::Pushing,
-            Self::NAME,
+            status,
+            PHASE,
+            |env, deployment| async move { push(&env, &deployment).await },
         )
-        .await?
-        else {
-            return Ok(());
-        };
-        let outcome = push(&env, &deployment).await;
-        conclude(&env, &deployment, PHASE, outcome).await
+        .await
     }
 }
 
@@ -50,14 +47,7 @@ async fn push(
     env: &Environment,
     deployment: &db::deployments::DeploymentRow,
 ) -> Result<(), StepError> {
-    let name = FunctionName::parse(&deployment.function_name)
-        .map_err(|e| StepError::Permanent(format!("stored function name is invalid: {e}")))?;
-    let image = ImageRef::for_version(
-        env.registry.host(),
-        &name,
-        deployment.function_id,
-        deployment.version,
-    );
+    let image = image_of(env, deployment)?;
 
     // A standalone buildkitd pushed while exporting; Docker's embedded one left the image in the
     // engine, which pushes it now.
