@@ -422,10 +422,21 @@ impl TestStack {
             .await?)
     }
 
+    /// Stops the stack and removes the containers its functions left running.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         self.stop.send(true).ok();
         for task in self.tasks.drain(..) {
             task.await??;
+        }
+        let functions: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM functions")
+            .fetch_all(&self.pool)
+            .await?;
+        for function_id in functions {
+            let label = format!("label=dev.slipway.function={function_id}");
+            let containers = docker(&["ps", "-aq", "--filter", &label])?;
+            for container in containers.lines() {
+                docker(&["rm", "-f", container])?;
+            }
         }
         self.pool.close().await;
         Ok(())
