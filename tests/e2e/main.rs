@@ -4,4 +4,5 @@
 mod auth;
 mod bad_input;
 mod deploy_flow;
+mod store;
 mod workers;
