@@ -1,22 +1,51 @@
 #!/usr/bin/env bash
-# The embedded default: the whole stack on this machine. Starts (or reuses) Postgres, a Docker
-# engine and a registry under .slipway/, builds the offline base image, then runs `slipway dev`
-# (API + worker) in the foreground on 127.0.0.1:8080. Ctrl-C stops what this script started.
+# The whole stack on this machine: installs what is missing, starts (or reuses) Postgres, a
+# Docker engine (runtime + embedded BuildKit) and a registry under .slipway/, makes the offline
+# base image, then runs `slipway dev` (API + worker) in the foreground on 127.0.0.1:8080.
+# Archives go to the local filesystem (.slipway/archives); no S3 here.
+# Ctrl-C stops the stack and every service this script started (not those it reused).
+#
+#   SLIPWAY_SERVICES_ONLY=1 scripts/dev.sh   # start the services, write .slipway/services.env, exit 0
+#
+# Any other SLIPWAY_* variable you set is passed through to `slipway dev`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib/services.sh
 source scripts/lib/services.sh
 
+stack=
+# shellcheck disable=SC2317  # invoked from the traps
+stop_all() {
+  trap - INT TERM EXIT
+  if [ -n "$stack" ] && kill -0 "$stack" 2>/dev/null; then
+    slipway_say "stopping slipway dev (pid $stack)"
+    kill -TERM "$stack" 2>/dev/null || true
+    wait "$stack" 2>/dev/null || true
+  fi
+  slipway_stop_started
+}
+trap 'stop_all; exit 130' INT
+trap 'stop_all; exit 143' TERM
+trap 'stop_all' EXIT
+
+slipway_lock
 slipway_ensure_packages
 slipway_start_postgres
 slipway_start_dockerd
 slipway_start_registry
 slipway_make_base_image
-slipway_write_services_env
-trap slipway_stop_started EXIT
+slipway_unlock
+# S3 is not used by `slipway dev`; if test.sh's moto is up, services.env still records it
+# (in a subshell: its AWS_* variables must not reach the stack).
+(
+  slipway_detect_s3
+  slipway_write_services_env
+)
+slipway_summary
+
 if [ "${SLIPWAY_SERVICES_ONLY:-0}" = 1 ]; then
-  trap - EXIT
-  slipway_say "services up; variables in $SLIPWAY_STATE_DIR/services.env"
+  trap - INT TERM EXIT
+  slipway_say "services up (left running); variables in $SLIPWAY_STATE_DIR/services.env"
   exit 0
 fi
 
@@ -26,10 +55,16 @@ export SLIPWAY_ARCHIVE_STORE=${SLIPWAY_ARCHIVE_STORE:-file://$SLIPWAY_STATE_DIR/
 export SLIPWAY_BIND=${SLIPWAY_BIND:-127.0.0.1:8080}
 export SLIPWAY_DEV_ENV_FILE=$SLIPWAY_STATE_DIR/dev.env
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/slipway/target}
-export SQLX_OFFLINE=true
-# Any other SLIPWAY_* variable the caller set is inherited as is.
-cargo build -p slipway
-"$CARGO_TARGET_DIR/debug/slipway" dev &
+export SQLX_OFFLINE=${SQLX_OFFLINE:-true}
+
+slipway_say "cargo run -p slipway -- dev (API on http://$SLIPWAY_BIND; credentials in $SLIPWAY_DEV_ENV_FILE)"
+# In the background so the traps run at once on Ctrl-C; `cargo run` execs the binary, so $! is
+# slipway itself once built.
+cargo run -p slipway -- dev &
 stack=$!
-trap 'kill -INT $stack 2>/dev/null; wait $stack; slipway_stop_started' INT TERM EXIT
-wait $stack
+set +e
+wait "$stack"
+status=$?
+set -e
+stack=
+exit "$status"

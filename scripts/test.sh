@@ -1,32 +1,74 @@
 #!/usr/bin/env bash
-# The test command: installs and starts Postgres, a Docker engine (runtime + BuildKit), a
-# registry and an S3 server (reusing any already running under .slipway/), then runs the checks
-# and every test against them. `.ci/run` calls exactly this script.
+# The single test command (`.ci/run` runs exactly this): installs what is missing, starts (or
+# reuses) Postgres, a Docker engine (runtime + embedded BuildKit), a registry and moto's S3
+# server, makes the offline base image, then runs rustfmt, clippy and every test against them.
+# On exit it stops what it started (set SLIPWAY_KEEP_SERVICES=1 to leave them running).
+#
+#   SLIPWAY_SERVICES_ONLY=1 scripts/test.sh   # start the services, write .slipway/services.env, exit 0
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib/services.sh
 source scripts/lib/services.sh
 
+# shellcheck disable=SC2317  # invoked from the traps
+cleanup() {
+  trap - INT TERM EXIT
+  if [ "${SLIPWAY_KEEP_SERVICES:-0}" != 1 ]; then slipway_stop_started; fi
+}
+trap 'cleanup; exit 130' INT
+trap 'cleanup; exit 143' TERM
+trap 'cleanup' EXIT
+
+# Throwaway test data: no fsync when this script starts the cluster.
 export SLIPWAY_PG_FSYNC=${SLIPWAY_PG_FSYNC:-off}
+slipway_lock
 slipway_ensure_packages
 slipway_start_postgres
 slipway_start_dockerd
 slipway_start_registry
 slipway_start_s3
 slipway_make_base_image
+slipway_unlock
 slipway_write_services_env
+slipway_summary
+
 if [ "${SLIPWAY_SERVICES_ONLY:-0}" = 1 ]; then
-  slipway_say "services up; variables in $SLIPWAY_STATE_DIR/services.env"
+  trap - INT TERM EXIT
+  slipway_say "services up (left running); variables in $SLIPWAY_STATE_DIR/services.env"
   exit 0
 fi
-trap slipway_stop_started EXIT
-
-slipway_say "components: $("$PG_BIN/postgres" --version); dockerd $(/usr/bin/docker -H "$SLIPWAY_DOCKER_HOST" version -f '{{.Server.Version}}'); $(docker-registry --version 2>&1 | head -n1); moto $("${SLIPWAY_MOTO_VENV:-/var/cache/slipway/moto-venv}/bin/pip" show moto 2>/dev/null | sed -n 's/^Version: //p')"
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/slipway/target}
 # SQL is checked at compile time against the committed .sqlx/, not a live database.
 export SQLX_OFFLINE=true
+export SLIPWAY_BUILDKIT=docker
+# Test output stays readable; failures still show warnings and errors.
 export RUST_LOG=${RUST_LOG:-warn}
-cargo fmt --all -- --check
-cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked
+
+failed=()
+run() {
+  slipway_say "\$ $*"
+  local t0
+  t0=$(slipway_now_ms)
+  if "$@"; then
+    slipway_say "ok in $(slipway_since "$t0")s: $*"
+  else
+    local rc=$?
+    slipway_say "FAILED ($rc) after $(slipway_since "$t0")s: $*"
+    failed+=("$*")
+    return "$rc"
+  fi
+}
+run cargo fmt --all -- --check || true
+run cargo clippy --workspace --all-targets --locked -- -D warnings || true
+tests=0
+run cargo test --workspace --locked || tests=$?
+
+slipway_summary
+if ((${#failed[@]})); then
+  slipway_say "failed: $(printf '[%s] ' "${failed[@]}")"
+  # The tests' own status when they failed, else 1 for a failed check.
+  if [ "$tests" != 0 ]; then exit "$tests"; fi
+  exit 1
+fi
+slipway_say "all checks and tests passed"

@@ -1,112 +1,341 @@
-#!/usr/bin/env bash
-# Installs and starts the real components Slipway runs on, idempotently: a service that already
-# answers is reused, never restarted. Sourced by scripts/dev.sh and scripts/test.sh.
-# All state lives under $SLIPWAY_STATE_DIR (default <repo>/.slipway); logs under its logs/.
+# shellcheck shell=bash
+# Installs and starts the real components Slipway runs on. Sourced by scripts/dev.sh and
+# scripts/test.sh; safe under `set -euo pipefail`.
+#
+# Every function is idempotent: a service that already answers is reused, never restarted, and
+# only what this invocation started is stopped by slipway_stop_started. All state lives under
+# $SLIPWAY_STATE_DIR (default <repo>/.slipway), logs under $SLIPWAY_STATE_DIR/logs/.
+# Any component that cannot be installed or started is a hard failure (there is no skip path,
+# with or without CI=true).
+#
+# Knobs (all optional):
+#   SLIPWAY_STATE_DIR      state root (default <repo>/.slipway)
+#   SLIPWAY_PG_PORT        Postgres port on 127.0.0.1 (5433)
+#   SLIPWAY_PG_FSYNC       fsync for the private cluster when *this* script starts it (on)
+#   SLIPWAY_REGISTRY_PORT  registry port on 127.0.0.1 (5000)
+#   SLIPWAY_S3_PORT        moto (S3) port on 127.0.0.1 (5002)
+#   SLIPWAY_MOTO_VENV      moto's virtualenv (/var/cache/slipway/moto-venv)
 
 SLIPWAY_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-export SLIPWAY_STATE_DIR=${SLIPWAY_STATE_DIR:-$SLIPWAY_REPO/.slipway}
+: "${SLIPWAY_STATE_DIR:=$SLIPWAY_REPO/.slipway}"
+mkdir -p "$SLIPWAY_STATE_DIR/logs"
+SLIPWAY_STATE_DIR=$(cd "$SLIPWAY_STATE_DIR" && pwd)
+export SLIPWAY_STATE_DIR
 SLIPWAY_LOGS=$SLIPWAY_STATE_DIR/logs
-SLIPWAY_STARTED_PIDS=()
-PG_BIN=/usr/lib/postgresql/15/bin
-mkdir -p "$SLIPWAY_LOGS"
+SLIPWAY_PG_BIN=/usr/lib/postgresql/15/bin
+# The engine's own CLI from docker.io (/usr/local/bin/docker may be another client).
+SLIPWAY_DOCKER_CLI=/usr/bin/docker
+SLIPWAY_MOTO_VENV=${SLIPWAY_MOTO_VENV:-/var/cache/slipway/moto-venv}
+SLIPWAY_BASE_IMAGE=slipway/busybox:1
+# What this invocation started, in order: "pid:<pid>:<name>" or "pg:<data dir>".
+SLIPWAY_STARTED=()
+# One line per component for the summary: "<name> <started|reused> <seconds>s".
+SLIPWAY_COMPONENTS=()
+SLIPWAY_APT_UPDATED=0
+# The data and exec roots of the dockerd this invocation started: dockerd leaves mounts there
+# (the data root bind-mounted on itself, exec/netns/default) that block `rm -rf .slipway`.
+SLIPWAY_DOCKERD_DIRS=()
+SLIPWAY_LOCK_FD=
 
-slipway_say() { printf '[services] %s\n' "$*" >&2; }
-slipway_die() { printf '[services] error: %s\n' "$*" >&2; exit 1; }
+slipway_say() { printf '[slipway] %s\n' "$*" >&2; }
+slipway_die() {
+  printf '[slipway] ERROR: %s\n' "$*" >&2
+  exit 1
+}
 
-# Polls "$@" until it succeeds or $deadline seconds pass.
-slipway_wait_for() {
-  local what=$1 deadline=$2 log=$3; shift 3
-  local start=$SECONDS
+# Milliseconds since the epoch, and a duration since $1 formatted as seconds.
+slipway_now_ms() { echo $(($(date +%s%N) / 1000000)); }
+slipway_since() {
+  local ms=$(($(slipway_now_ms) - $1))
+  printf '%d.%02d' $((ms / 1000)) $((ms % 1000 / 10))
+}
+
+slipway_note() { # name started|reused t0
+  local took
+  took=$(slipway_since "$3")
+  SLIPWAY_COMPONENTS+=("$1 $2 ${took}s")
+  slipway_say "$1: $2 in ${took}s"
+}
+
+# Shows the tail of a log, then fails naming the component and the log.
+slipway_fail() { # component log message
+  if [ -s "$2" ]; then
+    printf '[slipway] --- last lines of %s ---\n' "$2" >&2
+    tail -n 25 "$2" >&2 || true
+    printf '[slipway] ---\n' >&2
+  fi
+  slipway_die "$1: $3 (log: $2)"
+}
+
+# True if process $1 exists, is not a zombie and (if $2 is given) is named $2.
+slipway_alive() { # pid [comm]
+  local stat
+  [ -n "$1" ] || return 1
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  if [ -n "${2:-}" ] && [ "$(cat "/proc/$1/comm" 2>/dev/null)" != "$2" ]; then return 1; fi
+  stat=${stat##*) }
+  [ "${stat%% *}" != Z ]
+}
+
+# Waits up to $2 seconds for "$@" to succeed while process $1 lives. Returns 0 when it
+# answers, 1 when the process is gone (the caller then starts its own), fails on timeout.
+slipway_wait_for_owner() { # pid deadline component log cmd...
+  local pid=$1 deadline=$2 what=$3 log=$4 t0
+  shift 4
+  t0=$(slipway_now_ms)
+  slipway_say "$what: pid $pid is already running for this state dir; waiting for it"
   until "$@" >/dev/null 2>&1; do
-    if (( SECONDS - start > deadline )); then
-      [ -f "$log" ] && tail -n 20 "$log" >&2
-      slipway_die "$what did not come up within ${deadline}s (log: $log)"
+    slipway_alive "$pid" || return 1
+    if (($(slipway_now_ms) - t0 > deadline * 1000)); then
+      slipway_fail "$what" "$log" "pid $pid runs but did not answer within ${deadline}s"
     fi
     sleep 0.2
   done
-  slipway_say "$what ready after $((SECONDS - start))s"
 }
 
-slipway_ensure_packages() {
-  local missing=()
-  [ -x "$PG_BIN/postgres" ] || missing+=(postgresql)
-  command -v dockerd >/dev/null || missing+=(docker.io)
-  command -v docker-registry >/dev/null || missing+=(docker-registry)
-  [ -x /bin/busybox ] || missing+=(busybox-static)
-  command -v curl >/dev/null || missing+=(curl)
-  if ((${#missing[@]})); then
-    slipway_say "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q >"$SLIPWAY_LOGS/apt.log" 2>&1 || slipway_die "apt-get update failed (log: $SLIPWAY_LOGS/apt.log)"
-    apt-get install -y -q "${missing[@]}" >>"$SLIPWAY_LOGS/apt.log" 2>&1 \
-      || slipway_die "apt-get install ${missing[*]} failed (log: $SLIPWAY_LOGS/apt.log)"
-  fi
-  # The Debian package starts a system dockerd on /run/docker.sock; Slipway runs its own.
-}
-
-# A private cluster owned by the postgres OS user, on 127.0.0.1:$SLIPWAY_PG_PORT.
-slipway_start_postgres() {
-  local port=${SLIPWAY_PG_PORT:-5433} dir=$SLIPWAY_STATE_DIR/postgres
-  export DATABASE_URL="postgres://slipway@127.0.0.1:$port/slipway"
-  if ! "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$port"; then
-    mkdir -p "$dir"
-    chown postgres:postgres "$dir"
-    if [ ! -f "$dir/data/PG_VERSION" ]; then
-      su postgres -c "$PG_BIN/initdb -D '$dir/data' -A trust -U postgres" >"$SLIPWAY_LOGS/initdb.log" 2>&1 \
-        || slipway_die "initdb failed (log: $SLIPWAY_LOGS/initdb.log)"
+# Polls "$@" every 0.2 s until it succeeds; fails after $deadline seconds. If $pid is not
+# empty and that process dies first, fails at once.
+slipway_wait_for() { # component deadline log pid cmd...
+  local what=$1 deadline=$2 log=$3 pid=$4
+  shift 4
+  local t0
+  t0=$(slipway_now_ms)
+  until "$@" >/dev/null 2>&1; do
+    if [ -n "$pid" ] && ! slipway_alive "$pid"; then
+      slipway_fail "$what" "$log" "exited before it answered"
     fi
-    local fsync=${SLIPWAY_PG_FSYNC:-on}
-    touch "$SLIPWAY_LOGS/postgres.log"; chown postgres "$SLIPWAY_LOGS/postgres.log"
-    su postgres -c "$PG_BIN/pg_ctl -D '$dir/data' -l '$SLIPWAY_LOGS/postgres.log' \
-      -o \"-p $port -k '$dir' -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=$fsync\" start" >/dev/null \
-      || slipway_die "postgres failed to start (log: $SLIPWAY_LOGS/postgres.log)"
-    SLIPWAY_STARTED_PIDS+=("postgres:$dir/data")
-    slipway_wait_for postgres 60 "$SLIPWAY_LOGS/postgres.log" "$PG_BIN/pg_isready" -h 127.0.0.1 -p "$port"
-  else
-    slipway_say "postgres already answers on $port; reusing it"
-  fi
-  local psql=("$PG_BIN/../bin/psql" -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1)
-  [ -x "${psql[0]}" ] || psql[0]=psql
-  "${psql[@]}" -tc "SELECT 1 FROM pg_roles WHERE rolname = 'slipway'" | grep -q 1 \
-    || "${psql[@]}" -c "CREATE ROLE slipway LOGIN SUPERUSER" >/dev/null
-  "${psql[@]}" -tc "SELECT 1 FROM pg_database WHERE datname = 'slipway'" | grep -q 1 \
-    || "${psql[@]}" -c "CREATE DATABASE slipway OWNER slipway" >/dev/null
+    if (($(slipway_now_ms) - t0 > deadline * 1000)); then
+      slipway_fail "$what" "$log" "did not answer within ${deadline}s"
+    fi
+    sleep 0.2
+  done
 }
+
+slipway_need_root() {
+  [ "$(id -u)" = 0 ] || slipway_die "$1 needs root (run as root, or start it yourself and re-run)"
+}
+
+# Serialises service start-up across every clone on this machine (the ports are global):
+# two scripts starting at once must not race for the same port.
+slipway_lock() {
+  local lock=/run/lock/slipway-services.lock
+  [ -d /run/lock ] && [ -w /run/lock ] || lock=$SLIPWAY_STATE_DIR/services.lock
+  exec {SLIPWAY_LOCK_FD}>"$lock"
+  if ! flock -w 600 "$SLIPWAY_LOCK_FD"; then
+    slipway_die "another Slipway script held $lock for 10 minutes"
+  fi
+}
+slipway_unlock() {
+  if [ -n "$SLIPWAY_LOCK_FD" ]; then
+    exec {SLIPWAY_LOCK_FD}>&-
+    SLIPWAY_LOCK_FD=
+  fi
+}
+
+# Starts "$@" as a daemon in its own session (so a Ctrl-C in the terminal does not reach it),
+# stdin from /dev/null, output appended to $log, without the lock's file descriptor.
+# Sets SLIPWAY_SPAWNED_PID and records the process as started by this invocation.
+slipway_spawn() { # name log cmd...
+  local name=$1 log=$2
+  shift 2
+  if [ -n "$SLIPWAY_LOCK_FD" ]; then
+    setsid "$@" </dev/null >>"$log" 2>&1 {SLIPWAY_LOCK_FD}>&- &
+  else
+    setsid "$@" </dev/null >>"$log" 2>&1 &
+  fi
+  SLIPWAY_SPAWNED_PID=$!
+  SLIPWAY_STARTED+=("pid:$SLIPWAY_SPAWNED_PID:$name")
+}
+
+# A short directory under /run for unix sockets whose natural path would be too long
+# (sun_path holds 107 bytes).
+slipway_short_run_dir() {
+  local hash
+  hash=$(printf '%s' "$SLIPWAY_STATE_DIR" | sha256sum | cut -c1-12)
+  echo "/run/slipway-$hash"
+}
+
+slipway_apt_install() { # packages...
+  slipway_need_root "installing $*"
+  export DEBIAN_FRONTEND=noninteractive
+  local log=$SLIPWAY_LOGS/apt.log
+  if [ "$SLIPWAY_APT_UPDATED" = 0 ]; then
+    slipway_say "apt-get update"
+    apt-get update >>"$log" 2>&1 || slipway_fail apt "$log" "apt-get update failed"
+    SLIPWAY_APT_UPDATED=1
+  fi
+  slipway_say "apt-get install -y $*"
+  apt-get install -y "$@" >>"$log" 2>&1 \
+    || slipway_fail apt "$log" "apt-get install -y $* failed"
+}
+
+# The statically linked busybox from Debian's busybox-static (the dynamic `busybox` package
+# ships the same path, so check the package, not the file).
+slipway_busybox_path() {
+  dpkg-query -L busybox-static 2>/dev/null | grep -E '/bin/busybox$' | head -n1
+}
+
+# Installs the Debian packages whose programs are missing.
+slipway_ensure_packages() {
+  local t0 missing=()
+  t0=$(slipway_now_ms)
+  [ -x "$SLIPWAY_PG_BIN/postgres" ] && [ -x "$SLIPWAY_PG_BIN/initdb" ] || missing+=(postgresql)
+  [ -x /usr/sbin/dockerd ] && [ -x "$SLIPWAY_DOCKER_CLI" ] || missing+=(docker.io)
+  command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
+  [ -n "$(slipway_busybox_path)" ] || missing+=(busybox-static)
+  command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
+  command -v flock >/dev/null 2>&1 && command -v setsid >/dev/null 2>&1 \
+    && command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
+  if ((${#missing[@]})); then
+    slipway_apt_install "${missing[@]}"
+    slipway_note packages installed "$t0"
+  else
+    slipway_say "packages: all present"
+  fi
+}
+
+slipway_pg_ctl_start() { # data log fsync
+  if [ -n "$SLIPWAY_LOCK_FD" ]; then
+    runuser -u postgres -- "$SLIPWAY_PG_BIN/pg_ctl" -D "$1" -l "$2" -w -t 60 \
+      -o "-c fsync=$3" start >>"$SLIPWAY_LOGS/pg_ctl.log" 2>&1 {SLIPWAY_LOCK_FD}>&-
+  else
+    runuser -u postgres -- "$SLIPWAY_PG_BIN/pg_ctl" -D "$1" -l "$2" -w -t 60 \
+      -o "-c fsync=$3" start >>"$SLIPWAY_LOGS/pg_ctl.log" 2>&1
+  fi
+}
+
+slipway_psql() { # user db args...
+  local user=$1 db=$2
+  shift 2
+  PGCONNECT_TIMEOUT=5 "$SLIPWAY_PG_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 \
+    -h 127.0.0.1 -p "$SLIPWAY_PG_PORT" -U "$user" -d "$db" "$@"
+}
+
+# A private cluster owned by the postgres OS user on 127.0.0.1:$SLIPWAY_PG_PORT, with the
+# superuser role and database `slipway` (superuser so tests can CREATE DATABASE ... TEMPLATE).
+slipway_start_postgres() {
+  SLIPWAY_PG_PORT=${SLIPWAY_PG_PORT:-5433}
+  local port=$SLIPWAY_PG_PORT dir=$SLIPWAY_STATE_DIR/postgres
+  local data=$dir/data sockdir=$dir log=$SLIPWAY_LOGS/postgres.log t0 how=reused
+  t0=$(slipway_now_ms)
+  if ((${#sockdir} + 20 > 107)); then sockdir=$(slipway_short_run_dir)/pg; fi
+  export DATABASE_URL="postgres://slipway@127.0.0.1:$port/slipway"
+
+  if ! "$SLIPWAY_PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$port"; then
+    how=started
+    slipway_need_root "starting Postgres"
+    mkdir -p "$dir" "$sockdir"
+    chown postgres:postgres "$dir" "$sockdir"
+    touch "$log"
+    chown postgres:postgres "$log"
+    if [ ! -f "$data/PG_VERSION" ]; then
+      rm -rf "$data"
+      runuser -u postgres -- "$SLIPWAY_PG_BIN/initdb" -D "$data" --auth=trust --username=postgres \
+        --encoding=UTF8 --locale=C.UTF-8 >"$SLIPWAY_LOGS/initdb.log" 2>&1 \
+        || slipway_fail postgres "$SLIPWAY_LOGS/initdb.log" "initdb failed"
+      echo "include_if_exists = 'slipway.conf'" >>"$data/postgresql.conf"
+    fi
+    # Rewritten on every start, so port / socket changes apply.
+    cat >"$data/slipway.conf" <<CONF
+# Written by scripts/lib/services.sh on every start.
+port = $port
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$sockdir'
+max_connections = 300
+CONF
+    chown postgres:postgres "$data/slipway.conf"
+    local fsync=${SLIPWAY_PG_FSYNC:-on}
+    local pid='' tries
+    if [ -f "$data/postmaster.pid" ]; then pid=$(head -n1 "$data/postmaster.pid"); fi
+    if slipway_alive "$pid" postgres \
+      && slipway_wait_for_owner "$pid" 60 postgres "$log" "$SLIPWAY_PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$port"; then
+      how="reused (was starting)"
+    else
+      slipway_say "postgres: starting on 127.0.0.1:$port (fsync=$fsync)"
+      # pg_ctl -w returns once the server accepts connections, or fails as soon as the
+      # postmaster exits (e.g. while the children of a killed one still hold its shared
+      # memory: retried). It detaches the postmaster into its own session.
+      for tries in 1 2 3 4; do
+        if slipway_pg_ctl_start "$data" "$log" "$fsync"; then break; fi
+        if ((tries == 4)); then
+          slipway_fail postgres "$log" "pg_ctl start failed 4 times (see also $SLIPWAY_LOGS/pg_ctl.log)"
+        fi
+        sleep 1
+      done
+      SLIPWAY_STARTED+=("pg:$data")
+    fi
+    slipway_wait_for postgres 60 "$log" "" "$SLIPWAY_PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$port"
+  fi
+
+  # Role and database (also on a reused cluster: it may be someone else's fresh one).
+  if [ "$(slipway_psql slipway slipway -c 'SELECT rolsuper FROM pg_roles WHERE rolname = current_user' 2>/dev/null)" != t ]; then
+    slipway_psql postgres postgres -c 'SELECT 1' >/dev/null 2>&1 \
+      || slipway_fail postgres "$log" "something answers on 127.0.0.1:$port but lets neither slipway nor postgres in without a password; stop it or set SLIPWAY_PG_PORT"
+    if [ "$(slipway_psql postgres postgres -c "SELECT 1 FROM pg_roles WHERE rolname = 'slipway'")" = 1 ]; then
+      slipway_psql postgres postgres -c 'ALTER ROLE slipway WITH LOGIN SUPERUSER' >/dev/null
+    else
+      slipway_psql postgres postgres -c 'CREATE ROLE slipway WITH LOGIN SUPERUSER' >/dev/null
+    fi
+    if [ "$(slipway_psql postgres postgres -c "SELECT 1 FROM pg_database WHERE datname = 'slipway'")" != 1 ]; then
+      slipway_psql postgres postgres -c 'CREATE DATABASE slipway OWNER slipway' >/dev/null
+    fi
+    [ "$(slipway_psql slipway slipway -c 'SELECT rolsuper FROM pg_roles WHERE rolname = current_user')" = t ] \
+      || slipway_fail postgres "$log" "could not set up role/database slipway"
+  fi
+  slipway_note postgres "$how" "$t0"
+}
+
+slipway_docker() { "$SLIPWAY_DOCKER_CLI" -H "$SLIPWAY_DOCKER_HOST" "$@"; }
 
 # A private Docker engine: the function runtime and, through its embedded BuildKit, the builder.
 slipway_start_dockerd() {
-  local dir=$SLIPWAY_STATE_DIR/docker sock
-  sock=$dir/docker.sock
-  # Unix socket paths are limited to 107 bytes.
-  if (( ${#sock} > 100 )); then
-    sock=/run/slipway-$(printf '%s' "$dir" | sha256sum | cut -c1-12)/docker.sock
+  local dir=$SLIPWAY_STATE_DIR/docker log=$SLIPWAY_LOGS/dockerd.log sock exec t0 how=reused pid=
+  t0=$(slipway_now_ms)
+  sock=$dir/docker.sock exec=$dir/exec
+  # The exec root holds containerd's sockets too (exec/containerd/containerd-debug.sock).
+  if ((${#dir} > 60)); then
+    sock=$(slipway_short_run_dir)/docker.sock exec=$(slipway_short_run_dir)/exec
   fi
   export SLIPWAY_DOCKER_HOST="unix://$sock"
-  if /usr/bin/docker -H "$SLIPWAY_DOCKER_HOST" version >/dev/null 2>&1; then
-    slipway_say "dockerd already answers on $sock; reusing it"
-    return
+  if ! slipway_docker version --format '{{.Server.Version}}' >/dev/null 2>&1; then
+    how=started
+    slipway_need_root "starting dockerd"
+    mkdir -p "$dir/data" "$exec" "$(dirname "$sock")"
+    if [ -f "$dir/docker.pid" ]; then pid=$(cat "$dir/docker.pid"); fi
+    if slipway_alive "$pid" dockerd \
+      && slipway_wait_for_owner "$pid" 60 dockerd "$log" slipway_docker version --format '{{.Server.Version}}'; then
+      how="reused (was starting)"
+      pid=
+    else
+      rm -f "$sock" "$dir/docker.pid"
+      slipway_say "dockerd: starting on $sock"
+      SLIPWAY_DOCKERD_DIRS=("$dir/data" "$exec")
+      slipway_spawn dockerd "$log" /usr/sbin/dockerd --iptables=false --ip-masq=false --bridge=none \
+        --storage-driver=vfs --data-root "$dir/data" --exec-root "$exec" \
+        -H "unix://$sock" --pidfile "$dir/docker.pid"
+      pid=$SLIPWAY_SPAWNED_PID
+    fi
+    slipway_wait_for dockerd 60 "$log" "$pid" slipway_docker version --format '{{.Server.Version}}'
   fi
-  mkdir -p "$dir" "$(dirname "$sock")"
-  rm -f "$sock"
-  dockerd --iptables=false --ip-masq=false --bridge=none --storage-driver=vfs \
-    --data-root "$dir/data" --exec-root "$dir/exec" --pidfile "$dir/docker.pid" \
-    -H "unix://$sock" >"$SLIPWAY_LOGS/dockerd.log" 2>&1 &
-  SLIPWAY_STARTED_PIDS+=("$!")
-  slipway_wait_for dockerd 60 "$SLIPWAY_LOGS/dockerd.log" /usr/bin/docker -H "$SLIPWAY_DOCKER_HOST" version
+  slipway_note dockerd "$how" "$t0"
 }
 
+# Debian's docker-registry (distribution 2.8) on 127.0.0.1:$SLIPWAY_REGISTRY_PORT.
 slipway_start_registry() {
   local port=${SLIPWAY_REGISTRY_PORT:-5000} dir=$SLIPWAY_STATE_DIR/registry
+  local log=$SLIPWAY_LOGS/registry.log t0 how=reused
+  t0=$(slipway_now_ms)
   export SLIPWAY_REGISTRY="127.0.0.1:$port"
-  if curl -fsS "http://127.0.0.1:$port/v2/" >/dev/null 2>&1; then
-    slipway_say "registry already answers on $port; reusing it"
-    return
-  fi
-  mkdir -p "$dir/data"
-  cat >"$dir/config.yml" <<YAML
+  if ! curl -fsS -m 5 "http://127.0.0.1:$port/v2/" >/dev/null 2>&1; then
+    how=started
+    mkdir -p "$dir/data"
+    cat >"$dir/config.yml" <<YAML
+# Written by scripts/lib/services.sh.
 version: 0.1
 log:
   level: warn
+  accesslog:
+    disabled: true
 storage:
   filesystem:
     rootdirectory: $dir/data
@@ -114,78 +343,202 @@ storage:
     enabled: true
 http:
   addr: 127.0.0.1:$port
+  secret: slipway-local-registry-only
 YAML
-  docker-registry serve "$dir/config.yml" >"$SLIPWAY_LOGS/registry.log" 2>&1 &
-  SLIPWAY_STARTED_PIDS+=("$!")
-  slipway_wait_for registry 30 "$SLIPWAY_LOGS/registry.log" curl -fsS "http://127.0.0.1:$port/v2/"
+    slipway_say "registry: starting on 127.0.0.1:$port"
+    slipway_spawn registry "$log" docker-registry serve "$dir/config.yml"
+    slipway_wait_for registry 30 "$log" "$SLIPWAY_SPAWNED_PID" curl -fsS -m 5 "http://127.0.0.1:$port/v2/"
+  fi
+  slipway_note registry "$how" "$t0"
 }
 
-# moto's server as the S3-compatible object store for tests (a venv outside the clone, reused).
-slipway_start_s3() {
-  local port=${SLIPWAY_S3_PORT:-5002} venv=${SLIPWAY_MOTO_VENV:-/var/cache/slipway/moto-venv}
+slipway_moto_ok() { "$SLIPWAY_MOTO_VENV/bin/python" -c 'import moto.server' >/dev/null 2>&1; }
+
+# Creates moto's virtualenv outside the clone (reused across runs and clones).
+slipway_install_moto() {
+  local log=$SLIPWAY_LOGS/moto-install.log py
+  slipway_moto_ok && return 0
+  slipway_say "moto: installing moto[server] into $SLIPWAY_MOTO_VENV"
+  mkdir -p "$(dirname "$SLIPWAY_MOTO_VENV")"
+  : >"$log"
+  for py in /usr/bin/python3 "$(command -v python3 || true)"; do
+    if [ -z "$py" ] || [ ! -x "$py" ]; then continue; fi
+    rm -rf "$SLIPWAY_MOTO_VENV"
+    if "$py" -m venv "$SLIPWAY_MOTO_VENV" >>"$log" 2>&1; then break; fi
+  done
+  if [ ! -x "$SLIPWAY_MOTO_VENV/bin/pip" ]; then
+    # Debian's python3 needs python3-venv for ensurepip.
+    slipway_apt_install python3 python3-venv
+    rm -rf "$SLIPWAY_MOTO_VENV"
+    /usr/bin/python3 -m venv "$SLIPWAY_MOTO_VENV" >>"$log" 2>&1 \
+      || slipway_fail "S3 (moto)" "$log" "python3 -m venv failed"
+  fi
+  "$SLIPWAY_MOTO_VENV/bin/pip" install --disable-pip-version-check 'moto[server]' >>"$log" 2>&1 \
+    || slipway_fail "S3 (moto)" "$log" "pip install 'moto[server]' failed"
+  slipway_moto_ok || slipway_fail "S3 (moto)" "$log" "moto is not importable after the install"
+}
+
+slipway_s3_bucket_ok() {
+  curl -fsS -m 5 -o /dev/null -I "$SLIPWAY_TEST_S3_ENDPOINT/$SLIPWAY_TEST_S3_BUCKET"
+}
+
+# Exports the S3 variables if moto already answers with the bucket (dev.sh does not start it,
+# but keeps services.env complete when test.sh did).
+slipway_detect_s3() {
+  local port=${SLIPWAY_S3_PORT:-5002}
+  curl -fsS -m 2 -o /dev/null -I "http://127.0.0.1:$port/slipway-test" 2>/dev/null || return 0
   export SLIPWAY_TEST_S3_ENDPOINT="http://127.0.0.1:$port" SLIPWAY_TEST_S3_BUCKET=slipway-test
-  export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-test} AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-test}
-  export AWS_REGION=${AWS_REGION:-us-east-1}
-  if ! curl -fsS "http://127.0.0.1:$port/moto-api/" >/dev/null 2>&1; then
-    if [ ! -x "$venv/bin/moto_server" ]; then
-      slipway_say "installing moto[server] into $venv"
-      mkdir -p "$(dirname "$venv")"
-      { python3 -m venv "$venv" && "$venv/bin/pip" install -q 'moto[server]'; } >"$SLIPWAY_LOGS/moto-install.log" 2>&1 \
-        || slipway_die "installing moto failed (log: $SLIPWAY_LOGS/moto-install.log)"
-    fi
-    "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$SLIPWAY_LOGS/moto.log" 2>&1 &
-    SLIPWAY_STARTED_PIDS+=("$!")
-    slipway_wait_for "S3 (moto)" 60 "$SLIPWAY_LOGS/moto.log" curl -fsS "http://127.0.0.1:$port/moto-api/"
-  else
-    slipway_say "S3 (moto) already answers on $port; reusing it"
-  fi
-  curl -fsS -X PUT "http://127.0.0.1:$port/$SLIPWAY_TEST_S3_BUCKET" >/dev/null 2>&1 || true
+  export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
 }
 
-# The offline function base image: Debian's static busybox in an otherwise empty image, in the
-# engine (slipway/busybox:1) and in the registry (127.0.0.1:5000/slipway/busybox:1).
+# moto's server as the S3-compatible store for the tests, with the bucket slipway-test.
+slipway_start_s3() {
+  local port=${SLIPWAY_S3_PORT:-5002} log=$SLIPWAY_LOGS/moto.log t0 how=reused
+  t0=$(slipway_now_ms)
+  export SLIPWAY_TEST_S3_ENDPOINT="http://127.0.0.1:$port" SLIPWAY_TEST_S3_BUCKET=slipway-test
+  export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
+  if ! curl -fsS -m 5 -o /dev/null "http://127.0.0.1:$port/moto-api/" 2>/dev/null; then
+    how=started
+    slipway_moto_ok || how="installed+started"
+    slipway_install_moto
+    slipway_say "S3 (moto): starting on 127.0.0.1:$port"
+    slipway_spawn moto "$log" "$SLIPWAY_MOTO_VENV/bin/moto_server" -H 127.0.0.1 -p "$port"
+    slipway_wait_for "S3 (moto)" 60 "$log" "$SLIPWAY_SPAWNED_PID" \
+      curl -fsS -m 5 -o /dev/null "http://127.0.0.1:$port/moto-api/"
+  fi
+  if ! slipway_s3_bucket_ok 2>/dev/null; then
+    curl -fsS -m 10 -o /dev/null -X PUT "$SLIPWAY_TEST_S3_ENDPOINT/$SLIPWAY_TEST_S3_BUCKET" >>"$log" 2>&1 || true
+    slipway_s3_bucket_ok >>"$log" 2>&1 \
+      || slipway_fail "S3 (moto)" "$log" "could not create bucket $SLIPWAY_TEST_S3_BUCKET"
+  fi
+  slipway_note "S3 (moto)" "$how" "$t0"
+}
+
+slipway_registry_has() { # repo tag
+  curl -fsS -m 5 -o /dev/null -I \
+    -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+    -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+    "http://$SLIPWAY_REGISTRY/v2/$1/manifests/$2"
+}
+
+# The offline function base image: Debian's static busybox with its applets linked under /bin,
+# /sbin, /usr/bin, /usr/sbin, plus /tmp and a minimal /etc; in the engine as slipway/busybox:1
+# and in the registry as $SLIPWAY_REGISTRY/slipway/busybox:1. Skipped if present in both.
 slipway_make_base_image() {
-  local docker=(/usr/bin/docker -H "$SLIPWAY_DOCKER_HOST") image=slipway/busybox:1
-  if ! "${docker[@]}" image inspect "$image" >/dev/null 2>&1; then
-    local rootfs
-    rootfs=$(mktemp -d)
-    mkdir -p "$rootfs/bin" "$rootfs/tmp" "$rootfs/www"
-    cp /bin/busybox "$rootfs/bin/busybox"
-    for applet in sh echo cat env printf httpd ls sleep; do ln -s busybox "$rootfs/bin/$applet"; done
-    tar -C "$rootfs" -c . | "${docker[@]}" import - "$image" >/dev/null \
-      || slipway_die "importing the base image failed"
+  local image=$SLIPWAY_BASE_IMAGE remote=$SLIPWAY_REGISTRY/$SLIPWAY_BASE_IMAGE
+  local log=$SLIPWAY_LOGS/base-image.log t0 how=reused imported=0
+  t0=$(slipway_now_ms)
+  if ! slipway_docker image inspect "$image" >/dev/null 2>&1; then
+    how=built
+    local busybox rootfs applet
+    busybox=$(slipway_busybox_path)
+    [ -n "$busybox" ] || slipway_die "base image: busybox-static is not installed"
+    if ldd "$busybox" >/dev/null 2>&1; then
+      slipway_die "base image: $busybox is dynamically linked (install busybox-static)"
+    fi
+    rootfs=$(mktemp -d "${TMPDIR:-/tmp}/slipway-rootfs.XXXXXX")
+    mkdir -p "$rootfs/bin" "$rootfs/etc" "$rootfs/tmp" "$rootfs/www"
+    chmod 1777 "$rootfs/tmp"
+    cp "$busybox" "$rootfs/bin/busybox"
+    chmod 0755 "$rootfs/bin/busybox"
+    while read -r applet; do
+      if [ -z "$applet" ] || [ "$applet" = bin/busybox ]; then continue; fi
+      mkdir -p "$rootfs/$(dirname "$applet")"
+      ln -sf /bin/busybox "$rootfs/$applet"
+    done < <("$busybox" --list-full)
+    printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$rootfs/etc/passwd"
+    printf 'root:x:0:\nnogroup:x:65534:\n' >"$rootfs/etc/group"
+    if ! tar --numeric-owner --owner=0 --group=0 -C "$rootfs" -c . \
+      | slipway_docker import \
+        -c 'ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin' -c 'CMD ["/bin/sh"]' \
+        -m "Debian busybox-static, made by scripts/lib/services.sh" - "$image" >"$log" 2>&1; then
+      rm -rf "$rootfs"
+      slipway_fail "base image" "$log" "docker import failed"
+    fi
     rm -rf "$rootfs"
-    slipway_say "built base image $image"
+    imported=1
   fi
-  local remote=$SLIPWAY_REGISTRY/$image
-  if ! curl -fs -o /dev/null "http://$SLIPWAY_REGISTRY/v2/slipway/busybox/manifests/1"; then
-    "${docker[@]}" tag "$image" "$remote"
-    "${docker[@]}" push "$remote" >"$SLIPWAY_LOGS/base-push.log" 2>&1 \
-      || slipway_die "pushing the base image failed (log: $SLIPWAY_LOGS/base-push.log)"
+  if [ "$imported" = 1 ] || ! slipway_registry_has slipway/busybox 1 2>/dev/null; then
+    [ "$how" = built ] || how=pushed
+    slipway_docker tag "$image" "$remote"
+    slipway_docker push "$remote" >>"$log" 2>&1 || slipway_fail "base image" "$log" "push to $remote failed"
+    slipway_registry_has slipway/busybox 1 || slipway_fail "base image" "$log" "$remote is not in the registry after the push"
   fi
+  slipway_note "base image $image" "$how" "$t0"
 }
 
-# Stops what this invocation started (not what it reused).
+# Unmounts every mount point at or below the given directories, deepest first.
+slipway_unmount_under() { # dirs...
+  local d m
+  for d in "$@"; do
+    while read -r m; do
+      umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+    done < <(awk -v d="$d" '$2 == d || index($2, d "/") == 1 { print $2 }' /proc/self/mounts | sort -r)
+  done
+}
+
+# Stops, newest first, only what this invocation started (not services it reused).
 slipway_stop_started() {
-  local entry
-  for entry in "${SLIPWAY_STARTED_PIDS[@]}"; do
+  local i entry pid name data t
+  for ((i = ${#SLIPWAY_STARTED[@]} - 1; i >= 0; i--)); do
+    entry=${SLIPWAY_STARTED[i]}
     case $entry in
-      postgres:*) su postgres -c "$PG_BIN/pg_ctl -D '${entry#postgres:}' -m fast stop" >/dev/null 2>&1 || true ;;
-      *) kill "$entry" 2>/dev/null || true ;;
+      pg:*)
+        data=${entry#pg:}
+        slipway_say "stopping postgres ($data)"
+        runuser -u postgres -- "$SLIPWAY_PG_BIN/pg_ctl" -D "$data" -m fast -w -t 30 stop >/dev/null 2>&1 || true
+        ;;
+      pid:*)
+        pid=${entry#pid:}
+        name=${pid#*:}
+        pid=${pid%%:*}
+        kill -0 "$pid" 2>/dev/null || continue
+        slipway_say "stopping $name (pid $pid)"
+        kill -TERM "$pid" 2>/dev/null || true
+        # dockerd stops its containers and containerd first: give it time.
+        for ((t = 0; t < 150; t++)); do
+          kill -0 "$pid" 2>/dev/null || break
+          sleep 0.2
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+          slipway_say "$name (pid $pid) ignored SIGTERM for 30s; killing it"
+          kill -KILL "$pid" 2>/dev/null || true
+        fi
+        wait "$pid" 2>/dev/null || true
+        if [ "$name" = dockerd ]; then slipway_unmount_under "${SLIPWAY_DOCKERD_DIRS[@]}"; fi
+        ;;
     esac
   done
-  SLIPWAY_STARTED_PIDS=()
+  SLIPWAY_STARTED=()
 }
 
-# Writes the exported variables so another shell can reuse the running services.
+# Writes the exported service variables as KEY=VALUE lines (safe to `source`), so another shell
+# (or `set -a; . .slipway/services.env; set +a`) can use the running services.
 slipway_write_services_env() {
+  local file=$SLIPWAY_STATE_DIR/services.env var
   {
-    echo "DATABASE_URL=$DATABASE_URL"
-    echo "SLIPWAY_DOCKER_HOST=$SLIPWAY_DOCKER_HOST"
-    echo "SLIPWAY_REGISTRY=$SLIPWAY_REGISTRY"
-    [ -n "${SLIPWAY_TEST_S3_ENDPOINT:-}" ] && echo "SLIPWAY_TEST_S3_ENDPOINT=$SLIPWAY_TEST_S3_ENDPOINT"
-    [ -n "${SLIPWAY_TEST_S3_BUCKET:-}" ] && echo "SLIPWAY_TEST_S3_BUCKET=$SLIPWAY_TEST_S3_BUCKET"
-    [ -n "${SLIPWAY_TEST_S3_ENDPOINT:-}" ] && printf 'AWS_ACCESS_KEY_ID=%s\nAWS_SECRET_ACCESS_KEY=%s\nAWS_REGION=%s\n' \
-      "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" "$AWS_REGION"
-  } >"$SLIPWAY_STATE_DIR/services.env"
+    echo "# Written by scripts/$(basename "$0") on $(date -u +%FT%TZ)."
+    for var in SLIPWAY_STATE_DIR DATABASE_URL SLIPWAY_DOCKER_HOST SLIPWAY_REGISTRY \
+      SLIPWAY_TEST_S3_ENDPOINT SLIPWAY_TEST_S3_BUCKET AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION; do
+      if [ -n "${!var:-}" ]; then printf '%s=%q\n' "$var" "${!var}"; fi
+    done
+  } >"$file.tmp"
+  mv "$file.tmp" "$file"
+  slipway_say "variables written to $file"
+}
+
+# One line naming the components in use and their versions.
+slipway_summary() {
+  local pg dockerd registry moto=
+  pg=$(slipway_psql slipway slipway -c 'SHOW server_version' 2>/dev/null | cut -d' ' -f1) || true
+  dockerd=$(slipway_docker version --format '{{.Server.Version}}' 2>/dev/null) || true
+  registry=$(docker-registry --version 2>/dev/null | awk '{print $NF}') || true
+  if [ -n "${SLIPWAY_TEST_S3_ENDPOINT:-}" ]; then
+    moto=$("$SLIPWAY_MOTO_VENV/bin/python" -c 'import moto; print(moto.__version__)' 2>/dev/null) || true
+    moto=", S3: moto ${moto:-?} at $SLIPWAY_TEST_S3_ENDPOINT"
+  fi
+  slipway_say "components: PostgreSQL ${pg:-?} at 127.0.0.1:${SLIPWAY_PG_PORT:-5433}, dockerd ${dockerd:-?} at $SLIPWAY_DOCKER_HOST, registry (distribution) ${registry:-?} at $SLIPWAY_REGISTRY$moto"
+  if ((${#SLIPWAY_COMPONENTS[@]})); then
+    slipway_say "this run: $(printf '%s; ' "${SLIPWAY_COMPONENTS[@]}")"
+  fi
 }
