@@ -150,6 +150,8 @@ pub struct StackOptions {
     pub store: StoreKind,
     pub workers: usize,
     pub archive_limits: Option<slipway_shared::archive::ArchiveLimits>,
+    /// Changes to the workers' configuration, e.g. to point them at a dead BuildKit.
+    pub worker_overrides: Option<fn(&mut WorkerConfig)>,
 }
 
 impl Default for StackOptions {
@@ -158,6 +160,7 @@ impl Default for StackOptions {
             store: StoreKind::S3,
             workers: 1,
             archive_limits: None,
+            worker_overrides: None,
         }
     }
 }
@@ -200,7 +203,7 @@ impl TestStack {
         let block = NEXT_PORT_BLOCK.fetch_add(1, Ordering::SeqCst);
         let low = 21000 + block * PORTS_PER_STACK;
         let registry = required_env("SLIPWAY_REGISTRY");
-        let worker_config = WorkerConfig {
+        let mut worker_config = WorkerConfig {
             docker_host: required_env("SLIPWAY_DOCKER_HOST"),
             buildkit: "docker".into(),
             registry: registry.clone(),
@@ -217,6 +220,9 @@ impl TestStack {
             build_network_none: true,
             name: slipway_shared::config::unique_worker_name(),
         };
+        if let Some(change) = options.worker_overrides {
+            change(&mut worker_config);
+        }
         let mut api_config = ApiConfig {
             bind: "127.0.0.1:0".parse()?,
             archive_limits: Default::default(),

@@ -107,6 +107,7 @@ async fn every_rejected_archive_answers_4xx_with_its_code_and_writes_nothing() -
             max_uncompressed_bytes: 512 * 1024,
             max_entries: 50,
         }),
+        ..Default::default()
     })
     .await?;
     let function_id = stack.init("target").await?;

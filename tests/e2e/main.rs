@@ -4,5 +4,6 @@
 mod auth;
 mod bad_input;
 mod deploy_flow;
+mod faults;
 mod store;
 mod workers;

@@ -10,7 +10,7 @@ async fn two_workers_deploy_ten_functions_and_run_each_job_once() -> anyhow::Res
     let stack = TestStack::start_with(StackOptions {
         store: StoreKind::S3,
         workers: 2,
-        archive_limits: None,
+        ..Default::default()
     })
     .await?;
     let started = Instant::now();
