@@ -253,7 +253,7 @@ impl TestStack {
                 wait(stopped.clone()),
             )));
         }
-        let stack = Self {
+        let mut stack = Self {
             db,
             pool,
             store,
@@ -267,8 +267,38 @@ impl TestStack {
             tasks,
             _store_dir: store_dir,
         };
+        for _ in 0..options.workers {
+            let worker = stack.spawn_worker(|_| {})?;
+            stack.tasks.push(worker);
+        }
         stack.wait_healthy().await?;
         Ok(stack)
+    }
+
+    /// Starts one more worker process-equivalent (its own name, so its own lease identity) with
+    /// the stack's worker configuration changed by `change`. Aborting the handle kills it the way
+    /// a crash would: no goodbye, heartbeats just stop.
+    pub fn spawn_worker(
+        &self,
+        change: fn(&mut WorkerConfig),
+    ) -> anyhow::Result<JoinHandle<anyhow::Result<()>>> {
+        let mut config = self.worker_config.clone();
+        config.name = slipway_shared::config::unique_worker_name();
+        change(&mut config);
+        let env =
+            slipway_worker::Environment::new(self.pool.clone(), Arc::clone(&self.store), config)?;
+        let mut stopped = self.stop.subscribe();
+        Ok(tokio::spawn(slipway_worker::run(
+            Arc::new(env),
+            async move {
+                stopped.wait_for(|s| *s).await.ok();
+            },
+        )))
+    }
+
+    /// Adds a worker the stack stops at shutdown.
+    pub fn adopt(&mut self, worker: JoinHandle<anyhow::Result<()>>) {
+        self.tasks.push(worker);
     }
 
     async fn wait_healthy(&self) -> anyhow::Result<()> {
