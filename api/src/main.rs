@@ -15,9 +15,7 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init();
     let api = ApiConfig::from_env()?;
     let pool = db::connect(&DatabaseConfig::from_env()?).await?;
-    let store_config = StoreConfig::from_env()?;
-    let store =
-        ArchiveStore::from_url(&store_config.url, store_config.s3_endpoint.as_deref()).await?;
+    let store = ArchiveStore::from_config(&StoreConfig::from_env()?).await?;
     let listener = tokio::net::TcpListener::bind(api.bind)
         .await
         .with_context(|| format!("binding {}", api.bind))?;

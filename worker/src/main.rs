@@ -14,9 +14,7 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init();
     let config = WorkerConfig::from_env()?;
     let pool = db::connect(&DatabaseConfig::from_env()?).await?;
-    let store_config = StoreConfig::from_env()?;
-    let store =
-        ArchiveStore::from_url(&store_config.url, store_config.s3_endpoint.as_deref()).await?;
+    let store = ArchiveStore::from_config(&StoreConfig::from_env()?).await?;
     let env = slipway_worker::Environment::new(pool, Arc::new(store), config)?;
     slipway_worker::run(Arc::new(env), telemetry::shutdown_signal()).await
 }
