@@ -215,6 +215,7 @@ impl TestStack {
             heartbeat: Duration::from_secs(1),
             missed_heartbeats: 5,
             job_timeout: Duration::from_secs(300),
+            shutdown_grace: Duration::from_secs(3),
             retry_attempts: 3,
             retry_base: Duration::from_millis(200),
             build_network_none: true,
@@ -239,20 +240,11 @@ impl TestStack {
             rx.wait_for(|s| *s).await.ok();
         };
         let state = slipway_api::AppState::new(pool.clone(), Arc::clone(&store), api_config)?;
-        let mut tasks = vec![tokio::spawn(slipway_api::serve(
+        let tasks = vec![tokio::spawn(slipway_api::serve(
             listener,
             state,
             wait(stopped.clone()),
         ))];
-        for _ in 0..options.workers {
-            let mut config = worker_config.clone();
-            config.name = slipway_shared::config::unique_worker_name();
-            let env = slipway_worker::Environment::new(pool.clone(), Arc::clone(&store), config)?;
-            tasks.push(tokio::spawn(slipway_worker::run(
-                Arc::new(env),
-                wait(stopped.clone()),
-            )));
-        }
         let mut stack = Self {
             db,
             pool,
@@ -474,7 +466,13 @@ impl TestStack {
                 docker(&["rm", "-f", container])?;
             }
         }
-        self.pool.close().await;
+        // `close` waits for every borrowed connection; a test still holding one must not hang.
+        if tokio::time::timeout(Duration::from_secs(5), self.pool.close())
+            .await
+            .is_err()
+        {
+            anyhow::bail!("a pooled connection was still borrowed at shutdown");
+        }
         Ok(())
     }
 }

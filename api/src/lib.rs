@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod deploy;
 pub mod error;
+pub mod rollback;
 pub mod routes;
 
 use std::sync::Arc;
@@ -67,6 +68,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/functions/{id}/deployments",
             get(routes::functions::deployments),
+        )
+        .route(
+            "/api/functions/{id}/rollback",
+            post(routes::functions::rollback),
         )
         .route("/api/deployments/{id}/logs", get(routes::deployments::logs))
         .route(

@@ -233,8 +233,10 @@ slipway_start_postgres() {
       runuser -u postgres -- "$SLIPWAY_PG_BIN/initdb" -D "$data" --auth=trust --username=postgres \
         --encoding=UTF8 --locale=C.UTF-8 >"$SLIPWAY_LOGS/initdb.log" 2>&1 \
         || slipway_fail postgres "$SLIPWAY_LOGS/initdb.log" "initdb failed"
-      echo "include_if_exists = 'slipway.conf'" >>"$data/postgresql.conf"
     fi
+    # On every start: a cluster initialised by an older script may lack the include.
+    grep -qxF "include_if_exists = 'slipway.conf'" "$data/postgresql.conf" \
+      || echo "include_if_exists = 'slipway.conf'" >>"$data/postgresql.conf"
     # Rewritten on every start, so port / socket changes apply.
     cat >"$data/slipway.conf" <<CONF
 # Written by scripts/lib/services.sh on every start.

@@ -119,6 +119,9 @@ pub struct WorkerConfig {
     pub missed_heartbeats: usize,
     /// Longest a single job may run before it is abandoned.
     pub job_timeout: Duration,
+    /// How long a stopping worker waits for in-flight jobs; jobs still running then are left
+    /// to a peer, which re-runs them once this worker's heartbeats are overdue.
+    pub shutdown_grace: Duration,
     /// Attempts for a transient fault (registry or BuildKit unreachable), with exponential backoff
     /// starting at `retry_base`.
     pub retry_attempts: u32,
@@ -146,6 +149,7 @@ impl WorkerConfig {
             heartbeat: duration("SLIPWAY_WORKER_HEARTBEAT", Duration::from_secs(2))?,
             missed_heartbeats: parsed("SLIPWAY_WORKER_MISSED_HEARTBEATS", 5)?,
             job_timeout: duration("SLIPWAY_JOB_TIMEOUT", Duration::from_secs(30 * 60))?,
+            shutdown_grace: duration("SLIPWAY_WORKER_SHUTDOWN_GRACE", Duration::from_secs(30))?,
             retry_attempts: parsed("SLIPWAY_RETRY_ATTEMPTS", 5)?,
             retry_base: duration("SLIPWAY_RETRY_BASE", Duration::from_millis(500))?,
             build_network_none: parsed("SLIPWAY_BUILD_NETWORK_NONE", true)?,

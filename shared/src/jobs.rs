@@ -69,6 +69,22 @@ pub struct DeployJob {
     pub deployment_id: Uuid,
 }
 
+/// Bring back a superseded version: verify its digest is still in the registry, start it, switch
+/// traffic to it, stop the version it replaces.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RollbackJob {
+    pub deployment_id: Uuid,
+    /// Distinct per request: the same version may be rolled back to many times.
+    pub request_id: Uuid,
+}
+
+impl Job for RollbackJob {
+    const NAME: &'static str = "slipway::rollback";
+    fn dedup_key(&self) -> String {
+        format!("rollback:{}", self.request_id)
+    }
+}
+
 impl Job for BuildJob {
     const NAME: &'static str = "slipway::build";
     fn dedup_key(&self) -> String {
@@ -91,4 +107,9 @@ impl Job for DeployJob {
 }
 
 /// Every queue, for operators' views and for tests that count jobs.
-pub const ALL_QUEUES: [&str; 3] = [BuildJob::NAME, PushJob::NAME, DeployJob::NAME];
+pub const ALL_QUEUES: [&str; 4] = [
+    BuildJob::NAME,
+    PushJob::NAME,
+    DeployJob::NAME,
+    RollbackJob::NAME,
+];

@@ -6,5 +6,6 @@ mod bad_input;
 mod crash;
 mod deploy_flow;
 mod faults;
+mod rollback;
 mod store;
 mod workers;

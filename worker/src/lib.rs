@@ -19,11 +19,11 @@ use apalis::prelude::*;
 use apalis_postgres::{Config, PostgresStorage, Pubsub};
 use slipway_shared::{
     config::WorkerConfig,
-    jobs::{BuildJob, DeployJob, PushJob},
+    jobs::{BuildJob, DeployJob, PushJob, RollbackJob},
     store::ArchiveStore,
 };
 use sqlx::PgPool;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::{
     buildkit::{BuildkitAddr, BuildkitClient},
@@ -117,12 +117,27 @@ pub async fn run(
     monitor = register::<BuildJob>(monitor, &env);
     monitor = register::<PushJob>(monitor, &env);
     monitor = register::<DeployJob>(monitor, &env);
-    monitor
-        .shutdown_timeout(Duration::from_secs(30))
-        .run_with_signal(async move {
-            shutdown.await;
+    monitor = register::<RollbackJob>(monitor, &env);
+    let grace = env.config.shutdown_grace;
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let monitor = monitor.shutdown_timeout(grace).run_with_signal(async move {
+        shutdown.await;
+        stopping.send(()).ok();
+        Ok(())
+    });
+    // apalis can wait forever for a job that is still running when its worker stops; past the
+    // grace period the job is left to a peer, as if this worker had died.
+    let overdue = async move {
+        if stopped.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = monitor => result.context("running the worker"),
+        () = overdue => {
+            warn!(?grace, "in-flight jobs did not finish within the shutdown grace; a peer will re-run them");
             Ok(())
-        })
-        .await
-        .context("running the worker")
+        }
+    }
 }

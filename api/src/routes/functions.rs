@@ -267,3 +267,56 @@ pub async fn deployments(
 pub(crate) fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::function_not_found())
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    version: i64,
+}
+
+#[derive(Serialize)]
+pub struct RollbackFunction {
+    uuid: Uuid,
+    name: String,
+    status: String,
+    /// Still the version serving now; it changes when the rollback job has switched traffic.
+    active_version: Option<i32>,
+}
+
+#[derive(Serialize)]
+pub struct RollbackAccepted {
+    message: &'static str,
+    function: RollbackFunction,
+    target_version: i32,
+    deployment_id: Uuid,
+    logs_url: String,
+}
+
+/// `POST /api/functions/{id}/rollback {"version": N}`: 202, the rollback job is queued. The
+/// version keeps its tag and digest; it is started again from `image@digest`.
+pub async fn rollback(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<RollbackRequest>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let version = i32::try_from(request.version)
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(crate::rollback::invalid_version)?;
+    let accepted = crate::rollback::accept(&state, caller, id, version).await?;
+    let body = RollbackAccepted {
+        message: "Rollback accepted; the version starts before traffic moves to it",
+        function: RollbackFunction {
+            uuid: accepted.function_id,
+            name: accepted.name,
+            status: accepted.status,
+            active_version: accepted.active_version,
+        },
+        target_version: version,
+        deployment_id: accepted.target_deployment,
+        logs_url: format!("/api/deployments/{}/logs", accepted.target_deployment),
+    };
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}

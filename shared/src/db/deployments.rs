@@ -231,6 +231,34 @@ pub async fn activate(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<bool> {
     Ok(done.rows_affected() == 1)
 }
 
+/// inactive → active, for a rollback; the same index rule as `activate` applies.
+pub async fn reinstate(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<bool> {
+    let done = sqlx::query!(
+        r#"UPDATE deployments SET status = 'active', is_active = true, deployed_at = now(), updated_at = now()
+           WHERE id = $1 AND status = 'inactive'"#,
+        id
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The id and status of one version of a function.
+pub async fn id_of_version(
+    conn: &mut PgConnection,
+    function_id: Uuid,
+    version: i32,
+) -> sqlx::Result<Option<(Uuid, String, Option<String>)>> {
+    let row = sqlx::query!(
+        "SELECT id, status, image_digest FROM deployments WHERE function_id = $1 AND version = $2",
+        function_id,
+        version
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| (r.id, r.status, r.image_digest)))
+}
+
 /// active → inactive; the container goes away after the drain, so its endpoint is kept until then.
 pub async fn deactivate(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<bool> {
     let done = sqlx::query!(
@@ -243,12 +271,20 @@ pub async fn deactivate(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<bool>
     Ok(done.rows_affected() == 1)
 }
 
-/// The container is gone: nothing answers at the endpoint any more.
-pub async fn clear_container(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
+/// The container `container_id` is gone: nothing answers at the endpoint any more. Conditional
+/// on the container, so a late clean-up cannot erase a newer container of the same deployment
+/// (a version rolled back to while the previous switch was still draining). `None` clears an
+/// endpoint reserved for a container that never started.
+pub async fn clear_container(
+    conn: &mut PgConnection,
+    id: Uuid,
+    container_id: Option<&str>,
+) -> sqlx::Result<()> {
     sqlx::query!(
         r#"UPDATE deployments SET container_id = NULL, runtime_endpoint = NULL, updated_at = now()
-           WHERE id = $1 AND status <> 'active'"#,
-        id
+           WHERE id = $1 AND status <> 'active' AND container_id IS NOT DISTINCT FROM $2"#,
+        id,
+        container_id
     )
     .execute(conn)
     .await?;

@@ -44,6 +44,8 @@ pub enum DeploymentEvent {
     Activated,
     /// Another deployment of the same function took the traffic.
     Superseded,
+    /// A rollback brought this superseded deployment back.
+    Reinstated,
     Failed,
 }
 
@@ -133,6 +135,7 @@ impl DeploymentStatus {
             (S::Pushing, E::Pushed) => Ok(S::Deploying),
             (S::Deploying, E::Activated) => Ok(S::Active),
             (S::Active, E::Superseded) => Ok(S::Inactive),
+            (S::Inactive, E::Reinstated) => Ok(S::Active),
             (S::Building | S::Pushing | S::Deploying, E::Failed) => Ok(S::Failed),
             _ => Err(illegal(self, event)),
         }
@@ -228,7 +231,14 @@ mod tests {
     fn every_deployment_state_and_event() {
         use DeploymentEvent as E;
         use DeploymentStatus as S;
-        let events = [E::Built, E::Pushed, E::Activated, E::Superseded, E::Failed];
+        let events = [
+            E::Built,
+            E::Pushed,
+            E::Activated,
+            E::Superseded,
+            E::Reinstated,
+            E::Failed,
+        ];
         for state in DeploymentStatus::ALL {
             for event in events {
                 let expected = match (state, event) {
@@ -236,6 +246,7 @@ mod tests {
                     (S::Pushing, E::Pushed) => Some(S::Deploying),
                     (S::Deploying, E::Activated) => Some(S::Active),
                     (S::Active, E::Superseded) => Some(S::Inactive),
+                    (S::Inactive, E::Reinstated) => Some(S::Active),
                     (S::Building | S::Pushing | S::Deploying, E::Failed) => Some(S::Failed),
                     _ => None,
                 };

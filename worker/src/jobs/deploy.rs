@@ -41,7 +41,7 @@ impl RunJob for DeployJob {
     }
 }
 
-fn runtime_step(e: RuntimeError) -> StepError {
+pub(super) fn runtime_step(e: RuntimeError) -> StepError {
     match e {
         RuntimeError::Unavailable(m) => StepError::Transient(anyhow::anyhow!(m)),
         RuntimeError::Function(m) => StepError::Permanent(m),
@@ -51,6 +51,26 @@ fn runtime_step(e: RuntimeError) -> StepError {
 async fn deploy(
     env: &Environment,
     deployment: &db::deployments::DeploymentRow,
+) -> Result<(), StepError> {
+    start_and_switch(env, deployment, PHASE, Activation::NewVersion).await
+}
+
+/// Which transition puts the started deployment in front of traffic.
+#[derive(Debug, Clone, Copy)]
+pub enum Activation {
+    /// A fresh deployment: deploying → active.
+    NewVersion,
+    /// A rollback: a previously superseded deployment, inactive → active.
+    Reinstate,
+}
+
+/// Starts the deployment's recorded digest, waits until it answers, switches traffic to it in one
+/// transaction, then (after the drain) stops the version it replaced.
+pub async fn start_and_switch(
+    env: &Environment,
+    deployment: &db::deployments::DeploymentRow,
+    phase: &str,
+    activation: Activation,
 ) -> Result<(), StepError> {
     let recorded =
         |what: &str| StepError::Permanent(format!("the deployment has no recorded {what}"));
@@ -99,7 +119,7 @@ async fn deploy(
     log_info(
         env,
         deployment.id,
-        PHASE,
+        phase,
         format!("starting {pinned} on {endpoint}"),
     )
     .await;
@@ -119,12 +139,12 @@ async fn deploy(
     log_info(
         env,
         deployment.id,
-        PHASE,
+        phase,
         format!("answering on {endpoint} after {} ms", waited.as_millis()),
     )
     .await;
 
-    let previous = switch_traffic(env, deployment).await?;
+    let previous = switch_traffic(env, deployment, phase, activation).await?;
     info!(version = deployment.version, %endpoint, "active");
 
     if let Some(previous) = previous {
@@ -137,11 +157,12 @@ async fn deploy(
             .await?;
         }
         let mut conn = env.pool.acquire().await?;
-        db::deployments::clear_container(&mut conn, previous.id).await?;
+        db::deployments::clear_container(&mut conn, previous.id, previous.container_id.as_deref())
+            .await?;
         log_info(
             env,
             deployment.id,
-            PHASE,
+            phase,
             format!("stopped version {}", previous.version),
         )
         .await;
@@ -174,6 +195,8 @@ async fn reserve_endpoint(
 async fn switch_traffic(
     env: &Environment,
     deployment: &db::deployments::DeploymentRow,
+    phase: &str,
+    activation: Activation,
 ) -> Result<Option<db::deployments::ActiveDeployment>, StepError> {
     let mut tx = env.pool.begin().await?;
     let function = db::functions::lock(&mut tx, deployment.function_id)
@@ -183,23 +206,30 @@ async fn switch_traffic(
     if let Some(previous) = &previous {
         db::deployments::deactivate(&mut tx, previous.id).await?;
     }
-    if !db::deployments::activate(&mut tx, deployment.id).await? {
+    let activated = match activation {
+        Activation::NewVersion => db::deployments::activate(&mut tx, deployment.id).await?,
+        Activation::Reinstate => db::deployments::reinstate(&mut tx, deployment.id).await?,
+    };
+    if !activated {
         return Err(StepError::Permanent(
             "the deployment was changed while it started".into(),
         ));
     }
-    settle_function(
-        &mut tx,
-        deployment.function_id,
-        deployment.id,
-        &function.status,
-    )
-    .await
-    .map_err(StepError::Transient)?;
+    // A new version settles the function's lifecycle status; a rollback leaves it as it is.
+    if let Activation::NewVersion = activation {
+        settle_function(
+            &mut tx,
+            deployment.function_id,
+            deployment.id,
+            &function.status,
+        )
+        .await
+        .map_err(StepError::Transient)?;
+    }
     db::logs::append(
         &mut tx,
         deployment.id,
-        PHASE,
+        phase,
         &[(
             "info".into(),
             format!("version {} is active", deployment.version),
@@ -211,7 +241,7 @@ async fn switch_traffic(
 }
 
 /// Removes the deployment's container, if it has one and is not serving.
-async fn discard_container(env: &Environment, deployment_id: uuid::Uuid) {
+pub(super) async fn discard_container(env: &Environment, deployment_id: uuid::Uuid) {
     let Ok(mut conn) = env.pool.acquire().await else {
         return;
     };
@@ -223,12 +253,12 @@ async fn discard_container(env: &Environment, deployment_id: uuid::Uuid) {
     }
     if let Some(container) = row.container_id {
         if env.runtime.remove(&container).await.is_ok() {
-            db::deployments::clear_container(&mut conn, deployment_id)
+            db::deployments::clear_container(&mut conn, deployment_id, Some(&container))
                 .await
                 .ok();
         }
     } else if row.runtime_endpoint.is_some() {
-        db::deployments::clear_container(&mut conn, deployment_id)
+        db::deployments::clear_container(&mut conn, deployment_id, None)
             .await
             .ok();
     }

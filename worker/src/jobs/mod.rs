@@ -8,6 +8,7 @@
 mod build;
 mod deploy;
 mod push;
+mod rollback;
 
 use std::{future::Future, sync::Arc, time::Duration};
 

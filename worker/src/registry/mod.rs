@@ -54,6 +54,33 @@ impl OciRegistry {
         format!("{}://{}", if plain { "http" } else { "https" }, self.host)
     }
 
+    /// Whether the registry still holds the manifest `digest` in `image`'s repository.
+    pub async fn manifest_exists(
+        &self,
+        image: &ImageRef,
+        digest: &Digest,
+    ) -> Result<bool, RegistryError> {
+        let url = format!(
+            "{}/v2/{}/manifests/{}",
+            self.base_url(),
+            image.repository,
+            digest
+        );
+        let response = self
+            .http
+            .head(&url)
+            .header(header::ACCEPT, MANIFEST_TYPES)
+            .send()
+            .await
+            .map_err(|e| RegistryError::Unavailable(format!("HEAD {url}: {e}")))?;
+        match response.status() {
+            StatusCode::NOT_FOUND => Ok(false),
+            s if s.is_server_error() => Err(RegistryError::Unavailable(format!("HEAD {url}: {s}"))),
+            s if !s.is_success() => Err(RegistryError::Refused(format!("HEAD {url}: {s}"))),
+            _ => Ok(true),
+        }
+    }
+
     /// The digest `image.tag` points to now, or `None` if the tag does not exist.
     pub async fn manifest_digest(&self, image: &ImageRef) -> Result<Option<Digest>, RegistryError> {
         let url = format!(

@@ -1,0 +1,101 @@
+//! The rollback use case: check the requested version can serve again, and enqueue the rollback
+//! job in the same transaction that read that, so the answer and the job commit together.
+
+use anyhow::Context;
+use http::StatusCode;
+use slipway_shared::{
+    db,
+    domain::{DeploymentStatus, FunctionStatus},
+    jobs::{Job, RollbackJob},
+};
+use uuid::Uuid;
+
+use crate::{AppState, auth::Caller, error::ApiError};
+
+pub struct Accepted {
+    pub function_id: Uuid,
+    pub name: String,
+    pub status: String,
+    pub active_version: Option<i32>,
+    pub target_deployment: Uuid,
+}
+
+#[tracing::instrument(skip(state, caller))]
+pub async fn accept(
+    state: &AppState,
+    caller: Caller,
+    function_id: Uuid,
+    version: i32,
+) -> Result<Accepted, ApiError> {
+    let mut tx = state.pool.begin().await?;
+    let function = db::functions::lock(&mut tx, function_id)
+        .await?
+        .filter(|f| f.owner_id == caller.user_id)
+        .ok_or_else(ApiError::function_not_found)?;
+    let status = FunctionStatus::parse(&function.status).context("stored function status")?;
+    if matches!(
+        status,
+        FunctionStatus::PendingDeletion | FunctionStatus::Deleted
+    ) {
+        return Err(ApiError::conflict(
+            "function_not_deployable",
+            format!("function is {status}; it cannot be rolled back"),
+        ));
+    }
+    let (target, target_status, digest) =
+        db::deployments::id_of_version(&mut tx, function_id, version)
+            .await?
+            .ok_or_else(|| {
+                ApiError::not_found(
+                    "version_not_found",
+                    format!("the function has no version {version}"),
+                )
+            })?;
+    let target_status =
+        DeploymentStatus::parse(&target_status).context("stored deployment status")?;
+    match target_status {
+        DeploymentStatus::Active => {
+            return Err(ApiError::conflict(
+                "version_already_active",
+                format!("version {version} is already the active version"),
+            ));
+        }
+        DeploymentStatus::Inactive if digest.is_some() => {}
+        DeploymentStatus::Inactive | DeploymentStatus::Failed => {
+            return Err(ApiError::conflict(
+                "version_not_built",
+                format!("version {version} never produced an image; deploy a new version instead"),
+            ));
+        }
+        DeploymentStatus::Building | DeploymentStatus::Pushing | DeploymentStatus::Deploying => {
+            return Err(ApiError::conflict(
+                "version_in_progress",
+                format!("version {version} is still being deployed"),
+            ));
+        }
+    }
+    let active = db::deployments::active_for_function(&mut tx, function_id).await?;
+    RollbackJob {
+        deployment_id: target,
+        request_id: Uuid::new_v4(),
+    }
+    .enqueue(&mut tx)
+    .await
+    .context("enqueueing the rollback")?;
+    tx.commit().await?;
+    Ok(Accepted {
+        function_id,
+        name: function.name,
+        status: function.status,
+        active_version: active.map(|a| a.version),
+        target_deployment: target,
+    })
+}
+
+pub fn invalid_version() -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_version",
+        "version must be a positive integer",
+    )
+}

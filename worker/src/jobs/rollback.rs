@@ -1,0 +1,93 @@
+//! `rollback`: bring a superseded version back. Its digest must still be in the registry (a
+//! local copy in the engine does not count: another runtime host could not start it); then it is
+//! started, traffic switches to it, and the version it replaces is stopped. A rollback that fails
+//! leaves the active version serving and says why in the target's log.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use slipway_shared::{
+    db,
+    domain::{DeploymentStatus, Digest, ImageRef},
+    jobs::{Job, RollbackJob},
+};
+use tracing::{error, warn};
+
+use super::{
+    RunJob, StepError,
+    deploy::{Activation, discard_container, start_and_switch},
+    log_info, log_lines, with_retries,
+};
+use crate::{Environment, registry::RegistryError};
+
+const PHASE: &str = "rollback";
+
+impl RunJob for RollbackJob {
+    #[tracing::instrument(name = "rollback", skip_all, fields(deployment_id = %self.deployment_id))]
+    async fn run(self, env: Arc<Environment>) -> anyhow::Result<()> {
+        let deployment = {
+            let mut conn = env.pool.acquire().await?;
+            db::deployments::get(&mut conn, self.deployment_id)
+                .await?
+                .with_context(|| format!("deployment {} does not exist", self.deployment_id))?
+        };
+        if deployment.status != DeploymentStatus::Inactive.as_str() {
+            warn!(status = %deployment.status, job = Self::NAME, "target is not inactive; nothing to do");
+            return Ok(());
+        }
+        if let Err(e) = rollback(&env, &deployment).await {
+            let reason = match e {
+                StepError::Permanent(reason) => reason,
+                StepError::Transient(e) => format!("{e:#}"),
+            };
+            error!(%reason, "rollback failed");
+            discard_container(&env, deployment.id).await;
+            let line = format!(
+                "rollback to version {} failed: {reason}",
+                deployment.version
+            );
+            log_lines(&env, deployment.id, PHASE, vec![("error".into(), line)]).await;
+        }
+        Ok(())
+    }
+}
+
+async fn rollback(
+    env: &Environment,
+    deployment: &db::deployments::DeploymentRow,
+) -> Result<(), StepError> {
+    let image = deployment
+        .image_tag
+        .as_deref()
+        .and_then(ImageRef::parse_tagged)
+        .ok_or_else(|| StepError::Permanent("the version has no recorded image".into()))?;
+    let digest = deployment
+        .image_digest
+        .as_deref()
+        .and_then(|d| Digest::parse(d).ok())
+        .ok_or_else(|| StepError::Permanent("the version has no recorded digest".into()))?;
+    log_info(
+        env,
+        deployment.id,
+        PHASE,
+        format!("rolling back to version {}", deployment.version),
+    )
+    .await;
+    let present = with_retries(env, "checking the registry", || async {
+        env.registry
+            .manifest_exists(&image, &digest)
+            .await
+            .map_err(|e| match e {
+                RegistryError::Unavailable(m) => StepError::Transient(anyhow::anyhow!(m)),
+                RegistryError::Refused(m) => StepError::Permanent(m),
+            })
+    })
+    .await?;
+    if !present {
+        return Err(StepError::Permanent(format!(
+            "the image {} is no longer in the registry",
+            image.pinned(&digest)
+        )));
+    }
+    start_and_switch(env, deployment, PHASE, Activation::Reinstate).await
+}
