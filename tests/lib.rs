@@ -429,6 +429,16 @@ impl TestStack {
         Ok((response.status().as_u16(), response.text().await?))
     }
 
+    /// `GET /api/functions/{id}/deployments` (first page, newest first).
+    pub async fn history(&self, function_id: Uuid) -> anyhow::Result<Value> {
+        Ok(self
+            .get(&format!("/api/functions/{function_id}/deployments"))
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
     pub async fn function(&self, function_id: Uuid) -> anyhow::Result<Value> {
         Ok(self
             .get(&format!("/api/functions/{function_id}"))

@@ -120,12 +120,7 @@ async fn deploying_v2_switches_traffic_without_a_failed_invocation_and_records_r
         (200, "hello from v2\n".into())
     );
 
-    let history: Value = stack
-        .get(&format!("/api/functions/{function_id}/deployments"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let history = stack.history(function_id).await?;
     assert_eq!(history["count"], 2);
     assert_eq!(history["function_status"], "active");
     let deployments = history["deployments"].as_array().unwrap();

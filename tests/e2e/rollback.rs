@@ -53,12 +53,7 @@ async fn rolling_back_serves_the_old_version_again_and_refuses_what_cannot_serve
     )
     .await?;
     assert_eq!(stack.invoke(function_id, "").await?, (200, "one\n".into()));
-    let history: Value = stack
-        .get(&format!("/api/functions/{function_id}/deployments"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let history = stack.history(function_id).await?;
     let statuses: Vec<(i64, &str, bool)> = history["deployments"]
         .as_array()
         .unwrap()
@@ -150,12 +145,7 @@ async fn rollback_to_a_version_whose_image_was_deleted_is_refused_and_the_active
     stack.wait_active(v2).await?;
 
     // Delete version 1's manifest behind Slipway's back (a registry clean-up rule would).
-    let history: Value = stack
-        .get(&format!("/api/functions/{function_id}/deployments"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let history = stack.history(function_id).await?;
     let v1_row = &history["deployments"][1];
     let tag = v1_row["image_tag"].as_str().unwrap();
     let digest = v1_row["image_digest"].as_str().unwrap();

@@ -54,40 +54,17 @@ impl OciRegistry {
         format!("{}://{}", if plain { "http" } else { "https" }, self.host)
     }
 
-    /// Whether the registry still holds the manifest `digest` in `image`'s repository.
-    pub async fn manifest_exists(
+    /// `HEAD /v2/<repository>/manifests/<reference>`: the response when the manifest exists,
+    /// `None` when the registry says 404.
+    async fn head_manifest(
         &self,
         image: &ImageRef,
-        digest: &Digest,
-    ) -> Result<bool, RegistryError> {
+        reference: &str,
+    ) -> Result<Option<reqwest::Response>, RegistryError> {
         let url = format!(
-            "{}/v2/{}/manifests/{}",
+            "{}/v2/{}/manifests/{reference}",
             self.base_url(),
-            image.repository,
-            digest
-        );
-        let response = self
-            .http
-            .head(&url)
-            .header(header::ACCEPT, MANIFEST_TYPES)
-            .send()
-            .await
-            .map_err(|e| RegistryError::Unavailable(format!("HEAD {url}: {e}")))?;
-        match response.status() {
-            StatusCode::NOT_FOUND => Ok(false),
-            s if s.is_server_error() => Err(RegistryError::Unavailable(format!("HEAD {url}: {s}"))),
-            s if !s.is_success() => Err(RegistryError::Refused(format!("HEAD {url}: {s}"))),
-            _ => Ok(true),
-        }
-    }
-
-    /// The digest `image.tag` points to now, or `None` if the tag does not exist.
-    pub async fn manifest_digest(&self, image: &ImageRef) -> Result<Option<Digest>, RegistryError> {
-        let url = format!(
-            "{}/v2/{}/manifests/{}",
-            self.base_url(),
-            image.repository,
-            image.tag
+            image.repository
         );
         let response = self
             .http
@@ -100,20 +77,36 @@ impl OciRegistry {
             StatusCode::NOT_FOUND => Ok(None),
             s if s.is_server_error() => Err(RegistryError::Unavailable(format!("HEAD {url}: {s}"))),
             s if !s.is_success() => Err(RegistryError::Refused(format!("HEAD {url}: {s}"))),
-            _ => {
-                let raw = response
-                    .headers()
-                    .get("docker-content-digest")
-                    .and_then(|v| v.to_str().ok())
-                    .ok_or_else(|| {
-                        RegistryError::Refused(format!(
-                            "HEAD {url}: no Docker-Content-Digest header"
-                        ))
-                    })?;
-                Digest::parse(raw)
-                    .map(Some)
-                    .map_err(|e| RegistryError::Refused(e.to_string()))
-            }
+            _ => Ok(Some(response)),
         }
+    }
+
+    /// Whether the registry still holds the manifest `digest` in `image`'s repository.
+    pub async fn manifest_exists(
+        &self,
+        image: &ImageRef,
+        digest: &Digest,
+    ) -> Result<bool, RegistryError> {
+        Ok(self.head_manifest(image, digest.as_str()).await?.is_some())
+    }
+
+    /// The digest `image.tag` points to now, or `None` if the tag does not exist.
+    pub async fn manifest_digest(&self, image: &ImageRef) -> Result<Option<Digest>, RegistryError> {
+        let Some(response) = self.head_manifest(image, &image.tag).await? else {
+            return Ok(None);
+        };
+        let raw = response
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                RegistryError::Refused(format!(
+                    "{}: no Docker-Content-Digest header",
+                    image.tagged()
+                ))
+            })?;
+        Digest::parse(raw)
+            .map(Some)
+            .map_err(|e| RegistryError::Refused(e.to_string()))
     }
 }
