@@ -3,15 +3,24 @@
 //!
 //! An archive is a gzip'd tar with a `Dockerfile` at its root. Everything that could reach outside
 //! the build context or exhaust the builder is refused with its own error: sizes are counted while
-//! inflating, so a gzip bomb stops at the limit instead of after it has been inflated.
+//! inflating, so a gzip bomb stops one byte past the limit instead of after it has been inflated.
+//! Both entry points run the same walk, so the context handed to BuildKit is only ever written
+//! from entries that passed every rule.
 
 use std::{
+    collections::{HashMap, HashSet, VecDeque},
     io::{self, Read, Write},
     path::Path,
 };
 
+use flate2::read::GzDecoder;
 use sha2::{Digest as _, Sha256};
 use tar::EntryType;
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const UTF8_BOM: &[u8] = &[0xef, 0xbb, 0xbf];
+/// Linux gives up after this many symlinks in one lookup (MAXSYMLINKS); so do we.
+const MAX_LINK_HOPS: usize = 40;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArchiveLimits {
@@ -31,9 +40,22 @@ impl Default for ArchiveLimits {
     }
 }
 
+impl ArchiveLimits {
+    /// For archives already validated at upload, possibly under limits configured differently.
+    fn unlimited() -> Self {
+        Self {
+            max_compressed_bytes: u64::MAX,
+            max_uncompressed_bytes: u64::MAX,
+            max_entries: u64::MAX,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArchiveSummary {
+    /// Tar entries, PAX global headers included; GNU/PAX per-entry extension headers are not.
     pub entries: u64,
+    /// Bytes inflated: the whole tar stream, padding and end-of-archive blocks included.
     pub uncompressed_bytes: u64,
     /// Hex SHA-256 of the archive as uploaded.
     pub sha256: String,
@@ -43,7 +65,7 @@ pub struct ArchiveSummary {
 pub enum ArchiveError {
     #[error("the archive is not gzip-compressed (expected a .tar.gz)")]
     NotGzip,
-    #[error("the archive is not a valid tar stream: {0}")]
+    #[error("the archive is not a valid tar.gz: {0}")]
     NotTar(String),
     #[error("the archive exceeds {limit} bytes compressed")]
     TooLarge { limit: u64 },
@@ -53,13 +75,17 @@ pub enum ArchiveError {
     TooManyEntries { limit: u64 },
     #[error("the entry {0:?} has an absolute path")]
     AbsolutePath(String),
-    #[error("the entry {0:?} leaves the archive root through '..'")]
+    #[error("the entry {0:?} has a '..' component")]
     ParentTraversal(String),
-    #[error("the link {path:?} points to {target:?}, outside the archive root")]
+    #[error("a {kind} entry names the archive root itself; only a directory may")]
+    RootEntry { kind: String },
+    #[error("the entry {path:?} lies beneath the symlink {link:?}")]
+    BeneathSymlink { path: String, link: String },
+    #[error("the link {path:?} points to {target:?}, which does not resolve inside the archive")]
     LinkEscapesRoot { path: String, target: String },
     #[error("the entry {path:?} is a {kind}; only files, directories and links are allowed")]
     UnsupportedEntryType { path: String, kind: String },
-    #[error("the archive has no Dockerfile at its root")]
+    #[error("the archive has no Dockerfile (a regular file) at its root")]
     MissingDockerfile,
     #[error("writing the build context failed: {0}")]
     Io(#[from] io::Error),
@@ -74,7 +100,10 @@ impl ArchiveError {
             Self::TooLarge { .. } => "archive_too_large",
             Self::UncompressedTooLarge { .. } => "archive_too_large_uncompressed",
             Self::TooManyEntries { .. } => "archive_too_many_entries",
-            Self::AbsolutePath(_) | Self::ParentTraversal(_) => "archive_unsafe_path",
+            Self::AbsolutePath(_)
+            | Self::ParentTraversal(_)
+            | Self::RootEntry { .. }
+            | Self::BeneathSymlink { .. } => "archive_unsafe_path",
             Self::LinkEscapesRoot { .. } => "archive_link_escapes_root",
             Self::UnsupportedEntryType { .. } => "archive_unsupported_entry",
             Self::MissingDockerfile => "archive_missing_dockerfile",
@@ -83,24 +112,60 @@ impl ArchiveError {
     }
 }
 
-/// Counts inflated bytes and fails the read once `limit` is passed.
-struct Capped<R> {
-    inner: R,
-    read: u64,
-    limit: u64,
-    exceeded: bool,
+fn not_tar(error: io::Error) -> ArchiveError {
+    ArchiveError::NotTar(error.to_string())
 }
 
-impl<R: Read> Read for Capped<R> {
+/// Why the inflating reader stopped; checked after the walk because the tar crate and
+/// `io::copy` hand its errors on as plain `io::Error`s.
+#[derive(Debug)]
+enum Fault {
+    Limit,
+    Corrupt(String),
+}
+
+/// Inflates, counting, and refuses to produce more than one byte past `limit`.
+struct Inflate<R> {
+    inner: GzDecoder<R>,
+    inflated: u64,
+    limit: u64,
+    fault: Option<Fault>,
+}
+
+impl<R: Read> Read for Inflate<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.read += n as u64;
-        if self.read > self.limit {
-            self.exceeded = true;
-            return Err(io::Error::other("uncompressed size limit reached"));
+        if self.fault.is_some() {
+            return Err(io::Error::other("the archive stream already failed"));
         }
-        Ok(n)
+        // Never ask the decoder for more than the limit leaves room for: the bomb's remainder is
+        // then never inflated, whatever buffer sizes the tar crate uses.
+        let room = self.limit.saturating_sub(self.inflated).saturating_add(1);
+        let want = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        match self.inner.read(&mut buf[..want]) {
+            Ok(n) => {
+                self.inflated += n as u64;
+                if self.inflated > self.limit {
+                    self.fault = Some(Fault::Limit);
+                    return Err(io::Error::other("uncompressed size limit reached"));
+                }
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),
+            Err(e) => {
+                self.fault = Some(Fault::Corrupt(e.to_string()));
+                Err(e)
+            }
+        }
     }
+}
+
+/// An entry that passed the per-entry rules.
+struct Checked {
+    /// Normalised: relative, `/`-separated, no `.` or empty components.
+    path: String,
+    kind: EntryType,
+    /// Symlinks: the target as written. Hard links: the normalised path of the linked entry.
+    link: Option<String>,
 }
 
 /// `a/./b/` → `a/b`; refuses absolute paths and any `..`.
@@ -120,146 +185,272 @@ fn normalise(raw: &[u8]) -> Result<String, ArchiveError> {
     Ok(parts.join("/"))
 }
 
-/// Whether a symlink at `path` with `target` stays inside the root once resolved.
-fn symlink_stays_inside(path: &str, target: &str) -> bool {
-    if target.starts_with('/') {
-        return false;
-    }
-    let mut depth: i64 = path.split('/').count() as i64 - 1;
-    for part in target.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                depth -= 1;
-                if depth < 0 {
-                    return false;
-                }
-            }
-            _ => depth += 1,
-        }
-    }
-    true
-}
-
 fn kind_name(kind: EntryType) -> String {
     match kind {
         EntryType::Char => "character device".into(),
         EntryType::Block => "block device".into(),
         EntryType::Fifo => "fifo".into(),
-        other => format!("{other:?}").to_lowercase(),
+        EntryType::GNUSparse => "sparse file".into(),
+        other => match other.as_byte() {
+            b'V' => "volume label".into(),
+            b'D' => "GNU dump directory".into(),
+            b'M' => "multi-volume continuation".into(),
+            byte if byte.is_ascii_graphic() => format!("entry of type '{}'", byte as char),
+            byte => format!("entry of type {byte:#04x}"),
+        },
     }
 }
 
-/// Checks one entry; returns its normalised path.
-fn check_entry<R: Read>(entry: &tar::Entry<'_, R>) -> Result<String, ArchiveError> {
-    let raw_path = entry.path_bytes();
-    let path = normalise(&raw_path)?;
-    let kind = entry.header().entry_type();
-    match kind {
-        EntryType::Regular | EntryType::Continuous | EntryType::Directory => {}
-        EntryType::Symlink => {
-            let target = entry
-                .link_name_bytes()
-                .map(|t| String::from_utf8_lossy(&t).into_owned())
-                .unwrap_or_default();
-            if !symlink_stays_inside(&path, &target) {
-                return Err(ArchiveError::LinkEscapesRoot { path, target });
-            }
-        }
-        EntryType::Link => {
-            let target = entry
-                .link_name_bytes()
-                .map(|t| String::from_utf8_lossy(&t).into_owned())
-                .unwrap_or_default();
-            if normalise(target.as_bytes()).is_err() {
-                return Err(ArchiveError::LinkEscapesRoot { path, target });
-            }
-        }
-        other => {
-            return Err(ArchiveError::UnsupportedEntryType {
-                path,
-                kind: kind_name(other),
+/// What the walk has seen: enough to check the rules that span entries.
+#[derive(Default)]
+struct Tree {
+    entries: u64,
+    /// Every entry's path, in archive order.
+    paths: Vec<String>,
+    /// Non-directory entries so far: the only valid hard-link targets.
+    linkable: HashSet<String>,
+    /// Symlink path → target, kept even if a later entry replaces it (extractors differ there).
+    symlinks: HashMap<String, String>,
+    /// Whether the last entry named `Dockerfile` is a regular file: it is the one extracted.
+    dockerfile: bool,
+}
+
+impl Tree {
+    /// Applies the per-entry rules; `None` for entries with nothing to extract.
+    fn admit<R: Read>(
+        &mut self,
+        entry: &tar::Entry<'_, R>,
+        limits: &ArchiveLimits,
+    ) -> Result<Option<Checked>, ArchiveError> {
+        self.entries += 1;
+        if self.entries > limits.max_entries {
+            return Err(ArchiveError::TooManyEntries {
+                limit: limits.max_entries,
             });
         }
-    }
-    Ok(path)
-}
-
-fn tar_error(error: io::Error, capped_exceeded: bool, limits: &ArchiveLimits) -> ArchiveError {
-    if capped_exceeded {
-        ArchiveError::UncompressedTooLarge {
-            limit: limits.max_uncompressed_bytes,
+        let kind = entry.header().entry_type();
+        // `git archive` writes one (holding the commit id); it describes no file.
+        if kind == EntryType::XGlobalHeader {
+            return Ok(None);
         }
-    } else {
-        ArchiveError::NotTar(error.to_string())
+        // The tar crate has already applied GNU long names and PAX `path`: this is the final path.
+        let path = normalise(&entry.path_bytes())?;
+        let link_name = || {
+            entry
+                .link_name_bytes()
+                .map(|t| String::from_utf8_lossy(&t).into_owned())
+                .unwrap_or_default()
+        };
+        let (kind, link) = match kind {
+            EntryType::Regular | EntryType::Continuous => (EntryType::Regular, None),
+            EntryType::Directory => (EntryType::Directory, None),
+            EntryType::Symlink => {
+                let target = link_name();
+                // Resolved against the whole tree at the end; absolute targets fail right away.
+                if target.is_empty() || target.starts_with('/') {
+                    return Err(ArchiveError::LinkEscapesRoot { path, target });
+                }
+                (EntryType::Symlink, Some(target))
+            }
+            EntryType::Link => {
+                let target = link_name();
+                match normalise(target.as_bytes()) {
+                    Ok(linked) if self.linkable.contains(&linked) => {
+                        (EntryType::Link, Some(linked))
+                    }
+                    _ => return Err(ArchiveError::LinkEscapesRoot { path, target }),
+                }
+            }
+            other => {
+                return Err(ArchiveError::UnsupportedEntryType {
+                    path,
+                    kind: kind_name(other),
+                });
+            }
+        };
+        if path.is_empty() {
+            if kind == EntryType::Directory {
+                return Ok(None);
+            }
+            return Err(ArchiveError::RootEntry {
+                kind: kind_name_of_allowed(kind),
+            });
+        }
+        if path == "Dockerfile" {
+            self.dockerfile = kind == EntryType::Regular;
+        }
+        if kind != EntryType::Directory {
+            self.linkable.insert(path.clone());
+        }
+        if let (EntryType::Symlink, Some(target)) = (kind, &link) {
+            self.symlinks.insert(path.clone(), target.clone());
+        }
+        self.paths.push(path.clone());
+        Ok(Some(Checked { path, kind, link }))
+    }
+
+    /// The rules that need the whole archive: symlinks can point at symlinks declared later.
+    fn finish(self) -> Result<Self, ArchiveError> {
+        if self.entries == 0 {
+            return Err(ArchiveError::NotTar("the archive holds no entries".into()));
+        }
+        // Writing through a symlinked directory is how extraction escapes; real archivers never
+        // store entries beneath a symlink, so refusing them costs nothing.
+        for path in &self.paths {
+            for (at, _) in path.match_indices('/') {
+                let parent = &path[..at];
+                if self.symlinks.contains_key(parent) {
+                    return Err(ArchiveError::BeneathSymlink {
+                        path: path.clone(),
+                        link: parent.to_owned(),
+                    });
+                }
+            }
+        }
+        for path in &self.paths {
+            if let Some(target) = self.symlinks.get(path)
+                && !resolves_inside(&self.symlinks, path, target)
+            {
+                return Err(ArchiveError::LinkEscapesRoot {
+                    path: path.clone(),
+                    target: target.clone(),
+                });
+            }
+        }
+        if !self.dockerfile {
+            return Err(ArchiveError::MissingDockerfile);
+        }
+        Ok(self)
     }
 }
 
+fn kind_name_of_allowed(kind: EntryType) -> String {
+    match kind {
+        EntryType::Symlink => "symlink".into(),
+        EntryType::Link => "hard link".into(),
+        _ => "file".into(),
+    }
+}
+
+/// Walks `link`'s target from the root the way the kernel would, following the archive's other
+/// symlinks: false if it climbs above the root, hits an absolute target or loops.
+fn resolves_inside(symlinks: &HashMap<String, String>, link: &str, target: &str) -> bool {
+    let parent = link.rsplit_once('/').map_or("", |(parent, _)| parent);
+    let mut pending: VecDeque<String> = parent
+        .split('/')
+        .chain(target.split('/'))
+        .map(str::to_owned)
+        .collect();
+    let mut resolved: Vec<String> = Vec::new();
+    let mut hops = 0;
+    while let Some(part) = pending.pop_front() {
+        match part.as_str() {
+            "" | "." => continue,
+            ".." => {
+                if resolved.pop().is_none() {
+                    return false;
+                }
+                continue;
+            }
+            _ => resolved.push(part),
+        }
+        if let Some(next) = symlinks.get(&resolved.join("/")) {
+            hops += 1;
+            if hops > MAX_LINK_HOPS || next.starts_with('/') {
+                return false;
+            }
+            resolved.pop();
+            for part in next.split('/').rev() {
+                pending.push_front(part.to_owned());
+            }
+        }
+    }
+    true
+}
+
+/// Streams the archive through every rule, handing each admitted entry to `each`; returns the
+/// outcome and the number of bytes inflated, successful or not.
+fn walk<R: Read>(
+    input: R,
+    limits: &ArchiveLimits,
+    mut each: impl FnMut(&Checked, &mut tar::Entry<'_, Inflate<R>>) -> Result<(), ArchiveError>,
+) -> (Result<Tree, ArchiveError>, u64) {
+    let mut archive = tar::Archive::new(Inflate {
+        inner: GzDecoder::new(input),
+        inflated: 0,
+        limit: limits.max_uncompressed_bytes,
+        fault: None,
+    });
+    let mut tree = Tree::default();
+    let outcome = (|| -> Result<(), ArchiveError> {
+        for entry in archive.entries().map_err(not_tar)? {
+            let mut entry = entry.map_err(not_tar)?;
+            if let Some(checked) = tree.admit(&entry, limits)? {
+                each(&checked, &mut entry)?;
+            }
+        }
+        Ok(())
+    })();
+    let mut stream = archive.into_inner();
+    // The tar ends at its first zero block; inflating the rest checks the gzip trailer (CRC and
+    // length), so a truncated or corrupted upload is refused rather than half-accepted.
+    let outcome = outcome.and_then(|()| {
+        io::copy(&mut stream, &mut io::sink())
+            .map(drop)
+            .map_err(not_tar)
+    });
+    let result = match (outcome, stream.fault) {
+        (_, Some(Fault::Limit)) => Err(ArchiveError::UncompressedTooLarge {
+            limit: limits.max_uncompressed_bytes,
+        }),
+        (_, Some(Fault::Corrupt(message))) => Err(ArchiveError::NotTar(format!(
+            "corrupt or truncated gzip stream: {message}"
+        ))),
+        (Err(error), None) => Err(error),
+        (Ok(()), None) => tree.finish(),
+    };
+    (result, stream.inflated)
+}
+
+/// Validation plus the number of bytes inflated before it stopped (for tests and figures).
+fn validate_counting(
+    bytes: &[u8],
+    limits: &ArchiveLimits,
+) -> (Result<ArchiveSummary, ArchiveError>, Option<u64>) {
+    if bytes.len() as u64 > limits.max_compressed_bytes {
+        let error = ArchiveError::TooLarge {
+            limit: limits.max_compressed_bytes,
+        };
+        return (Err(error), None);
+    }
+    if !bytes.starts_with(&GZIP_MAGIC) {
+        return (Err(ArchiveError::NotGzip), None);
+    }
+    let (result, inflated) = walk(bytes, limits, |checked, entry| {
+        let copied = io::copy(entry, &mut io::sink()).map_err(not_tar)?;
+        // A tar cut inside an entry's data reads as a short entry, not as an error.
+        if copied != entry.size() {
+            return Err(ArchiveError::NotTar(format!(
+                "the entry {:?} is truncated",
+                checked.path
+            )));
+        }
+        Ok(())
+    });
+    let summary = result.map(|tree| ArchiveSummary {
+        entries: tree.entries,
+        uncompressed_bytes: inflated,
+        sha256: hex::encode(Sha256::digest(bytes)),
+    });
+    (summary, Some(inflated))
+}
+
+/// Checks an uploaded archive against `limits` and every path and entry-type rule.
 pub fn validate_archive(
     bytes: &[u8],
     limits: &ArchiveLimits,
 ) -> Result<ArchiveSummary, ArchiveError> {
-    if bytes.len() as u64 > limits.max_compressed_bytes {
-        return Err(ArchiveError::TooLarge {
-            limit: limits.max_compressed_bytes,
-        });
-    }
-    if !bytes.starts_with(&[0x1f, 0x8b]) {
-        return Err(ArchiveError::NotGzip);
-    }
-    let mut archive = tar::Archive::new(Capped {
-        inner: flate2::read::GzDecoder::new(bytes),
-        read: 0,
-        limit: limits.max_uncompressed_bytes,
-        exceeded: false,
-    });
-    let mut entries: u64 = 0;
-    let mut has_dockerfile = false;
-    let result: Result<(), ArchiveError> = (|| {
-        for entry in archive
-            .entries()
-            .map_err(|e| ArchiveError::NotTar(e.to_string()))?
-        {
-            let mut entry = entry.map_err(|e| ArchiveError::NotTar(e.to_string()))?;
-            entries += 1;
-            if entries > limits.max_entries {
-                return Err(ArchiveError::TooManyEntries {
-                    limit: limits.max_entries,
-                });
-            }
-            let path = check_entry(&entry)?;
-            if path == "Dockerfile" && entry.header().entry_type().is_file() {
-                has_dockerfile = true;
-            }
-            // Inflate the content so the byte count (and the cap) covers it.
-            io::copy(&mut entry, &mut io::sink())
-                .map_err(|e| ArchiveError::NotTar(e.to_string()))?;
-        }
-        Ok(())
-    })();
-    let capped = archive.into_inner();
-    match result {
-        Err(ArchiveError::NotTar(message)) => {
-            return Err(tar_error(
-                io::Error::other(message),
-                capped.exceeded,
-                limits,
-            ));
-        }
-        Err(other) => return Err(other),
-        Ok(()) => {}
-    }
-    if entries == 0 {
-        return Err(ArchiveError::NotTar("the archive holds no entries".into()));
-    }
-    if !has_dockerfile {
-        return Err(ArchiveError::MissingDockerfile);
-    }
-    Ok(ArchiveSummary {
-        entries,
-        uncompressed_bytes: capped.read,
-        sha256: hex::encode(Sha256::digest(bytes)),
-    })
+    validate_counting(bytes, limits).0
 }
 
 /// A build context ready for BuildKit.
@@ -269,74 +460,178 @@ pub struct PreparedContext {
     pub stripped_directives: Vec<String>,
 }
 
-/// Removes `# syntax=` parser directives. Directives are only recognised in the leading run of
-/// `# key=value` comment lines; the first other line (blank lines included) ends them, and a
-/// later `# syntax=` is an ordinary comment.
-pub fn strip_syntax_directives(dockerfile: &str) -> (String, Vec<String>) {
-    let mut kept = String::with_capacity(dockerfile.len());
+/// The directive key of `line` if it is a `<comment>key=value` parser directive, following
+/// BuildKit's parser: whitespace after the comment marker and around `=`, a value of at least one
+/// character.
+fn directive_key<'a>(line: &'a str, comment: &str) -> Option<&'a str> {
+    let rest = line.strip_prefix(comment)?.trim_start();
+    let key_len = rest
+        .char_indices()
+        .find(|&(i, c)| !(c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit())))
+        .map_or(rest.len(), |(i, _)| i);
+    if key_len == 0 {
+        return None;
+    }
+    let (key, after) = rest.split_at(key_len);
+    let value = after.trim_start().strip_prefix('=')?;
+    (!value.is_empty()).then_some(key)
+}
+
+/// One pass of BuildKit's directive scan with the given comment marker.
+fn strip_with_comment(dockerfile: &[u8], comment: &str) -> (Vec<u8>, Vec<String>) {
+    let mut kept = Vec::with_capacity(dockerfile.len());
     let mut stripped = Vec::new();
+    let mut rest = dockerfile;
+    // A BOM and a leading shebang line are skipped by BuildKit without ending the directives.
+    if let Some(after) = rest.strip_prefix(UTF8_BOM) {
+        kept.extend_from_slice(UTF8_BOM);
+        rest = after;
+    }
     let mut in_directives = true;
-    for line in dockerfile.split_inclusive('\n') {
+    for (index, line) in rest.split_inclusive(|&b| b == b'\n').enumerate() {
         if in_directives {
-            let directive = line
-                .trim()
-                .strip_prefix('#')
-                .and_then(|rest| rest.split_once('='))
-                .map(|(key, _)| key.trim())
-                .filter(|key| !key.is_empty() && key.chars().all(|c| c.is_ascii_alphabetic()));
-            match directive {
+            let body = line.strip_suffix(b"\n").unwrap_or(line);
+            let body = body.strip_suffix(b"\r").unwrap_or(body);
+            let text = String::from_utf8_lossy(body);
+            if index == 0 && text.starts_with("#!") {
+                kept.extend_from_slice(line);
+                continue;
+            }
+            match directive_key(&text, comment) {
                 Some(key) if key.eq_ignore_ascii_case("syntax") => {
-                    stripped.push(line.trim().to_owned());
+                    stripped.push(text.trim().to_owned());
                     continue;
                 }
-                Some(_) => {}
-                None => in_directives = false,
+                Some(key)
+                    if key.eq_ignore_ascii_case("escape") || key.eq_ignore_ascii_case("check") => {}
+                // Unknown keys are comments, and any comment or instruction ends the directives.
+                _ => in_directives = false,
             }
         }
-        kept.push_str(line);
+        kept.extend_from_slice(line);
     }
     (kept, stripped)
 }
 
-/// Re-packs a validated archive into an uncompressed tar at `dest`, with `# syntax=` directives
-/// removed from the root Dockerfile (they make BuildKit pull a frontend image: impossible offline,
-/// and not ours to choose).
+/// Removes `syntax` parser directives, the ones that make BuildKit fetch a frontend image. Only
+/// the leading run of directive lines counts (a blank line, comment or instruction ends it, and a
+/// later `# syntax=` is an ordinary comment); other directives and every other byte are kept.
+/// Like BuildKit, `// syntax=` lines are looked for when no `#` one is found.
+pub fn strip_syntax_directives(dockerfile: &[u8]) -> (Vec<u8>, Vec<String>) {
+    let (kept, stripped) = strip_with_comment(dockerfile, "#");
+    if !stripped.is_empty() {
+        return (kept, stripped);
+    }
+    strip_with_comment(dockerfile, "//")
+}
+
+/// Marks a short read of entry data so it is reported as a bad archive, not as a write failure.
+#[derive(Debug, thiserror::Error)]
+#[error("the entry's data is truncated")]
+struct Truncated;
+
+/// Reads exactly `remaining` bytes or fails with [`Truncated`].
+struct Exact<R> {
+    inner: R,
+    remaining: u64,
+}
+
+impl<R: Read> Read for Exact<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let n = self.inner.read(buf)?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, Truncated));
+        }
+        self.remaining = self.remaining.saturating_sub(n as u64);
+        Ok(n)
+    }
+}
+
+fn write_error(error: io::Error) -> ArchiveError {
+    if error.get_ref().is_some_and(|inner| inner.is::<Truncated>()) {
+        ArchiveError::NotTar(error.to_string())
+    } else {
+        ArchiveError::Io(error)
+    }
+}
+
+/// A clean GNU header: permission bits and mtime are what a build can observe; ownership comes
+/// from the Dockerfile, so it is not carried over.
+fn fresh_header(original: &tar::Header, kind: EntryType, size: u64) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    let default_mode = if kind == EntryType::Directory {
+        0o755
+    } else {
+        0o644
+    };
+    header.set_mode(original.mode().unwrap_or(default_mode) & 0o7777);
+    header.set_mtime(original.mtime().unwrap_or(0));
+    header.set_size(size);
+    header
+}
+
+/// Re-packs a validated archive into an uncompressed tar file at `dest`, removing `# syntax=`
+/// parser directives from the root Dockerfile (they make BuildKit pull a frontend image,
+/// impossible offline) and returns what was stripped so the build log can say so.
+///
+/// Every validation rule is applied again (sizes excepted: they were enforced at upload), so on
+/// any error `dest` may hold a partial tar and must not be used.
 pub fn prepare_build_context(
     archive: impl Read,
     dest: &Path,
 ) -> Result<PreparedContext, ArchiveError> {
-    let mut input = tar::Archive::new(flate2::read::GzDecoder::new(archive));
     let mut output = tar::Builder::new(io::BufWriter::new(std::fs::File::create(dest)?));
     let mut stripped_directives = Vec::new();
-    for entry in input
-        .entries()
-        .map_err(|e| ArchiveError::NotTar(e.to_string()))?
-    {
-        let mut entry = entry.map_err(|e| ArchiveError::NotTar(e.to_string()))?;
-        let path = check_entry(&entry)?;
-        if path.is_empty() {
-            continue;
-        }
-        let mut header = entry.header().clone();
-        match header.entry_type() {
-            EntryType::Symlink | EntryType::Link => {
-                let target = entry
-                    .link_name()?
-                    .map(|t| t.into_owned())
-                    .unwrap_or_default();
-                output.append_link(&mut header, &path, target)?;
+    let (result, _) = walk(archive, &ArchiveLimits::unlimited(), |checked, entry| {
+        let path = checked.path.as_str();
+        match (checked.kind, &checked.link) {
+            (EntryType::Symlink | EntryType::Link, Some(target)) => {
+                let mut header = fresh_header(entry.header(), checked.kind, 0);
+                output
+                    .append_link(&mut header, path, target)
+                    .map_err(write_error)
+            }
+            (EntryType::Directory, _) => {
+                let mut header = fresh_header(entry.header(), checked.kind, 0);
+                output
+                    .append_data(&mut header, path, io::empty())
+                    .map_err(write_error)
             }
             _ if path == "Dockerfile" => {
-                let mut text = String::new();
-                entry.read_to_string(&mut text)?;
-                let (kept, stripped) = strip_syntax_directives(&text);
+                let size = entry.size();
+                let mut original = Vec::new();
+                Exact {
+                    inner: &mut *entry,
+                    remaining: size,
+                }
+                .read_to_end(&mut original)
+                .map_err(not_tar)?;
+                let (kept, stripped) = strip_syntax_directives(&original);
+                // A later Dockerfile entry replaces this one on extraction; report that one's.
                 stripped_directives = stripped;
-                header.set_size(kept.len() as u64);
-                output.append_data(&mut header, &path, kept.as_bytes())?;
+                let mut header = fresh_header(entry.header(), checked.kind, kept.len() as u64);
+                output
+                    .append_data(&mut header, path, &kept[..])
+                    .map_err(write_error)
             }
-            _ => output.append_data(&mut header, &path, &mut entry)?,
+            _ => {
+                let size = entry.size();
+                let mut header = fresh_header(entry.header(), checked.kind, size);
+                let data = Exact {
+                    inner: &mut *entry,
+                    remaining: size,
+                };
+                output
+                    .append_data(&mut header, path, data)
+                    .map_err(write_error)
+            }
         }
-    }
+    });
+    result?;
     output.into_inner()?.flush()?;
     Ok(PreparedContext {
         stripped_directives,
@@ -344,225 +639,4 @@ pub fn prepare_build_context(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn gz(tar: Vec<u8>) -> Vec<u8> {
-        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        encoder.write_all(&tar).unwrap();
-        encoder.finish().unwrap()
-    }
-
-    /// A tar with entries the `tar` crate's safe API refuses to write, header bytes set by hand.
-    fn raw(entries: &[(&str, u8, &str, &[u8])]) -> Vec<u8> {
-        let mut builder = tar::Builder::new(Vec::new());
-        for (name, kind, link, content) in entries {
-            let mut header = tar::Header::new_ustar();
-            let bytes = header.as_mut_bytes();
-            bytes[..name.len()].copy_from_slice(name.as_bytes());
-            bytes[157..157 + link.len()].copy_from_slice(link.as_bytes());
-            header.set_entry_type(EntryType::new(*kind));
-            header.set_mode(0o644);
-            header.set_size(content.len() as u64);
-            header.set_cksum();
-            builder.append(&header, *content).unwrap();
-        }
-        builder.into_inner().unwrap()
-    }
-
-    fn ok_entries() -> Vec<(&'static str, u8, &'static str, &'static [u8])> {
-        vec![
-            ("Dockerfile", b'0', "", b"FROM scratch\n"),
-            ("app/main.sh", b'0', "", b"echo"),
-        ]
-    }
-
-    fn check(entries: &[(&str, u8, &str, &[u8])]) -> Result<ArchiveSummary, ArchiveError> {
-        validate_archive(&gz(raw(entries)), &ArchiveLimits::default())
-    }
-
-    fn code(entries: &[(&str, u8, &str, &[u8])]) -> &'static str {
-        check(entries).unwrap_err().code()
-    }
-
-    #[test]
-    fn a_plain_function_archive_is_accepted() {
-        let mut entries = ok_entries();
-        entries.push(("./app/", b'5', "", b""));
-        entries.push(("app/link", b'2', "main.sh", b""));
-        entries.push(("app/up", b'2', "../Dockerfile", b""));
-        entries.push(("app/hard", b'1', "app/main.sh", b""));
-        let summary = check(&entries).unwrap();
-        assert_eq!(summary.entries, 6);
-        assert_eq!(summary.sha256.len(), 64);
-    }
-
-    #[test]
-    fn each_unsafe_entry_is_refused_with_its_code() {
-        let with = |extra: (&'static str, u8, &'static str, &'static [u8])| {
-            let mut entries = ok_entries();
-            entries.push(extra);
-            code(&entries)
-        };
-        assert_eq!(with(("/etc/passwd", b'0', "", b"x")), "archive_unsafe_path");
-        assert_eq!(with(("a/../../x", b'0', "", b"x")), "archive_unsafe_path");
-        assert_eq!(with(("..", b'5', "", b"")), "archive_unsafe_path");
-        assert_eq!(
-            with(("l", b'2', "/etc/shadow", b"")),
-            "archive_link_escapes_root"
-        );
-        assert_eq!(
-            with(("a/l", b'2', "../../x", b"")),
-            "archive_link_escapes_root"
-        );
-        assert_eq!(with(("h", b'1', "../x", b"")), "archive_link_escapes_root");
-        assert_eq!(with(("h", b'1', "/x", b"")), "archive_link_escapes_root");
-        assert_eq!(with(("dev", b'3', "", b"")), "archive_unsupported_entry");
-        assert_eq!(with(("blk", b'4', "", b"")), "archive_unsupported_entry");
-        assert_eq!(with(("pipe", b'6', "", b"")), "archive_unsupported_entry");
-    }
-
-    #[test]
-    fn a_dockerfile_is_required_at_the_root() {
-        assert_eq!(
-            code(&[("sub/Dockerfile", b'0', "", b"FROM scratch")]),
-            "archive_missing_dockerfile"
-        );
-        assert_eq!(
-            code(&[("Dockerfile", b'5', "", b"")]),
-            "archive_missing_dockerfile"
-        );
-        assert!(check(&[("./Dockerfile", b'0', "", b"FROM scratch")]).is_ok());
-    }
-
-    #[test]
-    fn non_gzip_and_non_tar_inputs_are_told_apart() {
-        let limits = ArchiveLimits::default();
-        assert_eq!(
-            validate_archive(b"hello", &limits).unwrap_err().code(),
-            "archive_not_gzip"
-        );
-        let not_tar = gz(b"this is text, not a tar stream".repeat(40));
-        assert_eq!(
-            validate_archive(&not_tar, &limits).unwrap_err().code(),
-            "archive_not_tar"
-        );
-        let truncated = gz(vec![b'x'; 10]);
-        assert_eq!(
-            validate_archive(&truncated, &limits).unwrap_err().code(),
-            "archive_not_tar"
-        );
-    }
-
-    #[test]
-    fn limits_apply_to_compressed_size_entries_and_inflated_size() {
-        let archive = gz(raw(&ok_entries()));
-        let tight = |c, u, e| ArchiveLimits {
-            max_compressed_bytes: c,
-            max_uncompressed_bytes: u,
-            max_entries: e,
-        };
-        assert_eq!(
-            validate_archive(&archive, &tight(10, 1 << 20, 100))
-                .unwrap_err()
-                .code(),
-            "archive_too_large"
-        );
-        assert_eq!(
-            validate_archive(&archive, &tight(1 << 20, 1 << 20, 1))
-                .unwrap_err()
-                .code(),
-            "archive_too_many_entries"
-        );
-        assert_eq!(
-            validate_archive(&archive, &tight(1 << 20, 600, 100))
-                .unwrap_err()
-                .code(),
-            "archive_too_large_uncompressed"
-        );
-    }
-
-    #[test]
-    fn a_gzip_bomb_stops_at_the_limit() {
-        // 64 MiB of zeros inside a tar entry compresses to well under 1 MiB.
-        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-        {
-            let mut builder = tar::Builder::new(&mut encoder);
-            let mut header = tar::Header::new_gnu();
-            header.set_size(64 << 20);
-            header.set_mode(0o644);
-            header.set_cksum();
-            builder
-                .append_data(&mut header, "bomb", io::repeat(0).take(64 << 20))
-                .unwrap();
-            builder.finish().unwrap();
-        }
-        let bomb = encoder.finish().unwrap();
-        assert!(bomb.len() < 1 << 20, "bomb is {} bytes", bomb.len());
-        let limits = ArchiveLimits {
-            max_uncompressed_bytes: 8 << 20,
-            ..ArchiveLimits::default()
-        };
-        let started = std::time::Instant::now();
-        let error = validate_archive(&bomb, &limits).unwrap_err();
-        assert_eq!(error.code(), "archive_too_large_uncompressed");
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(5),
-            "stopped early"
-        );
-    }
-
-    #[test]
-    fn only_leading_syntax_directives_are_stripped() {
-        let (kept, stripped) = strip_syntax_directives(
-            "# syntax=docker/dockerfile:1\n#escape=`\n# SYNTAX = x\nFROM scratch\n# syntax=later\n",
-        );
-        assert_eq!(kept, "#escape=`\nFROM scratch\n# syntax=later\n");
-        assert_eq!(stripped, ["# syntax=docker/dockerfile:1", "# SYNTAX = x"]);
-        let (kept, stripped) = strip_syntax_directives("\n# syntax=x\nFROM scratch\n");
-        assert_eq!(kept, "\n# syntax=x\nFROM scratch\n");
-        assert!(stripped.is_empty());
-        let (kept, _) = strip_syntax_directives("# a comment\n# syntax=x\nFROM scratch");
-        assert_eq!(kept, "# a comment\n# syntax=x\nFROM scratch");
-    }
-
-    #[test]
-    fn the_build_context_keeps_everything_but_the_syntax_line() {
-        let archive = gz(raw(&[
-            (
-                "Dockerfile",
-                b'0',
-                "",
-                b"# syntax=docker/dockerfile:1\nFROM scratch\n",
-            ),
-            ("app/", b'5', "", b""),
-            ("app/main.sh", b'0', "", b"echo hi"),
-            ("app/link", b'2', "main.sh", b""),
-        ]));
-        let dir = tempfile::tempdir().unwrap();
-        let dest = dir.path().join("context.tar");
-        let prepared = prepare_build_context(&archive[..], &dest).unwrap();
-        assert_eq!(
-            prepared.stripped_directives,
-            ["# syntax=docker/dockerfile:1"]
-        );
-        let mut out = tar::Archive::new(std::fs::File::open(&dest).unwrap());
-        let mut seen = Vec::new();
-        for entry in out.entries().unwrap() {
-            let mut entry = entry.unwrap();
-            let path = entry.path().unwrap().to_string_lossy().into_owned();
-            let mut content = String::new();
-            entry.read_to_string(&mut content).unwrap();
-            seen.push((path, content));
-        }
-        assert_eq!(
-            seen,
-            [
-                ("Dockerfile".to_owned(), "FROM scratch\n".to_owned()),
-                ("app".to_owned(), String::new()),
-                ("app/main.sh".to_owned(), "echo hi".to_owned()),
-                ("app/link".to_owned(), String::new()),
-            ]
-        );
-    }
-}
+mod tests;

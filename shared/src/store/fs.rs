@@ -1,6 +1,9 @@
 //! Archives in a local directory: the embedded default for one machine.
 
-use std::{io::ErrorKind, path::PathBuf};
+use std::{
+    io::{ErrorKind, Write as _},
+    path::{Path, PathBuf},
+};
 
 use bytes::Bytes;
 
@@ -14,10 +17,38 @@ fn other(e: std::io::Error) -> StoreError {
     StoreError::Other(e.into())
 }
 
+/// Writes `bytes` to a temporary file next to `path`, syncs it and renames it into place, so a
+/// reader (or a crash) never leaves half an archive under a key.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let parent = path
+        .parent()
+        .ok_or_else(|| std::io::Error::other("a key always has a parent"))?;
+    std::fs::create_dir_all(parent)?;
+    // A leading dot: keys cannot have one, so this never collides with a key nor gets listed.
+    let temporary = parent.join(format!(".{}.tmp", uuid::Uuid::new_v4().simple()));
+    let written = (|| {
+        let mut file = std::fs::File::create_new(&temporary)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written?;
+    // The rename is durable only once the directory is.
+    std::fs::File::open(parent)?.sync_all()
+}
+
 impl FsArchiveStore {
+    /// Creates `root` if needed.
     pub fn new(root: PathBuf) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&root)?;
         Ok(Self { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
@@ -25,48 +56,70 @@ impl FsArchiveStore {
         Ok(self.root.join(key))
     }
 
-    /// Written to a temporary file and renamed, so a reader never sees half an archive.
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
         let path = self.path(key)?;
-        let parent = path
-            .parent()
-            .ok_or_else(|| StoreError::InvalidKey(key.into()))?;
-        tokio::fs::create_dir_all(parent).await.map_err(other)?;
-        let temporary = parent.join(format!(".{}.tmp", uuid::Uuid::new_v4().simple()));
-        tokio::fs::write(&temporary, &bytes).await.map_err(other)?;
-        tokio::fs::rename(&temporary, &path).await.map_err(other)
+        tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
+            .await
+            .map_err(|e| StoreError::Other(e.into()))?
+            .map_err(other)
     }
 
     pub async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
         match tokio::fs::read(self.path(key)?).await {
             Ok(data) => Ok(data.into()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Err(StoreError::NotFound(key.into())),
+            // A directory is a prefix of other keys, not an object (as in S3).
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::IsADirectory) => {
+                Err(StoreError::NotFound(key.into()))
+            }
             Err(e) => Err(other(e)),
         }
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        match tokio::fs::remove_file(self.path(key)?).await {
+        let path = self.path(key)?;
+        match tokio::fs::remove_file(&path).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) if tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_dir()) => {
+                tracing::debug!(key, error = %e, "delete of a key that is only a prefix: nothing to do");
+                Ok(())
+            }
             Err(e) => Err(other(e)),
         }
     }
 
     pub async fn exists(&self, key: &str) -> Result<bool, StoreError> {
-        tokio::fs::try_exists(self.path(key)?).await.map_err(other)
+        match tokio::fs::metadata(self.path(key)?).await {
+            Ok(metadata) => Ok(metadata.is_file()),
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+                Ok(false)
+            }
+            Err(e) => Err(other(e)),
+        }
     }
 
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        // Start from the deepest directory the prefix names rather than walking the whole root.
+        let start = match prefix.rsplit_once('/') {
+            None => self.root.clone(),
+            Some((dir, _)) if check_key(dir).is_ok() => self.root.join(dir),
+            // No valid key can start with this prefix.
+            Some(_) => return Ok(Vec::new()),
+        };
         let mut keys = Vec::new();
-        let mut pending = vec![self.root.clone()];
+        let mut pending = vec![start];
         while let Some(dir) = pending.pop() {
             let mut entries = match tokio::fs::read_dir(&dir).await {
                 Ok(entries) => entries,
-                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+                    continue;
+                }
                 Err(e) => return Err(other(e)),
             };
             while let Some(entry) = entries.next_entry().await.map_err(other)? {
+                if entry.file_name().to_string_lossy().starts_with('.') {
+                    continue;
+                }
                 let path = entry.path();
                 if entry.file_type().await.map_err(other)?.is_dir() {
                     pending.push(path);
@@ -76,11 +129,7 @@ impl FsArchiveStore {
                     continue;
                 };
                 let key = relative.to_string_lossy().into_owned();
-                let hidden = key
-                    .rsplit('/')
-                    .next()
-                    .is_some_and(|name| name.starts_with('.'));
-                if !hidden && key.starts_with(prefix) {
+                if key.starts_with(prefix) {
                     keys.push(key);
                 }
             }

@@ -2,7 +2,10 @@
 //! embedded default). Keys look like `functions/<function-uuid>/v<version>.tar.gz` (seed 000).
 //!
 //! An enum rather than a trait object: there are exactly two stores, and inherent async fns keep
-//! callers free of boxing.
+//! callers free of boxing (`Arc<ArchiveStore>` is shared the way `Arc<dyn _>` would be).
+//!
+//! Both stores accept the same keys (see `check_key`) and answer the same way: `NotFound` only
+//! from `get`, deletes of missing keys succeed, `list` is sorted.
 
 mod fs;
 mod s3;
@@ -17,6 +20,7 @@ pub use s3::S3ArchiveStore;
 pub enum StoreError {
     #[error("no object at {0}")]
     NotFound(String),
+    /// A programming error, never retried: keys come from [`archive_key`].
     #[error("invalid key {0:?}")]
     InvalidKey(String),
     /// Network failure or a 5xx: worth retrying.
@@ -26,6 +30,7 @@ pub enum StoreError {
     Other(anyhow::Error),
 }
 
+/// Where version `version` of a function's archive is stored.
 pub fn archive_key(function_id: Uuid, version: i32) -> String {
     format!("functions/{function_id}/v{version}.tar.gz")
 }
@@ -33,6 +38,15 @@ pub fn archive_key(function_id: Uuid, version: i32) -> String {
 pub enum ArchiveStore {
     Fs(FsArchiveStore),
     S3(S3ArchiveStore),
+}
+
+impl std::fmt::Debug for ArchiveStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Fs(s) => f.debug_tuple("Fs").field(&s.root()).finish(),
+            Self::S3(s) => f.debug_tuple("S3").field(&s.bucket()).finish(),
+        }
+    }
 }
 
 impl ArchiveStore {
@@ -56,10 +70,13 @@ impl ArchiveStore {
         anyhow::bail!("{url}: the archive store must be file:///dir or s3://bucket")
     }
 
+    /// The store the binaries are configured with.
     pub async fn from_config(config: &crate::config::StoreConfig) -> anyhow::Result<Self> {
         Self::from_url(&config.url, config.s3_endpoint.as_deref()).await
     }
 
+    /// Stores `bytes` at `key`, replacing any previous object; readers see the old or the new
+    /// object, never a partial one.
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
         match self {
             Self::Fs(s) => s.put(key, bytes).await,
@@ -67,6 +84,7 @@ impl ArchiveStore {
         }
     }
 
+    /// The object at `key`; [`StoreError::NotFound`] if there is none.
     pub async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
         match self {
             Self::Fs(s) => s.get(key).await,
@@ -82,6 +100,7 @@ impl ArchiveStore {
         }
     }
 
+    /// Whether an object is stored at `key` (a mere prefix of other keys is not one).
     pub async fn exists(&self, key: &str) -> Result<bool, StoreError> {
         match self {
             Self::Fs(s) => s.exists(key).await,
@@ -98,13 +117,15 @@ impl ArchiveStore {
     }
 }
 
-/// Keys are relative, `/`-separated, without empty, `.` or `..` parts, so no key escapes a root.
+/// Keys are relative and `/`-separated, with no empty part, no part starting with `.` (so no `.`
+/// or `..`, and no clash with the filesystem store's temporary files) and no NUL: no key escapes
+/// a root, and every key means the same object in both stores.
 pub(crate) fn check_key(key: &str) -> Result<(), StoreError> {
     let ok = !key.is_empty()
-        && !key.starts_with('/')
+        && !key.contains('\0')
         && key
             .split('/')
-            .all(|p| !p.is_empty() && p != "." && p != "..");
+            .all(|part| !part.is_empty() && !part.starts_with('.'));
     if ok {
         Ok(())
     } else {
@@ -119,7 +140,19 @@ mod tests {
     #[test]
     fn keys_cannot_escape_the_root() {
         assert!(check_key("functions/a/v1.tar.gz").is_ok());
-        for bad in ["", "/abs", "a/../b", "a//b", "./a", "a/"] {
+        assert!(check_key("a").is_ok());
+        for bad in [
+            "",
+            "/abs",
+            "a/../b",
+            "..",
+            "a//b",
+            "./a",
+            "a/",
+            "a/.hidden",
+            ".x.tmp",
+            "a\0b",
+        ] {
             assert!(check_key(bad).is_err(), "{bad}");
         }
     }

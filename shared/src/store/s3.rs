@@ -1,4 +1,5 @@
 //! Archives in S3 or any S3-compatible server (path-style addressing, explicit endpoint).
+//! Region and credentials come from the environment through aws-config's default chain.
 
 use aws_sdk_s3::{
     Client,
@@ -7,6 +8,7 @@ use aws_sdk_s3::{
     primitives::ByteStream,
 };
 use bytes::Bytes;
+use std::time::Duration;
 
 use super::{StoreError, check_key};
 
@@ -38,21 +40,44 @@ where
 }
 
 impl S3ArchiveStore {
+    /// `endpoint` for servers other than AWS (e.g. `http://127.0.0.1:5002`); the region defaults
+    /// to us-east-1 when the environment names none.
     pub async fn new(bucket: &str, endpoint: Option<&str>) -> Self {
         let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .load()
             .await;
-        let mut config = aws_sdk_s3::config::Builder::from(&shared).force_path_style(true);
+        // A hung server must surface as a (retryable) error, not as a job stuck forever; the
+        // attempt timeout leaves room for a 50 MiB upload on a slow link.
+        let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .operation_attempt_timeout(Duration::from_secs(300))
+            .build();
+        let mut config = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(true)
+            .timeout_config(timeouts);
         if shared.region().is_none() {
             config = config.region(aws_sdk_s3::config::Region::new("us-east-1"));
         }
         if let Some(endpoint) = endpoint {
-            config = config.endpoint_url(endpoint);
+            // Many S3-compatible servers reject the SDK's default streaming CRC checksums; send
+            // and check them only where S3 requires them.
+            config = config
+                .endpoint_url(endpoint)
+                .request_checksum_calculation(
+                    aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+                )
+                .response_checksum_validation(
+                    aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
+                );
         }
         Self {
             client: Client::from_conf(config.build()),
             bucket: bucket.to_owned(),
         }
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
     }
 
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
