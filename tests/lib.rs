@@ -220,6 +220,8 @@ impl TestStack {
             retry_base: Duration::from_millis(200),
             build_network_none: true,
             name: slipway_shared::config::unique_worker_name(),
+            retained_versions: 10,
+            name_reservation: Duration::from_secs(30 * 86_400),
         };
         if let Some(change) = options.worker_overrides {
             change(&mut worker_config);
@@ -228,6 +230,7 @@ impl TestStack {
             bind: "127.0.0.1:0".parse()?,
             archive_limits: Default::default(),
             invoke_timeout: Duration::from_secs(30),
+            deletion_grace: Duration::from_secs(7 * 86_400),
         };
         if let Some(limits) = options.archive_limits {
             api_config.archive_limits = limits;
@@ -596,4 +599,43 @@ pub fn docker(args: &[&str]) -> anyhow::Result<String> {
         );
     }
     Ok(String::from_utf8(output.stdout)?)
+}
+
+/// Whether the registry still holds `digest` in the repository of `image_tag`
+/// (`registry/repo:tag`), read independently of Slipway.
+pub async fn registry_has_manifest(image_tag: &str, digest: &str) -> anyhow::Result<bool> {
+    let (registry, rest) = image_tag.split_once('/').context("registry")?;
+    let (repository, _tag) = rest.rsplit_once(':').context("tag")?;
+    let response = reqwest::Client::new()
+        .head(format!("http://{registry}/v2/{repository}/manifests/{digest}"))
+        .header(
+            "accept",
+            "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
+        )
+        .send()
+        .await?;
+    match response.status().as_u16() {
+        200 => Ok(true),
+        404 => Ok(false),
+        other => bail!("HEAD {image_tag}@{digest}: {other}"),
+    }
+}
+
+/// Every container of the function the engine has, running or not.
+pub fn containers_of(function_id: Uuid) -> anyhow::Result<Vec<String>> {
+    let filter = format!("label=dev.slipway.function={function_id}");
+    Ok(docker(&["ps", "-aq", "--filter", &filter])?
+        .lines()
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Images of `registry/repo` (from an image tag) in the engine's store.
+pub fn engine_images(image_tag: &str) -> anyhow::Result<Vec<String>> {
+    let (name, _tag) = image_tag.rsplit_once(':').context("tag")?;
+    let filter = format!("reference={name}");
+    Ok(docker(&["images", "-q", "--filter", &filter])?
+        .lines()
+        .map(str::to_owned)
+        .collect())
 }

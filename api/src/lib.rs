@@ -5,6 +5,7 @@
 //! only data-plane duty is forwarding invocations to an endpoint the worker recorded.
 
 pub mod auth;
+pub mod deletion;
 pub mod deploy;
 pub mod error;
 pub mod rollback;
@@ -64,7 +65,22 @@ pub fn router(state: AppState) -> Router {
             "/api/functions/deploy",
             post(routes::deployments::deploy).layer(DefaultBodyLimit::max(upload_limit)),
         )
-        .route("/api/functions/{id}", get(routes::functions::get))
+        .route(
+            "/api/functions/pending-deletions",
+            get(routes::deletions::pending),
+        )
+        .route(
+            "/api/functions/{id}",
+            get(routes::functions::get).delete(routes::deletions::delete),
+        )
+        .route(
+            "/api/functions/{id}/deletion-status",
+            get(routes::deletions::status),
+        )
+        .route(
+            "/api/functions/{id}/cancel-deletion",
+            post(routes::deletions::cancel),
+        )
         .route(
             "/api/functions/{id}/deployments",
             get(routes::functions::deployments),

@@ -42,17 +42,24 @@ pub async fn accept(
             format!("function is {status}; it cannot be rolled back"),
         ));
     }
-    let (target, target_status, digest) =
-        db::deployments::id_of_version(&mut tx, function_id, version)
-            .await?
-            .ok_or_else(|| {
-                ApiError::not_found(
-                    "version_not_found",
-                    format!("the function has no version {version}"),
-                )
-            })?;
+    let target = db::deployments::version_info(&mut tx, function_id, version)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "version_not_found",
+                format!("the function has no version {version}"),
+            )
+        })?;
+    if target.pruned {
+        return Err(ApiError::conflict(
+            "version_pruned",
+            format!(
+                "version {version} is older than the versions Slipway retains; its image is gone"
+            ),
+        ));
+    }
     let target_status =
-        DeploymentStatus::parse(&target_status).context("stored deployment status")?;
+        DeploymentStatus::parse(&target.status).context("stored deployment status")?;
     match target_status {
         DeploymentStatus::Active => {
             return Err(ApiError::conflict(
@@ -60,7 +67,7 @@ pub async fn accept(
                 format!("version {version} is already the active version"),
             ));
         }
-        DeploymentStatus::Inactive if digest.is_some() => {}
+        DeploymentStatus::Inactive if target.image_digest.is_some() => {}
         DeploymentStatus::Inactive | DeploymentStatus::Failed => {
             return Err(ApiError::conflict(
                 "version_not_built",
@@ -76,7 +83,7 @@ pub async fn accept(
     }
     let active = db::deployments::active_for_function(&mut tx, function_id).await?;
     RollbackJob {
-        deployment_id: target,
+        deployment_id: target.id,
         request_id: Uuid::new_v4(),
     }
     .enqueue(&mut tx)
@@ -88,7 +95,7 @@ pub async fn accept(
         name: function.name,
         status: function.status,
         active_version: active.map(|a| a.version),
-        target_deployment: target,
+        target_deployment: target.id,
     })
 }
 

@@ -74,6 +74,8 @@ pub struct ApiConfig {
     pub archive_limits: ArchiveLimits,
     /// How long an invocation may take end to end before the proxy answers 504.
     pub invoke_timeout: Duration,
+    /// How long a deleted function waits before its purge, during which it can be restored.
+    pub deletion_grace: Duration,
 }
 
 impl ApiConfig {
@@ -93,6 +95,7 @@ impl ApiConfig {
                 max_entries: parsed("SLIPWAY_MAX_ARCHIVE_ENTRIES", defaults.max_entries)?,
             },
             invoke_timeout: duration("SLIPWAY_INVOKE_TIMEOUT", Duration::from_secs(60))?,
+            deletion_grace: duration("SLIPWAY_DELETION_GRACE", Duration::from_secs(7 * 86_400))?,
         })
     }
 }
@@ -130,6 +133,11 @@ pub struct WorkerConfig {
     pub build_network_none: bool,
     /// Unique per process: apalis uses worker names as lease identities and accepts duplicates.
     pub name: String,
+    /// How many of each function's newest built versions keep their image and archive, so they
+    /// can be rolled back to. The active version is always kept besides.
+    pub retained_versions: u32,
+    /// How long a purged function's name stays reserved for its owner.
+    pub name_reservation: Duration,
 }
 
 impl WorkerConfig {
@@ -154,9 +162,17 @@ impl WorkerConfig {
             retry_base: duration("SLIPWAY_RETRY_BASE", Duration::from_millis(500))?,
             build_network_none: parsed("SLIPWAY_BUILD_NETWORK_NONE", true)?,
             name: var("SLIPWAY_WORKER_NAME").unwrap_or_else(unique_worker_name),
+            retained_versions: parsed("SLIPWAY_RETAINED_VERSIONS", 10)?,
+            name_reservation: duration(
+                "SLIPWAY_NAME_RESERVATION",
+                Duration::from_secs(30 * 86_400),
+            )?,
         };
         if config.concurrency == 0 {
             bail!("SLIPWAY_WORKER_CONCURRENCY must be at least 1");
+        }
+        if config.retained_versions == 0 {
+            bail!("SLIPWAY_RETAINED_VERSIONS must be at least 1");
         }
         Ok(config)
     }

@@ -78,6 +78,33 @@ pub struct RollbackJob {
     pub request_id: Uuid,
 }
 
+/// Remove what a function, or the versions it no longer retains, leave in the runtime, the
+/// registry and the object store. Every step is idempotent, so a re-run finishes a purge that
+/// died half-way.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "scope", rename_all = "snake_case")]
+pub enum PurgeJob {
+    /// The function's grace period is over: containers, images and archives go, in that order,
+    /// then the function becomes a tombstone.
+    Function {
+        function_id: Uuid,
+        /// Distinct per request, so a purge that failed can be enqueued again.
+        request_id: Uuid,
+    },
+    /// `activated` went live: versions past the retention window lose their image and archive.
+    OldVersions { function_id: Uuid, activated: Uuid },
+}
+
+impl Job for PurgeJob {
+    const NAME: &'static str = "slipway::purge";
+    fn dedup_key(&self) -> String {
+        match self {
+            Self::Function { request_id, .. } => format!("purge:function:{request_id}"),
+            Self::OldVersions { activated, .. } => format!("purge:versions:{activated}"),
+        }
+    }
+}
+
 impl Job for RollbackJob {
     const NAME: &'static str = "slipway::rollback";
     fn dedup_key(&self) -> String {
@@ -107,9 +134,10 @@ impl Job for DeployJob {
 }
 
 /// Every queue, for operators' views and for tests that count jobs.
-pub const ALL_QUEUES: [&str; 4] = [
+pub const ALL_QUEUES: [&str; 5] = [
     BuildJob::NAME,
     PushJob::NAME,
     DeployJob::NAME,
     RollbackJob::NAME,
+    PurgeJob::NAME,
 ];

@@ -4,6 +4,7 @@
 mod auth;
 mod bad_input;
 mod crash;
+mod deletion;
 mod deploy_flow;
 mod faults;
 mod rollback;

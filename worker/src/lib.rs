@@ -1,4 +1,5 @@
-//! Slipway's worker: runs the durable jobs (build, push, deploy) from the Postgres queue.
+//! Slipway's worker: runs the durable jobs (build, push, deploy, rollback, purge) from the
+//! Postgres queue.
 //! Only the worker talks to BuildKit, the registry and the container runtime, each through an
 //! adapter module (`buildkit`, `registry`, `runtime`).
 //!
@@ -19,7 +20,7 @@ use apalis::prelude::*;
 use apalis_postgres::{Config, PostgresStorage, Pubsub};
 use slipway_shared::{
     config::WorkerConfig,
-    jobs::{BuildJob, DeployJob, PushJob, RollbackJob},
+    jobs::{BuildJob, DeployJob, PurgeJob, PushJob, RollbackJob},
     store::ArchiveStore,
 };
 use sqlx::PgPool;
@@ -118,6 +119,7 @@ pub async fn run(
     monitor = register::<PushJob>(monitor, &env);
     monitor = register::<DeployJob>(monitor, &env);
     monitor = register::<RollbackJob>(monitor, &env);
+    monitor = register::<PurgeJob>(monitor, &env);
     let grace = env.config.shutdown_grace;
     let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
     let monitor = monitor.shutdown_timeout(grace).run_with_signal(async move {

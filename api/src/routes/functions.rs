@@ -52,6 +52,20 @@ pub async fn init(
     let name = FunctionName::parse(&request.name)
         .map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))?;
     let mut conn = state.pool.acquire().await?;
+    if let Some(until) =
+        db::deletions::name_reserved_until(&mut conn, caller.user_id, name.as_str()).await?
+        && db::functions::find_by_name(&mut conn, caller.user_id, &name)
+            .await?
+            .is_none()
+    {
+        return Err(ApiError::conflict(
+            "name_reserved",
+            format!(
+                "a deleted function of yours held the name {name}; it stays reserved until {}",
+                timestamp(until)
+            ),
+        ));
+    }
     let created =
         db::functions::insert(&mut conn, caller.user_id, &name, request.skip_signing).await?;
     let row = db::functions::find_by_name(&mut conn, caller.user_id, &name)
@@ -93,6 +107,8 @@ pub struct FunctionResponse {
     env: serde_json::Value,
     created_at: String,
     updated_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deleted_at: Option<String>,
 }
 
 impl From<FunctionRow> for FunctionResponse {
@@ -109,6 +125,7 @@ impl From<FunctionRow> for FunctionResponse {
             env: row.env,
             created_at: timestamp(row.created_at),
             updated_at: timestamp(row.updated_at),
+            deleted_at: row.deleted_at.map(timestamp),
         }
     }
 }
@@ -199,6 +216,9 @@ pub struct DeploymentSummary {
     built_at: Option<String>,
     pushed_at: Option<String>,
     deployed_at: Option<String>,
+    /// Set once the version fell out of the retention window (or its function was purged): its
+    /// image and archive are gone and it can no longer be rolled back to.
+    pruned_at: Option<String>,
 }
 
 impl From<DeploymentRow> for DeploymentSummary {
@@ -217,6 +237,7 @@ impl From<DeploymentRow> for DeploymentSummary {
             built_at: row.built_at.map(precise_timestamp),
             pushed_at: row.pushed_at.map(precise_timestamp),
             deployed_at: row.deployed_at.map(precise_timestamp),
+            pruned_at: row.pruned_at.map(precise_timestamp),
         }
     }
 }

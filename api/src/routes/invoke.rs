@@ -60,6 +60,18 @@ async fn resolve(state: &AppState, caller: Caller, id: Uuid) -> Result<String, A
     let route = db::deployments::route(&mut conn, caller.user_id, id)
         .await?
         .ok_or_else(ApiError::function_not_found)?;
+    match route.function_status.as_str() {
+        "pending_deletion" => {
+            return Err(ApiError::new(
+                StatusCode::GONE,
+                "function_pending_deletion",
+                "the function is scheduled for deletion and does not serve; cancel the deletion \
+                 (POST /api/functions/{id}/cancel-deletion) to serve it again",
+            ));
+        }
+        "deleted" => return Err(crate::deletion::function_deleted()),
+        _ => {}
+    }
     route.endpoint.ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

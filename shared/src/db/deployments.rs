@@ -31,6 +31,8 @@ pub struct DeploymentRow {
     pub built_at: Option<DateTime<Utc>>,
     pub pushed_at: Option<DateTime<Utc>>,
     pub deployed_at: Option<DateTime<Utc>>,
+    /// When retention or a purge removed the version's image and archive.
+    pub pruned_at: Option<DateTime<Utc>>,
 }
 
 pub struct NewDeployment<'a> {
@@ -235,7 +237,7 @@ pub async fn activate(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<bool> {
 pub async fn reinstate(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<bool> {
     let done = sqlx::query!(
         r#"UPDATE deployments SET status = 'active', is_active = true, deployed_at = now(), updated_at = now()
-           WHERE id = $1 AND status = 'inactive'"#,
+           WHERE id = $1 AND status = 'inactive' AND prune_started_at IS NULL"#,
         id
     )
     .execute(conn)
@@ -243,20 +245,30 @@ pub async fn reinstate(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<bool> 
     Ok(done.rows_affected() == 1)
 }
 
-/// The id and status of one version of a function.
-pub async fn id_of_version(
+/// What a rollback needs to know about one version of a function.
+#[derive(Debug, Clone)]
+pub struct VersionInfo {
+    pub id: Uuid,
+    pub status: String,
+    pub image_digest: Option<String>,
+    /// Retention has started (or finished) removing its image.
+    pub pruned: bool,
+}
+
+pub async fn version_info(
     conn: &mut PgConnection,
     function_id: Uuid,
     version: i32,
-) -> sqlx::Result<Option<(Uuid, String, Option<String>)>> {
-    let row = sqlx::query!(
-        "SELECT id, status, image_digest FROM deployments WHERE function_id = $1 AND version = $2",
+) -> sqlx::Result<Option<VersionInfo>> {
+    sqlx::query_as!(
+        VersionInfo,
+        r#"SELECT id, status, image_digest, prune_started_at IS NOT NULL AS "pruned!"
+           FROM deployments WHERE function_id = $1 AND version = $2"#,
         function_id,
         version
     )
     .fetch_optional(conn)
-    .await?;
-    Ok(row.map(|r| (r.id, r.status, r.image_digest)))
+    .await
 }
 
 /// active → inactive; the container goes away after the drain, so its endpoint is kept until then.
@@ -310,6 +322,7 @@ pub struct ActiveDeployment {
     pub version: i32,
     pub container_id: Option<String>,
     pub runtime_endpoint: Option<String>,
+    pub image_tag: Option<String>,
 }
 
 pub async fn active_for_function(
@@ -318,7 +331,7 @@ pub async fn active_for_function(
 ) -> sqlx::Result<Option<ActiveDeployment>> {
     sqlx::query_as!(
         ActiveDeployment,
-        r#"SELECT id, version, container_id, runtime_endpoint
+        r#"SELECT id, version, container_id, runtime_endpoint, image_tag
            FROM deployments WHERE function_id = $1 AND is_active"#,
         function_id
     )
@@ -376,4 +389,138 @@ pub async fn route(
     )
     .fetch_optional(conn)
     .await
+}
+
+/// What a purge or a prune removes for one deployment.
+#[derive(Debug, Clone)]
+pub struct PruneTarget {
+    pub id: Uuid,
+    pub version: i32,
+    pub image_tag: Option<String>,
+    pub image_digest: Option<String>,
+    pub archive_key: String,
+    /// Another deployment of the function that must keep serving or stay restorable uses the
+    /// same digest (an unchanged rebuild), so the manifest stays in the registry.
+    pub digest_in_use: bool,
+}
+
+/// Versions past the retention window that still have their image or archive, oldest first.
+/// The window is the `keep` newest versions that produced an image, plus the active one and any
+/// still in flight; failed versions go once they are older than everything the window keeps.
+/// Run under the function's lock, so no version becomes active or a rollback target meanwhile.
+pub async fn retention_candidates(
+    conn: &mut PgConnection,
+    function_id: Uuid,
+    keep: i64,
+) -> sqlx::Result<Vec<PruneTarget>> {
+    sqlx::query_as!(
+        PruneTarget,
+        r#"WITH built AS (
+             SELECT id, row_number() OVER (ORDER BY version DESC) AS rank
+             FROM deployments WHERE function_id = $1 AND image_digest IS NOT NULL
+           ), retained AS (
+             SELECT d.id, d.version, d.image_digest
+             FROM deployments d LEFT JOIN built b ON b.id = d.id
+             WHERE d.function_id = $1
+               AND (b.rank <= $2 OR d.is_active OR d.status IN ('building', 'pushing', 'deploying'))
+           )
+           SELECT d.id, d.version, d.image_tag, d.image_digest, d.archive_key,
+                  COALESCE(d.image_digest IN (
+                      SELECT image_digest FROM retained WHERE image_digest IS NOT NULL
+                  ), false) AS "digest_in_use!"
+           FROM deployments d
+           WHERE d.function_id = $1
+             AND d.pruned_at IS NULL
+             AND d.status IN ('inactive', 'failed')
+             AND d.id NOT IN (SELECT id FROM retained)
+             AND d.version < (SELECT min(version) FROM retained)
+           ORDER BY d.version"#,
+        function_id,
+        keep
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Every deployment of the function whose image or archive may still exist, for a purge. Digests
+/// are never shared with another function (each has its own repository), so none is in use.
+pub async fn purge_targets(
+    conn: &mut PgConnection,
+    function_id: Uuid,
+) -> sqlx::Result<Vec<PruneTarget>> {
+    sqlx::query_as!(
+        PruneTarget,
+        r#"SELECT id, version, image_tag, image_digest, archive_key, false AS "digest_in_use!"
+           FROM deployments WHERE function_id = $1 AND pruned_at IS NULL
+           ORDER BY version"#,
+        function_id
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Fences the versions before their image goes: a rollback can no longer pick them.
+pub async fn begin_prune(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"UPDATE deployments SET prune_started_at = COALESCE(prune_started_at, now()), updated_at = now()
+           WHERE id = ANY($1) AND NOT is_active"#,
+        ids
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn mark_pruned(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"UPDATE deployments SET pruned_at = now(), updated_at = now()
+           WHERE id = $1 AND prune_started_at IS NOT NULL AND pruned_at IS NULL"#,
+        id
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The first step of a purge: nothing of the function serves or is on its way to serving any
+/// more. In-flight deployments fail with `reason` (their jobs find them settled and stop), the
+/// active one steps down, and every version is fenced against rollback.
+pub async fn retire_all(
+    conn: &mut PgConnection,
+    function_id: Uuid,
+    reason: &str,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"UPDATE deployments SET status = 'failed', error = $2, updated_at = now()
+           WHERE function_id = $1 AND status IN ('building', 'pushing', 'deploying')"#,
+        function_id,
+        reason
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        r#"UPDATE deployments
+           SET status = CASE WHEN status = 'active' THEN 'inactive' ELSE status END,
+               is_active = false,
+               prune_started_at = COALESCE(prune_started_at, now()),
+               updated_at = now()
+           WHERE function_id = $1"#,
+        function_id
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Forgets every container and endpoint of the function once its containers are removed.
+pub async fn clear_all_containers(conn: &mut PgConnection, function_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"UPDATE deployments SET container_id = NULL, runtime_endpoint = NULL, updated_at = now()
+           WHERE function_id = $1 AND NOT is_active
+             AND (container_id IS NOT NULL OR runtime_endpoint IS NOT NULL)"#,
+        function_id
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
 }

@@ -18,12 +18,13 @@ pub struct FunctionRow {
     pub last_version: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
     pub active_version: Option<i32>,
     pub image_tag: Option<String>,
     pub image_digest: Option<String>,
 }
 
-/// Creates the function, or returns `None` when the owner already has one of that name.
+/// Creates the function, or returns `None` when the owner already has a live one of that name.
 pub async fn insert(
     conn: &mut PgConnection,
     owner_id: Uuid,
@@ -32,7 +33,7 @@ pub async fn insert(
 ) -> sqlx::Result<Option<Uuid>> {
     sqlx::query_scalar!(
         r#"INSERT INTO functions (id, owner_id, name, skip_signing) VALUES ($1, $2, $3, $4)
-           ON CONFLICT (owner_id, name) DO NOTHING
+           ON CONFLICT (owner_id, name) WHERE status <> 'deleted' DO NOTHING
            RETURNING id"#,
         Uuid::new_v4(),
         owner_id,

@@ -2,11 +2,13 @@
 //! trusted inside.
 
 mod api_key;
+mod deletion;
 mod function_name;
 mod image;
 mod status;
 
 pub use api_key::{ApiKey, ApiKeyHash};
+pub use deletion::{DeletionReason, days_remaining};
 pub use function_name::{FunctionName, FunctionNameError};
 pub use image::{Digest, DigestError, ImageRef};
 pub use status::{

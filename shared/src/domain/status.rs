@@ -35,6 +35,12 @@ pub enum FunctionEvent {
         /// The function has an active deployment after the change.
         has_active: bool,
     },
+    /// Its owner (or the scheduler) scheduled it for deletion; it stops serving.
+    DeletionRequested,
+    /// The scheduled deletion was cancelled; the function goes back to what its deployments say.
+    DeletionCancelled { in_flight: bool, has_active: bool },
+    /// Its containers, images and archives are gone; only the tombstone is left.
+    Purged,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,18 +90,30 @@ impl FunctionStatus {
             (
                 Building,
                 DeploymentSettled {
-                    others_in_flight,
+                    others_in_flight: in_flight,
                     has_active,
                 },
-            ) => Ok(match (others_in_flight, has_active) {
+            )
+            | (
+                PendingDeletion,
+                DeletionCancelled {
+                    in_flight,
+                    has_active,
+                },
+            ) => Ok(match (in_flight, has_active) {
                 (true, _) => Building,
                 (false, true) => Active,
                 (false, false) => Init,
             }),
             // A deletion requested while a build ran wins; the build's outcome changes nothing.
             (PendingDeletion | Deleted, DeploymentSettled { .. }) => Ok(self),
-            (PendingDeletion | Deleted, DeployRequested)
-            | (Init | Active, DeploymentSettled { .. }) => Err(illegal(self, event)),
+            (Init | Building | Active, DeletionRequested) => Ok(PendingDeletion),
+            (PendingDeletion, Purged) => Ok(Deleted),
+            (PendingDeletion | Deleted, DeployRequested | DeletionRequested)
+            | (Init | Active, DeploymentSettled { .. })
+            | (Init | Building | Active | Deleted, DeletionCancelled { .. } | Purged) => {
+                Err(illegal(self, event))
+            }
         }
     }
 
@@ -191,12 +209,22 @@ mod tests {
     #[test]
     fn every_function_state_and_event() {
         use FunctionStatus::*;
+        let cancelled = |in_flight, has_active| FunctionEvent::DeletionCancelled {
+            in_flight,
+            has_active,
+        };
         let events = [
             FunctionEvent::DeployRequested,
             settled(false, false),
             settled(false, true),
             settled(true, false),
             settled(true, true),
+            FunctionEvent::DeletionRequested,
+            cancelled(false, false),
+            cancelled(false, true),
+            cancelled(true, false),
+            cancelled(true, true),
+            FunctionEvent::Purged,
         ];
         for state in FunctionStatus::ALL {
             for event in events {
@@ -220,6 +248,23 @@ mod tests {
                         Some(PendingDeletion)
                     }
                     (Deleted, FunctionEvent::DeploymentSettled { .. }) => Some(Deleted),
+                    (Init | Building | Active, FunctionEvent::DeletionRequested) => {
+                        Some(PendingDeletion)
+                    }
+                    (
+                        PendingDeletion,
+                        FunctionEvent::DeletionCancelled {
+                            in_flight: true, ..
+                        },
+                    ) => Some(Building),
+                    (
+                        PendingDeletion,
+                        FunctionEvent::DeletionCancelled {
+                            has_active: true, ..
+                        },
+                    ) => Some(Active),
+                    (PendingDeletion, FunctionEvent::DeletionCancelled { .. }) => Some(Init),
+                    (PendingDeletion, FunctionEvent::Purged) => Some(Deleted),
                     _ => None,
                 };
                 assert_eq!(state.apply(event).ok(), expected, "{state:?} × {event:?}");

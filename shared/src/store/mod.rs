@@ -32,7 +32,12 @@ pub enum StoreError {
 
 /// Where version `version` of a function's archive is stored.
 pub fn archive_key(function_id: Uuid, version: i32) -> String {
-    format!("functions/{function_id}/v{version}.tar.gz")
+    format!("{}v{version}.tar.gz", function_prefix(function_id))
+}
+
+/// The prefix under which every archive of a function lives.
+pub fn function_prefix(function_id: Uuid) -> String {
+    format!("functions/{function_id}/")
 }
 
 pub enum ArchiveStore {

@@ -4,10 +4,12 @@
 
 use std::sync::Arc;
 
+use anyhow::Context;
+
 use slipway_shared::{
     db,
     domain::{DeploymentStatus, Digest, ImageRef},
-    jobs::DeployJob,
+    jobs::{DeployJob, Job, PurgeJob},
 };
 use tracing::info;
 
@@ -215,7 +217,8 @@ async fn switch_traffic(
             "the deployment was changed while it started".into(),
         ));
     }
-    // A new version settles the function's lifecycle status; a rollback leaves it as it is.
+    // A new version settles the function's lifecycle status and may push the oldest retained
+    // version out of the window; a rollback changes neither.
     if let Activation::NewVersion = activation {
         settle_function(
             &mut tx,
@@ -224,6 +227,14 @@ async fn switch_traffic(
             &function.status,
         )
         .await
+        .map_err(StepError::Transient)?;
+        PurgeJob::OldVersions {
+            function_id: deployment.function_id,
+            activated: deployment.id,
+        }
+        .enqueue(&mut tx)
+        .await
+        .context("enqueueing the retention purge")
         .map_err(StepError::Transient)?;
     }
     db::logs::append(

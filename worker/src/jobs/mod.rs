@@ -7,6 +7,7 @@
 
 mod build;
 mod deploy;
+mod purge;
 mod push;
 mod rollback;
 

@@ -66,6 +66,12 @@ async fn rollback(
         .as_deref()
         .and_then(|d| Digest::parse(d).ok())
         .ok_or_else(|| StepError::Permanent("the version has no recorded digest".into()))?;
+    if deployment.pruned_at.is_some() {
+        return Err(StepError::Permanent(format!(
+            "version {} is past the retention window; its image was removed",
+            deployment.version
+        )));
+    }
     log_info(
         env,
         deployment.id,

@@ -109,4 +109,36 @@ impl OciRegistry {
             .map(Some)
             .map_err(|e| RegistryError::Refused(e.to_string()))
     }
+
+    /// `DELETE /v2/<repository>/manifests/<digest>`: removes the manifest and every tag pointing
+    /// at it from `image`'s repository. A manifest already gone is fine (purges are re-run).
+    pub async fn delete_manifest(
+        &self,
+        image: &ImageRef,
+        digest: &Digest,
+    ) -> Result<(), RegistryError> {
+        let url = format!(
+            "{}/v2/{}/manifests/{}",
+            self.base_url(),
+            image.repository,
+            digest.as_str()
+        );
+        let response = self
+            .http
+            .delete(&url)
+            .send()
+            .await
+            .map_err(|e| RegistryError::Unavailable(format!("DELETE {url}: {e}")))?;
+        match response.status() {
+            s if s.is_success() || s == StatusCode::NOT_FOUND => Ok(()),
+            StatusCode::METHOD_NOT_ALLOWED => Err(RegistryError::Refused(format!(
+                "DELETE {url}: the registry does not allow deletes \
+                 (distribution needs storage.delete.enabled: true)"
+            ))),
+            s if s.is_server_error() => {
+                Err(RegistryError::Unavailable(format!("DELETE {url}: {s}")))
+            }
+            s => Err(RegistryError::Refused(format!("DELETE {url}: {s}"))),
+        }
+    }
 }

@@ -12,8 +12,8 @@ use bollard::{
     Docker,
     models::{ContainerCreateBody, HostConfig},
     query_parameters::{
-        CreateContainerOptions, InspectContainerOptions, LogsOptions, RemoveContainerOptions,
-        StopContainerOptions,
+        CreateContainerOptions, InspectContainerOptions, ListContainersOptions, ListImagesOptions,
+        LogsOptions, RemoveContainerOptions, RemoveImageOptions, StopContainerOptions,
     },
 };
 use futures::StreamExt;
@@ -198,5 +198,58 @@ impl DockerRuntime {
             }) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Every container labelled with the function, running or not: what the database knows of
+    /// plus whatever a crashed job left behind.
+    pub async fn containers_of(&self, function_id: Uuid) -> Result<Vec<String>, RuntimeError> {
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{FUNCTION_LABEL}={function_id}")],
+        )]);
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let containers = self.docker.list_containers(Some(options)).await?;
+        Ok(containers.into_iter().filter_map(|c| c.id).collect())
+    }
+
+    /// Removes every reference to `repository` (`registry/name`) from the engine's store: the
+    /// builds Docker's BuildKit exported there and the copies pulled to run them. References are
+    /// removed one by one, never the image by id: an identical build of another function shares
+    /// the image id and must keep its own tags.
+    pub async fn remove_images(&self, repository: &str) -> Result<usize, RuntimeError> {
+        let filters = HashMap::from([("reference".to_owned(), vec![repository.to_owned()])]);
+        let options = ListImagesOptions {
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let images = self.docker.list_images(Some(options)).await?;
+        let ours = |reference: &&String| {
+            reference
+                .strip_prefix(repository)
+                .is_some_and(|rest| rest.starts_with(':') || rest.starts_with('@'))
+        };
+        let references: Vec<&String> = images
+            .iter()
+            .flat_map(|image| image.repo_tags.iter().chain(&image.repo_digests))
+            .filter(ours)
+            .collect();
+        for reference in &references {
+            match self
+                .docker
+                .remove_image(reference, None::<RemoveImageOptions>, None)
+                .await
+            {
+                Ok(_)
+                | Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(references.len())
     }
 }

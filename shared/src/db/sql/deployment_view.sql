@@ -20,7 +20,8 @@ SELECT
     d.build_started_at,
     d.built_at,
     d.pushed_at,
-    d.deployed_at
+    d.deployed_at,
+    d.pruned_at
 FROM deployments d
 JOIN functions f ON f.id = d.function_id
 WHERE ($1::uuid IS NULL OR d.id = $1)

@@ -1,4 +1,5 @@
--- A function of one owner with its active deployment, by id, by name, or all of them.
+-- A function of one owner with its active deployment: by id (tombstones included, their history
+-- stays readable), by name, or all of them (live functions only, like the name lookup).
 SELECT
     f.id,
     f.owner_id,
@@ -9,6 +10,7 @@ SELECT
     f.last_version,
     f.created_at,
     f.updated_at,
+    f.deleted_at,
     d.version AS "active_version?",
     d.image_tag AS "image_tag?",
     d.image_digest AS "image_digest?"
@@ -17,4 +19,5 @@ LEFT JOIN deployments d ON d.function_id = f.id AND d.is_active
 WHERE f.owner_id = $1
   AND ($2::uuid IS NULL OR f.id = $2)
   AND ($3::text IS NULL OR f.name = $3)
+  AND ($2::uuid IS NOT NULL OR f.status <> 'deleted')
 ORDER BY f.created_at DESC, f.id

@@ -1,0 +1,125 @@
+//! Deleting a function (seed 000): schedule it for deletion after a grace period, during which it
+//! stops serving but nothing is destroyed, or cancel that and have it serve again. The purge that
+//! ends the grace period is the worker's `purge` job.
+
+use anyhow::Context;
+use slipway_shared::{
+    db::{self, deletions::PendingDeletionRow, functions::LockedFunction},
+    domain::{DeletionReason, FunctionEvent, FunctionStatus},
+};
+use uuid::Uuid;
+
+use crate::{AppState, auth::Caller, error::ApiError};
+
+/// Locks the caller's function for the rest of the transaction.
+async fn lock_owned(
+    tx: &mut sqlx::PgConnection,
+    caller: Caller,
+    function_id: Uuid,
+) -> Result<(LockedFunction, FunctionStatus), ApiError> {
+    let function = db::functions::lock(tx, function_id)
+        .await?
+        .filter(|f| f.owner_id == caller.user_id)
+        .ok_or_else(ApiError::function_not_found)?;
+    let status = FunctionStatus::parse(&function.status).context("stored function status")?;
+    Ok((function, status))
+}
+
+pub fn function_deleted() -> ApiError {
+    ApiError::new(
+        http::StatusCode::GONE,
+        "function_deleted",
+        "the function was deleted; its name stays reserved for a while and its history readable",
+    )
+}
+
+/// `DELETE /api/functions/{id}`: the function stops serving now and is purged once the grace
+/// period is over, unless the deletion is cancelled first.
+#[tracing::instrument(skip(state, caller))]
+pub async fn schedule(
+    state: &AppState,
+    caller: Caller,
+    function_id: Uuid,
+) -> Result<PendingDeletionRow, ApiError> {
+    let mut tx = state.pool.begin().await?;
+    let (function, status) = lock_owned(&mut tx, caller, function_id).await?;
+    let next = status
+        .apply(FunctionEvent::DeletionRequested)
+        .map_err(|_| match status {
+            FunctionStatus::Deleted => function_deleted(),
+            _ => ApiError::conflict(
+                "deletion_already_scheduled",
+                "the function is already scheduled for deletion; see its deletion-status",
+            ),
+        })?;
+    let image_tag = db::deployments::active_for_function(&mut tx, function.id)
+        .await?
+        .and_then(|active| active.image_tag);
+    db::deletions::schedule(
+        &mut tx,
+        function.id,
+        DeletionReason::UserRequested,
+        image_tag.as_deref(),
+        state.config.deletion_grace,
+    )
+    .await?;
+    db::functions::set_status(&mut tx, function.id, next).await?;
+    let scheduled = db::deletions::open_for_function(&mut tx, function.id)
+        .await?
+        .context("the deletion just scheduled is not there")?;
+    tx.commit().await?;
+    Ok(scheduled)
+}
+
+pub struct Restored {
+    pub function_id: Uuid,
+    pub name: String,
+    pub status: FunctionStatus,
+}
+
+/// `POST /api/functions/{id}/cancel-deletion`: back to what its deployments say (active when one
+/// serves), serving again at once, since nothing was stopped.
+#[tracing::instrument(skip(state, caller))]
+pub async fn cancel(
+    state: &AppState,
+    caller: Caller,
+    function_id: Uuid,
+) -> Result<Restored, ApiError> {
+    let mut tx = state.pool.begin().await?;
+    let (function, status) = lock_owned(&mut tx, caller, function_id).await?;
+    match status {
+        FunctionStatus::PendingDeletion => {}
+        FunctionStatus::Deleted => return Err(function_deleted()),
+        _ => {
+            return Err(ApiError::conflict(
+                "no_pending_deletion",
+                format!("the function is {status}; it is not scheduled for deletion"),
+            ));
+        }
+    }
+    let open = db::deletions::open_for_function(&mut tx, function.id).await?;
+    if open.is_some_and(|d| d.status == "purging") {
+        return Err(ApiError::conflict(
+            "purge_in_progress",
+            "the grace period is over and the function is being purged; it cannot be restored",
+        ));
+    }
+    db::deletions::cancel(&mut tx, function.id).await?;
+    let in_flight = db::deployments::others_in_flight(&mut tx, function.id, Uuid::nil()).await?;
+    let has_active = db::deployments::active_for_function(&mut tx, function.id)
+        .await?
+        .is_some();
+    let restored = status
+        .apply(FunctionEvent::DeletionCancelled {
+            in_flight,
+            has_active,
+        })
+        .context("restoring the function's status")?;
+    db::functions::set_status(&mut tx, function.id, restored).await?;
+    tx.commit().await?;
+    Ok(Restored {
+        function_id: function.id,
+        name: function.name,
+        status: restored,
+    })
+}

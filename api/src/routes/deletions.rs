@@ -1,0 +1,172 @@
+//! Deletion with a grace period, in seed 000's shapes: delete, the pending deletions, one
+//! function's deletion status, and cancelling.
+
+use axum::{
+    Json,
+    extract::{Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use chrono::Utc;
+use serde::Serialize;
+use slipway_shared::{
+    db::{self, deletions::PendingDeletionRow},
+    domain::days_remaining,
+};
+use uuid::Uuid;
+
+use super::{functions::parse_id, timestamp};
+use crate::{AppState, auth::Caller, deletion, error::ApiError};
+
+#[derive(Serialize)]
+pub struct DeletionInfo {
+    id: Uuid,
+    image_tag: Option<String>,
+    reason: String,
+    deletion_date: String,
+    days_remaining: i64,
+    scheduled_at: String,
+}
+
+impl From<&PendingDeletionRow> for DeletionInfo {
+    fn from(row: &PendingDeletionRow) -> Self {
+        Self {
+            id: row.id,
+            image_tag: row.image_tag.clone(),
+            reason: row.reason.clone(),
+            deletion_date: timestamp(row.deletion_date),
+            days_remaining: days_remaining(row.deletion_date, Utc::now()),
+            scheduled_at: timestamp(row.scheduled_at),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct FunctionBrief {
+    uuid: Uuid,
+    name: String,
+    status: String,
+}
+
+#[derive(Serialize)]
+pub struct DeletionScheduled {
+    message: &'static str,
+    function: FunctionBrief,
+    deletion_info: DeletionInfo,
+}
+
+/// `DELETE /api/functions/{id}`: 202, the function stops serving and is purged after the grace
+/// period unless cancelled.
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let scheduled = deletion::schedule(&state, caller, id).await?;
+    let body = DeletionScheduled {
+        message: "Function scheduled for deletion",
+        deletion_info: DeletionInfo::from(&scheduled),
+        function: FunctionBrief {
+            uuid: scheduled.function_id,
+            name: scheduled.function_name,
+            status: scheduled.function_status,
+        },
+    };
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+#[derive(Serialize)]
+pub struct PendingDeletion {
+    id: Uuid,
+    function_uuid: Uuid,
+    function_name: String,
+    function_status: String,
+    #[serde(flatten)]
+    info: DeletionInfo,
+}
+
+#[derive(Serialize)]
+pub struct PendingDeletions {
+    pending_deletions: Vec<PendingDeletion>,
+    count: usize,
+}
+
+/// `GET /api/functions/pending-deletions`: the caller's scheduled deletions, soonest first.
+pub async fn pending(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<PendingDeletions>, ApiError> {
+    let mut conn = state.pool.acquire().await?;
+    let rows = db::deletions::open_for_owner(&mut conn, caller.user_id).await?;
+    let pending_deletions: Vec<PendingDeletion> = rows
+        .iter()
+        .map(|row| PendingDeletion {
+            id: row.id,
+            function_uuid: row.function_id,
+            function_name: row.function_name.clone(),
+            function_status: row.function_status.clone(),
+            info: DeletionInfo::from(row),
+        })
+        .collect();
+    Ok(Json(PendingDeletions {
+        count: pending_deletions.len(),
+        pending_deletions,
+    }))
+}
+
+#[derive(Serialize)]
+pub struct DeletionStatus {
+    function_uuid: Uuid,
+    function_name: String,
+    function_status: String,
+    has_pending_deletion: bool,
+    deletion_info: Option<DeletionInfo>,
+}
+
+/// `GET /api/functions/{id}/deletion-status`.
+pub async fn status(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<DeletionStatus>, ApiError> {
+    let id = parse_id(&id)?;
+    let mut conn = state.pool.acquire().await?;
+    let function = db::functions::find(&mut conn, caller.user_id, id)
+        .await?
+        .ok_or_else(ApiError::function_not_found)?;
+    let open = db::deletions::open_for_function(&mut conn, id).await?;
+    Ok(Json(DeletionStatus {
+        function_uuid: function.id,
+        function_name: function.name,
+        function_status: function.status,
+        has_pending_deletion: open.is_some(),
+        deletion_info: open.as_ref().map(DeletionInfo::from),
+    }))
+}
+
+#[derive(Serialize)]
+pub struct DeletionCancelled {
+    success: bool,
+    message: &'static str,
+    function: FunctionBrief,
+}
+
+/// `POST /api/functions/{id}/cancel-deletion`: 200, the function serves again.
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<DeletionCancelled>, ApiError> {
+    let id = parse_id(&id)?;
+    let restored = deletion::cancel(&state, caller, id).await?;
+    Ok(Json(DeletionCancelled {
+        success: true,
+        message: "Deletion cancelled successfully",
+        function: FunctionBrief {
+            uuid: restored.function_id,
+            name: restored.name,
+            status: restored.status.as_str().to_owned(),
+        },
+    }))
+}

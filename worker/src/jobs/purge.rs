@@ -1,0 +1,236 @@
+//! `purge`: remove what a deleted function, or the versions a function no longer retains, leave
+//! behind. The order survives a crash at any step, because each step only removes things the
+//! steps before it made unreachable and every removal accepts "already gone":
+//!
+//! 1. under the function's lock, fence everything: the deletion becomes `purging` (no cancel),
+//!    in-flight deployments fail, the active one steps down, every version is fenced against
+//!    rollback;
+//! 2. the runtime's containers (found by label, so a crashed job's leftovers go too);
+//! 3. every image of the function from the registry, by digest, and from the engine's store;
+//! 4. every archive from the object store;
+//! 5. the function becomes a tombstone: status `deleted`, history kept, name reserved.
+//!
+//! Retention (`OldVersions`) runs steps 3 and 4 for versions past the window, but never deletes a
+//! digest that the active version, a retained version, or a function in its grace period uses.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use slipway_shared::{
+    db::{self, deployments::PruneTarget},
+    domain::{Digest, FunctionStatus, ImageRef},
+    jobs::PurgeJob,
+    store::{StoreError, function_prefix},
+};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::{RunJob, StepError, deploy::runtime_step, with_retries};
+use crate::{Environment, registry::RegistryError};
+
+impl RunJob for PurgeJob {
+    #[tracing::instrument(name = "purge", skip_all, fields(job = ?self))]
+    async fn run(self, env: Arc<Environment>) -> anyhow::Result<()> {
+        let outcome = match self {
+            Self::Function { function_id, .. } => purge_function(&env, function_id).await,
+            Self::OldVersions { function_id, .. } => prune_old_versions(&env, function_id).await,
+        };
+        // A purge that fails is a job error: it changed nothing a user reads, and running it
+        // again (the scheduler's next sweep, or an operator) finishes it.
+        outcome.map_err(|e| match e {
+            StepError::Permanent(m) => anyhow::anyhow!(m),
+            StepError::Transient(e) => e,
+        })
+    }
+}
+
+async fn purge_function(env: &Environment, function_id: Uuid) -> Result<(), StepError> {
+    let Some(deletion) = fence_function(env, function_id).await? else {
+        return Ok(());
+    };
+
+    // 2. Containers.
+    let containers = with_retries(env, "listing the function's containers", || async {
+        env.runtime
+            .containers_of(function_id)
+            .await
+            .map_err(runtime_step)
+    })
+    .await?;
+    for container in &containers {
+        with_retries(env, "removing a container", || async {
+            env.runtime.remove(container).await.map_err(runtime_step)
+        })
+        .await?;
+    }
+    {
+        let mut conn = env.pool.acquire().await?;
+        db::deployments::clear_all_containers(&mut conn, function_id).await?;
+    }
+
+    // 3 and 4. Images, then archives.
+    let targets = {
+        let mut conn = env.pool.acquire().await?;
+        db::deployments::purge_targets(&mut conn, function_id).await?
+    };
+    remove_images(env, &targets).await?;
+    for repository in repositories(&targets) {
+        with_retries(env, "removing engine images", || async {
+            env.runtime
+                .remove_images(&repository)
+                .await
+                .map_err(runtime_step)
+        })
+        .await?;
+    }
+    remove_archives(env, &targets).await?;
+    // Archives no deployment row points to (an upload whose transaction then failed).
+    let leftovers = with_retries(env, "listing the function's archives", || async {
+        env.store
+            .list(&function_prefix(function_id))
+            .await
+            .map_err(store_step)
+    })
+    .await?;
+    for key in &leftovers {
+        delete_archive(env, key).await?;
+    }
+
+    // 5. The tombstone.
+    let mut tx = env.pool.begin().await?;
+    db::functions::lock(&mut tx, function_id).await?;
+    let tombstoned =
+        db::deletions::tombstone_function(&mut tx, function_id, env.config.name_reservation)
+            .await?;
+    db::deletions::complete(&mut tx, deletion).await?;
+    tx.commit().await?;
+    info!(
+        %function_id,
+        containers = containers.len(),
+        versions = targets.len(),
+        tombstoned,
+        "function purged"
+    );
+    Ok(())
+}
+
+/// Step 1. Returns the deletion to complete, or `None` when there is nothing to purge: the
+/// deletion was cancelled, or an earlier run finished it.
+async fn fence_function(env: &Environment, function_id: Uuid) -> Result<Option<Uuid>, StepError> {
+    let mut tx = env.pool.begin().await?;
+    let Some(function) = db::functions::lock(&mut tx, function_id).await? else {
+        warn!(%function_id, "no such function; nothing to purge");
+        return Ok(None);
+    };
+    let status = FunctionStatus::parse(&function.status)
+        .context("stored function status")
+        .map_err(StepError::Transient)?;
+    if status != FunctionStatus::PendingDeletion {
+        info!(%function_id, %status, "function is not pending deletion; nothing to purge");
+        return Ok(None);
+    }
+    let deletion = db::deletions::open_for_function(&mut tx, function_id)
+        .await?
+        .ok_or_else(|| {
+            StepError::Permanent(format!(
+                "function {function_id} is pending deletion without a deletion record"
+            ))
+        })?;
+    db::deletions::begin_purge(&mut tx, deletion.id).await?;
+    db::deployments::retire_all(&mut tx, function_id, "the function was deleted").await?;
+    tx.commit().await?;
+    Ok(Some(deletion.id))
+}
+
+async fn prune_old_versions(env: &Environment, function_id: Uuid) -> Result<(), StepError> {
+    let targets = {
+        let mut tx = env.pool.begin().await?;
+        let Some(function) = db::functions::lock(&mut tx, function_id).await? else {
+            return Ok(());
+        };
+        // A function in its grace period keeps everything: a cancel must find it whole.
+        if function.status == FunctionStatus::PendingDeletion.as_str()
+            || function.status == FunctionStatus::Deleted.as_str()
+        {
+            return Ok(());
+        }
+        let keep = i64::from(env.config.retained_versions);
+        let targets = db::deployments::retention_candidates(&mut tx, function_id, keep).await?;
+        let ids: Vec<Uuid> = targets.iter().map(|t| t.id).collect();
+        db::deployments::begin_prune(&mut tx, &ids).await?;
+        tx.commit().await?;
+        targets
+    };
+    if targets.is_empty() {
+        return Ok(());
+    }
+    remove_images(env, &targets).await?;
+    remove_archives(env, &targets).await?;
+    info!(
+        %function_id,
+        versions = ?targets.iter().map(|t| t.version).collect::<Vec<_>>(),
+        kept_shared_digests = targets.iter().filter(|t| t.digest_in_use).count(),
+        "pruned versions past the retention window"
+    );
+    Ok(())
+}
+
+/// Deletes each target's manifest by digest, unless another version still uses it.
+async fn remove_images(env: &Environment, targets: &[PruneTarget]) -> Result<(), StepError> {
+    for target in targets.iter().filter(|t| !t.digest_in_use) {
+        let (Some(tag), Some(digest)) = (&target.image_tag, &target.image_digest) else {
+            continue;
+        };
+        let (Some(image), Ok(digest)) = (ImageRef::parse_tagged(tag), Digest::parse(digest)) else {
+            warn!(deployment_id = %target.id, tag, digest, "unparseable image reference; skipped");
+            continue;
+        };
+        with_retries(env, "deleting an image from the registry", || async {
+            env.registry
+                .delete_manifest(&image, &digest)
+                .await
+                .map_err(|e| match e {
+                    RegistryError::Unavailable(m) => StepError::Transient(anyhow::anyhow!(m)),
+                    RegistryError::Refused(m) => StepError::Permanent(m),
+                })
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// Deletes each target's archive, then records the version as pruned.
+async fn remove_archives(env: &Environment, targets: &[PruneTarget]) -> Result<(), StepError> {
+    for target in targets {
+        delete_archive(env, &target.archive_key).await?;
+        let mut conn = env.pool.acquire().await?;
+        db::deployments::mark_pruned(&mut conn, target.id).await?;
+    }
+    Ok(())
+}
+
+async fn delete_archive(env: &Environment, key: &str) -> Result<(), StepError> {
+    with_retries(env, "deleting an archive", || async {
+        env.store.delete(key).await.map_err(store_step)
+    })
+    .await
+}
+
+fn store_step(e: StoreError) -> StepError {
+    match e {
+        StoreError::Unavailable(e) => StepError::Transient(e),
+        other => StepError::Permanent(other.to_string()),
+    }
+}
+
+/// The distinct `registry/repository` names the targets were pushed to.
+fn repositories(targets: &[PruneTarget]) -> Vec<String> {
+    let mut names: Vec<String> = targets
+        .iter()
+        .filter_map(|t| t.image_tag.as_deref().and_then(ImageRef::parse_tagged))
+        .map(|image| image.name())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
