@@ -8,6 +8,7 @@ use slipway_shared::{
     config::{ApiConfig, DatabaseConfig, StoreConfig, WorkerConfig},
     db,
     domain::{ApiKey, ApiKeyHash},
+    jobs::{Job, PurgeJob},
     store::ArchiveStore,
     telemetry,
 };
@@ -21,6 +22,8 @@ commands:
   dev                  migrate, then run the API and a worker in one process
   migrate              apply database migrations and exit
   create-key <user>    create the user if needed and print a new API key for it
+  purge <function-id>  purge a function scheduled for deletion now, without waiting for the end
+                       of its grace period (the worker runs it; safe to repeat)
 
 configuration comes from the environment; see README.md";
 
@@ -45,6 +48,13 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", key.expose());
             Ok(())
         }
+        ["purge", function_id] => {
+            let function_id: uuid::Uuid = function_id
+                .parse()
+                .with_context(|| format!("{function_id:?} is not a function id"))?;
+            let pool = db::connect(&DatabaseConfig::from_env()?).await?;
+            purge(&pool, function_id).await
+        }
         ["help" | "--help" | "-h"] => {
             println!("{USAGE}");
             Ok(())
@@ -63,6 +73,26 @@ async fn create_key(pool: &PgPool, user: &str) -> anyhow::Result<ApiKey> {
     db::users::insert_api_key(&mut tx, user_id, &key).await?;
     tx.commit().await?;
     Ok(key)
+}
+
+/// Enqueues the purge if the function is scheduled for deletion; the job itself re-checks that.
+async fn purge(pool: &PgPool, function_id: uuid::Uuid) -> anyhow::Result<()> {
+    let mut tx = pool.begin().await?;
+    let deletion = db::deletions::open_for_function(&mut tx, function_id)
+        .await?
+        .with_context(|| format!("function {function_id} is not scheduled for deletion"))?;
+    PurgeJob::Function {
+        function_id,
+        request_id: uuid::Uuid::new_v4(),
+    }
+    .enqueue(&mut tx)
+    .await?;
+    tx.commit().await?;
+    println!(
+        "purge of {} ({function_id}) enqueued; it was due {}",
+        deletion.function_name, deletion.deletion_date
+    );
+    Ok(())
 }
 
 /// Reuses the key already written to the dev env file while it is still valid, so restarting
