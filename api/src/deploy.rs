@@ -11,7 +11,7 @@ use http::StatusCode;
 use slipway_shared::{
     archive::{self, ArchiveError},
     db::{self, deployments::NewDeployment},
-    domain::{FunctionEvent, FunctionStatus},
+    domain::{FunctionEvent, FunctionStatus, ServingEvent},
     jobs::{BuildJob, Job},
     store::archive_key,
 };
@@ -68,6 +68,9 @@ pub async fn accept(
         )
     })?;
     let version = db::functions::allocate_version(&mut tx, function.id).await?;
+    db::functions::transition_serving(&mut tx, function.id, &ServingEvent::UpdateStarted)
+        .await
+        .context("marking the update in progress")?;
     let deployment_id = Uuid::new_v4();
     let key = archive_key(function.id, version);
     let env = serde_json::to_value(&request.env).context("encoding env")?;

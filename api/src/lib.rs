@@ -74,6 +74,10 @@ pub fn router(state: AppState) -> Router {
             get(routes::functions::get).delete(routes::deletions::delete),
         )
         .route(
+            "/api/functions/{id}/verify",
+            post(routes::integrity::verify),
+        )
+        .route(
             "/api/functions/{id}/deletion-status",
             get(routes::deletions::status),
         )

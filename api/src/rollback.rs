@@ -5,7 +5,7 @@ use anyhow::Context;
 use http::StatusCode;
 use slipway_shared::{
     db,
-    domain::{DeploymentStatus, FunctionStatus},
+    domain::{DeploymentStatus, FunctionStatus, ServingEvent},
     jobs::{Job, RollbackJob},
 };
 use uuid::Uuid;
@@ -82,6 +82,9 @@ pub async fn accept(
         }
     }
     let active = db::deployments::active_for_function(&mut tx, function_id).await?;
+    db::functions::transition_serving(&mut tx, function_id, &ServingEvent::UpdateStarted)
+        .await
+        .context("marking the update in progress")?;
     RollbackJob {
         deployment_id: target.id,
         request_id: Uuid::new_v4(),

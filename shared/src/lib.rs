@@ -1,13 +1,16 @@
 //! Slipway's common crate: domain types and state machines (`domain`, pure), every SQL statement
 //! (`db`), the job contract between enqueuers and the worker (`jobs`), typed configuration
-//! (`config`), archive validation (`archive`) and archive storage (`store`).
+//! (`config`), archive validation (`archive`), archive storage (`store`), and reading the
+//! registry (`registry`).
 //!
-//! Architecture invariant: nothing here talks to BuildKit, a registry or a container runtime.
+//! Architecture invariant: nothing here talks to BuildKit or a container runtime.
 
 pub mod archive;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod integrity;
 pub mod jobs;
+pub mod registry;
 pub mod store;
 pub mod telemetry;

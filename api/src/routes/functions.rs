@@ -98,7 +98,17 @@ pub async fn init(
 pub struct FunctionResponse {
     id: Uuid,
     name: String,
+    /// Lifecycle (seed 000): init, building, active, pending_deletion, deleted.
     status: String,
+    /// Serving (seed 001): Pending, Active, Failed, Inactive; only Active is invocable.
+    state: String,
+    state_reason: Option<String>,
+    last_update_status: Option<String>,
+    last_update_status_reason: Option<String>,
+    on_tag_overwrite: String,
+    /// The recorded tag now points at another digest; the recorded one still serves.
+    image_drift: Option<serde_json::Value>,
+    verified_at: Option<String>,
     skip_signing: bool,
     active_version: Option<i32>,
     latest_version: i32,
@@ -117,6 +127,13 @@ impl From<FunctionRow> for FunctionResponse {
             id: row.id,
             name: row.name,
             status: row.status,
+            state: row.state,
+            state_reason: row.state_reason,
+            last_update_status: row.last_update_status,
+            last_update_status_reason: row.last_update_status_reason,
+            on_tag_overwrite: row.on_tag_overwrite,
+            image_drift: row.image_drift,
+            verified_at: row.verified_at.map(timestamp),
             skip_signing: row.skip_signing,
             active_version: row.active_version,
             latest_version: row.last_version,

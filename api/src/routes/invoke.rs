@@ -72,6 +72,30 @@ async fn resolve(state: &AppState, caller: Caller, id: Uuid) -> Result<String, A
         "deleted" => return Err(crate::deletion::function_deleted()),
         _ => {}
     }
+    // Seed 001: only an Active function is invocable; the others say why not.
+    match route.state.as_str() {
+        "Failed" => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "function_failed",
+                format!(
+                    "the function is Failed ({}); deploy a new version or roll back",
+                    route
+                        .state_reason
+                        .as_deref()
+                        .unwrap_or("no reason recorded")
+                ),
+            ));
+        }
+        "Inactive" => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "function_inactive",
+                "the function is Inactive: it was idle and its resources were released",
+            ));
+        }
+        _ => {}
+    }
     route.endpoint.ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

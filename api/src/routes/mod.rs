@@ -4,6 +4,7 @@ pub mod deletions;
 pub mod deployments;
 pub mod functions;
 pub mod health;
+pub mod integrity;
 pub mod invoke;
 
 use chrono::{DateTime, SecondsFormat, Utc};

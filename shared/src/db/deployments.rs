@@ -370,6 +370,8 @@ pub async fn endpoints_in_use(conn: &mut PgConnection) -> sqlx::Result<Vec<Strin
 #[derive(Debug, Clone)]
 pub struct Route {
     pub function_status: String,
+    pub state: String,
+    pub state_reason: Option<String>,
     pub endpoint: Option<String>,
 }
 
@@ -380,7 +382,8 @@ pub async fn route(
 ) -> sqlx::Result<Option<Route>> {
     sqlx::query_as!(
         Route,
-        r#"SELECT f.status AS function_status, d.runtime_endpoint AS "endpoint?"
+        r#"SELECT f.status AS function_status, f.state, f.state_reason,
+                  d.runtime_endpoint AS "endpoint?"
            FROM functions f
            LEFT JOIN deployments d ON d.function_id = f.id AND d.is_active
            WHERE f.id = $1 AND f.owner_id = $2"#,

@@ -4,7 +4,9 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::domain::{FunctionName, FunctionStatus};
+use crate::domain::{
+    FunctionName, FunctionStatus, Serving, ServingEvent, ServingState, UpdateStatus,
+};
 
 /// A function with what it currently serves.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -19,6 +21,13 @@ pub struct FunctionRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub deleted_at: Option<DateTime<Utc>>,
+    pub state: String,
+    pub state_reason: Option<String>,
+    pub last_update_status: Option<String>,
+    pub last_update_status_reason: Option<String>,
+    pub on_tag_overwrite: String,
+    pub image_drift: Option<serde_json::Value>,
+    pub verified_at: Option<DateTime<Utc>>,
     pub active_version: Option<i32>,
     pub image_tag: Option<String>,
     pub image_digest: Option<String>,
@@ -145,6 +154,83 @@ pub async fn set_env(
         "UPDATE functions SET env = $2, updated_at = now() WHERE id = $1",
         id,
         env
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Reads the function's serving state; the caller holds the function's lock.
+pub async fn serving(conn: &mut PgConnection, id: Uuid) -> anyhow::Result<Serving> {
+    let row = sqlx::query!(
+        r#"SELECT state, state_reason, last_update_status, last_update_status_reason
+           FROM functions WHERE id = $1"#,
+        id
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(Serving {
+        state: ServingState::parse(&row.state)?,
+        state_reason: row.state_reason,
+        last_update_status: row
+            .last_update_status
+            .as_deref()
+            .map(UpdateStatus::parse)
+            .transpose()?,
+        last_update_status_reason: row.last_update_status_reason,
+    })
+}
+
+/// Applies `event` to the function's serving state and stores the result. Run under the
+/// function's lock, like every status change; an illegal transition is an error, never written.
+pub async fn transition_serving(
+    conn: &mut PgConnection,
+    id: Uuid,
+    event: &ServingEvent,
+) -> anyhow::Result<Serving> {
+    let next = serving(conn, id).await?.apply(event)?;
+    sqlx::query!(
+        r#"UPDATE functions
+           SET state = $2, state_reason = $3, last_update_status = $4,
+               last_update_status_reason = $5, updated_at = now()
+           WHERE id = $1"#,
+        id,
+        next.state.as_str(),
+        next.state_reason.as_deref(),
+        next.last_update_status.map(UpdateStatus::as_str),
+        next.last_update_status_reason.as_deref()
+    )
+    .execute(conn)
+    .await?;
+    Ok(next)
+}
+
+/// Records what the last digest verification found: `drift` is `None` when the tag still points
+/// at the recorded digest.
+pub async fn record_verification(
+    conn: &mut PgConnection,
+    id: Uuid,
+    drift: Option<&serde_json::Value>,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE functions SET image_drift = $2, verified_at = now() WHERE id = $1",
+        id,
+        drift
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn set_on_tag_overwrite(
+    conn: &mut PgConnection,
+    id: Uuid,
+    policy: &str,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE functions SET on_tag_overwrite = $2, updated_at = now() WHERE id = $1",
+        id,
+        policy
     )
     .execute(conn)
     .await?;

@@ -93,6 +93,51 @@ impl ImageRef {
     }
 }
 
+/// What the registry says about a recorded tag and digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verification {
+    /// The tag still points at the recorded digest.
+    Intact,
+    /// The tag was moved (or removed) but the recorded digest is still there, so the function can
+    /// keep running exactly what it ran.
+    Drifted { current: Option<Digest> },
+    /// The recorded digest is gone.
+    Lost {
+        failure: super::ImageFailure,
+        current: Option<Digest>,
+    },
+}
+
+impl Verification {
+    pub fn classify(
+        recorded: &Digest,
+        recorded_present: bool,
+        tag_points_to: Option<Digest>,
+    ) -> Self {
+        match (recorded_present, tag_points_to) {
+            (true, Some(current)) if &current == recorded => Self::Intact,
+            (true, current) => Self::Drifted { current },
+            (false, Some(current)) => Self::Lost {
+                failure: super::ImageFailure::TagOverwritten,
+                current: Some(current),
+            },
+            (false, None) => Self::Lost {
+                failure: super::ImageFailure::NotFound,
+                current: None,
+            },
+        }
+    }
+
+    /// The stable name API answers use.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Intact => "intact",
+            Self::Drifted { .. } => "image_drift",
+            Self::Lost { failure, .. } => failure.code(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,6 +166,32 @@ mod tests {
                 "127.0.0.1:5000/my-function-550e8400@sha256:{}",
                 "0".repeat(64)
             )
+        );
+    }
+
+    #[test]
+    fn verification_tells_drift_from_loss() {
+        let a = Digest::parse(&format!("sha256:{}", "a".repeat(64))).unwrap();
+        let b = Digest::parse(&format!("sha256:{}", "b".repeat(64))).unwrap();
+        assert_eq!(
+            Verification::classify(&a, true, Some(a.clone())),
+            Verification::Intact
+        );
+        assert_eq!(
+            Verification::classify(&a, true, Some(b.clone())),
+            Verification::Drifted {
+                current: Some(b.clone())
+            }
+        );
+        assert_eq!(
+            Verification::classify(&a, true, None),
+            Verification::Drifted { current: None }
+        );
+        let lost = Verification::classify(&a, false, Some(b));
+        assert_eq!(lost.code(), "image_tag_overwritten");
+        assert_eq!(
+            Verification::classify(&a, false, None).code(),
+            "image_not_found"
         );
     }
 }

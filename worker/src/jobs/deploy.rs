@@ -8,7 +8,7 @@ use anyhow::Context;
 
 use slipway_shared::{
     db,
-    domain::{DeploymentStatus, Digest, ImageRef},
+    domain::{DeploymentStatus, Digest, ImageRef, ServingEvent},
     jobs::{DeployJob, Job, PurgeJob},
 };
 use tracing::info;
@@ -217,6 +217,16 @@ async fn switch_traffic(
             "the deployment was changed while it started".into(),
         ));
     }
+    let others_in_flight =
+        db::deployments::others_in_flight(&mut tx, deployment.function_id, deployment.id).await?;
+    db::functions::transition_serving(
+        &mut tx,
+        deployment.function_id,
+        &ServingEvent::UpdateSucceeded { others_in_flight },
+    )
+    .await
+    .map_err(StepError::Transient)?;
+    db::functions::record_verification(&mut tx, deployment.function_id, None).await?;
     // A new version settles the function's lifecycle status and may push the oldest retained
     // version out of the window; a rollback changes neither.
     if let Activation::NewVersion = activation {

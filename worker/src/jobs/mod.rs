@@ -16,7 +16,9 @@ use std::{future::Future, sync::Arc, time::Duration};
 use anyhow::Context;
 use slipway_shared::{
     db,
-    domain::{DeploymentStatus, FunctionEvent, FunctionName, FunctionStatus, ImageRef},
+    domain::{
+        DeploymentStatus, FunctionEvent, FunctionName, FunctionStatus, ImageRef, ServingEvent,
+    },
     jobs::Job,
 };
 use tracing::{error, warn};
@@ -127,6 +129,7 @@ pub async fn fail_deployment(
         .context("the deployment's function is gone")?;
     if db::deployments::fail(&mut tx, deployment_id, reason).await? {
         settle_function(&mut tx, function_id, deployment_id, &function.status).await?;
+        update_failed(&mut tx, function_id, deployment_id, reason).await?;
         db::logs::append(
             &mut tx,
             deployment_id,
@@ -136,6 +139,28 @@ pub async fn fail_deployment(
         .await?;
     }
     tx.commit().await?;
+    Ok(())
+}
+
+/// Records a failed update (a deployment or a rollback) in the function's serving state; what
+/// served before keeps serving.
+pub async fn update_failed(
+    conn: &mut sqlx::PgConnection,
+    function_id: Uuid,
+    deployment_id: Uuid,
+    reason: &str,
+) -> anyhow::Result<()> {
+    let others_in_flight =
+        db::deployments::others_in_flight(conn, function_id, deployment_id).await?;
+    db::functions::transition_serving(
+        conn,
+        function_id,
+        &ServingEvent::UpdateFailed {
+            reason: reason.to_owned(),
+            others_in_flight,
+        },
+    )
+    .await?;
     Ok(())
 }
 

@@ -16,7 +16,7 @@ use tracing::{error, warn};
 use super::{
     RunJob, StepError,
     deploy::{Activation, discard_container, start_and_switch},
-    log_info, log_lines, with_retries,
+    log_info, log_lines, update_failed, with_retries,
 };
 use crate::{Environment, registry::RegistryError};
 
@@ -46,10 +46,24 @@ impl RunJob for RollbackJob {
                 "rollback to version {} failed: {reason}",
                 deployment.version
             );
+            record_failed_rollback(&env, &deployment, &line).await?;
             log_lines(&env, deployment.id, PHASE, vec![("error".into(), line)]).await;
         }
         Ok(())
     }
+}
+
+/// The rollback was an update of the function: its failure shows in the last update status.
+async fn record_failed_rollback(
+    env: &Environment,
+    deployment: &db::deployments::DeploymentRow,
+    reason: &str,
+) -> anyhow::Result<()> {
+    let mut tx = env.pool.begin().await?;
+    db::functions::lock(&mut tx, deployment.function_id).await?;
+    update_failed(&mut tx, deployment.function_id, deployment.id, reason).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 async fn rollback(

@@ -11,6 +11,13 @@ SELECT
     f.created_at,
     f.updated_at,
     f.deleted_at,
+    f.state,
+    f.state_reason,
+    f.last_update_status,
+    f.last_update_status_reason,
+    f.on_tag_overwrite,
+    f.image_drift,
+    f.verified_at,
     d.version AS "active_version?",
     d.image_tag AS "image_tag?",
     d.image_digest AS "image_digest?"

@@ -1,0 +1,381 @@
+//! A function's serving state and the status of its last update (seed 001), beside its lifecycle
+//! status (seed 000). Only `Active` is invocable; while an update is `InProgress`, or after it
+//! `Failed`, invocations keep going to the pre-update deployment.
+
+use std::fmt;
+
+use super::{IllegalTransition, UnknownStatus};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ServingState {
+    /// Resources are being prepared (first deploy, or waking an inactive function).
+    Pending,
+    Active,
+    /// Preparation failed, or the recorded image is no longer in the registry.
+    Failed,
+    /// Idle long enough that its runtime resources were released.
+    Inactive,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UpdateStatus {
+    InProgress,
+    Successful,
+    Failed,
+}
+
+/// Why a function is `Failed` because of its image (seed 001's "original image is no longer
+/// accessible").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ImageFailure {
+    /// The recorded digest is gone and the tag points at another one.
+    TagOverwritten,
+    /// The recorded digest and the tag are both gone.
+    NotFound,
+}
+
+impl ImageFailure {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::TagOverwritten => "image_tag_overwritten",
+            Self::NotFound => "image_not_found",
+        }
+    }
+}
+
+/// What happens to a function, as far as its serving state cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServingEvent {
+    /// A deploy or a rollback was accepted.
+    UpdateStarted,
+    /// An update's version took the traffic. With another update still in flight, the last
+    /// update is that one, so it stays in progress.
+    UpdateSucceeded {
+        others_in_flight: bool,
+    },
+    /// An update failed; whatever served before keeps serving.
+    UpdateFailed {
+        reason: String,
+        others_in_flight: bool,
+    },
+    /// The recorded image cannot be run any more.
+    ImageLost {
+        failure: ImageFailure,
+        detail: String,
+    },
+    /// No invocation for the idle period: its runtime resources are released.
+    IdleReleased,
+    /// An invocation or a redeploy wants an inactive function back.
+    WakeRequested,
+    /// The woken function's image is on the runtime host and it answers again.
+    Woken,
+    WakeFailed {
+        reason: String,
+    },
+}
+
+/// The whole serving view of a function, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Serving {
+    pub state: ServingState,
+    pub state_reason: Option<String>,
+    pub last_update_status: Option<UpdateStatus>,
+    pub last_update_status_reason: Option<String>,
+}
+
+impl Serving {
+    /// A function nothing was deployed to yet.
+    pub fn new() -> Self {
+        Self {
+            state: ServingState::Pending,
+            state_reason: None,
+            last_update_status: None,
+            last_update_status_reason: None,
+        }
+    }
+
+    pub fn apply(&self, event: &ServingEvent) -> Result<Self, IllegalTransition> {
+        use ServingEvent as E;
+        use ServingState as S;
+        let illegal = || IllegalTransition {
+            state: format!("{:?}/{:?}", self.state, self.last_update_status),
+            event: format!("{event:?}"),
+        };
+        let with_state = |state: S, reason: Option<String>| Self {
+            state,
+            state_reason: reason,
+            ..self.clone()
+        };
+        let in_progress = self.last_update_status == Some(UpdateStatus::InProgress);
+        Ok(match (self.state, event) {
+            // An update of a serving function keeps serving the previous version meanwhile.
+            (S::Active, E::UpdateStarted) => Self {
+                last_update_status: Some(UpdateStatus::InProgress),
+                last_update_status_reason: None,
+                ..self.clone()
+            },
+            (S::Pending | S::Failed | S::Inactive, E::UpdateStarted) => Self {
+                state: S::Pending,
+                state_reason: None,
+                last_update_status: Some(UpdateStatus::InProgress),
+                last_update_status_reason: None,
+            },
+            (_, E::UpdateSucceeded { others_in_flight }) if in_progress => Self {
+                state: S::Active,
+                state_reason: None,
+                last_update_status: Some(if *others_in_flight {
+                    UpdateStatus::InProgress
+                } else {
+                    UpdateStatus::Successful
+                }),
+                last_update_status_reason: None,
+            },
+            (
+                _,
+                E::UpdateFailed {
+                    others_in_flight: true,
+                    ..
+                },
+            ) if in_progress => self.clone(),
+            (state, E::UpdateFailed { reason, .. }) if in_progress => Self {
+                state: if state == S::Active {
+                    S::Active
+                } else {
+                    S::Failed
+                },
+                state_reason: if state == S::Active {
+                    self.state_reason.clone()
+                } else {
+                    Some(reason.clone())
+                },
+                last_update_status: Some(UpdateStatus::Failed),
+                last_update_status_reason: Some(reason.clone()),
+            },
+            (
+                S::Active | S::Inactive | S::Pending | S::Failed,
+                E::ImageLost { failure, detail },
+            ) => with_state(S::Failed, Some(format!("{}: {detail}", failure.code()))),
+            (S::Active, E::IdleReleased) if !in_progress => with_state(S::Inactive, None),
+            (S::Inactive, E::WakeRequested) => with_state(S::Pending, None),
+            (S::Pending, E::Woken) if !in_progress => with_state(S::Active, None),
+            (S::Pending, E::WakeFailed { reason }) if !in_progress => {
+                with_state(S::Failed, Some(reason.clone()))
+            }
+            _ => return Err(illegal()),
+        })
+    }
+
+    /// Only an active function takes invocations.
+    pub fn is_invocable(&self) -> bool {
+        self.state == ServingState::Active
+    }
+}
+
+impl Default for Serving {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ServingState {
+    pub const ALL: [Self; 4] = [Self::Pending, Self::Active, Self::Failed, Self::Inactive];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "Pending",
+            Self::Active => "Active",
+            Self::Failed => "Failed",
+            Self::Inactive => "Inactive",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, UnknownStatus> {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.as_str() == raw)
+            .ok_or_else(|| UnknownStatus(raw.to_owned()))
+    }
+}
+
+impl UpdateStatus {
+    pub const ALL: [Self; 3] = [Self::InProgress, Self::Successful, Self::Failed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InProgress => "InProgress",
+            Self::Successful => "Successful",
+            Self::Failed => "Failed",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, UnknownStatus> {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.as_str() == raw)
+            .ok_or_else(|| UnknownStatus(raw.to_owned()))
+    }
+}
+
+impl fmt::Display for ServingState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serving(state: ServingState, update: Option<UpdateStatus>) -> Serving {
+        Serving {
+            state,
+            state_reason: None,
+            last_update_status: update,
+            last_update_status_reason: None,
+        }
+    }
+
+    fn events() -> Vec<ServingEvent> {
+        vec![
+            ServingEvent::UpdateStarted,
+            ServingEvent::UpdateSucceeded {
+                others_in_flight: false,
+            },
+            ServingEvent::UpdateSucceeded {
+                others_in_flight: true,
+            },
+            ServingEvent::UpdateFailed {
+                reason: "build failed".into(),
+                others_in_flight: false,
+            },
+            ServingEvent::UpdateFailed {
+                reason: "build failed".into(),
+                others_in_flight: true,
+            },
+            ServingEvent::ImageLost {
+                failure: ImageFailure::NotFound,
+                detail: "gone".into(),
+            },
+            ServingEvent::IdleReleased,
+            ServingEvent::WakeRequested,
+            ServingEvent::Woken,
+            ServingEvent::WakeFailed {
+                reason: "pull failed".into(),
+            },
+        ]
+    }
+
+    /// The expected (state, last update status) after each event, written as a table.
+    fn expected(
+        state: ServingState,
+        update: Option<UpdateStatus>,
+        event: &ServingEvent,
+    ) -> Option<(ServingState, Option<UpdateStatus>)> {
+        use ServingEvent as E;
+        use ServingState as S;
+        use UpdateStatus as U;
+        let in_progress = update == Some(U::InProgress);
+        match (state, event) {
+            (S::Active, E::UpdateStarted) => Some((S::Active, Some(U::InProgress))),
+            (_, E::UpdateStarted) => Some((S::Pending, Some(U::InProgress))),
+            (
+                _,
+                E::UpdateSucceeded {
+                    others_in_flight: false,
+                },
+            ) if in_progress => Some((S::Active, Some(U::Successful))),
+            (_, E::UpdateSucceeded { .. }) if in_progress => Some((S::Active, update)),
+            (
+                _,
+                E::UpdateFailed {
+                    others_in_flight: true,
+                    ..
+                },
+            ) if in_progress => Some((state, update)),
+            (S::Active, E::UpdateFailed { .. }) if in_progress => {
+                Some((S::Active, Some(U::Failed)))
+            }
+            (_, E::UpdateFailed { .. }) if in_progress => Some((S::Failed, Some(U::Failed))),
+            (_, E::ImageLost { .. }) => Some((S::Failed, update)),
+            (S::Active, E::IdleReleased) if !in_progress => Some((S::Inactive, update)),
+            (S::Inactive, E::WakeRequested) => Some((S::Pending, update)),
+            (S::Pending, E::Woken) if !in_progress => Some((S::Active, update)),
+            (S::Pending, E::WakeFailed { .. }) if !in_progress => Some((S::Failed, update)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn every_state_and_update_status_by_every_event() {
+        let updates = [
+            None,
+            Some(UpdateStatus::InProgress),
+            Some(UpdateStatus::Successful),
+            Some(UpdateStatus::Failed),
+        ];
+        for state in ServingState::ALL {
+            for update in updates {
+                for event in events() {
+                    let got = serving(state, update)
+                        .apply(&event)
+                        .ok()
+                        .map(|s| (s.state, s.last_update_status));
+                    assert_eq!(
+                        got,
+                        expected(state, update, &event),
+                        "{state:?}/{update:?} × {event:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_failed_update_keeps_the_active_function_invocable_and_says_why() {
+        let updating = serving(ServingState::Active, Some(UpdateStatus::Successful))
+            .apply(&ServingEvent::UpdateStarted)
+            .unwrap();
+        assert!(updating.is_invocable());
+        let failed = updating
+            .apply(&ServingEvent::UpdateFailed {
+                reason: "build failed: no Dockerfile".into(),
+                others_in_flight: false,
+            })
+            .unwrap();
+        assert!(failed.is_invocable());
+        assert_eq!(failed.last_update_status, Some(UpdateStatus::Failed));
+        assert_eq!(
+            failed.last_update_status_reason.as_deref(),
+            Some("build failed: no Dockerfile")
+        );
+        assert_eq!(failed.state_reason, None);
+    }
+
+    #[test]
+    fn a_lost_image_fails_the_function_with_its_code() {
+        let lost = serving(ServingState::Active, Some(UpdateStatus::Successful))
+            .apply(&ServingEvent::ImageLost {
+                failure: ImageFailure::TagOverwritten,
+                detail: "v1 now points at sha256:…".into(),
+            })
+            .unwrap();
+        assert!(!lost.is_invocable());
+        assert!(
+            lost.state_reason
+                .as_deref()
+                .unwrap()
+                .starts_with("image_tag_overwritten: ")
+        );
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for s in ServingState::ALL {
+            assert_eq!(ServingState::parse(s.as_str()), Ok(s));
+        }
+        for u in UpdateStatus::ALL {
+            assert_eq!(UpdateStatus::parse(u.as_str()), Ok(u));
+        }
+        assert!(ServingState::parse("active").is_err());
+    }
+}
