@@ -10,6 +10,7 @@ pub mod deploy;
 pub mod error;
 pub mod rollback;
 pub mod routes;
+pub mod runtime;
 
 use std::sync::Arc;
 
@@ -19,7 +20,7 @@ use axum::{
     extract::{DefaultBodyLimit, Request},
     middleware::{self, Next},
     response::Response,
-    routing::{any, get, post},
+    routing::{any, get, post, put},
 };
 use slipway_shared::{config::ApiConfig, store::ArchiveStore};
 use sqlx::PgPool;
@@ -94,6 +95,16 @@ pub fn router(state: AppState) -> Router {
             post(routes::functions::rollback),
         )
         .route("/api/deployments/{id}/logs", get(routes::deployments::logs))
+        .route("/api/v1/functions/{id}", put(routes::runtime::update))
+        .route("/api/v1/functions/{id}/runtime", get(routes::runtime::get))
+        .route(
+            "/api/v1/functions/{id}/runtime/restart",
+            post(routes::runtime::restart),
+        )
+        .route(
+            "/api/v1/functions/{id}/runtime/recycle",
+            post(routes::runtime::recycle),
+        )
         .route(
             "/api/v1/functions/invoke/{id}",
             any(routes::invoke::invoke_root),

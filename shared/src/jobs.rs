@@ -105,6 +105,32 @@ impl Job for PurgeJob {
     }
 }
 
+/// Replace the running instance of a function's active version (seed 004): the recorded digest
+/// is verified at the registry first, so an image lost behind Slipway's back fails the function
+/// instead of being restarted from a stale local copy.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RuntimeJob {
+    pub function_id: Uuid,
+    pub action: RuntimeAction,
+    pub request_id: Uuid,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuntimeAction {
+    /// A fresh container from the cached `image@digest`.
+    Restart,
+    /// Also drop the cached image and pull `image@digest` again before starting.
+    Recycle,
+}
+
+impl Job for RuntimeJob {
+    const NAME: &'static str = "slipway::runtime";
+    fn dedup_key(&self) -> String {
+        format!("runtime:{}", self.request_id)
+    }
+}
+
 impl Job for RollbackJob {
     const NAME: &'static str = "slipway::rollback";
     fn dedup_key(&self) -> String {
@@ -134,10 +160,11 @@ impl Job for DeployJob {
 }
 
 /// Every queue, for operators' views and for tests that count jobs.
-pub const ALL_QUEUES: [&str; 5] = [
+pub const ALL_QUEUES: [&str; 6] = [
     BuildJob::NAME,
     PushJob::NAME,
     DeployJob::NAME,
     RollbackJob::NAME,
     PurgeJob::NAME,
+    RuntimeJob::NAME,
 ];

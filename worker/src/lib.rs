@@ -1,4 +1,5 @@
-//! Slipway's worker: runs the durable jobs (build, push, deploy, rollback, purge) from the
+//! Slipway's worker: runs the durable jobs (build, push, deploy, rollback, purge,
+//! runtime) from the
 //! Postgres queue.
 //! Only the worker talks to BuildKit, the registry and the container runtime, each through an
 //! adapter module (`buildkit`, `registry`, `runtime`).
@@ -20,7 +21,7 @@ use apalis::prelude::*;
 use apalis_postgres::{Config, PostgresStorage, Pubsub};
 use slipway_shared::{
     config::WorkerConfig,
-    jobs::{BuildJob, DeployJob, PurgeJob, PushJob, RollbackJob},
+    jobs::{BuildJob, DeployJob, PurgeJob, PushJob, RollbackJob, RuntimeJob},
     store::ArchiveStore,
 };
 use sqlx::PgPool;
@@ -120,6 +121,7 @@ pub async fn run(
     monitor = register::<DeployJob>(monitor, &env);
     monitor = register::<RollbackJob>(monitor, &env);
     monitor = register::<PurgeJob>(monitor, &env);
+    monitor = register::<RuntimeJob>(monitor, &env);
     let grace = env.config.shutdown_grace;
     let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
     let monitor = monitor.shutdown_timeout(grace).run_with_signal(async move {

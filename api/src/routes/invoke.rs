@@ -72,6 +72,13 @@ async fn resolve(state: &AppState, caller: Caller, id: Uuid) -> Result<String, A
         "deleted" => return Err(crate::deletion::function_deleted()),
         _ => {}
     }
+    if !route.enabled {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "function_disabled",
+            "the function is disabled; enable it with PUT /api/v1/functions/{id} {\"enabled\": true}",
+        ));
+    }
     // Seed 001: only an Active function is invocable; the others say why not.
     match route.state.as_str() {
         "Failed" => {

@@ -370,6 +370,7 @@ pub async fn endpoints_in_use(conn: &mut PgConnection) -> sqlx::Result<Vec<Strin
 #[derive(Debug, Clone)]
 pub struct Route {
     pub function_status: String,
+    pub enabled: bool,
     pub state: String,
     pub state_reason: Option<String>,
     pub endpoint: Option<String>,
@@ -382,7 +383,7 @@ pub async fn route(
 ) -> sqlx::Result<Option<Route>> {
     sqlx::query_as!(
         Route,
-        r#"SELECT f.status AS function_status, f.state, f.state_reason,
+        r#"SELECT f.status AS function_status, f.enabled, f.state, f.state_reason,
                   d.runtime_endpoint AS "endpoint?"
            FROM functions f
            LEFT JOIN deployments d ON d.function_id = f.id AND d.is_active

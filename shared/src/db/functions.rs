@@ -28,6 +28,10 @@ pub struct FunctionRow {
     pub on_tag_overwrite: String,
     pub image_drift: Option<serde_json::Value>,
     pub verified_at: Option<DateTime<Utc>>,
+    pub enabled: bool,
+    /// The active version's instance, if one runs.
+    pub container_id: Option<String>,
+    pub runtime_endpoint: Option<String>,
     pub active_version: Option<i32>,
     pub image_tag: Option<String>,
     pub image_digest: Option<String>,
@@ -231,6 +235,23 @@ pub async fn set_on_tag_overwrite(
         "UPDATE functions SET on_tag_overwrite = $2, updated_at = now() WHERE id = $1",
         id,
         policy
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn on_tag_overwrite(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<String> {
+    sqlx::query_scalar!("SELECT on_tag_overwrite FROM functions WHERE id = $1", id)
+        .fetch_one(conn)
+        .await
+}
+
+pub async fn set_enabled(conn: &mut PgConnection, id: Uuid, enabled: bool) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE functions SET enabled = $2, updated_at = now() WHERE id = $1",
+        id,
+        enabled
     )
     .execute(conn)
     .await?;

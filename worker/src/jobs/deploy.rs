@@ -8,7 +8,8 @@ use anyhow::Context;
 
 use slipway_shared::{
     db,
-    domain::{DeploymentStatus, Digest, ImageRef, ServingEvent},
+    domain::{DeploymentStatus, Digest, ImageRef, ServingEvent, Verification},
+    integrity::{self, OnTagOverwrite},
     jobs::{DeployJob, Job, PurgeJob},
 };
 use tracing::info;
@@ -16,6 +17,7 @@ use tracing::info;
 use super::{RunJob, StepError, log_info, run_step, settle_function, with_retries};
 use crate::{
     Environment,
+    registry::RegistryError,
     runtime::{ContainerSpec, RuntimeError, pick_free_port},
 };
 
@@ -89,35 +91,13 @@ pub async fn start_and_switch(
     )
     .map_err(|e| StepError::Permanent(e.to_string()))?;
     let pinned = image.pinned(&digest);
+    verify_before_start(env, deployment, &image, &digest, phase).await?;
 
     // A previous run of this job may have died after starting a container.
     discard_container(env, deployment.id).await;
 
     let endpoint = reserve_endpoint(env, deployment.id).await?;
-    let port = endpoint
-        .rsplit_once(':')
-        .map(|(_, p)| p.to_owned())
-        .unwrap_or_default();
-    let mut container_env: Vec<String> = deployment
-        .env
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}")))
-        .collect();
-    container_env.push(format!("PORT={port}"));
-    let spec = ContainerSpec {
-        function_id: deployment.function_id,
-        deployment_id: deployment.id,
-        name: format!(
-            "slipway-{}-v{}-{}",
-            image.repository,
-            deployment.version,
-            &deployment.id.simple().to_string()[..8]
-        ),
-        pinned_image: &pinned,
-        env: container_env,
-    };
+    let spec = container_spec(deployment, &image, &pinned, &endpoint, "");
     log_info(
         env,
         deployment.id,
@@ -170,6 +150,95 @@ pub async fn start_and_switch(
         .await;
     }
     Ok(())
+}
+
+/// Every start runs `image@digest`; before it, the registry must still hold that digest. A tag
+/// moved elsewhere is only logged, unless the function's policy says to fail on it.
+pub(super) async fn verify_before_start(
+    env: &Environment,
+    deployment: &db::deployments::DeploymentRow,
+    image: &ImageRef,
+    digest: &Digest,
+    phase: &str,
+) -> Result<(), StepError> {
+    let verification = with_retries(env, "verifying the image at the registry", || async {
+        env.registry
+            .verify(image, digest)
+            .await
+            .map_err(registry_step)
+    })
+    .await?;
+    let policy = {
+        let mut conn = env.pool.acquire().await?;
+        db::functions::on_tag_overwrite(&mut conn, deployment.function_id).await?
+    };
+    let policy = OnTagOverwrite::parse(&policy)
+        .ok_or_else(|| StepError::Permanent(format!("unknown on_tag_overwrite {policy:?}")))?;
+    if let Some(ServingEvent::ImageLost { failure, detail }) =
+        integrity::failure_of(image, &verification, policy)
+    {
+        return Err(StepError::Permanent(format!(
+            "the image {} is no longer in the registry as recorded ({}: {detail})",
+            image.pinned(digest),
+            failure.code()
+        )));
+    }
+    if let Verification::Drifted { current } = &verification {
+        log_info(
+            env,
+            deployment.id,
+            phase,
+            format!(
+                "{} now points at {}; running the recorded {digest}",
+                image.tagged(),
+                current.as_ref().map_or("nothing", Digest::as_str)
+            ),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+pub(super) fn registry_step(e: RegistryError) -> StepError {
+    match e {
+        RegistryError::Unavailable(m) => StepError::Transient(anyhow::anyhow!(m)),
+        RegistryError::Refused(m) => StepError::Permanent(m),
+    }
+}
+
+/// The container for `deployment` listening on `endpoint`'s port; `suffix` keeps the names of a
+/// restarted instance and the one it replaces apart.
+pub(super) fn container_spec<'a>(
+    deployment: &db::deployments::DeploymentRow,
+    image: &ImageRef,
+    pinned: &'a str,
+    endpoint: &str,
+    suffix: &str,
+) -> ContainerSpec<'a> {
+    let port = endpoint
+        .rsplit_once(':')
+        .map(|(_, p)| p.to_owned())
+        .unwrap_or_default();
+    let mut env: Vec<String> = deployment
+        .env
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}")))
+        .collect();
+    env.push(format!("PORT={port}"));
+    ContainerSpec {
+        function_id: deployment.function_id,
+        deployment_id: deployment.id,
+        name: format!(
+            "slipway-{}-v{}-{}{suffix}",
+            image.repository,
+            deployment.version,
+            &deployment.id.simple().to_string()[..8]
+        ),
+        pinned_image: pinned,
+        env,
+    }
 }
 
 /// Picks a port and records it on the deployment under a lock shared by every worker.

@@ -10,6 +10,7 @@ mod deploy;
 mod purge;
 mod push;
 mod rollback;
+mod runtime;
 
 use std::{future::Future, sync::Arc, time::Duration};
 

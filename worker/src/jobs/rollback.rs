@@ -1,6 +1,7 @@
 //! `rollback`: bring a superseded version back. Its digest must still be in the registry (a
-//! local copy in the engine does not count: another runtime host could not start it); then it is
-//! started, traffic switches to it, and the version it replaces is stopped. A rollback that fails
+//! local copy in the engine does not count: another runtime host could not start it; the check is
+//! `start_and_switch`'s, as for every start); then it is started, traffic switches to it, and the
+//! version it replaces is stopped. A rollback that fails
 //! leaves the active version serving and says why in the target's log.
 
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use slipway_shared::{
     db,
-    domain::{DeploymentStatus, Digest, ImageRef},
+    domain::DeploymentStatus,
     jobs::{Job, RollbackJob},
 };
 use tracing::{error, warn};
@@ -16,9 +17,9 @@ use tracing::{error, warn};
 use super::{
     RunJob, StepError,
     deploy::{Activation, discard_container, start_and_switch},
-    log_info, log_lines, update_failed, with_retries,
+    log_info, log_lines, update_failed,
 };
-use crate::{Environment, registry::RegistryError};
+use crate::Environment;
 
 const PHASE: &str = "rollback";
 
@@ -70,16 +71,6 @@ async fn rollback(
     env: &Environment,
     deployment: &db::deployments::DeploymentRow,
 ) -> Result<(), StepError> {
-    let image = deployment
-        .image_tag
-        .as_deref()
-        .and_then(ImageRef::parse_tagged)
-        .ok_or_else(|| StepError::Permanent("the version has no recorded image".into()))?;
-    let digest = deployment
-        .image_digest
-        .as_deref()
-        .and_then(|d| Digest::parse(d).ok())
-        .ok_or_else(|| StepError::Permanent("the version has no recorded digest".into()))?;
     if deployment.pruned_at.is_some() {
         return Err(StepError::Permanent(format!(
             "version {} is past the retention window; its image was removed",
@@ -93,21 +84,5 @@ async fn rollback(
         format!("rolling back to version {}", deployment.version),
     )
     .await;
-    let present = with_retries(env, "checking the registry", || async {
-        env.registry
-            .manifest_exists(&image, &digest)
-            .await
-            .map_err(|e| match e {
-                RegistryError::Unavailable(m) => StepError::Transient(anyhow::anyhow!(m)),
-                RegistryError::Refused(m) => StepError::Permanent(m),
-            })
-    })
-    .await?;
-    if !present {
-        return Err(StepError::Permanent(format!(
-            "the image {} is no longer in the registry",
-            image.pinned(&digest)
-        )));
-    }
     start_and_switch(env, deployment, PHASE, Activation::Reinstate).await
 }

@@ -12,8 +12,9 @@ use bollard::{
     Docker,
     models::{ContainerCreateBody, HostConfig},
     query_parameters::{
-        CreateContainerOptions, InspectContainerOptions, ListContainersOptions, ListImagesOptions,
-        LogsOptions, RemoveContainerOptions, RemoveImageOptions, StopContainerOptions,
+        CreateContainerOptions, CreateImageOptions, InspectContainerOptions, ListContainersOptions,
+        ListImagesOptions, LogsOptions, RemoveContainerOptions, RemoveImageOptions,
+        StopContainerOptions,
     },
 };
 use futures::StreamExt;
@@ -251,5 +252,31 @@ impl DockerRuntime {
             }
         }
         Ok(references.len())
+    }
+
+    /// Pulls `repository@digest` from its registry into the engine: the cache-warm of a runtime
+    /// host. Pulling by digest cannot fetch anything but the recorded image.
+    pub async fn pull(&self, repository: &str, digest: &str) -> Result<(), RuntimeError> {
+        let options = CreateImageOptions {
+            from_image: Some(repository.to_owned()),
+            tag: Some(digest.to_owned()),
+            ..Default::default()
+        };
+        let mut progress = self.docker.create_image(Some(options), None, None);
+        while let Some(step) = progress.next().await {
+            match step {
+                Ok(_) => {}
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404,
+                    message,
+                }) => {
+                    return Err(RuntimeError::Function(format!(
+                        "{repository}@{digest} cannot be pulled: {message}"
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 }

@@ -18,6 +18,9 @@ SELECT
     f.on_tag_overwrite,
     f.image_drift,
     f.verified_at,
+    f.enabled,
+    d.container_id AS "container_id?",
+    d.runtime_endpoint AS "runtime_endpoint?",
     d.version AS "active_version?",
     d.image_tag AS "image_tag?",
     d.image_digest AS "image_digest?"

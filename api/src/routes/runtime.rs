@@ -1,0 +1,150 @@
+//! Seed 004's runtime view and controls under `/api/v1/functions/{id}`: the runtime state
+//! (`idle | active | disabled`), restart, recycle, and `PUT` to enable or disable serving.
+
+use axum::{
+    Json,
+    extract::{Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde::{Deserialize, Serialize};
+use slipway_shared::{db, integrity::OnTagOverwrite, jobs::RuntimeAction};
+use uuid::Uuid;
+
+use super::functions::{FunctionResponse, parse_id};
+use crate::{
+    AppState,
+    auth::Caller,
+    error::{ApiError, ApiJson},
+    runtime::{self, Changes},
+};
+
+#[derive(Serialize)]
+pub struct RuntimeView {
+    function_uuid: Uuid,
+    /// `idle` (no instance recorded), `active` (an instance runs), `disabled`.
+    state: &'static str,
+    /// The active version, seed 004's revision number.
+    revision_number: Option<i32>,
+    container_id: Option<String>,
+    endpoint: Option<String>,
+    /// The serving state of seed 001, for context.
+    serving_state: String,
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<RuntimeView>, ApiError> {
+    let id = parse_id(&id)?;
+    let mut conn = state.pool.acquire().await?;
+    let function = db::functions::find(&mut conn, caller.user_id, id)
+        .await?
+        .ok_or_else(ApiError::function_not_found)?;
+    Ok(Json(view(function)))
+}
+
+fn view(function: db::functions::FunctionRow) -> RuntimeView {
+    let state = if !function.enabled {
+        "disabled"
+    } else if function.container_id.is_some() {
+        "active"
+    } else {
+        "idle"
+    };
+    RuntimeView {
+        function_uuid: function.id,
+        state,
+        revision_number: function.active_version,
+        container_id: function.container_id,
+        endpoint: function.runtime_endpoint,
+        serving_state: function.state,
+    }
+}
+
+#[derive(Serialize)]
+pub struct Accepted {
+    message: &'static str,
+    runtime: RuntimeView,
+}
+
+async fn accept(
+    state: AppState,
+    caller: Caller,
+    id: &str,
+    action: RuntimeAction,
+) -> Result<Response, ApiError> {
+    let id = parse_id(id)?;
+    runtime::replace_instance(&state, caller, id, action).await?;
+    let mut conn = state.pool.acquire().await?;
+    let function = db::functions::find(&mut conn, caller.user_id, id)
+        .await?
+        .ok_or_else(ApiError::function_not_found)?;
+    let message = match action {
+        RuntimeAction::Restart => "Restart accepted; the instance is replaced from image@digest",
+        RuntimeAction::Recycle => {
+            "Recycle accepted; the image is pulled again and the instance replaced"
+        }
+    };
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Accepted {
+            message,
+            runtime: view(function),
+        }),
+    )
+        .into_response())
+}
+
+pub async fn restart(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    accept(state, caller, &id, RuntimeAction::Restart).await
+}
+
+pub async fn recycle(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    accept(state, caller, &id, RuntimeAction::Recycle).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRequest {
+    enabled: Option<bool>,
+    on_tag_overwrite: Option<String>,
+}
+
+/// `PUT /api/v1/functions/{id}`: `{"enabled": false}` makes invocations answer 503 and nothing
+/// restarts until it is enabled again; `{"on_tag_overwrite": "keep" | "fail"}` sets the policy.
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<UpdateRequest>,
+) -> Result<Json<FunctionResponse>, ApiError> {
+    let id = parse_id(&id)?;
+    if let Some(policy) = &request.on_tag_overwrite
+        && OnTagOverwrite::parse(policy).is_none()
+    {
+        return Err(ApiError::bad_request(
+            "invalid_on_tag_overwrite",
+            format!("on_tag_overwrite must be \"keep\" or \"fail\", got {policy:?}"),
+        ));
+    }
+    let changes = Changes {
+        enabled: request.enabled,
+        on_tag_overwrite: request.on_tag_overwrite,
+    };
+    runtime::update(&state, caller, id, changes).await?;
+    let mut conn = state.pool.acquire().await?;
+    let function = db::functions::find(&mut conn, caller.user_id, id)
+        .await?
+        .ok_or_else(ApiError::function_not_found)?;
+    Ok(Json(function.into()))
+}

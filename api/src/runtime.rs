@@ -1,0 +1,92 @@
+//! Runtime controls (seed 004): enqueue a restart or recycle of the active version's instance,
+//! and change how a function serves (`enabled`, `on_tag_overwrite`).
+
+use anyhow::Context;
+use slipway_shared::{
+    db,
+    domain::FunctionStatus,
+    jobs::{Job, RuntimeAction, RuntimeJob},
+};
+use uuid::Uuid;
+
+use crate::{AppState, auth::Caller, deletion::function_deleted, error::ApiError};
+
+/// Enqueues the job under the function's lock, after checking there is an instance to replace.
+#[tracing::instrument(skip(state, caller))]
+pub async fn replace_instance(
+    state: &AppState,
+    caller: Caller,
+    function_id: Uuid,
+    action: RuntimeAction,
+) -> Result<(), ApiError> {
+    let mut tx = state.pool.begin().await?;
+    let function = db::functions::lock(&mut tx, function_id)
+        .await?
+        .filter(|f| f.owner_id == caller.user_id)
+        .ok_or_else(ApiError::function_not_found)?;
+    match FunctionStatus::parse(&function.status).context("stored function status")? {
+        FunctionStatus::Deleted => return Err(function_deleted()),
+        FunctionStatus::PendingDeletion => {
+            return Err(ApiError::conflict(
+                "function_pending_deletion",
+                "the function is scheduled for deletion; cancel the deletion first",
+            ));
+        }
+        _ => {}
+    }
+    let view = db::functions::find(&mut tx, caller.user_id, function_id)
+        .await?
+        .ok_or_else(ApiError::function_not_found)?;
+    if !view.enabled {
+        return Err(ApiError::conflict(
+            "function_disabled",
+            "the function is disabled; nothing restarts until it is enabled again",
+        ));
+    }
+    if view.container_id.is_none() {
+        return Err(ApiError::conflict(
+            "no_instance",
+            "the function has no running instance to restart; deploy a version first",
+        ));
+    }
+    RuntimeJob {
+        function_id,
+        action,
+        request_id: Uuid::new_v4(),
+    }
+    .enqueue(&mut tx)
+    .await
+    .context("enqueueing the runtime job")?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// What `PUT /api/v1/functions/{id}` may change.
+pub struct Changes {
+    pub enabled: Option<bool>,
+    pub on_tag_overwrite: Option<String>,
+}
+
+pub async fn update(
+    state: &AppState,
+    caller: Caller,
+    function_id: Uuid,
+    changes: Changes,
+) -> Result<(), ApiError> {
+    let mut tx = state.pool.begin().await?;
+    let function = db::functions::lock(&mut tx, function_id)
+        .await?
+        .filter(|f| f.owner_id == caller.user_id)
+        .ok_or_else(ApiError::function_not_found)?;
+    if function.status == FunctionStatus::Deleted.as_str() {
+        return Err(function_deleted());
+    }
+    if let Some(enabled) = changes.enabled {
+        db::functions::set_enabled(&mut tx, function_id, enabled).await?;
+    }
+    if let Some(policy) = &changes.on_tag_overwrite {
+        db::functions::set_on_tag_overwrite(&mut tx, function_id, policy).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}

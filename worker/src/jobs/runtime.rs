@@ -1,0 +1,164 @@
+//! `runtime`: restart or recycle the instance of a function's active version (seed 004). The
+//! recorded digest is verified at the registry first and the result applied to the function
+//! (drift reported; a lost image fails it and nothing restarts). Then the old container goes and
+//! a fresh one starts from `image@digest` on the same endpoint, so routing does not change;
+//! a recycle also drops the cached image and pulls it again.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use slipway_shared::{
+    db,
+    domain::{Digest, ImageRef, ServingState},
+    integrity::{self, OnTagOverwrite},
+    jobs::{RuntimeAction, RuntimeJob},
+};
+use tracing::warn;
+
+use super::{
+    RunJob, StepError,
+    deploy::{container_spec, registry_step, runtime_step},
+    log_info, log_lines, with_retries,
+};
+use crate::Environment;
+
+const PHASE: &str = "runtime";
+
+impl RunJob for RuntimeJob {
+    #[tracing::instrument(name = "runtime", skip_all, fields(function_id = %self.function_id, action = ?self.action))]
+    async fn run(self, env: Arc<Environment>) -> anyhow::Result<()> {
+        let deployment = {
+            let mut conn = env.pool.acquire().await?;
+            let Some(active) =
+                db::deployments::active_for_function(&mut conn, self.function_id).await?
+            else {
+                warn!("no active version; nothing to restart");
+                return Ok(());
+            };
+            db::deployments::get(&mut conn, active.id)
+                .await?
+                .context("the active deployment vanished")?
+        };
+        if let Err(e) = replace_instance(&env, &deployment, &self).await {
+            let reason = match e {
+                StepError::Permanent(reason) => reason,
+                StepError::Transient(e) => format!("{e:#}"),
+            };
+            let line = format!("{:?} failed: {reason}", self.action).to_lowercase();
+            log_lines(&env, deployment.id, PHASE, vec![("error".into(), line)]).await;
+        }
+        Ok(())
+    }
+}
+
+async fn replace_instance(
+    env: &Environment,
+    deployment: &db::deployments::DeploymentRow,
+    job: &RuntimeJob,
+) -> Result<(), StepError> {
+    let recorded = |what: &str| StepError::Permanent(format!("no recorded {what}"));
+    let image = deployment
+        .image_tag
+        .as_deref()
+        .and_then(ImageRef::parse_tagged)
+        .ok_or_else(|| recorded("image tag"))?;
+    let digest = deployment
+        .image_digest
+        .as_deref()
+        .and_then(|d| Digest::parse(d).ok())
+        .ok_or_else(|| recorded("digest"))?;
+    let endpoint = deployment
+        .runtime_endpoint
+        .clone()
+        .ok_or_else(|| recorded("endpoint"))?;
+
+    let verification = with_retries(env, "verifying the image at the registry", || async {
+        env.registry
+            .verify(&image, &digest)
+            .await
+            .map_err(registry_step)
+    })
+    .await?;
+    {
+        let mut tx = env.pool.begin().await?;
+        let function = db::functions::lock(&mut tx, deployment.function_id)
+            .await?
+            .ok_or_else(|| StepError::Permanent("the function is gone".into()))?;
+        let still_active = db::deployments::active_for_function(&mut tx, function.id)
+            .await?
+            .is_some_and(|a| a.id == deployment.id);
+        if !still_active {
+            return Err(StepError::Permanent(
+                "another version took the traffic meanwhile".into(),
+            ));
+        }
+        let policy = db::functions::on_tag_overwrite(&mut tx, function.id).await?;
+        let policy = OnTagOverwrite::parse(&policy)
+            .ok_or_else(|| StepError::Permanent(format!("unknown on_tag_overwrite {policy:?}")))?;
+        let serving =
+            integrity::record(&mut tx, function.id, &image, &digest, &verification, policy)
+                .await
+                .map_err(StepError::Transient)?;
+        tx.commit().await?;
+        if serving.state == ServingState::Failed {
+            return Err(StepError::Permanent(format!(
+                "not restarted: the function is Failed ({})",
+                serving.state_reason.unwrap_or_default()
+            )));
+        }
+    }
+
+    let started = tokio::time::Instant::now();
+    if let Some(old) = &deployment.container_id {
+        with_retries(env, "stopping the instance", || async {
+            env.runtime.remove(old).await.map_err(runtime_step)
+        })
+        .await?;
+    }
+    let pinned = image.pinned(&digest);
+    if job.action == RuntimeAction::Recycle {
+        with_retries(env, "dropping the cached image", || async {
+            env.runtime
+                .remove_images(&image.name())
+                .await
+                .map_err(runtime_step)
+        })
+        .await?;
+        with_retries(env, "pulling the image", || async {
+            env.runtime
+                .pull(&image.name(), digest.as_str())
+                .await
+                .map_err(runtime_step)
+        })
+        .await?;
+    }
+    let suffix = format!("-r{}", &job.request_id.simple().to_string()[..6]);
+    let spec = container_spec(deployment, &image, &pinned, &endpoint, &suffix);
+    let container = with_retries(env, "starting the instance", || async {
+        env.runtime.start(&spec).await.map_err(runtime_step)
+    })
+    .await?;
+    {
+        let mut conn = env.pool.acquire().await?;
+        db::deployments::record_container(&mut conn, deployment.id, &container).await?;
+    }
+    env.runtime
+        .wait_until_answering(&container, &endpoint, env.config.start_timeout)
+        .await
+        .map_err(runtime_step)?;
+    log_info(
+        env,
+        deployment.id,
+        PHASE,
+        format!(
+            "{} {pinned}: answering on {endpoint} after {} ms",
+            match job.action {
+                RuntimeAction::Restart => "restarted",
+                RuntimeAction::Recycle => "recycled (image pulled again)",
+            },
+            started.elapsed().as_millis()
+        ),
+    )
+    .await;
+    Ok(())
+}
