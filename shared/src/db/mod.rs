@@ -4,7 +4,9 @@
 
 pub mod deployments;
 pub mod functions;
+pub mod idempotency;
 pub mod logs;
+pub mod nonces;
 pub mod queue;
 pub mod users;
 
