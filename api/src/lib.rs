@@ -5,27 +5,29 @@
 //! only data-plane duty is forwarding invocations to an endpoint the worker recorded.
 
 pub mod auth;
+pub mod buffer;
 pub mod deploy;
 pub mod error;
 pub mod rollback;
 pub mod routes;
+pub mod signing;
 
-use std::sync::Arc;
+use std::{convert::Infallible, sync::Arc};
 
 use anyhow::Context;
 use axum::{
-    Router,
+    Extension, Router,
     extract::{DefaultBodyLimit, Request},
     middleware::{self, Next},
     response::Response,
-    routing::{any, get, post},
+    routing::{MethodRouter, any, get, post},
 };
 use slipway_shared::{config::ApiConfig, store::ArchiveStore};
 use sqlx::PgPool;
 use tower_http::trace::TraceLayer;
 use tracing::error;
 
-use crate::error::InternalErrorReport;
+use crate::{buffer::OversizedBody, error::InternalErrorReport};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -55,14 +57,24 @@ impl AppState {
 
 pub fn router(state: AppState) -> Router {
     // Room for the archive plus the other form fields.
-    let upload_limit = state.config.archive_limits.max_compressed_bytes as usize + 64 * 1024;
+    let archive_limit = state.config.archive_limits.max_compressed_bytes;
+    let upload_limit = archive_limit as usize + 64 * 1024;
+    let oversized_upload = OversizedBody {
+        code: "archive_too_large",
+        message: format!("the archive exceeds {archive_limit} bytes compressed"),
+    };
     Router::new()
         .route("/healthz", get(routes::health::healthz))
         .route("/api/functions", get(routes::functions::list))
-        .route("/api/functions/init", post(routes::functions::init))
+        .route(
+            "/api/functions/init",
+            changes_function(&state, post(routes::functions::init)),
+        )
         .route(
             "/api/functions/deploy",
-            post(routes::deployments::deploy).layer(DefaultBodyLimit::max(upload_limit)),
+            changes_function(&state, post(routes::deployments::deploy))
+                .layer::<_, Infallible>(Extension(oversized_upload))
+                .layer(DefaultBodyLimit::max(upload_limit)),
         )
         .route("/api/functions/{id}", get(routes::functions::get))
         .route(
@@ -71,7 +83,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/api/functions/{id}/rollback",
-            post(routes::functions::rollback),
+            changes_function(&state, post(routes::functions::rollback)),
         )
         .route("/api/deployments/{id}/logs", get(routes::deployments::logs))
         .route(
@@ -92,6 +104,22 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(log_internal_errors))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Every route that creates or changes a function goes through here: a signature, when present,
+/// is verified (the use case then calls `signing::require_signature`). Put a route's
+/// `DefaultBodyLimit` outside this (`.layer(..)` after the call): the middleware buffers the body
+/// within that limit. GET handlers merged into the same path are passed through.
+fn changes_function(state: &AppState, route: MethodRouter<AppState>) -> MethodRouter<AppState> {
+    signed(state, route)
+}
+
+/// Verifies a signature when the request carries one; unsigned requests pass untouched.
+fn signed(state: &AppState, route: MethodRouter<AppState>) -> MethodRouter<AppState> {
+    route.layer(middleware::from_fn_with_state(
+        state.clone(),
+        signing::verify,
+    ))
 }
 
 /// The one place 500s are logged, with the error the handler attached.

@@ -74,6 +74,8 @@ pub struct ApiConfig {
     pub archive_limits: ArchiveLimits,
     /// How long an invocation may take end to end before the proxy answers 504.
     pub invoke_timeout: Duration,
+    /// How far a signed request's timestamp may be from the server's clock, either way.
+    pub signature_max_skew: Duration,
 }
 
 impl ApiConfig {
@@ -93,6 +95,7 @@ impl ApiConfig {
                 max_entries: parsed("SLIPWAY_MAX_ARCHIVE_ENTRIES", defaults.max_entries)?,
             },
             invoke_timeout: duration("SLIPWAY_INVOKE_TIMEOUT", Duration::from_secs(60))?,
+            signature_max_skew: duration("SLIPWAY_SIGNATURE_MAX_SKEW", Duration::from_secs(300))?,
         })
     }
 }

@@ -7,5 +7,6 @@ mod crash;
 mod deploy_flow;
 mod faults;
 mod rollback;
+mod signing;
 mod store;
 mod workers;
