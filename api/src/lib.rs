@@ -20,7 +20,7 @@ use axum::{
     extract::{DefaultBodyLimit, Request},
     middleware::{self, Next},
     response::Response,
-    routing::{MethodRouter, any, get, post},
+    routing::{MethodRouter, any, delete, get, post},
 };
 use slipway_shared::{config::ApiConfig, store::ArchiveStore};
 use sqlx::PgPool;
@@ -84,6 +84,14 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/functions/{id}/rollback",
             changes_function(&state, post(routes::functions::rollback)),
+        )
+        .route(
+            "/api/keys",
+            get(routes::keys::list).merge(signed(&state, post(routes::keys::create))),
+        )
+        .route(
+            "/api/keys/{id}",
+            signed(&state, delete(routes::keys::revoke)),
         )
         .route("/api/deployments/{id}/logs", get(routes::deployments::logs))
         .route(

@@ -4,6 +4,7 @@ pub mod deployments;
 pub mod functions;
 pub mod health;
 pub mod invoke;
+pub mod keys;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
