@@ -8,6 +8,7 @@ pub mod auth;
 pub mod buffer;
 pub mod deploy;
 pub mod error;
+pub mod idempotency;
 pub mod rollback;
 pub mod routes;
 pub mod signing;
@@ -115,11 +116,18 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Every route that creates or changes a function goes through here: a signature, when present,
-/// is verified (the use case then calls `signing::require_signature`). Put a route's
-/// `DefaultBodyLimit` outside this (`.layer(..)` after the call): the middleware buffers the body
-/// within that limit. GET handlers merged into the same path are passed through.
+/// is verified (the use case then calls `signing::require_signature`), then `Idempotency-Key` is
+/// honoured. Put a route's `DefaultBodyLimit` outside this (`.layer(..)` after the call): both
+/// middlewares buffer the body within that limit. GET handlers merged into the same path are
+/// passed through by both.
 fn changes_function(state: &AppState, route: MethodRouter<AppState>) -> MethodRouter<AppState> {
-    signed(state, route)
+    signed(
+        state,
+        route.layer(middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::idempotent,
+        )),
+    )
 }
 
 /// Verifies a signature when the request carries one; unsigned requests pass untouched.

@@ -6,6 +6,7 @@ mod bad_input;
 mod crash;
 mod deploy_flow;
 mod faults;
+mod idempotency;
 mod keys;
 mod rollback;
 mod signing;
