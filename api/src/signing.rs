@@ -19,6 +19,8 @@
 //! checks any signature that is present and records it in the [`Caller`]; the use case, once it
 //! has loaded the function, calls [`require_signature`] with the function's `skip_signing`.
 
+use std::time::Duration;
+
 use axum::{
     body::Bytes,
     extract::{OriginalUri, Request, State},
@@ -199,7 +201,11 @@ async fn verified(state: &AppState, request: Request) -> Result<Request, ApiErro
 
     let now = Utc::now();
     let skew = state.config.signature_max_skew;
-    if presented.signed_at.abs_diff(now.timestamp()) > skew.as_secs() {
+    let signed_at = DateTime::from_timestamp(presented.signed_at, 0)
+        .ok_or_else(|| malformed("X-Slipway-Timestamp is out of range"))?;
+    // Compared at full precision, the same way the nonce clean-up below cuts: a nonce is
+    // deleted only once its timestamp alone would refuse the replay.
+    if (now - signed_at).abs().to_std().unwrap_or(Duration::MAX) > skew {
         return Err(rejection(
             "signature_expired",
             format!(
@@ -233,8 +239,6 @@ async fn verified(state: &AppState, request: Request) -> Result<Request, ApiErro
         ));
     }
 
-    let signed_at = DateTime::from_timestamp(presented.signed_at, 0)
-        .ok_or_else(|| malformed("X-Slipway-Timestamp is out of range"))?;
     let mut conn = state.pool.acquire().await?;
     if !db::nonces::record(&mut conn, caller.key_id, &presented.nonce, signed_at).await? {
         return Err(rejection(
