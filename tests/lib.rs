@@ -16,7 +16,9 @@ use std::{
 };
 
 use anyhow::{Context, bail};
+use hmac::{Hmac, Mac};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use slipway_shared::{
     config::{ApiConfig, WorkerConfig},
     db,
@@ -231,6 +233,7 @@ impl TestStack {
             archive_limits: Default::default(),
             invoke_timeout: Duration::from_secs(30),
             deletion_grace: Duration::from_secs(7 * 86_400),
+            signature_max_skew: Duration::from_secs(300),
         };
         if let Some(limits) = options.archive_limits {
             api_config.archive_limits = limits;
@@ -323,15 +326,51 @@ impl TestStack {
         self.http.get(self.url(path)).bearer_auth(&self.api_key)
     }
 
-    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
-        self.http.post(self.url(path)).bearer_auth(&self.api_key)
+    /// A POST with the stack's key, signed when sent (see [`SignedRequest`]).
+    pub fn post(&self, path: &str) -> SignedRequest {
+        self.request(reqwest::Method::POST, path)
+    }
+
+    /// A DELETE with the stack's key, signed when sent.
+    pub fn delete(&self, path: &str) -> SignedRequest {
+        self.request(reqwest::Method::DELETE, path)
+    }
+
+    /// Any method with the stack's key; mutating methods are signed when sent.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> SignedRequest {
+        SignedRequest {
+            sign: matches!(
+                method,
+                reqwest::Method::POST
+                    | reqwest::Method::PUT
+                    | reqwest::Method::PATCH
+                    | reqwest::Method::DELETE
+            ),
+            builder: self
+                .http
+                .request(method, self.url(path))
+                .bearer_auth(&self.api_key),
+            http: self.http.clone(),
+            key: self.api_key.clone(),
+        }
+    }
+
+    /// The filesystem store's directory (meaningless for an S3 stack).
+    pub fn store_dir(&self) -> &Path {
+        self._store_dir.path()
+    }
+
+    /// `POST /api/functions/init` with the default `skip_signing: false`; returns the function
+    /// id.
+    pub async fn init(&self, name: &str) -> anyhow::Result<Uuid> {
+        self.init_with(name, false).await
     }
 
     /// `POST /api/functions/init`; returns the function id.
-    pub async fn init(&self, name: &str) -> anyhow::Result<Uuid> {
+    pub async fn init_with(&self, name: &str, skip_signing: bool) -> anyhow::Result<Uuid> {
         let response = self
             .post("/api/functions/init")
-            .json(&serde_json::json!({ "name": name, "skip_signing": true }))
+            .json(&serde_json::json!({ "name": name, "skip_signing": skip_signing }))
             .send()
             .await?;
         let status = response.status();
@@ -488,6 +527,113 @@ impl TestStack {
         }
         Ok(())
     }
+}
+
+/// A request that the harness signs at `send`, as a CI client would: a fresh timestamp and nonce
+/// each time, over the exact bytes sent. `unsigned()` sends it as it is, for tests that make
+/// their own signature headers (see [`signature_headers`]) or none.
+pub struct SignedRequest {
+    builder: reqwest::RequestBuilder,
+    http: reqwest::Client,
+    key: String,
+    sign: bool,
+}
+
+impl SignedRequest {
+    pub fn header<K, V>(self, key: K, value: V) -> Self
+    where
+        reqwest::header::HeaderName: TryFrom<K>,
+        <reqwest::header::HeaderName as TryFrom<K>>::Error: Into<http::Error>,
+        reqwest::header::HeaderValue: TryFrom<V>,
+        <reqwest::header::HeaderValue as TryFrom<V>>::Error: Into<http::Error>,
+    {
+        self.map(|b| b.header(key, value))
+    }
+
+    pub fn json<T: serde::Serialize + ?Sized>(self, json: &T) -> Self {
+        self.map(|b| b.json(json))
+    }
+
+    pub fn body<T: Into<reqwest::Body>>(self, body: T) -> Self {
+        self.map(|b| b.body(body))
+    }
+
+    pub fn multipart(self, form: reqwest::multipart::Form) -> Self {
+        self.map(|b| b.multipart(form))
+    }
+
+    pub fn query<T: serde::Serialize + ?Sized>(self, query: &T) -> Self {
+        self.map(|b| b.query(query))
+    }
+
+    /// Anything else `reqwest::RequestBuilder` offers.
+    pub fn map(
+        mut self,
+        change: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Self {
+        self.builder = change(self.builder);
+        self
+    }
+
+    /// Sends the request without signature headers (unless the test adds its own).
+    pub fn unsigned(mut self) -> Self {
+        self.sign = false;
+        self
+    }
+
+    pub async fn send(self) -> anyhow::Result<reqwest::Response> {
+        let mut request = self.builder.build()?;
+        if self.sign {
+            // Multipart forms are streams; read them so the signed bytes are the sent bytes.
+            let body = match request.body_mut().take() {
+                Some(body) => http_body_util::BodyExt::collect(body).await?.to_bytes(),
+                None => bytes::Bytes::new(),
+            };
+            let url = request.url();
+            let path_and_query = match url.query() {
+                Some(query) => format!("{}?{query}", url.path()),
+                None => url.path().to_owned(),
+            };
+            let headers = signature_headers(
+                &self.key,
+                request.method().as_str(),
+                &path_and_query,
+                &body,
+                chrono::Utc::now().timestamp(),
+                &Uuid::new_v4().simple().to_string(),
+            );
+            for (name, value) in headers {
+                request.headers_mut().insert(name, value.parse()?);
+            }
+            *request.body_mut() = Some(body.into());
+        }
+        Ok(self.http.execute(request).await?)
+    }
+}
+
+/// The three signature headers for a request, computed independently of the API's code from the
+/// README's rules: HMAC-SHA256 under the API key of
+/// `METHOD\nPATH_AND_QUERY\nTIMESTAMP\nNONCE\nhex(sha256(body))`.
+pub fn signature_headers(
+    api_key: &str,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+    timestamp: i64,
+    nonce: &str,
+) -> [(&'static str, String); 3] {
+    let body_hash = hex::encode(Sha256::digest(body));
+    let string_to_sign = format!("{method}\n{path_and_query}\n{timestamp}\n{nonce}\n{body_hash}");
+    let mut mac = Hmac::<Sha256>::new_from_slice(api_key.as_bytes()).expect("any key length");
+    mac.update(string_to_sign.as_bytes());
+    [
+        ("x-slipway-timestamp", timestamp.to_string()),
+        ("x-slipway-nonce", nonce.to_owned()),
+        (
+            "x-slipway-signature",
+            format!("v1={}", hex::encode(mac.finalize().into_bytes())),
+        ),
+    ]
 }
 
 /// Packs a function directory into a tar.gz with `Dockerfile` at the root, replacing the files

@@ -2,40 +2,71 @@
 //! the next request.
 
 use axum::{extract::FromRequestParts, http::request::Parts};
-use http::StatusCode;
+use http::{HeaderMap, StatusCode};
 use slipway_shared::{db, domain::ApiKeyHash};
 use uuid::Uuid;
 
-use crate::{AppState, error::ApiError};
+use crate::{AppState, error::ApiError, signing::VerifiedSignature};
 
 /// The authenticated caller.
 #[derive(Debug, Clone, Copy)]
 pub struct Caller {
     pub user_id: Uuid,
+    /// The key the request presented (nonces and audit are per key, ownership per user).
+    pub key_id: Uuid,
+    /// Set when the signing middleware verified this request's signature with that key.
+    pub signature: Option<VerifiedSignature>,
+}
+
+impl Caller {
+    /// For `signing::require_signature`.
+    pub fn signature(&self) -> Option<&VerifiedSignature> {
+        self.signature.as_ref()
+    }
+}
+
+pub(crate) fn unauthorized(message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message.to_owned())
+}
+
+/// The key presented in `Authorization: Bearer <key>`.
+pub(crate) fn bearer_key(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let header = headers
+        .get(http::header::AUTHORIZATION)
+        .ok_or_else(|| unauthorized("missing Authorization: Bearer <api key>"))?;
+    header
+        .to_str()
+        .ok()
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| unauthorized("Authorization must be 'Bearer <api key>'"))
+}
+
+/// Looks the presented key up; unknown and revoked keys are the same 401.
+pub(crate) async fn authenticate(state: &AppState, key: &str) -> Result<Caller, ApiError> {
+    let mut conn = state.pool.acquire().await?;
+    let owner = db::users::authenticate(&mut conn, &ApiKeyHash::of(key))
+        .await?
+        .ok_or_else(|| unauthorized("unknown or revoked API key"))?;
+    Ok(Caller {
+        user_id: owner.user_id,
+        key_id: owner.key_id,
+        signature: None,
+    })
 }
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
+    /// A middleware that already authenticated the request (signing, idempotency) leaves the
+    /// caller in the extensions; the key is looked up once per request.
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let unauthorized = |message: &str| {
-            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message.to_owned())
-        };
-        let header = parts
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .ok_or_else(|| unauthorized("missing Authorization: Bearer <api key>"))?;
-        let key = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| unauthorized("Authorization must be 'Bearer <api key>'"))?;
-        let mut conn = state.pool.acquire().await?;
-        let user_id = db::users::user_for_key(&mut conn, &ApiKeyHash::of(key))
-            .await?
-            .ok_or_else(|| unauthorized("unknown or revoked API key"))?;
-        Ok(Self { user_id })
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(*caller);
+        }
+        let caller = authenticate(state, bearer_key(&parts.headers)?).await?;
+        parts.extensions.insert(caller);
+        Ok(caller)
     }
 }

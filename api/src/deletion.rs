@@ -9,9 +9,10 @@ use slipway_shared::{
 };
 use uuid::Uuid;
 
-use crate::{AppState, auth::Caller, error::ApiError};
+use crate::{AppState, auth::Caller, error::ApiError, signing};
 
-/// Locks the caller's function for the rest of the transaction.
+/// Locks the caller's function for the rest of the transaction; a deletion or its cancel must be
+/// signed unless the function skips signing.
 async fn lock_owned(
     tx: &mut sqlx::PgConnection,
     caller: Caller,
@@ -21,6 +22,7 @@ async fn lock_owned(
         .await?
         .filter(|f| f.owner_id == caller.user_id)
         .ok_or_else(ApiError::function_not_found)?;
+    signing::require_signature(caller.signature(), function.skip_signing)?;
     let status = FunctionStatus::parse(&function.status).context("stored function status")?;
     Ok((function, status))
 }

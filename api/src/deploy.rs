@@ -18,7 +18,7 @@ use slipway_shared::{
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::{AppState, auth::Caller, error::ApiError};
+use crate::{AppState, auth::Caller, error::ApiError, signing};
 
 pub struct DeployRequest {
     pub function_id: Uuid,
@@ -60,6 +60,7 @@ pub async fn accept(
         .await?
         .filter(|f| f.owner_id == caller.user_id)
         .ok_or_else(ApiError::function_not_found)?;
+    signing::require_signature(caller.signature(), function.skip_signing)?;
     let status = FunctionStatus::parse(&function.status).context("stored function status")?;
     let next = status.apply(FunctionEvent::DeployRequested).map_err(|_| {
         ApiError::conflict(

@@ -1,33 +1,37 @@
 //! Slipway's REST API (axum): accepts function code, commits durable jobs, answers reads, and
 //! proxies invocations to the active container.
 //!
-//! Architecture invariant: the api never talks to BuildKit, the registry or the runtime; its
-//! only data-plane duty is forwarding invocations to an endpoint the worker recorded.
+//! Architecture invariant: the api never talks to BuildKit or the runtime, and only reads the
+//! registry (`POST /api/functions/{id}/verify`); its only data-plane duty is forwarding
+//! invocations to an endpoint the worker recorded.
 
 pub mod auth;
+pub mod buffer;
 pub mod deletion;
 pub mod deploy;
 pub mod error;
+pub mod idempotency;
 pub mod rollback;
 pub mod routes;
 pub mod runtime;
+pub mod signing;
 
-use std::sync::Arc;
+use std::{convert::Infallible, sync::Arc};
 
 use anyhow::Context;
 use axum::{
-    Router,
+    Extension, Router,
     extract::{DefaultBodyLimit, Request},
     middleware::{self, Next},
     response::Response,
-    routing::{any, get, post, put},
+    routing::{MethodRouter, any, delete, get, post, put},
 };
 use slipway_shared::{config::ApiConfig, store::ArchiveStore};
 use sqlx::PgPool;
 use tower_http::trace::TraceLayer;
 use tracing::error;
 
-use crate::error::InternalErrorReport;
+use crate::{buffer::OversizedBody, error::InternalErrorReport};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -57,14 +61,24 @@ impl AppState {
 
 pub fn router(state: AppState) -> Router {
     // Room for the archive plus the other form fields.
-    let upload_limit = state.config.archive_limits.max_compressed_bytes as usize + 64 * 1024;
+    let archive_limit = state.config.archive_limits.max_compressed_bytes;
+    let upload_limit = archive_limit as usize + 64 * 1024;
+    let oversized_upload = OversizedBody {
+        code: "archive_too_large",
+        message: format!("the archive exceeds {archive_limit} bytes compressed"),
+    };
     Router::new()
         .route("/healthz", get(routes::health::healthz))
         .route("/api/functions", get(routes::functions::list))
-        .route("/api/functions/init", post(routes::functions::init))
+        .route(
+            "/api/functions/init",
+            changes_function(&state, post(routes::functions::init)),
+        )
         .route(
             "/api/functions/deploy",
-            post(routes::deployments::deploy).layer(DefaultBodyLimit::max(upload_limit)),
+            changes_function(&state, post(routes::deployments::deploy))
+                .layer::<_, Infallible>(Extension(oversized_upload))
+                .layer(DefaultBodyLimit::max(upload_limit)),
         )
         .route(
             "/api/functions/pending-deletions",
@@ -72,7 +86,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/api/functions/{id}",
-            get(routes::functions::get).delete(routes::deletions::delete),
+            get(routes::functions::get)
+                .merge(changes_function(&state, delete(routes::deletions::delete))),
         )
         .route(
             "/api/functions/{id}/verify",
@@ -84,7 +99,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/api/functions/{id}/cancel-deletion",
-            post(routes::deletions::cancel),
+            changes_function(&state, post(routes::deletions::cancel)),
         )
         .route(
             "/api/functions/{id}/deployments",
@@ -92,18 +107,29 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/api/functions/{id}/rollback",
-            post(routes::functions::rollback),
+            changes_function(&state, post(routes::functions::rollback)),
+        )
+        .route(
+            "/api/keys",
+            get(routes::keys::list).merge(signed(&state, post(routes::keys::create))),
+        )
+        .route(
+            "/api/keys/{id}",
+            signed(&state, delete(routes::keys::revoke)),
         )
         .route("/api/deployments/{id}/logs", get(routes::deployments::logs))
-        .route("/api/v1/functions/{id}", put(routes::runtime::update))
+        .route(
+            "/api/v1/functions/{id}",
+            changes_function(&state, put(routes::runtime::update)),
+        )
         .route("/api/v1/functions/{id}/runtime", get(routes::runtime::get))
         .route(
             "/api/v1/functions/{id}/runtime/restart",
-            post(routes::runtime::restart),
+            changes_function(&state, post(routes::runtime::restart)),
         )
         .route(
             "/api/v1/functions/{id}/runtime/recycle",
-            post(routes::runtime::recycle),
+            changes_function(&state, post(routes::runtime::recycle)),
         )
         .route(
             "/api/v1/functions/invoke/{id}",
@@ -123,6 +149,29 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(log_internal_errors))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Every route that creates or changes a function goes through here: a signature, when present,
+/// is verified (the use case then calls `signing::require_signature`), then `Idempotency-Key` is
+/// honoured. Put a route's `DefaultBodyLimit` outside this (`.layer(..)` after the call): both
+/// middlewares buffer the body within that limit. GET handlers merged into the same path are
+/// passed through by both.
+fn changes_function(state: &AppState, route: MethodRouter<AppState>) -> MethodRouter<AppState> {
+    signed(
+        state,
+        route.layer(middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::idempotent,
+        )),
+    )
+}
+
+/// Verifies a signature when the request carries one; unsigned requests pass untouched.
+fn signed(state: &AppState, route: MethodRouter<AppState>) -> MethodRouter<AppState> {
+    route.layer(middleware::from_fn_with_state(
+        state.clone(),
+        signing::verify,
+    ))
 }
 
 /// The one place 500s are logged, with the error the handler attached.

@@ -10,7 +10,7 @@ use slipway_shared::{
 };
 use uuid::Uuid;
 
-use crate::{AppState, auth::Caller, error::ApiError};
+use crate::{AppState, auth::Caller, error::ApiError, signing};
 
 pub struct Accepted {
     pub function_id: Uuid,
@@ -32,6 +32,7 @@ pub async fn accept(
         .await?
         .filter(|f| f.owner_id == caller.user_id)
         .ok_or_else(ApiError::function_not_found)?;
+    signing::require_signature(caller.signature(), function.skip_signing)?;
     let status = FunctionStatus::parse(&function.status).context("stored function status")?;
     if matches!(
         status,

@@ -9,7 +9,7 @@ use slipway_shared::{
 };
 use uuid::Uuid;
 
-use crate::{AppState, auth::Caller, deletion::function_deleted, error::ApiError};
+use crate::{AppState, auth::Caller, deletion::function_deleted, error::ApiError, signing};
 
 /// Enqueues the job under the function's lock, after checking there is an instance to replace.
 #[tracing::instrument(skip(state, caller))]
@@ -24,6 +24,7 @@ pub async fn replace_instance(
         .await?
         .filter(|f| f.owner_id == caller.user_id)
         .ok_or_else(ApiError::function_not_found)?;
+    signing::require_signature(caller.signature(), function.skip_signing)?;
     match FunctionStatus::parse(&function.status).context("stored function status")? {
         FunctionStatus::Deleted => return Err(function_deleted()),
         FunctionStatus::PendingDeletion => {
@@ -78,6 +79,7 @@ pub async fn update(
         .await?
         .filter(|f| f.owner_id == caller.user_id)
         .ok_or_else(ApiError::function_not_found)?;
+    signing::require_signature(caller.signature(), function.skip_signing)?;
     if function.status == FunctionStatus::Deleted.as_str() {
         return Err(function_deleted());
     }

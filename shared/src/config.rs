@@ -76,6 +76,8 @@ pub struct ApiConfig {
     pub invoke_timeout: Duration,
     /// How long a deleted function waits before its purge, during which it can be restored.
     pub deletion_grace: Duration,
+    /// How far a signed request's timestamp may be from the server's clock, either way.
+    pub signature_max_skew: Duration,
 }
 
 impl ApiConfig {
@@ -96,6 +98,7 @@ impl ApiConfig {
             },
             invoke_timeout: duration("SLIPWAY_INVOKE_TIMEOUT", Duration::from_secs(60))?,
             deletion_grace: duration("SLIPWAY_DELETION_GRACE", Duration::from_secs(7 * 86_400))?,
+            signature_max_skew: duration("SLIPWAY_SIGNATURE_MAX_SKEW", Duration::from_secs(300))?,
         })
     }
 }

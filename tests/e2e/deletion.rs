@@ -20,9 +20,7 @@ use uuid::Uuid;
 
 async fn delete(stack: &TestStack, function_id: Uuid) -> anyhow::Result<(u16, Value)> {
     let response = stack
-        .http
-        .delete(stack.url(&format!("/api/functions/{function_id}")))
-        .bearer_auth(&stack.api_key)
+        .delete(&format!("/api/functions/{function_id}"))
         .send()
         .await?;
     Ok((response.status().as_u16(), response.json().await?))

@@ -26,9 +26,7 @@ async fn post_json(stack: &TestStack, path: &str) -> anyhow::Result<(u16, Value)
 
 async fn put_json(stack: &TestStack, path: &str, body: Value) -> anyhow::Result<(u16, Value)> {
     let response = stack
-        .http
-        .put(stack.url(path))
-        .bearer_auth(&stack.api_key)
+        .request(reqwest::Method::PUT, path)
         .json(&body)
         .send()
         .await?;

@@ -6,6 +6,7 @@ pub mod functions;
 pub mod health;
 pub mod integrity;
 pub mod invoke;
+pub mod keys;
 pub mod runtime;
 
 use chrono::{DateTime, SecondsFormat, Utc};

@@ -109,6 +109,8 @@ pub struct LockedFunction {
     pub owner_id: Uuid,
     pub name: String,
     pub status: String,
+    /// Whether mutating requests on the function may come unsigned.
+    pub skip_signing: bool,
 }
 
 /// Locks the function row for the rest of the transaction; all status changes of a function and
@@ -116,7 +118,7 @@ pub struct LockedFunction {
 pub async fn lock(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<LockedFunction>> {
     sqlx::query_as!(
         LockedFunction,
-        "SELECT id, owner_id, name, status FROM functions WHERE id = $1 FOR UPDATE",
+        "SELECT id, owner_id, name, status, skip_signing FROM functions WHERE id = $1 FOR UPDATE",
         id
     )
     .fetch_optional(conn)

@@ -5,7 +5,9 @@
 pub mod deletions;
 pub mod deployments;
 pub mod functions;
+pub mod idempotency;
 pub mod logs;
+pub mod nonces;
 pub mod queue;
 pub mod users;
 

@@ -1,5 +1,6 @@
 //! Users and their API keys.
 
+use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -23,17 +24,90 @@ pub async fn insert_api_key(
     user_id: Uuid,
     key: &ApiKey,
 ) -> sqlx::Result<Uuid> {
-    let id = Uuid::new_v4();
-    sqlx::query!(
-        "INSERT INTO api_keys (id, user_id, prefix, key_hash) VALUES ($1, $2, $3, $4)",
-        id,
+    Ok(create_api_key(conn, user_id, key, None).await?.id)
+}
+
+/// An API key as its owner may see it: never the key or its hash.
+#[derive(Debug, Clone)]
+pub struct ApiKeyRow {
+    pub id: Uuid,
+    pub prefix: String,
+    pub name: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+pub async fn create_api_key(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    key: &ApiKey,
+    name: Option<&str>,
+) -> sqlx::Result<ApiKeyRow> {
+    sqlx::query_as!(
+        ApiKeyRow,
+        r#"INSERT INTO api_keys (id, user_id, prefix, key_hash, name) VALUES ($1, $2, $3, $4, $5)
+           RETURNING id, prefix, name, created_at, revoked_at"#,
+        Uuid::new_v4(),
         user_id,
         key.prefix(),
-        &key.hash().0[..]
+        &key.hash().0[..],
+        name
     )
-    .execute(conn)
-    .await?;
-    Ok(id)
+    .fetch_one(conn)
+    .await
+}
+
+/// The user's keys, revoked ones included, oldest first.
+pub async fn list_api_keys(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<Vec<ApiKeyRow>> {
+    sqlx::query_as!(
+        ApiKeyRow,
+        r#"SELECT id, prefix, name, created_at, revoked_at FROM api_keys
+           WHERE user_id = $1 ORDER BY created_at, id"#,
+        user_id
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Revokes one of the user's keys (a no-op on an already revoked one, which keeps its first
+/// `revoked_at`). `None` when the user has no such key, whoever else may own it.
+pub async fn revoke_api_key(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    id: Uuid,
+) -> sqlx::Result<Option<ApiKeyRow>> {
+    sqlx::query_as!(
+        ApiKeyRow,
+        r#"UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now())
+           WHERE id = $1 AND user_id = $2
+           RETURNING id, prefix, name, created_at, revoked_at"#,
+        id,
+        user_id
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// A live key and its owner.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyOwner {
+    pub key_id: Uuid,
+    pub user_id: Uuid,
+}
+
+/// The live key matching a presented key's hash, if any.
+pub async fn authenticate(
+    conn: &mut PgConnection,
+    hash: &ApiKeyHash,
+) -> sqlx::Result<Option<KeyOwner>> {
+    sqlx::query_as!(
+        KeyOwner,
+        r#"SELECT id AS key_id, user_id FROM api_keys
+           WHERE key_hash = $1 AND revoked_at IS NULL"#,
+        &hash.0[..]
+    )
+    .fetch_optional(conn)
+    .await
 }
 
 /// The owner of a presented key, if the key exists and is not revoked.

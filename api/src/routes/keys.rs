@@ -1,0 +1,163 @@
+//! API keys: create (the key is shown once), list (prefixes only), revoke. A caller manages only
+//! their own keys; the first key of a user comes from `slipway create-key`.
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde::{Deserialize, Serialize};
+use slipway_shared::{
+    db::{self, users::ApiKeyRow},
+    domain::ApiKey,
+};
+use uuid::Uuid;
+
+use super::timestamp;
+use crate::{AppState, auth::Caller, error::ApiError};
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyRequest {
+    name: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct KeySummary {
+    id: Uuid,
+    prefix: String,
+    name: Option<String>,
+    created_at: String,
+    revoked_at: Option<String>,
+}
+
+impl From<ApiKeyRow> for KeySummary {
+    fn from(row: ApiKeyRow) -> Self {
+        Self {
+            id: row.id,
+            prefix: row.prefix,
+            name: row.name,
+            created_at: timestamp(row.created_at),
+            revoked_at: row.revoked_at.map(timestamp),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct CreatedKey {
+    /// The whole key: this answer is the only time it exists outside its owner's hands.
+    key: String,
+    #[serde(flatten)]
+    summary: KeySummary,
+}
+
+/// The body is optional: no body (or `{}`) makes an unnamed key.
+fn parse_create(body: &Bytes) -> Result<CreateKeyRequest, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(CreateKeyRequest::default());
+    }
+    let request: CreateKeyRequest = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request("invalid_body", format!("expected {{\"name\"?}}: {e}"))
+    })?;
+    if let Some(name) = &request.name {
+        let chars = name.chars().count();
+        if !(1..=64).contains(&chars) || name.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(
+                "invalid_key_name",
+                "name must be 1 to 64 characters without control characters",
+            ));
+        }
+    }
+    Ok(request)
+}
+
+/// `POST /api/keys {"name"?}`: 201 with the new key, once.
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request = parse_create(&body)?;
+    let key = ApiKey::generate();
+    let mut conn = state.pool.acquire().await?;
+    let row =
+        db::users::create_api_key(&mut conn, caller.user_id, &key, request.name.as_deref()).await?;
+    let body = CreatedKey {
+        key: key.expose().to_owned(),
+        summary: row.into(),
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+#[derive(Serialize)]
+pub struct KeyList {
+    keys: Vec<KeySummary>,
+    count: usize,
+}
+
+/// `GET /api/keys`: the caller's keys, revoked ones included, oldest first.
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<KeyList>, ApiError> {
+    let mut conn = state.pool.acquire().await?;
+    let rows = db::users::list_api_keys(&mut conn, caller.user_id).await?;
+    Ok(Json(KeyList {
+        count: rows.len(),
+        keys: rows.into_iter().map(Into::into).collect(),
+    }))
+}
+
+/// `DELETE /api/keys/{id}`: the key stops authenticating at once. Someone else's key is a 404
+/// like a missing one; revoking twice answers the first revocation again.
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<KeySummary>, ApiError> {
+    let not_found = || ApiError::not_found("key_not_found", "no such API key");
+    let id = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    let mut conn = state.pool.acquire().await?;
+    let row = db::users::revoke_api_key(&mut conn, caller.user_id, id)
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(Json(row.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_body_is_optional_and_the_name_bounded() {
+        assert!(parse_create(&Bytes::new()).unwrap().name.is_none());
+        assert!(
+            parse_create(&Bytes::from_static(b"{}"))
+                .unwrap()
+                .name
+                .is_none()
+        );
+        assert_eq!(
+            parse_create(&Bytes::from_static(br#"{"name":"ci"}"#))
+                .unwrap()
+                .name
+                .as_deref(),
+            Some("ci")
+        );
+        for bad in [
+            r#"{"name":""}"#,
+            r#"{"name":"a\nb"}"#,
+            r#"{"label":"x"}"#,
+            "not json",
+        ] {
+            assert!(
+                parse_create(&Bytes::copy_from_slice(bad.as_bytes())).is_err(),
+                "{bad}"
+            );
+        }
+        let long = format!(r#"{{"name":"{}"}}"#, "é".repeat(65));
+        assert!(parse_create(&Bytes::from(long)).is_err());
+    }
+}

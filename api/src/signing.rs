@@ -1,0 +1,433 @@
+//! Signed requests. A function created with `skip_signing: false` (the default) takes mutating
+//! requests only when they carry an HMAC-SHA256 signature made with the caller's API key, so a
+//! request altered or replayed on the way (by a logging proxy, a CI log, a shell history) is
+//! refused even though it carries a valid bearer key.
+//!
+//! ```text
+//! X-Slipway-Timestamp: <unix seconds>
+//! X-Slipway-Nonce:     <16-128 of A-Z a-z 0-9 _ ->, never reused with the same key
+//! X-Slipway-Signature: v1=<hex HMAC-SHA256(api key, string to sign)>
+//!
+//! string to sign = METHOD "\n" PATH_AND_QUERY "\n" TIMESTAMP "\n" NONCE "\n" hex(SHA-256(body))
+//! ```
+//!
+//! `METHOD` as sent (upper case), `PATH_AND_QUERY` exactly as in the request line (no decoding or
+//! reordering), `TIMESTAMP` and `NONCE` exactly as in their headers, the body hash in lower-case
+//! hex (`e3b0c442…` for an empty body), no trailing newline.
+//!
+//! The work is split so each use case decides for its own function: the middleware [`verify`]
+//! checks any signature that is present and records it in the [`Caller`]; the use case, once it
+//! has loaded the function, calls [`require_signature`] with the function's `skip_signing`.
+
+use std::time::Duration;
+
+use axum::{
+    body::Bytes,
+    extract::{OriginalUri, Request, State},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use http::{HeaderMap, HeaderName, Method, StatusCode};
+use sha2::{Digest, Sha256};
+use slipway_shared::db;
+use tracing::warn;
+use uuid::Uuid;
+
+use crate::{
+    AppState,
+    auth::{self, Caller},
+    buffer,
+    error::ApiError,
+};
+
+pub const TIMESTAMP_HEADER: HeaderName = HeaderName::from_static("x-slipway-timestamp");
+pub const NONCE_HEADER: HeaderName = HeaderName::from_static("x-slipway-nonce");
+pub const SIGNATURE_HEADER: HeaderName = HeaderName::from_static("x-slipway-signature");
+
+/// Proof that this request was signed with the API key it presented, at `signed_at`, with a
+/// nonce not seen before for that key.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifiedSignature {
+    pub api_key_id: Uuid,
+    pub signed_at: DateTime<Utc>,
+}
+
+/// The check every use case that changes a function makes once it holds the function row:
+/// unsigned requests pass only for functions created with `skip_signing: true`.
+pub fn require_signature(
+    signed: Option<&VerifiedSignature>,
+    skip_signing: bool,
+) -> Result<(), ApiError> {
+    if skip_signing || signed.is_some() {
+        return Ok(());
+    }
+    Err(rejection(
+        "signature_required",
+        "this function takes only signed requests: send X-Slipway-Timestamp, X-Slipway-Nonce and \
+         X-Slipway-Signature (see the README, \"Signed requests\")",
+    ))
+}
+
+/// The string the HMAC covers.
+pub fn string_to_sign(
+    method: &str,
+    path_and_query: &str,
+    timestamp: &str,
+    nonce: &str,
+    body: &[u8],
+) -> String {
+    let body_hash = hex::encode(Sha256::digest(body));
+    format!("{method}\n{path_and_query}\n{timestamp}\n{nonce}\n{body_hash}")
+}
+
+/// `v1=<hex>`, the value of `X-Slipway-Signature` for `string_to_sign` under `api_key`.
+pub fn signature_header(api_key: &str, string_to_sign: &str) -> String {
+    format!(
+        "v1={}",
+        hex::encode(mac(api_key, string_to_sign).finalize().into_bytes())
+    )
+}
+
+fn mac(api_key: &str, string_to_sign: &str) -> Hmac<Sha256> {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(api_key.as_bytes()).expect("HMAC takes keys of any length");
+    mac.update(string_to_sign.as_bytes());
+    mac
+}
+
+/// Constant-time: the comparison must not tell an attacker how many leading bytes were right.
+fn signature_matches(api_key: &str, string_to_sign: &str, presented: &[u8]) -> bool {
+    mac(api_key, string_to_sign).verify_slice(presented).is_ok()
+}
+
+fn rejection(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, code, message)
+}
+
+fn malformed(message: impl Into<String>) -> ApiError {
+    rejection("signature_malformed", message)
+}
+
+/// The three headers, parsed.
+#[derive(Debug)]
+struct Presented {
+    timestamp: String,
+    signed_at: i64,
+    nonce: String,
+    signature: Vec<u8>,
+}
+
+/// `None` when none of the headers is there (an unsigned request); all three or an error
+/// otherwise.
+fn presented(headers: &HeaderMap) -> Result<Option<Presented>, ApiError> {
+    let names = [TIMESTAMP_HEADER, NONCE_HEADER, SIGNATURE_HEADER];
+    if names.iter().all(|name| !headers.contains_key(name)) {
+        return Ok(None);
+    }
+    let mut values = Vec::with_capacity(3);
+    for name in &names {
+        let mut all = headers.get_all(name).iter();
+        let (Some(value), None) = (all.next(), all.next()) else {
+            return Err(malformed(format!(
+                "a signed request carries X-Slipway-Timestamp, X-Slipway-Nonce and \
+                 X-Slipway-Signature exactly once each; {name} is missing or repeated"
+            )));
+        };
+        let value = value
+            .to_str()
+            .map_err(|_| malformed(format!("{name} must be ASCII")))?;
+        values.push(value.to_owned());
+    }
+    let [timestamp, nonce, signature]: [String; 3] =
+        values.try_into().expect("one value per header name");
+
+    let signed_at = Some(&timestamp)
+        .filter(|t| (1..=12).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|t| t.parse::<i64>().ok())
+        .ok_or_else(|| malformed("X-Slipway-Timestamp must be unix seconds (digits only)"))?;
+    let nonce_ok = (16..=128).contains(&nonce.len())
+        && nonce
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !nonce_ok {
+        return Err(malformed(
+            "X-Slipway-Nonce must be 16 to 128 characters of A-Z, a-z, 0-9, '_' and '-'",
+        ));
+    }
+    let signature = signature
+        .strip_prefix("v1=")
+        .filter(|hex| hex.len() == 64)
+        .and_then(|hex| hex::decode(hex).ok())
+        .ok_or_else(|| {
+            malformed("X-Slipway-Signature must be 'v1=' and 64 hex digits of HMAC-SHA256")
+        })?;
+    Ok(Some(Presented {
+        timestamp,
+        signed_at,
+        nonce,
+        signature,
+    }))
+}
+
+fn is_mutating(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    )
+}
+
+/// Middleware for mutating routes: verifies a signature when the request carries one, and lets
+/// unsigned requests through untouched (the use case decides whether it needed one). It must sit
+/// inside the route's `DefaultBodyLimit`, since it buffers the body to hash it.
+pub async fn verify(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match verified(&state, request).await {
+        Ok(request) => next.run(request).await,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn verified(state: &AppState, request: Request) -> Result<Request, ApiError> {
+    if !is_mutating(request.method()) {
+        return Ok(request);
+    }
+    let Some(presented) = presented(request.headers())? else {
+        return Ok(request);
+    };
+    // An unknown key is a plain 401 whatever the signature says.
+    let key = auth::bearer_key(request.headers())?.to_owned();
+    let mut caller: Caller = auth::authenticate(state, &key).await?;
+
+    let now = Utc::now();
+    let skew = state.config.signature_max_skew;
+    let signed_at = DateTime::from_timestamp(presented.signed_at, 0)
+        .ok_or_else(|| malformed("X-Slipway-Timestamp is out of range"))?;
+    // Compared at full precision, the same way the nonce clean-up below cuts: a nonce is
+    // deleted only once its timestamp alone would refuse the replay.
+    if (now - signed_at).abs().to_std().unwrap_or(Duration::MAX) > skew {
+        return Err(rejection(
+            "signature_expired",
+            format!(
+                "X-Slipway-Timestamp {} is more than {}s away from the server's clock ({})",
+                presented.timestamp,
+                skew.as_secs(),
+                now.timestamp()
+            ),
+        ));
+    }
+
+    let (mut parts, body): (_, Bytes) = buffer::buffer(request).await?;
+    let path_and_query = parts
+        .extensions
+        .get::<OriginalUri>()
+        .map_or(&parts.uri, |original| &original.0)
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let string_to_sign = string_to_sign(
+        parts.method.as_str(),
+        &path_and_query,
+        &presented.timestamp,
+        &presented.nonce,
+        &body,
+    );
+    if !signature_matches(&key, &string_to_sign, &presented.signature) {
+        return Err(rejection(
+            "signature_invalid",
+            "X-Slipway-Signature does not match this request signed with this API key",
+        ));
+    }
+
+    let mut conn = state.pool.acquire().await?;
+    if !db::nonces::record(&mut conn, caller.key_id, &presented.nonce, signed_at).await? {
+        return Err(rejection(
+            "signature_replayed",
+            "this X-Slipway-Nonce was already used with this API key; sign each request anew",
+        ));
+    }
+    // Housekeeping on the way: a failure here costs only table size, not this request.
+    if let Err(error) = db::nonces::forget_signed_before(&mut conn, now - skew).await {
+        warn!(%error, "could not delete expired request nonces");
+    }
+
+    let verified = VerifiedSignature {
+        api_key_id: caller.key_id,
+        signed_at,
+    };
+    caller.signature = Some(verified);
+    parts.extensions.insert(caller);
+    // Also on its own, for code that wants `Option<Extension<VerifiedSignature>>`.
+    parts.extensions.insert(verified);
+    Ok(buffer::rebuild(parts, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    const KEY: &str = "sk_abcdefgh_0123456789abcdefghijklmnopqrstuv";
+    const PATH: &str = "/api/functions/0b7f4c9e-2f3a-4a51-9d0e-5c1f7a3e8b21/rollback?dry=1";
+    const NONCE: &str = "nonce_0123456789abcdef";
+
+    #[test]
+    fn the_string_to_sign_is_five_lines_without_a_trailing_newline() {
+        assert_eq!(
+            string_to_sign("POST", PATH, "1763900000", NONCE, br#"{"version":1}"#),
+            format!(
+                "POST\n{PATH}\n1763900000\n{NONCE}\n\
+                 2430f1a2ad2982d0067885488a4c89e21ad1d7c83b115ba8f1b20acc88dfaea8"
+            )
+        );
+        assert!(
+            string_to_sign("DELETE", "/x", "1", NONCE, b"")
+                .ends_with("\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        );
+    }
+
+    /// Computed with `openssl dgst -sha256 -hmac "$key"` over the same bytes, as the README does.
+    #[test]
+    fn signatures_match_openssl() {
+        let s = string_to_sign("POST", PATH, "1763900000", NONCE, br#"{"version":1}"#);
+        assert_eq!(
+            signature_header(KEY, &s),
+            "v1=9c9dd8cd13fd268f0c8c8dc5d1ec6557a9235aa188ac991789e591112c2fee02"
+        );
+    }
+
+    #[test]
+    fn any_change_to_the_request_or_the_key_breaks_the_signature() {
+        let sign = |m: &str, p: &str, t: &str, n: &str, b: &[u8]| string_to_sign(m, p, t, n, b);
+        let original = sign("POST", PATH, "1763900000", NONCE, b"{}");
+        let good = hex::decode(&signature_header(KEY, &original)[3..]).unwrap();
+        assert!(signature_matches(KEY, &original, &good));
+        for (case, changed) in [
+            ("method", sign("PUT", PATH, "1763900000", NONCE, b"{}")),
+            (
+                "path",
+                sign(
+                    "POST",
+                    "/api/functions/x/rollback",
+                    "1763900000",
+                    NONCE,
+                    b"{}",
+                ),
+            ),
+            (
+                "query",
+                sign(
+                    "POST",
+                    &PATH.replace("dry=1", "dry=2"),
+                    "1763900000",
+                    NONCE,
+                    b"{}",
+                ),
+            ),
+            ("timestamp", sign("POST", PATH, "1763900001", NONCE, b"{}")),
+            (
+                "nonce",
+                sign("POST", PATH, "1763900000", "nonce_0123456789abcdeF", b"{}"),
+            ),
+            ("body", sign("POST", PATH, "1763900000", NONCE, b"{ }")),
+        ] {
+            assert!(!signature_matches(KEY, &changed, &good), "{case}");
+        }
+        assert!(!signature_matches("sk_other", &original, &good), "key");
+        let mut flipped = good.clone();
+        flipped[31] ^= 1;
+        assert!(!signature_matches(KEY, &original, &flipped), "last bit");
+        assert!(!signature_matches(KEY, &original, &good[..31]), "truncated");
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn headers_are_all_or_nothing_and_strictly_shaped() {
+        const T: &str = "x-slipway-timestamp";
+        const N: &str = "x-slipway-nonce";
+        const S: &str = "x-slipway-signature";
+        let sig = format!("v1={}", "ab".repeat(32));
+        assert!(presented(&HeaderMap::new()).unwrap().is_none());
+        let ok = presented(&headers(&[(T, "1763900000"), (N, NONCE), (S, &sig)]))
+            .unwrap()
+            .unwrap();
+        assert_eq!((ok.signed_at, ok.nonce.as_str()), (1_763_900_000, NONCE));
+        assert_eq!(ok.signature, vec![0xab; 32]);
+        let upper = format!("v1={}", "AB".repeat(32));
+        assert!(
+            presented(&headers(&[(T, "1763900000"), (N, NONCE), (S, &upper)])).is_ok(),
+            "hex digits in either case"
+        );
+
+        let long_nonce = "n".repeat(129);
+        let with = |name: &'static str, value: &str| {
+            let mut map = headers(&[(T, "1763900000"), (N, NONCE), (S, &sig)]);
+            map.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_str(value).unwrap(),
+            );
+            map
+        };
+        let mut repeated = with(N, NONCE);
+        repeated.append(N, HeaderValue::from_static("another_nonce_0123456"));
+        let cases = [
+            ("timestamp only", headers(&[(T, "1763900000")])),
+            ("no signature", headers(&[(T, "1763900000"), (N, NONCE)])),
+            ("repeated nonce", repeated),
+            ("signed timestamp", with(T, "-5")),
+            ("fractional timestamp", with(T, "1763900000.5")),
+            ("huge timestamp", with(T, "9999999999999")),
+            ("short nonce", with(N, "abc")),
+            ("nonce with a dot", with(N, "nonce.0123456789abcdef")),
+            ("long nonce", with(N, &long_nonce)),
+            ("no version", with(S, &sig[3..])),
+            ("other version", with(S, &sig.replace("v1=", "v2="))),
+            ("short signature", with(S, &sig[..60])),
+            ("not hex", with(S, &sig.replace('a', "g"))),
+        ];
+        for (case, map) in cases {
+            let error = presented(&map).expect_err(case);
+            assert!(
+                matches!(
+                    error,
+                    ApiError::Client {
+                        code: "signature_malformed",
+                        ..
+                    }
+                ),
+                "{case}: {error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_functions_that_skip_signing_take_unsigned_requests() {
+        let signed = VerifiedSignature {
+            api_key_id: Uuid::nil(),
+            signed_at: Utc::now(),
+        };
+        assert!(require_signature(Some(&signed), false).is_ok());
+        assert!(require_signature(Some(&signed), true).is_ok());
+        assert!(require_signature(None, true).is_ok());
+        let error = require_signature(None, false).unwrap_err();
+        assert!(matches!(
+            error,
+            ApiError::Client {
+                status: StatusCode::UNAUTHORIZED,
+                code: "signature_required",
+                ..
+            }
+        ));
+    }
+}
