@@ -1,6 +1,6 @@
-//! Idempotency-Key: a retried init, deploy or rollback gets the first answer and changes nothing
-//! more; the same key on another request is refused; a retry during the first run is told to
-//! wait; a 5xx leaves the key free; expired records never block.
+//! Idempotency-Key: a retried init, deploy, rollback, delete or cancel gets the first answer and
+//! changes nothing more; the same key on another request is refused; a retry during the first run
+//! is told to wait; a 5xx leaves the key free; expired records never block.
 
 use std::time::Duration;
 
@@ -240,5 +240,45 @@ async fn a_retry_during_the_first_run_waits_a_5xx_frees_the_key_and_expired_reco
         assert_eq!((fresh.0, fresh.1), (202, false), "{key}: {}", fresh.2);
     }
     assert_eq!(stack.count("deployments").await?, 4);
+    stack.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retried_delete_and_cancel_get_the_first_answer_and_change_nothing_more()
+-> anyhow::Result<()> {
+    let stack = TestStack::start_with(StackOptions {
+        store: StoreKind::Filesystem,
+        workers: 0,
+        ..Default::default()
+    })
+    .await?;
+    let function_id = stack.init("deleted-twice").await?;
+    let delete = || {
+        stack
+            .delete(&format!("/api/functions/{function_id}"))
+            .header("idempotency-key", "delete-1")
+    };
+    let first = answer(delete()).await?;
+    assert_eq!((first.0, first.1), (202, false), "{}", first.2);
+    let again = answer(delete()).await?;
+    assert_eq!((again.0, again.1), (202, true), "{}", again.2);
+    assert_eq!(again.2, first.2);
+    assert_eq!(stack.count("pending_deletions").await?, 1);
+
+    let cancel = || {
+        stack
+            .post(&format!("/api/functions/{function_id}/cancel-deletion"))
+            .header("idempotency-key", "cancel-1")
+    };
+    let first = answer(cancel()).await?;
+    assert_eq!((first.0, first.1), (200, false), "{}", first.2);
+    let again = answer(cancel()).await?;
+    assert_eq!((again.0, again.1), (200, true), "{}", again.2);
+    let statuses: Vec<(String,)> =
+        sqlx::query_as("SELECT status FROM pending_deletions WHERE function_id = $1")
+            .bind(function_id)
+            .fetch_all(&stack.pool)
+            .await?;
+    assert_eq!(statuses, [("cancelled".to_owned(),)]);
     stack.shutdown().await
 }
