@@ -109,6 +109,8 @@ pub struct FunctionResponse {
     /// The recorded tag now points at another digest; the recorded one still serves.
     image_drift: Option<serde_json::Value>,
     verified_at: Option<String>,
+    /// A disabled function answers invocations with 503 and is not restarted.
+    enabled: bool,
     skip_signing: bool,
     active_version: Option<i32>,
     latest_version: i32,
@@ -134,6 +136,7 @@ impl From<FunctionRow> for FunctionResponse {
             on_tag_overwrite: row.on_tag_overwrite,
             image_drift: row.image_drift,
             verified_at: row.verified_at.map(timestamp),
+            enabled: row.enabled,
             skip_signing: row.skip_signing,
             active_version: row.active_version,
             latest_version: row.last_version,
