@@ -6,7 +6,11 @@ use http::{HeaderMap, StatusCode};
 use slipway_shared::{db, domain::ApiKeyHash};
 use uuid::Uuid;
 
-use crate::{AppState, error::ApiError, signing::VerifiedSignature};
+use crate::{
+    AppState,
+    error::ApiError,
+    signing::{self, VerifiedSignature},
+};
 
 /// The authenticated caller.
 #[derive(Debug, Clone, Copy)]
@@ -69,4 +73,20 @@ impl FromRequestParts<AppState> for Caller {
         parts.extensions.insert(caller);
         Ok(caller)
     }
+}
+
+/// Locks the caller's function for the rest of the transaction, for a use case that changes it:
+/// someone else's function is a 404 (before any signature question), and the request must be
+/// signed unless the function skips signing.
+pub(crate) async fn lock_for_change(
+    tx: &mut sqlx::PgConnection,
+    caller: &Caller,
+    function_id: Uuid,
+) -> Result<db::functions::LockedFunction, ApiError> {
+    let function = db::functions::lock(tx, function_id)
+        .await?
+        .filter(|f| f.owner_id == caller.user_id)
+        .ok_or_else(ApiError::function_not_found)?;
+    signing::require_signature(caller.signature(), function.skip_signing)?;
+    Ok(function)
 }

@@ -9,7 +9,11 @@ use slipway_shared::{
 };
 use uuid::Uuid;
 
-use crate::{AppState, auth::Caller, error::ApiError, signing};
+use crate::{
+    AppState,
+    auth::{self, Caller},
+    error::ApiError,
+};
 
 /// Locks the caller's function for the rest of the transaction; a deletion or its cancel must be
 /// signed unless the function skips signing.
@@ -18,11 +22,7 @@ async fn lock_owned(
     caller: Caller,
     function_id: Uuid,
 ) -> Result<(LockedFunction, FunctionStatus), ApiError> {
-    let function = db::functions::lock(tx, function_id)
-        .await?
-        .filter(|f| f.owner_id == caller.user_id)
-        .ok_or_else(ApiError::function_not_found)?;
-    signing::require_signature(caller.signature(), function.skip_signing)?;
+    let function = auth::lock_for_change(tx, &caller, function_id).await?;
     let status = FunctionStatus::parse(&function.status).context("stored function status")?;
     Ok((function, status))
 }

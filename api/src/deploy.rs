@@ -18,7 +18,11 @@ use slipway_shared::{
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::{AppState, auth::Caller, error::ApiError, signing};
+use crate::{
+    AppState,
+    auth::{self, Caller},
+    error::ApiError,
+};
 
 pub struct DeployRequest {
     pub function_id: Uuid,
@@ -56,11 +60,7 @@ pub async fn accept(
         .map_err(archive_rejection)?;
 
     let mut tx = state.pool.begin().await?;
-    let function = db::functions::lock(&mut tx, request.function_id)
-        .await?
-        .filter(|f| f.owner_id == caller.user_id)
-        .ok_or_else(ApiError::function_not_found)?;
-    signing::require_signature(caller.signature(), function.skip_signing)?;
+    let function = auth::lock_for_change(&mut tx, &caller, request.function_id).await?;
     let status = FunctionStatus::parse(&function.status).context("stored function status")?;
     let next = status.apply(FunctionEvent::DeployRequested).map_err(|_| {
         ApiError::conflict(

@@ -10,7 +10,11 @@ use slipway_shared::{
 };
 use uuid::Uuid;
 
-use crate::{AppState, auth::Caller, error::ApiError, signing};
+use crate::{
+    AppState,
+    auth::{self, Caller},
+    error::ApiError,
+};
 
 pub struct Accepted {
     pub function_id: Uuid,
@@ -28,11 +32,7 @@ pub async fn accept(
     version: i32,
 ) -> Result<Accepted, ApiError> {
     let mut tx = state.pool.begin().await?;
-    let function = db::functions::lock(&mut tx, function_id)
-        .await?
-        .filter(|f| f.owner_id == caller.user_id)
-        .ok_or_else(ApiError::function_not_found)?;
-    signing::require_signature(caller.signature(), function.skip_signing)?;
+    let function = auth::lock_for_change(&mut tx, &caller, function_id).await?;
     let status = FunctionStatus::parse(&function.status).context("stored function status")?;
     if matches!(
         status,

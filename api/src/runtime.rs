@@ -9,7 +9,12 @@ use slipway_shared::{
 };
 use uuid::Uuid;
 
-use crate::{AppState, auth::Caller, deletion::function_deleted, error::ApiError, signing};
+use crate::{
+    AppState,
+    auth::{self, Caller},
+    deletion::function_deleted,
+    error::ApiError,
+};
 
 /// Enqueues the job under the function's lock, after checking there is an instance to replace.
 #[tracing::instrument(skip(state, caller))]
@@ -20,11 +25,7 @@ pub async fn replace_instance(
     action: RuntimeAction,
 ) -> Result<(), ApiError> {
     let mut tx = state.pool.begin().await?;
-    let function = db::functions::lock(&mut tx, function_id)
-        .await?
-        .filter(|f| f.owner_id == caller.user_id)
-        .ok_or_else(ApiError::function_not_found)?;
-    signing::require_signature(caller.signature(), function.skip_signing)?;
+    let function = auth::lock_for_change(&mut tx, &caller, function_id).await?;
     match FunctionStatus::parse(&function.status).context("stored function status")? {
         FunctionStatus::Deleted => return Err(function_deleted()),
         FunctionStatus::PendingDeletion => {
@@ -75,11 +76,7 @@ pub async fn update(
     changes: Changes,
 ) -> Result<(), ApiError> {
     let mut tx = state.pool.begin().await?;
-    let function = db::functions::lock(&mut tx, function_id)
-        .await?
-        .filter(|f| f.owner_id == caller.user_id)
-        .ok_or_else(ApiError::function_not_found)?;
-    signing::require_signature(caller.signature(), function.skip_signing)?;
+    let function = auth::lock_for_change(&mut tx, &caller, function_id).await?;
     if function.status == FunctionStatus::Deleted.as_str() {
         return Err(function_deleted());
     }
