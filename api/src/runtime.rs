@@ -6,6 +6,7 @@ use slipway_shared::{
     db,
     domain::FunctionStatus,
     jobs::{Job, RuntimeAction, RuntimeJob},
+    lifecycle::Lifecycle,
 };
 use uuid::Uuid;
 
@@ -67,6 +68,7 @@ pub async fn replace_instance(
 pub struct Changes {
     pub enabled: Option<bool>,
     pub on_tag_overwrite: Option<String>,
+    pub lifecycle: Option<Lifecycle>,
 }
 
 pub async fn update(
@@ -85,6 +87,9 @@ pub async fn update(
     }
     if let Some(policy) = &changes.on_tag_overwrite {
         db::functions::set_on_tag_overwrite(&mut tx, function_id, policy).await?;
+    }
+    if let Some(lifecycle) = &changes.lifecycle {
+        db::functions::set_lifecycle(&mut tx, function_id, lifecycle).await?;
     }
     tx.commit().await?;
     Ok(())

@@ -11,6 +11,7 @@ pub mod db;
 pub mod domain;
 pub mod integrity;
 pub mod jobs;
+pub mod lifecycle;
 pub mod registry;
 pub mod store;
 pub mod telemetry;

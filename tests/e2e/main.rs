@@ -7,6 +7,7 @@ mod crash;
 mod deletion;
 mod deploy_flow;
 mod faults;
+mod hooks;
 mod idempotency;
 mod integrity;
 mod keys;

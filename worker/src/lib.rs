@@ -10,6 +10,7 @@
 //! and at most one queue attempt per job (retries with backoff happen in the handler).
 
 pub mod buildkit;
+pub mod hooks;
 pub mod jobs;
 pub mod registry;
 pub mod runtime;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use slipway_shared::{
     db::{self, deployments::DeploymentRow, functions::FunctionRow},
     domain::FunctionName,
+    lifecycle::Lifecycle,
 };
 use uuid::Uuid;
 
@@ -26,6 +27,9 @@ pub struct InitRequest {
     name: String,
     #[serde(default)]
     skip_signing: bool,
+    /// Lifecycle hooks (seed 002); applied when the function is created.
+    #[serde(default)]
+    lifecycle: Option<Lifecycle>,
 }
 
 #[derive(Serialize)]
@@ -66,8 +70,16 @@ pub async fn init(
             ),
         ));
     }
+    if let Some(lifecycle) = &request.lifecycle {
+        lifecycle
+            .validate()
+            .map_err(|message| ApiError::bad_request("invalid_lifecycle", message))?;
+    }
     let created =
         db::functions::insert(&mut conn, caller.user_id, &name, request.skip_signing).await?;
+    if let (Some(id), Some(lifecycle)) = (created, &request.lifecycle) {
+        db::functions::set_lifecycle(&mut conn, id, lifecycle).await?;
+    }
     let row = db::functions::find_by_name(&mut conn, caller.user_id, &name)
         .await?
         .ok_or_else(|| anyhow::anyhow!("function {name} vanished right after init"))?;
@@ -111,6 +123,8 @@ pub struct FunctionResponse {
     verified_at: Option<String>,
     /// A disabled function answers invocations with 503 and is not restarted.
     enabled: bool,
+    /// Lifecycle hooks (seed 002): `{"initializer"?: {"timeout_s"}, "pre_stop"?: {"timeout_s"}}`.
+    lifecycle: Lifecycle,
     skip_signing: bool,
     active_version: Option<i32>,
     latest_version: i32,
@@ -137,6 +151,7 @@ impl From<FunctionRow> for FunctionResponse {
             image_drift: row.image_drift,
             verified_at: row.verified_at.map(timestamp),
             enabled: row.enabled,
+            lifecycle: Lifecycle::from_stored(row.lifecycle.as_ref()),
             skip_signing: row.skip_signing,
             active_version: row.active_version,
             latest_version: row.last_version,

@@ -17,6 +17,7 @@ use crate::{AppState, auth::Caller, error::ApiError};
 /// Lambda's synchronous payload limit.
 const MAX_REQUEST_BYTES: usize = 6 * 1024 * 1024;
 pub const REQUEST_ID_HEADER: &str = "x-slipway-request-id";
+const FC_REQUEST_ID_HEADER: &str = "x-fc-request-id";
 
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus the caller's platform
 /// credentials, which the function must never see.
@@ -140,10 +141,10 @@ async fn proxy(
             headers.append(name.clone(), value.clone());
         }
     }
-    headers.insert(
-        REQUEST_ID_HEADER,
-        HeaderValue::from_str(&request_id).map_err(anyhow::Error::from)?,
-    );
+    let request_id_value = HeaderValue::from_str(&request_id).map_err(anyhow::Error::from)?;
+    headers.insert(REQUEST_ID_HEADER, request_id_value.clone());
+    // Functions written against seed 002 (Function Compute) read this name.
+    headers.insert(FC_REQUEST_ID_HEADER, request_id_value);
     let query = parts
         .uri
         .query()

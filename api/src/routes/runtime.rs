@@ -8,7 +8,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::{Deserialize, Serialize};
-use slipway_shared::{db, integrity::OnTagOverwrite, jobs::RuntimeAction};
+use slipway_shared::{db, integrity::OnTagOverwrite, jobs::RuntimeAction, lifecycle::Lifecycle};
 use uuid::Uuid;
 
 use super::functions::{FunctionResponse, parse_id};
@@ -118,10 +118,13 @@ pub async fn recycle(
 pub struct UpdateRequest {
     enabled: Option<bool>,
     on_tag_overwrite: Option<String>,
+    /// Replaces the hooks; `{}` removes them.
+    lifecycle: Option<Lifecycle>,
 }
 
 /// `PUT /api/v1/functions/{id}`: `{"enabled": false}` makes invocations answer 503 and nothing
-/// restarts until it is enabled again; `{"on_tag_overwrite": "keep" | "fail"}` sets the policy.
+/// restarts until it is enabled again; `{"on_tag_overwrite": "keep" | "fail"}` sets the policy;
+/// `{"lifecycle": {…}}` sets the hooks, used from the next instance start or stop on.
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -137,9 +140,15 @@ pub async fn update(
             format!("on_tag_overwrite must be \"keep\" or \"fail\", got {policy:?}"),
         ));
     }
+    if let Some(lifecycle) = &request.lifecycle {
+        lifecycle
+            .validate()
+            .map_err(|message| ApiError::bad_request("invalid_lifecycle", message))?;
+    }
     let changes = Changes {
         enabled: request.enabled,
         on_tag_overwrite: request.on_tag_overwrite,
+        lifecycle: request.lifecycle,
     };
     runtime::update(&state, caller, id, changes).await?;
     let mut conn = state.pool.acquire().await?;

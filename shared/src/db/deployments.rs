@@ -528,3 +528,18 @@ pub async fn clear_all_containers(conn: &mut PgConnection, function_id: Uuid) ->
     .await?;
     Ok(())
 }
+
+/// The function's instances that may still run: (deployment, endpoint).
+pub async fn endpoints_of_function(
+    conn: &mut PgConnection,
+    function_id: Uuid,
+) -> sqlx::Result<Vec<(Uuid, String)>> {
+    let rows = sqlx::query!(
+        r#"SELECT id, runtime_endpoint AS "endpoint!" FROM deployments
+           WHERE function_id = $1 AND container_id IS NOT NULL AND runtime_endpoint IS NOT NULL"#,
+        function_id
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.endpoint)).collect())
+}

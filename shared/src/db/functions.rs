@@ -4,8 +4,9 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::domain::{
-    FunctionName, FunctionStatus, Serving, ServingEvent, ServingState, UpdateStatus,
+use crate::{
+    domain::{FunctionName, FunctionStatus, Serving, ServingEvent, ServingState, UpdateStatus},
+    lifecycle::Lifecycle,
 };
 
 /// A function with what it currently serves.
@@ -29,6 +30,7 @@ pub struct FunctionRow {
     pub image_drift: Option<serde_json::Value>,
     pub verified_at: Option<DateTime<Utc>>,
     pub enabled: bool,
+    pub lifecycle: Option<serde_json::Value>,
     /// The active version's instance, if one runs.
     pub container_id: Option<String>,
     pub runtime_endpoint: Option<String>,
@@ -254,6 +256,33 @@ pub async fn set_enabled(conn: &mut PgConnection, id: Uuid, enabled: bool) -> sq
         "UPDATE functions SET enabled = $2, updated_at = now() WHERE id = $1",
         id,
         enabled
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The function's lifecycle hooks configuration (seed 002).
+pub async fn lifecycle(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Lifecycle> {
+    let stored = sqlx::query_scalar!("SELECT lifecycle FROM functions WHERE id = $1", id)
+        .fetch_one(conn)
+        .await?;
+    Ok(Lifecycle::from_stored(stored.as_ref()))
+}
+
+pub async fn set_lifecycle(
+    conn: &mut PgConnection,
+    id: Uuid,
+    lifecycle: &Lifecycle,
+) -> sqlx::Result<()> {
+    let value = (lifecycle != &Lifecycle::default())
+        .then(|| serde_json::to_value(lifecycle))
+        .transpose()
+        .map_err(|e| sqlx::Error::Encode(e.into()))?;
+    sqlx::query!(
+        "UPDATE functions SET lifecycle = $2, updated_at = now() WHERE id = $1",
+        id,
+        value
     )
     .execute(conn)
     .await?;

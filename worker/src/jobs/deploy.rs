@@ -16,7 +16,7 @@ use tracing::info;
 
 use super::{RunJob, StepError, log_info, run_step, settle_function, with_retries};
 use crate::{
-    Environment,
+    Environment, hooks,
     registry::RegistryError,
     runtime::{ContainerSpec, RuntimeError, pick_free_port},
 };
@@ -125,6 +125,13 @@ pub async fn start_and_switch(
         format!("answering on {endpoint} after {} ms", waited.as_millis()),
     )
     .await;
+    let lifecycle = {
+        let mut conn = env.pool.acquire().await?;
+        db::functions::lifecycle(&mut conn, deployment.function_id).await?
+    };
+    if let Some(hook) = lifecycle.initializer {
+        hooks::initialize(env, deployment.id, &container_id, &endpoint, hook).await?;
+    }
 
     let previous = switch_traffic(env, deployment, phase, activation).await?;
     info!(version = deployment.version, %endpoint, "active");
@@ -132,6 +139,9 @@ pub async fn start_and_switch(
     if let Some(previous) = previous {
         // Requests already routed to the previous container get the drain period to finish.
         tokio::time::sleep(env.config.drain).await;
+        if let (Some(hook), Some(endpoint)) = (lifecycle.pre_stop, &previous.runtime_endpoint) {
+            hooks::pre_stop(env, previous.id, endpoint, hook).await;
+        }
         if let Some(container) = &previous.container_id {
             with_retries(env, "stopping the previous version", || async {
                 env.runtime.remove(container).await.map_err(runtime_step)

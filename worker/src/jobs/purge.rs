@@ -26,7 +26,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::{RunJob, StepError, deploy::runtime_step, with_retries};
-use crate::{Environment, registry::RegistryError};
+use crate::{Environment, hooks, registry::RegistryError};
 
 impl RunJob for PurgeJob {
     #[tracing::instrument(name = "purge", skip_all, fields(job = ?self))]
@@ -49,7 +49,19 @@ async fn purge_function(env: &Environment, function_id: Uuid) -> Result<(), Step
         return Ok(());
     };
 
-    // 2. Containers.
+    // 2. Containers, each told first if the function asked for PreStop.
+    let (lifecycle, endpoints) = {
+        let mut conn = env.pool.acquire().await?;
+        (
+            db::functions::lifecycle(&mut conn, function_id).await?,
+            db::deployments::endpoints_of_function(&mut conn, function_id).await?,
+        )
+    };
+    if let Some(hook) = lifecycle.pre_stop {
+        for (deployment_id, endpoint) in &endpoints {
+            hooks::pre_stop(env, *deployment_id, endpoint, hook).await;
+        }
+    }
     let containers = with_retries(env, "listing the function's containers", || async {
         env.runtime
             .containers_of(function_id)

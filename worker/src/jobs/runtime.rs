@@ -2,7 +2,8 @@
 //! recorded digest is verified at the registry first and the result applied to the function
 //! (drift reported; a lost image fails it and nothing restarts). Then the old container goes and
 //! a fresh one starts from `image@digest` on the same endpoint, so routing does not change;
-//! a recycle also drops the cached image and pulls it again.
+//! a recycle also drops the cached image and pulls it again. PreStop is called before the old
+//! instance stops and the Initializer before the new one counts as started.
 
 use std::sync::Arc;
 
@@ -20,7 +21,7 @@ use super::{
     deploy::{container_spec, registry_step, runtime_step},
     log_info, log_lines, with_retries,
 };
-use crate::Environment;
+use crate::{Environment, hooks};
 
 const PHASE: &str = "runtime";
 
@@ -108,7 +109,14 @@ async fn replace_instance(
         }
     }
 
+    let lifecycle = {
+        let mut conn = env.pool.acquire().await?;
+        db::functions::lifecycle(&mut conn, deployment.function_id).await?
+    };
     let started = tokio::time::Instant::now();
+    if let Some(hook) = lifecycle.pre_stop {
+        hooks::pre_stop(env, deployment.id, &endpoint, hook).await;
+    }
     if let Some(old) = &deployment.container_id {
         with_retries(env, "stopping the instance", || async {
             env.runtime.remove(old).await.map_err(runtime_step)
@@ -146,6 +154,9 @@ async fn replace_instance(
         .wait_until_answering(&container, &endpoint, env.config.start_timeout)
         .await
         .map_err(runtime_step)?;
+    if let Some(hook) = lifecycle.initializer {
+        hooks::initialize(env, deployment.id, &container, &endpoint, hook).await?;
+    }
     log_info(
         env,
         deployment.id,

@@ -14,7 +14,7 @@ use bollard::{
     query_parameters::{
         CreateContainerOptions, CreateImageOptions, InspectContainerOptions, ListContainersOptions,
         ListImagesOptions, LogsOptions, RemoveContainerOptions, RemoveImageOptions,
-        StopContainerOptions,
+        RestartContainerOptions, StopContainerOptions,
     },
 };
 use futures::StreamExt;
@@ -76,6 +76,12 @@ impl DockerRuntime {
                 .timeout(Duration::from_secs(2))
                 .build()?,
         })
+    }
+
+    /// The client that reaches functions on their endpoints (readiness, lifecycle hooks); set a
+    /// timeout per request, the default one is for readiness probes.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     /// Creates and starts the container; returns its id.
@@ -168,6 +174,18 @@ impl DockerRuntime {
             out.push_str(&chunk.to_string());
         }
         out
+    }
+
+    /// Stops and starts the same container again (its filesystem and port stay).
+    pub async fn restart(&self, container_id: &str) -> Result<(), RuntimeError> {
+        let options = RestartContainerOptions {
+            t: Some(5),
+            signal: None,
+        };
+        self.docker
+            .restart_container(container_id, Some(options))
+            .await?;
+        Ok(())
     }
 
     /// Stops and removes the container; one that is already gone is fine.

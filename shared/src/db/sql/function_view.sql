@@ -19,6 +19,7 @@ SELECT
     f.image_drift,
     f.verified_at,
     f.enabled,
+    f.lifecycle,
     d.container_id AS "container_id?",
     d.runtime_endpoint AS "runtime_endpoint?",
     d.version AS "active_version?",
