@@ -63,6 +63,20 @@ pub struct PushJob {
     pub deployment_id: Uuid,
 }
 
+/// Pull the recorded `image@digest` onto the runtime host before the deployment starts, so a
+/// missing or unpullable image fails here, with its own reason, and the start itself is quick.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CacheWarmJob {
+    pub deployment_id: Uuid,
+}
+
+impl Job for CacheWarmJob {
+    const NAME: &'static str = "slipway::cache-warm";
+    fn dedup_key(&self) -> String {
+        format!("cache-warm:{}", self.deployment_id)
+    }
+}
+
 /// Start the recorded digest, wait for it to answer, switch traffic, stop the previous version.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeployJob {
@@ -160,9 +174,10 @@ impl Job for DeployJob {
 }
 
 /// Every queue, for operators' views and for tests that count jobs.
-pub const ALL_QUEUES: [&str; 6] = [
+pub const ALL_QUEUES: [&str; 7] = [
     BuildJob::NAME,
     PushJob::NAME,
+    CacheWarmJob::NAME,
     DeployJob::NAME,
     RollbackJob::NAME,
     PurgeJob::NAME,

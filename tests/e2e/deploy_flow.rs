@@ -38,6 +38,18 @@ async fn deploying_v2_switches_traffic_without_a_failed_invocation_and_records_r
             .any(|s| s.contains("COPY") || s.contains("FROM")),
         "the build log shows BuildKit's steps: {steps:?}"
     );
+    let phases: Vec<&str> = log["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["phase"].as_str())
+        .collect();
+    let first = |phase: &str| phases.iter().position(|p| *p == phase);
+    assert!(
+        first("push") < first("cache-warm") && first("cache-warm") < first("deploy"),
+        "the image is pulled onto the runtime host between push and start: {phases:?}"
+    );
+    assert!(first("cache-warm").is_some());
     assert_eq!(
         stack.invoke(function_id, "").await?,
         (200, "hello from v1\n".into())

@@ -46,8 +46,8 @@ async fn two_workers_deploy_ten_functions_and_run_each_job_once() -> anyhow::Res
         .await?;
     assert_eq!(
         jobs.len(),
-        40,
-        "one build, push, deploy and retention purge per function: {jobs:?}"
+        50,
+        "one build, push, cache-warm, deploy and retention purge per function: {jobs:?}"
     );
     for job in &jobs {
         assert_eq!((job.status.as_str(), job.attempts), ("Done", 1), "{job:?}");

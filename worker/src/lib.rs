@@ -1,8 +1,7 @@
-//! Slipway's worker: runs the durable jobs (build, push, deploy, rollback, purge,
-//! runtime) from the
-//! Postgres queue.
-//! Only the worker talks to BuildKit, the registry and the container runtime, each through an
-//! adapter module (`buildkit`, `registry`, `runtime`).
+//! Slipway's worker: runs the durable jobs (build, push, cache-warm, deploy, rollback, purge,
+//! runtime) from the Postgres queue. Only the worker talks to BuildKit, writes to the registry,
+//! and drives the container runtime, each through an adapter module (`buildkit`, `registry`,
+//! `runtime`).
 //!
 //! apalis-postgres is configured around its traps (see ARCHITECTURE.md): an explicit queue name
 //! per job type, LISTEN/NOTIFY plus a 1 s poll, short heartbeats with an explicit orphan timeout,
@@ -22,7 +21,7 @@ use apalis::prelude::*;
 use apalis_postgres::{Config, PostgresStorage, Pubsub};
 use slipway_shared::{
     config::WorkerConfig,
-    jobs::{BuildJob, DeployJob, PurgeJob, PushJob, RollbackJob, RuntimeJob},
+    jobs::{BuildJob, CacheWarmJob, DeployJob, PurgeJob, PushJob, RollbackJob, RuntimeJob},
     store::ArchiveStore,
 };
 use sqlx::PgPool;
@@ -119,6 +118,7 @@ pub async fn run(
     let mut monitor = Monitor::new();
     monitor = register::<BuildJob>(monitor, &env);
     monitor = register::<PushJob>(monitor, &env);
+    monitor = register::<CacheWarmJob>(monitor, &env);
     monitor = register::<DeployJob>(monitor, &env);
     monitor = register::<RollbackJob>(monitor, &env);
     monitor = register::<PurgeJob>(monitor, &env);

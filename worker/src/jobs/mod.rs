@@ -6,6 +6,7 @@
 //! A duplicate run (a re-enqueued orphan whose first run still goes on) therefore cannot win.
 
 mod build;
+mod cache_warm;
 mod deploy;
 mod purge;
 mod push;

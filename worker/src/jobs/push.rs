@@ -1,5 +1,5 @@
 //! `push`: put the built image in the registry, read its manifest digest back from the registry
-//! (`Docker-Content-Digest`), record tag + digest, and hand over to `deploy`.
+//! (`Docker-Content-Digest`), record tag + digest, and hand over to `cache-warm`.
 
 use std::sync::Arc;
 
@@ -7,7 +7,7 @@ use anyhow::Context;
 use slipway_shared::{
     db,
     domain::DeploymentStatus,
-    jobs::{DeployJob, Job, PushJob},
+    jobs::{CacheWarmJob, Job, PushJob},
 };
 use tracing::info;
 
@@ -85,12 +85,12 @@ async fn push(
     if db::deployments::record_push(&mut tx, deployment.id, &image.tagged(), digest.as_str())
         .await?
     {
-        DeployJob {
+        CacheWarmJob {
             deployment_id: deployment.id,
         }
         .enqueue(&mut tx)
         .await
-        .context("enqueueing the deploy")
+        .context("enqueueing the cache-warm")
         .map_err(StepError::Transient)?;
         db::logs::append(
             &mut tx,
