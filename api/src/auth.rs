@@ -18,6 +18,8 @@ pub struct Caller {
     pub user_id: Uuid,
     /// The key the request presented (nonces and audit are per key, ownership per user).
     pub key_id: Uuid,
+    /// May see and fire the scheduler's sweeps.
+    pub operator: bool,
     /// Set when the signing middleware verified this request's signature with that key.
     pub signature: Option<VerifiedSignature>,
 }
@@ -56,6 +58,7 @@ pub(crate) async fn authenticate(state: &AppState, key: &str) -> Result<Caller, 
     Ok(Caller {
         user_id: owner.user_id,
         key_id: owner.key_id,
+        operator: owner.operator,
         signature: None,
     })
 }

@@ -11,6 +11,7 @@ pub mod deletion;
 pub mod deploy;
 pub mod error;
 pub mod idempotency;
+pub mod invocations;
 pub mod rollback;
 pub mod routes;
 pub mod runtime;
@@ -39,6 +40,7 @@ pub struct AppState {
     pub store: Arc<ArchiveStore>,
     pub config: Arc<ApiConfig>,
     pub http: reqwest::Client,
+    pub invocations: Arc<invocations::InvocationMarks>,
 }
 
 impl AppState {
@@ -55,6 +57,7 @@ impl AppState {
             store,
             config: Arc::new(config),
             http,
+            invocations: Arc::default(),
         })
     }
 }
@@ -118,6 +121,11 @@ pub fn router(state: AppState) -> Router {
             signed(&state, delete(routes::keys::revoke)),
         )
         .route("/api/deployments/{id}/logs", get(routes::deployments::logs))
+        .route("/api/schedules", get(routes::schedules::list))
+        .route(
+            "/api/schedules/{name}/run",
+            signed(&state, post(routes::schedules::run)),
+        )
         .route(
             "/api/v1/functions/{id}",
             changes_function(&state, put(routes::runtime::update)),

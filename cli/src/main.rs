@@ -1,5 +1,5 @@
-//! `slipway`: operator commands, and `slipway dev`, the embedded default that runs the API and a
-//! worker in one process against local services (see scripts/dev.sh).
+//! `slipway`: operator commands, and `slipway dev`, the embedded default that runs the API, a
+//! worker and the scheduler in one process against local services (see scripts/dev.sh).
 
 use std::{path::Path, sync::Arc};
 
@@ -19,9 +19,11 @@ use tracing::info;
 const USAGE: &str = "usage: slipway <command>
 
 commands:
-  dev                  migrate, then run the API and a worker in one process
+  dev                  migrate, then run the API, a worker and the scheduler in one process
   migrate              apply database migrations and exit
-  create-key <user>    create the user if needed and print a new API key for it
+  create-key <user> [--operator]
+                       create the user if needed and print a new API key for it; --operator
+                       also lets the user list and fire the scheduler's sweeps
   purge <function-id>  purge a function scheduled for deletion now, without waiting for the end
                        of its grace period (the worker runs it; safe to repeat)
 
@@ -42,9 +44,9 @@ async fn main() -> anyhow::Result<()> {
             let pool = db::connect(&DatabaseConfig::from_env()?).await?;
             db::migrate(&pool).await
         }
-        ["create-key", user] => {
+        ["create-key", user, flags @ ..] if flags.iter().all(|f| *f == "--operator") => {
             let pool = db::connect(&DatabaseConfig::from_env()?).await?;
-            let key = create_key(&pool, user).await?;
+            let key = create_key(&pool, user, !flags.is_empty()).await?;
             println!("{}", key.expose());
             Ok(())
         }
@@ -66,9 +68,12 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn create_key(pool: &PgPool, user: &str) -> anyhow::Result<ApiKey> {
+async fn create_key(pool: &PgPool, user: &str, operator: bool) -> anyhow::Result<ApiKey> {
     let mut tx = pool.begin().await?;
     let user_id = db::users::ensure(&mut tx, user).await?;
+    if operator {
+        db::users::make_operator(&mut tx, user_id).await?;
+    }
     let key = ApiKey::generate();
     db::users::insert_api_key(&mut tx, user_id, &key).await?;
     tx.commit().await?;
@@ -110,7 +115,7 @@ async fn dev_key(pool: &PgPool, env_file: Option<&Path>) -> anyhow::Result<Strin
             return Ok(existing);
         }
     }
-    Ok(create_key(pool, "dev").await?.expose().to_owned())
+    Ok(create_key(pool, "dev", true).await?.expose().to_owned())
 }
 
 async fn dev() -> anyhow::Result<()> {
@@ -140,6 +145,12 @@ async fn dev() -> anyhow::Result<()> {
     let wait = |mut rx: watch::Receiver<bool>| async move {
         rx.wait_for(|s| *s).await.ok();
     };
+    let scheduler = slipway_scheduler::Scheduler::new(
+        pool.clone(),
+        api_config.scheduler.clone(),
+        Arc::new(slipway_shared::schedule::SystemClock),
+        slipway_shared::config::unique_worker_name(),
+    )?;
     let state = slipway_api::AppState::new(pool.clone(), Arc::clone(&store), api_config)?;
     let api = tokio::spawn(slipway_api::serve(listener, state, wait(stopped.clone())));
     let worker_env = Arc::new(slipway_worker::Environment::new(
@@ -147,14 +158,16 @@ async fn dev() -> anyhow::Result<()> {
         store,
         worker_config,
     )?);
-    let worker = tokio::spawn(slipway_worker::run(worker_env, wait(stopped)));
+    let worker = tokio::spawn(slipway_worker::run(worker_env, wait(stopped.clone())));
+    let scheduler = tokio::spawn(async move { scheduler.run(wait(stopped)).await });
     info!(%url, "slipway dev is up");
 
     telemetry::shutdown_signal().await;
     info!("shutting down");
     stop.send(true).ok();
-    let (api, worker) = tokio::join!(api, worker);
+    let (api, worker, scheduler) = tokio::join!(api, worker, scheduler);
     api.context("api task")??;
     worker.context("worker task")??;
+    scheduler.context("scheduler task")?;
     Ok(())
 }

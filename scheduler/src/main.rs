@@ -1,8 +1,21 @@
-//! `slipway-scheduler`: not implemented yet; exits with an explanation instead of idling.
+//! `slipway-scheduler`: fires the sweeps until SIGINT/SIGTERM. Run as many replicas as wanted.
 
-fn main() {
-    eprintln!(
-        "slipway-scheduler: no sweeps are implemented yet (see the scheduler issue); refusing to start"
-    );
-    std::process::exit(2);
+use std::sync::Arc;
+
+use slipway_scheduler::Scheduler;
+use slipway_shared::{
+    config::{DatabaseConfig, SchedulerConfig, unique_worker_name},
+    db,
+    schedule::SystemClock,
+    telemetry,
+};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    telemetry::init();
+    let config = SchedulerConfig::from_env()?;
+    let pool = db::connect(&DatabaseConfig::from_env()?).await?;
+    let scheduler = Scheduler::new(pool, config, Arc::new(SystemClock), unique_worker_name())?;
+    scheduler.run(telemetry::shutdown_signal()).await;
+    Ok(())
 }

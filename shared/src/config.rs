@@ -76,6 +76,8 @@ pub struct ApiConfig {
     pub invoke_timeout: Duration,
     /// How long a deleted function waits before its purge, during which it can be restored.
     pub deletion_grace: Duration,
+    /// The scheduler's sweeps, which operators list and fire through the api.
+    pub scheduler: SchedulerConfig,
     /// How far a signed request's timestamp may be from the server's clock, either way.
     pub signature_max_skew: Duration,
 }
@@ -98,6 +100,7 @@ impl ApiConfig {
             },
             invoke_timeout: duration("SLIPWAY_INVOKE_TIMEOUT", Duration::from_secs(60))?,
             deletion_grace: duration("SLIPWAY_DELETION_GRACE", Duration::from_secs(7 * 86_400))?,
+            scheduler: SchedulerConfig::from_env()?,
             signature_max_skew: duration("SLIPWAY_SIGNATURE_MAX_SKEW", Duration::from_secs(300))?,
         })
     }
@@ -176,6 +179,78 @@ impl WorkerConfig {
         }
         if config.retained_versions == 0 {
             bail!("SLIPWAY_RETAINED_VERSIONS must be at least 1");
+        }
+        Ok(config)
+    }
+}
+
+/// The scheduler's sweeps: when each fires (cron with seconds) and the thresholds they apply.
+/// The api reads it too, to show schedules and run one on demand.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    pub cron_idle: String,
+    pub cron_stale: String,
+    pub cron_quota: String,
+    pub cron_purge: String,
+    pub cron_digest: String,
+    /// An Active function with no invocation for this long releases its instance.
+    pub idle_after: Duration,
+    /// An idle function untouched for this long is scheduled for deletion (`stale_function`).
+    pub stale_after: Duration,
+    /// The grace period of deletions the scheduler schedules (and the api's DELETE).
+    pub deletion_grace: Duration,
+    pub default_function_quota: i32,
+    /// How often each serving function's digest is checked at the registry.
+    pub verify_every: Duration,
+    /// A purge enqueued this long ago that has not finished is enqueued again.
+    pub purge_retry_after: Duration,
+    /// The most functions one tick of a sweep handles; the rest wait for the next tick, which
+    /// also rate-limits registry checks.
+    pub batch: i64,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            cron_idle: "0 * * * * *".into(),
+            cron_stale: "0 0 3 * * *".into(),
+            cron_quota: "0 30 3 * * *".into(),
+            cron_purge: "0 */5 * * * *".into(),
+            cron_digest: "0 */10 * * * *".into(),
+            idle_after: Duration::from_secs(15 * 60),
+            stale_after: Duration::from_secs(90 * 86_400),
+            deletion_grace: Duration::from_secs(7 * 86_400),
+            default_function_quota: 100,
+            verify_every: Duration::from_secs(3600),
+            purge_retry_after: Duration::from_secs(3600),
+            batch: 1000,
+        }
+    }
+}
+
+impl SchedulerConfig {
+    pub fn from_env() -> anyhow::Result<Self> {
+        let d = Self::default();
+        let cron = |name: &str, default: String| var(name).unwrap_or(default);
+        let config = Self {
+            cron_idle: cron("SLIPWAY_CRON_IDLE", d.cron_idle),
+            cron_stale: cron("SLIPWAY_CRON_STALE", d.cron_stale),
+            cron_quota: cron("SLIPWAY_CRON_QUOTA", d.cron_quota),
+            cron_purge: cron("SLIPWAY_CRON_PURGE", d.cron_purge),
+            cron_digest: cron("SLIPWAY_CRON_DIGEST", d.cron_digest),
+            idle_after: duration("SLIPWAY_IDLE_AFTER", d.idle_after)?,
+            stale_after: duration("SLIPWAY_STALE_AFTER", d.stale_after)?,
+            deletion_grace: duration("SLIPWAY_DELETION_GRACE", d.deletion_grace)?,
+            default_function_quota: parsed(
+                "SLIPWAY_DEFAULT_FUNCTION_QUOTA",
+                d.default_function_quota,
+            )?,
+            verify_every: duration("SLIPWAY_VERIFY_EVERY", d.verify_every)?,
+            purge_retry_after: duration("SLIPWAY_PURGE_RETRY_AFTER", d.purge_retry_after)?,
+            batch: parsed("SLIPWAY_SWEEP_BATCH", d.batch)?,
+        };
+        if config.default_function_quota < 0 || config.batch < 1 {
+            bail!("SLIPWAY_DEFAULT_FUNCTION_QUOTA must be >= 0 and SLIPWAY_SWEEP_BATCH >= 1");
         }
         Ok(config)
     }

@@ -41,6 +41,29 @@ pub trait Job: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin + 'sta
             Ok(())
         }
     }
+
+    /// Writes many jobs in one statement, as the scheduler's sweeps do.
+    fn enqueue_all(
+        jobs: &[Self],
+        conn: &mut PgConnection,
+    ) -> impl Future<Output = Result<(), EnqueueError>> + Send {
+        let tasks: Result<Vec<_>, serde_json::Error> = jobs
+            .iter()
+            .map(|job| {
+                Ok(TaskBuilder::new(serde_json::to_vec(job)?)
+                    .max_attempts(Self::MAX_ATTEMPTS)
+                    .idempotency_key(job.dedup_key())
+                    .build())
+            })
+            .collect();
+        async move {
+            let tasks = tasks?;
+            if !tasks.is_empty() {
+                apalis_postgres::queries::push_tasks(conn, Self::NAME, tasks).await?;
+            }
+            Ok(())
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +168,21 @@ impl Job for RuntimeJob {
     }
 }
 
+/// Check the serving version's recorded tag and digest at the registry and apply the result
+/// (drift reported, or the function Failed): the scheduler's digest sweep.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VerifyJob {
+    pub function_id: Uuid,
+    pub request_id: Uuid,
+}
+
+impl Job for VerifyJob {
+    const NAME: &'static str = "slipway::verify";
+    fn dedup_key(&self) -> String {
+        format!("verify:{}", self.request_id)
+    }
+}
+
 impl Job for RollbackJob {
     const NAME: &'static str = "slipway::rollback";
     fn dedup_key(&self) -> String {
@@ -174,7 +212,7 @@ impl Job for DeployJob {
 }
 
 /// Every queue, for operators' views and for tests that count jobs.
-pub const ALL_QUEUES: [&str; 7] = [
+pub const ALL_QUEUES: [&str; 8] = [
     BuildJob::NAME,
     PushJob::NAME,
     CacheWarmJob::NAME,
@@ -182,4 +220,5 @@ pub const ALL_QUEUES: [&str; 7] = [
     RollbackJob::NAME,
     PurgeJob::NAME,
     RuntimeJob::NAME,
+    VerifyJob::NAME,
 ];

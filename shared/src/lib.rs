@@ -13,5 +13,6 @@ pub mod integrity;
 pub mod jobs;
 pub mod lifecycle;
 pub mod registry;
+pub mod schedule;
 pub mod store;
 pub mod telemetry;

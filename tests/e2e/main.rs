@@ -12,6 +12,7 @@ mod idempotency;
 mod integrity;
 mod keys;
 mod rollback;
+mod scheduler;
 mod signing;
 mod store;
 mod workers;

@@ -1,5 +1,5 @@
 //! Slipway's worker: runs the durable jobs (build, push, cache-warm, deploy, rollback, purge,
-//! runtime) from the Postgres queue. Only the worker talks to BuildKit, writes to the registry,
+//! runtime, verify) from the Postgres queue. Only the worker talks to BuildKit, writes to the registry,
 //! and drives the container runtime, each through an adapter module (`buildkit`, `registry`,
 //! `runtime`).
 //!
@@ -21,7 +21,9 @@ use apalis::prelude::*;
 use apalis_postgres::{Config, PostgresStorage, Pubsub};
 use slipway_shared::{
     config::WorkerConfig,
-    jobs::{BuildJob, CacheWarmJob, DeployJob, PurgeJob, PushJob, RollbackJob, RuntimeJob},
+    jobs::{
+        BuildJob, CacheWarmJob, DeployJob, PurgeJob, PushJob, RollbackJob, RuntimeJob, VerifyJob,
+    },
     store::ArchiveStore,
 };
 use sqlx::PgPool;
@@ -123,6 +125,7 @@ pub async fn run(
     monitor = register::<RollbackJob>(monitor, &env);
     monitor = register::<PurgeJob>(monitor, &env);
     monitor = register::<RuntimeJob>(monitor, &env);
+    monitor = register::<VerifyJob>(monitor, &env);
     let grace = env.config.shutdown_grace;
     let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
     let monitor = monitor.shutdown_timeout(grace).run_with_signal(async move {

@@ -157,6 +157,9 @@ async fn proxy(
     let upstream = loop {
         attempt += 1;
         let endpoint = resolve(&state, caller, id).await?;
+        if attempt == 1 {
+            state.invocations.mark(&state.pool, id);
+        }
         let url = format!("http://{endpoint}/{path}{query}");
         let sent = state
             .http

@@ -8,6 +8,7 @@ pub mod integrity;
 pub mod invoke;
 pub mod keys;
 pub mod runtime;
+pub mod schedules;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 

@@ -288,3 +288,14 @@ pub async fn set_lifecycle(
     .await?;
     Ok(())
 }
+
+/// The function was just invoked (written at most every few seconds per api process).
+pub async fn mark_invoked(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE functions SET last_invoked_at = now() WHERE id = $1",
+        id
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}

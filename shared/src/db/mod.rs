@@ -9,6 +9,7 @@ pub mod idempotency;
 pub mod logs;
 pub mod nonces;
 pub mod queue;
+pub mod sweeps;
 pub mod users;
 
 use std::time::Duration;

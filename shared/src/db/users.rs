@@ -93,6 +93,8 @@ pub async fn revoke_api_key(
 pub struct KeyOwner {
     pub key_id: Uuid,
     pub user_id: Uuid,
+    /// May list and fire the scheduler's sweeps.
+    pub operator: bool,
 }
 
 /// The live key matching a presented key's hash, if any.
@@ -102,8 +104,9 @@ pub async fn authenticate(
 ) -> sqlx::Result<Option<KeyOwner>> {
     sqlx::query_as!(
         KeyOwner,
-        r#"SELECT id AS key_id, user_id FROM api_keys
-           WHERE key_hash = $1 AND revoked_at IS NULL"#,
+        r#"SELECT k.id AS key_id, k.user_id, u.operator FROM api_keys k
+           JOIN users u ON u.id = k.user_id
+           WHERE k.key_hash = $1 AND k.revoked_at IS NULL"#,
         &hash.0[..]
     )
     .fetch_optional(conn)
@@ -125,4 +128,28 @@ pub async fn user_for_key(
 
 pub async fn key_is_live(conn: &mut PgConnection, hash: &ApiKeyHash) -> sqlx::Result<bool> {
     Ok(user_for_key(conn, hash).await?.is_some())
+}
+
+/// Makes the user an operator (`slipway create-key <user> --operator`).
+pub async fn make_operator(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query!("UPDATE users SET operator = true WHERE id = $1", user_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Sets the user's own function quota; `None` falls back to the default.
+pub async fn set_function_quota(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    quota: Option<i32>,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE users SET function_quota = $2 WHERE id = $1",
+        user_id,
+        quota
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
 }

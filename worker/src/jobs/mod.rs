@@ -12,6 +12,7 @@ mod purge;
 mod push;
 mod rollback;
 mod runtime;
+mod verify;
 
 use std::{future::Future, sync::Arc, time::Duration};
 

@@ -11,15 +11,14 @@ use anyhow::Context;
 use slipway_shared::{
     db,
     domain::{Digest, ImageRef, ServingState},
-    integrity::{self, OnTagOverwrite},
     jobs::{RuntimeAction, RuntimeJob},
 };
 use tracing::warn;
 
 use super::{
     RunJob, StepError,
-    deploy::{container_spec, registry_step, runtime_step},
-    log_info, log_lines, with_retries,
+    deploy::{container_spec, runtime_step},
+    log_info, log_lines, verify, with_retries,
 };
 use crate::{Environment, hooks};
 
@@ -73,40 +72,12 @@ async fn replace_instance(
         .clone()
         .ok_or_else(|| recorded("endpoint"))?;
 
-    let verification = with_retries(env, "verifying the image at the registry", || async {
-        env.registry
-            .verify(&image, &digest)
-            .await
-            .map_err(registry_step)
-    })
-    .await?;
-    {
-        let mut tx = env.pool.begin().await?;
-        let function = db::functions::lock(&mut tx, deployment.function_id)
-            .await?
-            .ok_or_else(|| StepError::Permanent("the function is gone".into()))?;
-        let still_active = db::deployments::active_for_function(&mut tx, function.id)
-            .await?
-            .is_some_and(|a| a.id == deployment.id);
-        if !still_active {
-            return Err(StepError::Permanent(
-                "another version took the traffic meanwhile".into(),
-            ));
-        }
-        let policy = db::functions::on_tag_overwrite(&mut tx, function.id).await?;
-        let policy = OnTagOverwrite::parse(&policy)
-            .ok_or_else(|| StepError::Permanent(format!("unknown on_tag_overwrite {policy:?}")))?;
-        let serving =
-            integrity::record(&mut tx, function.id, &image, &digest, &verification, policy)
-                .await
-                .map_err(StepError::Transient)?;
-        tx.commit().await?;
-        if serving.state == ServingState::Failed {
-            return Err(StepError::Permanent(format!(
-                "not restarted: the function is Failed ({})",
-                serving.state_reason.unwrap_or_default()
-            )));
-        }
+    let serving = verify::verify_and_record(env, deployment, &image, &digest).await?;
+    if serving.state == ServingState::Failed {
+        return Err(StepError::Permanent(format!(
+            "not restarted: the function is Failed ({})",
+            serving.state_reason.unwrap_or_default()
+        )));
     }
 
     let lifecycle = {

@@ -1,0 +1,235 @@
+//! The scheduler's sweeps, each one set-based statement that picks a bounded batch, marks it so
+//! that running the sweep again picks nothing new, and returns what the caller must enqueue.
+//! Times come from the caller's clock (`$now`), never from `now()`, so tests can move time.
+//!
+//! Lifecycle changes made here in SQL mirror `FunctionStatus::apply`: only `init` and `active`
+//! functions may be scheduled for deletion (`DeletionRequested`).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// Deletions whose grace period is over and that have no purge pending (or one enqueued more
+/// than `retry_after` ago that did not finish): returns their function ids, marked as enqueued.
+pub async fn due_purges(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    retry_after: Duration,
+    batch: i64,
+) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar!(
+        r#"WITH due AS (
+             SELECT id FROM pending_deletions
+             WHERE status IN ('pending', 'purging') AND deletion_date <= $1
+               AND (purge_enqueued_at IS NULL
+                    OR purge_enqueued_at <= $1::timestamptz - $2::float8 * interval '1 second')
+             ORDER BY deletion_date
+             LIMIT $3
+             FOR UPDATE SKIP LOCKED
+           )
+           UPDATE pending_deletions p SET purge_enqueued_at = $1
+           FROM due WHERE p.id = due.id
+           RETURNING p.function_id"#,
+        now,
+        secs(retry_after),
+        batch
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Functions never invoked, or not invoked since `stale_after`, that are idle (Inactive, or
+/// never served): scheduled for deletion with reason `stale_function`.
+pub async fn schedule_stale(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    stale_after: Duration,
+    grace: Duration,
+    batch: i64,
+) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar!(
+        r#"WITH stale AS (
+             SELECT f.id FROM functions f
+             WHERE f.status IN ('init', 'active')
+               AND (f.state = 'Inactive' OR f.last_invoked_at IS NULL)
+               AND COALESCE(f.last_invoked_at, f.created_at)
+                   <= $1::timestamptz - $2::float8 * interval '1 second'
+               AND NOT EXISTS (
+                   SELECT 1 FROM pending_deletions p
+                   WHERE p.function_id = f.id AND p.status IN ('pending', 'purging'))
+             ORDER BY COALESCE(f.last_invoked_at, f.created_at)
+             LIMIT $4
+             FOR UPDATE SKIP LOCKED
+           ), scheduled AS (
+             INSERT INTO pending_deletions
+                 (id, function_id, reason, image_tag, deletion_date, scheduled_at)
+             SELECT gen_random_uuid(), s.id, 'stale_function', d.image_tag,
+                    $1::timestamptz + $3::float8 * interval '1 second', $1
+             FROM stale s LEFT JOIN deployments d ON d.function_id = s.id AND d.is_active
+             RETURNING function_id
+           )
+           UPDATE functions f SET status = 'pending_deletion', updated_at = $1
+           FROM scheduled WHERE f.id = scheduled.function_id
+           RETURNING f.id"#,
+        now,
+        secs(stale_after),
+        secs(grace),
+        batch
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// For each user over their function quota (their own, or `default_quota`), the least recently
+/// invoked Inactive functions beyond it: scheduled for deletion with reason `quota_exceeded`.
+pub async fn schedule_over_quota(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    default_quota: i32,
+    grace: Duration,
+) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar!(
+        r#"WITH over AS (
+             SELECT f.owner_id, count(*) - COALESCE(u.function_quota, $2) AS excess
+             FROM functions f JOIN users u ON u.id = f.owner_id
+             WHERE f.status NOT IN ('pending_deletion', 'deleted')
+             GROUP BY f.owner_id, u.function_quota
+             HAVING count(*) > COALESCE(u.function_quota, $2)
+           ), ranked AS (
+             SELECT f.id, o.excess,
+                    row_number() OVER (
+                        PARTITION BY f.owner_id
+                        ORDER BY f.last_invoked_at NULLS FIRST, f.created_at, f.id
+                    ) AS rank
+             FROM functions f JOIN over o ON o.owner_id = f.owner_id
+             WHERE f.status IN ('init', 'active') AND f.state = 'Inactive'
+           ), chosen AS (
+             SELECT f.id FROM functions f JOIN ranked r ON r.id = f.id
+             WHERE r.rank <= r.excess
+             FOR UPDATE OF f SKIP LOCKED
+           ), scheduled AS (
+             INSERT INTO pending_deletions
+                 (id, function_id, reason, image_tag, deletion_date, scheduled_at)
+             SELECT gen_random_uuid(), c.id, 'quota_exceeded', d.image_tag,
+                    $1::timestamptz + $3::float8 * interval '1 second', $1
+             FROM chosen c LEFT JOIN deployments d ON d.function_id = c.id AND d.is_active
+             RETURNING function_id
+           )
+           UPDATE functions f SET status = 'pending_deletion', updated_at = $1
+           FROM scheduled WHERE f.id = scheduled.function_id
+           RETURNING f.id"#,
+        now,
+        default_quota,
+        secs(grace)
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Serving functions whose digest was not checked (or not enqueued for a check) within `every`.
+pub async fn due_verifications(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    every: Duration,
+    batch: i64,
+) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar!(
+        r#"WITH due AS (
+             SELECT id FROM functions
+             WHERE state = 'Active' AND status = 'active'
+               AND (verify_enqueued_at IS NULL
+                    OR verify_enqueued_at <= $1::timestamptz - $2::float8 * interval '1 second')
+             ORDER BY verify_enqueued_at NULLS FIRST
+             LIMIT $3
+             FOR UPDATE SKIP LOCKED
+           )
+           UPDATE functions f SET verify_enqueued_at = $1
+           FROM due WHERE f.id = due.id
+           RETURNING f.id"#,
+        now,
+        secs(every),
+        batch
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Claims the tick: true for exactly one caller per (sweep, fire_at), the others wait for its
+/// transaction and get false.
+pub async fn claim_tick(
+    conn: &mut PgConnection,
+    sweep: &str,
+    fire_at: DateTime<Utc>,
+    fired_by: &str,
+    manual: bool,
+) -> sqlx::Result<bool> {
+    let claimed = sqlx::query!(
+        r#"INSERT INTO scheduler_ticks (sweep, fire_at, fired_by, manual, result)
+           VALUES ($1, $2, $3, $4, '{}'::jsonb)
+           ON CONFLICT (sweep, fire_at) DO NOTHING"#,
+        sweep,
+        fire_at,
+        fired_by,
+        manual
+    )
+    .execute(conn)
+    .await?;
+    Ok(claimed.rows_affected() == 1)
+}
+
+pub async fn record_tick(
+    conn: &mut PgConnection,
+    sweep: &str,
+    fire_at: DateTime<Utc>,
+    result: &serde_json::Value,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE scheduler_ticks SET result = $3 WHERE sweep = $1 AND fire_at = $2",
+        sweep,
+        fire_at,
+        result
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The newest scheduled (not manual) tick of a sweep.
+pub async fn last_scheduled_tick(
+    conn: &mut PgConnection,
+    sweep: &str,
+) -> sqlx::Result<Option<DateTime<Utc>>> {
+    sqlx::query_scalar!(
+        r#"SELECT max(fire_at) AS "fire_at?" FROM scheduler_ticks WHERE sweep = $1 AND NOT manual"#,
+        sweep
+    )
+    .fetch_one(conn)
+    .await
+}
+
+#[derive(Debug, Clone)]
+pub struct TickRow {
+    pub fire_at: DateTime<Utc>,
+    pub fired_by: String,
+    pub fired_at: DateTime<Utc>,
+    pub manual: bool,
+    pub result: serde_json::Value,
+}
+
+/// The newest tick of a sweep, scheduled or manual.
+pub async fn last_tick(conn: &mut PgConnection, sweep: &str) -> sqlx::Result<Option<TickRow>> {
+    sqlx::query_as!(
+        TickRow,
+        r#"SELECT fire_at, fired_by, fired_at, manual, result FROM scheduler_ticks
+           WHERE sweep = $1 ORDER BY fired_at DESC, fire_at DESC LIMIT 1"#,
+        sweep
+    )
+    .fetch_optional(conn)
+    .await
+}

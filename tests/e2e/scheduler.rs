@@ -1,0 +1,415 @@
+//! The scheduler with an injected clock: replicas fire each tick exactly once between them,
+//! missed ticks are caught up once, and the sweeps schedule stale and over-quota functions for
+//! deletion, purge them when their grace period is over, and find an overwritten tag.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use slipway_scheduler::Scheduler;
+use slipway_shared::{
+    config::SchedulerConfig,
+    db,
+    domain::ApiKey,
+    jobs::{Job, PurgeJob, VerifyJob},
+    schedule::{self, Clock, ManualClock, Sweep},
+    store::function_prefix,
+};
+use slipway_tests::{
+    StackOptions, StoreKind, TestStack, containers_of, docker, eventually, hello_archive,
+    registry_has_manifest,
+};
+use uuid::Uuid;
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+fn every_minute() -> SchedulerConfig {
+    SchedulerConfig {
+        cron_idle: "0 * * * * *".into(),
+        cron_stale: "0 * * * * *".into(),
+        cron_quota: "0 * * * * *".into(),
+        cron_purge: "0 * * * * *".into(),
+        cron_digest: "0 * * * * *".into(),
+        stale_after: 90 * DAY,
+        deletion_grace: 7 * DAY,
+        default_function_quota: 100,
+        ..Default::default()
+    }
+}
+
+fn clock_at(raw: &str) -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(raw.parse::<DateTime<Utc>>().unwrap()))
+}
+
+async fn ticks_per_sweep(stack: &TestStack) -> anyhow::Result<BTreeMap<String, i64>> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT sweep, count(*) FROM scheduler_ticks GROUP BY sweep")
+            .fetch_all(&stack.pool)
+            .await?;
+    Ok(rows.into_iter().collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_fire_each_tick_exactly_once_and_catch_up_once() -> anyhow::Result<()> {
+    let stack = TestStack::start_with(StackOptions {
+        store: StoreKind::Filesystem,
+        workers: 0,
+        ..Default::default()
+    })
+    .await?;
+    let clock = clock_at("2030-01-01T00:00:30Z");
+    let replicas: Vec<Scheduler> = (0..3)
+        .map(|i| {
+            Scheduler::new(
+                stack.pool.clone(),
+                every_minute(),
+                clock.clone(),
+                format!("replica-{i}"),
+            )
+        })
+        .collect::<anyhow::Result<_>>()?;
+
+    let mut fired_total = 0;
+    for round in 0..21 {
+        if round > 0 {
+            clock.advance(Duration::from_secs(60));
+        }
+        let (a, b, c) = tokio::join!(replicas[0].tick(), replicas[1].tick(), replicas[2].tick());
+        let fired = a?.len() + b?.len() + c?.len();
+        assert_eq!(
+            fired,
+            Sweep::ALL.len(),
+            "round {round}: one firing per sweep"
+        );
+        fired_total += fired;
+    }
+    assert_eq!(fired_total, 21 * 5);
+    let counts = ticks_per_sweep(&stack).await?;
+    assert_eq!(counts.len(), 5);
+    assert!(counts.values().all(|n| *n == 21), "{counts:?}");
+
+    // Every replica down for ten minutes: one catch-up tick per sweep, not ten.
+    clock.advance(Duration::from_secs(10 * 60));
+    let (a, b, c) = tokio::join!(replicas[0].tick(), replicas[1].tick(), replicas[2].tick());
+    assert_eq!(a?.len() + b?.len() + c?.len(), 5);
+    let counts = ticks_per_sweep(&stack).await?;
+    assert!(counts.values().all(|n| *n == 22), "{counts:?}");
+    // And nothing more at the same instant.
+    assert!(replicas[0].tick().await?.is_empty());
+    stack.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_function_is_scheduled_for_deletion_then_purged_after_its_grace_period()
+-> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let function_id = stack.init("forgotten").await?;
+    let (deployment, _) = stack
+        .deploy(function_id, hello_archive("forgotten\n")?)
+        .await?;
+    stack.wait_active(deployment).await?;
+    let function = stack.function(function_id).await?;
+    let tag = function["image_tag"].as_str().unwrap().to_owned();
+    let digest = function["image_digest"].as_str().unwrap().to_owned();
+    let invoked = stack.init("used").await?;
+    sqlx::query("UPDATE functions SET last_invoked_at = now() + interval '91 days' WHERE id = $1")
+        .bind(invoked)
+        .execute(&stack.pool)
+        .await?;
+
+    // 91 days later, never invoked: stale.
+    let clock = Arc::new(ManualClock::new(Utc::now() + chrono::TimeDelta::days(91)));
+    let config = every_minute();
+    let fired = schedule::fire(
+        &stack.pool,
+        &config,
+        Sweep::Stale,
+        clock.now(),
+        "test",
+        true,
+    )
+    .await?
+    .unwrap();
+    assert_eq!(fired["functions"], 1, "{fired}");
+    let status: Value = stack
+        .get(&format!("/api/functions/{function_id}/deletion-status"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(status["has_pending_deletion"], true, "{status}");
+    assert_eq!(status["deletion_info"]["reason"], "stale_function");
+    assert_eq!(stack.function(invoked).await?["status"], "init");
+    // Running the sweep again schedules nothing new.
+    let again = schedule::fire(
+        &stack.pool,
+        &config,
+        Sweep::Stale,
+        clock.now() + chrono::TimeDelta::seconds(1),
+        "test",
+        true,
+    )
+    .await?
+    .unwrap();
+    assert_eq!(again["functions"], 0);
+
+    // Before the grace period ends the purge sweep leaves it alone; after, it enqueues one purge.
+    clock.advance(6 * DAY);
+    let early = schedule::fire(
+        &stack.pool,
+        &config,
+        Sweep::Purge,
+        clock.now(),
+        "test",
+        true,
+    )
+    .await?
+    .unwrap();
+    assert_eq!(early["functions"], 0);
+    clock.advance(2 * DAY);
+    let due = schedule::fire(
+        &stack.pool,
+        &config,
+        Sweep::Purge,
+        clock.now(),
+        "test",
+        true,
+    )
+    .await?
+    .unwrap();
+    assert_eq!(due["functions"], 1);
+    let rerun = schedule::fire(
+        &stack.pool,
+        &config,
+        Sweep::Purge,
+        clock.now() + chrono::TimeDelta::seconds(1),
+        "test",
+        true,
+    )
+    .await?
+    .unwrap();
+    assert_eq!(rerun["functions"], 0, "the purge is already enqueued");
+
+    eventually(Duration::from_secs(60), "the function purged", || async {
+        Ok((stack.function(function_id).await?["status"] == "deleted").then_some(()))
+    })
+    .await?;
+    assert!(!registry_has_manifest(&tag, &digest).await?);
+    assert!(containers_of(function_id)?.is_empty());
+    assert!(
+        stack
+            .store
+            .list(&function_prefix(function_id))
+            .await?
+            .is_empty()
+    );
+    let mut conn = stack.conn().await?;
+    let jobs = db::queue::jobs(&mut conn, &[PurgeJob::NAME]).await?;
+    let purges = jobs
+        .iter()
+        .filter(|j| j.payload.as_ref().is_some_and(|p| p["scope"] == "function"))
+        .count();
+    assert_eq!(purges, 1, "{jobs:?}");
+    drop(conn);
+    stack.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_quota_the_least_recently_invoked_inactive_functions_go() -> anyhow::Result<()> {
+    let stack = TestStack::start_with(StackOptions {
+        store: StoreKind::Filesystem,
+        workers: 0,
+        ..Default::default()
+    })
+    .await?;
+    // (name, state, last invoked days ago)
+    let setup = [
+        ("busy", "Active", Some(0)),
+        ("recent", "Inactive", Some(1)),
+        ("oldest", "Inactive", Some(10)),
+        ("older", "Inactive", Some(5)),
+    ];
+    let mut ids = BTreeMap::new();
+    for (name, state, days) in setup {
+        let id = stack.init(name).await?;
+        sqlx::query(
+            "UPDATE functions SET state = $2, last_invoked_at = now() - make_interval(days => $3) WHERE id = $1",
+        )
+        .bind(id)
+        .bind(state)
+        .bind(days.unwrap_or(0))
+        .execute(&stack.pool)
+        .await?;
+        ids.insert(name, id);
+    }
+    let config = every_minute();
+    let within = schedule::fire(&stack.pool, &config, Sweep::Quota, Utc::now(), "test", true)
+        .await?
+        .unwrap();
+    assert_eq!(within["functions"], 0, "within the default quota");
+
+    {
+        let mut conn = stack.conn().await?;
+        db::users::set_function_quota(&mut conn, stack.user_id, Some(2)).await?;
+    }
+    let now = Utc::now() + chrono::TimeDelta::seconds(1);
+    let over = schedule::fire(&stack.pool, &config, Sweep::Quota, now, "test", true)
+        .await?
+        .unwrap();
+    assert_eq!(over["functions"], 2, "{over}");
+    for (name, expected) in [
+        ("busy", "init"),
+        ("recent", "init"),
+        ("oldest", "pending_deletion"),
+        ("older", "pending_deletion"),
+    ] {
+        let function = stack.function(ids[name]).await?;
+        assert_eq!(function["status"], expected, "{name}: {function}");
+    }
+    let pending: Value = stack
+        .get("/api/functions/pending-deletions")
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(pending["count"], 2);
+    assert!(
+        pending["pending_deletions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["reason"] == "quota_exceeded")
+    );
+    let again = schedule::fire(
+        &stack.pool,
+        &config,
+        Sweep::Quota,
+        now + chrono::TimeDelta::seconds(1),
+        "test",
+        true,
+    )
+    .await?
+    .unwrap();
+    assert_eq!(again["functions"], 0, "back within quota");
+    stack.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_digest_sweep_finds_an_overwritten_tag() -> anyhow::Result<()> {
+    let stack = TestStack::start_with(StackOptions {
+        store: StoreKind::Filesystem,
+        ..Default::default()
+    })
+    .await?;
+    let function_id = stack.init("watched").await?;
+    let (deployment, _) = stack
+        .deploy(function_id, hello_archive("watched\n")?)
+        .await?;
+    stack.wait_active(deployment).await?;
+    let tag = stack.function(function_id).await?["image_tag"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    docker(&["tag", "slipway/busybox:1", &tag])?;
+    docker(&["push", &tag])?;
+
+    let config = every_minute();
+    let fired = schedule::fire(
+        &stack.pool,
+        &config,
+        Sweep::Digest,
+        Utc::now(),
+        "test",
+        true,
+    )
+    .await?
+    .unwrap();
+    assert_eq!(fired["functions"], 1);
+    let function = eventually(Duration::from_secs(30), "the drift recorded", || async {
+        let function = stack.function(function_id).await?;
+        Ok(function["image_drift"].is_object().then_some(function))
+    })
+    .await?;
+    assert_eq!(function["state"], "Active", "keep policy: still serving");
+    assert_eq!(function["image_drift"]["tag"], tag.as_str());
+    assert_eq!(
+        stack.invoke(function_id, "").await?,
+        (200, "watched\n".into())
+    );
+    let again = schedule::fire(
+        &stack.pool,
+        &config,
+        Sweep::Digest,
+        Utc::now() + chrono::TimeDelta::seconds(1),
+        "test",
+        true,
+    )
+    .await?
+    .unwrap();
+    assert_eq!(again["functions"], 0, "checked within SLIPWAY_VERIFY_EVERY");
+    let mut conn = stack.conn().await?;
+    assert_eq!(
+        db::queue::jobs(&mut conn, &[VerifyJob::NAME]).await?.len(),
+        1
+    );
+    drop(conn);
+    stack.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_list_and_fire_schedules_and_nobody_else_does() -> anyhow::Result<()> {
+    let stack = TestStack::start_with(StackOptions {
+        store: StoreKind::Filesystem,
+        workers: 0,
+        ..Default::default()
+    })
+    .await?;
+    let refused = stack.get("/api/schedules").send().await?;
+    assert_eq!(refused.status(), 403);
+    let body: Value = refused.json().await?;
+    assert_eq!(body["error"]["code"], "operators_only");
+
+    let operator_key = ApiKey::generate();
+    {
+        let mut conn = stack.conn().await?;
+        let operator =
+            db::users::ensure(&mut conn, &format!("op-{}", Uuid::new_v4().simple())).await?;
+        db::users::insert_api_key(&mut conn, operator, &operator_key).await?;
+        db::users::make_operator(&mut conn, operator).await?;
+    }
+    let as_operator = |request: reqwest::RequestBuilder| request.bearer_auth(operator_key.expose());
+    let listed: Value = as_operator(stack.http.get(stack.url("/api/schedules")))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let names: Vec<&str> = listed["schedules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["idle", "stale", "quota", "purge", "digest"]);
+    assert!(listed["schedules"][3]["next_fire_at"].is_string());
+    assert_eq!(listed["schedules"][3]["last_fire_at"], Value::Null);
+
+    let run = as_operator(stack.http.post(stack.url("/api/schedules/purge/run")))
+        .send()
+        .await?;
+    assert_eq!(run.status(), 200);
+    let run: Value = run.json().await?;
+    assert_eq!(run["result"]["functions"], 0);
+    let listed: Value = as_operator(stack.http.get(stack.url("/api/schedules")))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(listed["schedules"][3]["last_manual"], true);
+    assert_eq!(listed["schedules"][3]["last_fire_at"], run["fire_at"]);
+
+    let unknown = as_operator(stack.http.post(stack.url("/api/schedules/sometimes/run")))
+        .send()
+        .await?;
+    assert_eq!(unknown.status(), 404);
+    stack.shutdown().await
+}
