@@ -233,6 +233,7 @@ impl TestStack {
             archive_limits: Default::default(),
             invoke_timeout: Duration::from_secs(30),
             deletion_grace: Duration::from_secs(7 * 86_400),
+            wake_timeout: Duration::from_secs(30),
             scheduler: Default::default(),
             signature_max_skew: Duration::from_secs(300),
         };

@@ -20,6 +20,13 @@ pub enum ApiError {
         code: &'static str,
         message: String,
     },
+    /// 503 with `Retry-After`: the function is on its way (waking) and worth asking again.
+    #[error("{message}")]
+    RetryLater {
+        code: &'static str,
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -89,6 +96,17 @@ impl IntoResponse for ApiError {
                 code,
                 message,
             } => error_response(status, code, &message),
+            Self::RetryLater {
+                code,
+                message,
+                retry_after_secs,
+            } => {
+                let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, code, &message);
+                response
+                    .headers_mut()
+                    .insert(http::header::RETRY_AFTER, retry_after_secs.into());
+                response
+            }
             Self::Internal(error) => {
                 let mut response = error_response(
                     StatusCode::INTERNAL_SERVER_ERROR,

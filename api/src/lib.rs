@@ -16,6 +16,7 @@ pub mod rollback;
 pub mod routes;
 pub mod runtime;
 pub mod signing;
+pub mod wake;
 
 use std::{convert::Infallible, sync::Arc};
 

@@ -76,6 +76,9 @@ pub struct ApiConfig {
     pub invoke_timeout: Duration,
     /// How long a deleted function waits before its purge, during which it can be restored.
     pub deletion_grace: Duration,
+    /// How long an invocation of an Inactive function waits for it to wake before a 503 with
+    /// `Retry-After`.
+    pub wake_timeout: Duration,
     /// The scheduler's sweeps, which operators list and fire through the api.
     pub scheduler: SchedulerConfig,
     /// How far a signed request's timestamp may be from the server's clock, either way.
@@ -100,6 +103,7 @@ impl ApiConfig {
             },
             invoke_timeout: duration("SLIPWAY_INVOKE_TIMEOUT", Duration::from_secs(60))?,
             deletion_grace: duration("SLIPWAY_DELETION_GRACE", Duration::from_secs(7 * 86_400))?,
+            wake_timeout: duration("SLIPWAY_WAKE_TIMEOUT", Duration::from_secs(30))?,
             scheduler: SchedulerConfig::from_env()?,
             signature_max_skew: duration("SLIPWAY_SIGNATURE_MAX_SKEW", Duration::from_secs(300))?,
         })

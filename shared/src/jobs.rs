@@ -183,6 +183,34 @@ impl Job for VerifyJob {
     }
 }
 
+/// Release an idle function's instance (PreStop, stop, drop the cached image): Inactive.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReleaseJob {
+    pub function_id: Uuid,
+    pub request_id: Uuid,
+}
+
+impl Job for ReleaseJob {
+    const NAME: &'static str = "slipway::release";
+    fn dedup_key(&self) -> String {
+        format!("release:{}", self.request_id)
+    }
+}
+
+/// Bring an Inactive function back (Pending): cache-warm its image, start it, Initializer, Active.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WakeJob {
+    pub function_id: Uuid,
+    pub request_id: Uuid,
+}
+
+impl Job for WakeJob {
+    const NAME: &'static str = "slipway::wake";
+    fn dedup_key(&self) -> String {
+        format!("wake:{}", self.request_id)
+    }
+}
+
 impl Job for RollbackJob {
     const NAME: &'static str = "slipway::rollback";
     fn dedup_key(&self) -> String {
@@ -212,7 +240,7 @@ impl Job for DeployJob {
 }
 
 /// Every queue, for operators' views and for tests that count jobs.
-pub const ALL_QUEUES: [&str; 8] = [
+pub const ALL_QUEUES: [&str; 10] = [
     BuildJob::NAME,
     PushJob::NAME,
     CacheWarmJob::NAME,
@@ -221,4 +249,6 @@ pub const ALL_QUEUES: [&str; 8] = [
     PurgeJob::NAME,
     RuntimeJob::NAME,
     VerifyJob::NAME,
+    ReleaseJob::NAME,
+    WakeJob::NAME,
 ];

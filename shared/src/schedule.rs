@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::{
     config::SchedulerConfig,
     db,
-    jobs::{Job, PurgeJob, VerifyJob},
+    jobs::{Job, PurgeJob, ReleaseJob, VerifyJob},
 };
 
 /// Where "now" comes from, so tests move time instead of sleeping.
@@ -190,7 +190,18 @@ async fn run(
     now: DateTime<Utc>,
 ) -> anyhow::Result<serde_json::Value> {
     let functions = match sweep {
-        Sweep::Idle => Vec::new(),
+        Sweep::Idle => {
+            let due = db::sweeps::due_releases(conn, now, config.idle_after, config.batch).await?;
+            let jobs: Vec<ReleaseJob> = due
+                .iter()
+                .map(|&function_id| ReleaseJob {
+                    function_id,
+                    request_id: Uuid::new_v4(),
+                })
+                .collect();
+            ReleaseJob::enqueue_all(&jobs, conn).await?;
+            due
+        }
         Sweep::Stale => {
             db::sweeps::schedule_stale(
                 conn,

@@ -16,8 +16,8 @@ use slipway_shared::{
     store::function_prefix,
 };
 use slipway_tests::{
-    StackOptions, StoreKind, TestStack, containers_of, docker, eventually, hello_archive,
-    registry_has_manifest,
+    StackOptions, StoreKind, TestStack, containers_of, docker, engine_images, eventually,
+    hello_archive, registry_has_manifest,
 };
 use uuid::Uuid;
 
@@ -411,5 +411,93 @@ async fn operators_list_and_fire_schedules_and_nobody_else_does() -> anyhow::Res
         .send()
         .await?;
     assert_eq!(unknown.status(), 404);
+    stack.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_function_is_released_and_its_next_invocation_wakes_it() -> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let function_id = stack.init("sleepy").await?;
+    let (deployment, _) = stack
+        .deploy(function_id, hello_archive("sleepy\n")?)
+        .await?;
+    stack.wait_active(deployment).await?;
+    let tag = stack.function(function_id).await?["image_tag"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        stack.invoke(function_id, "").await?,
+        (200, "sleepy\n".into())
+    );
+    let first = containers_of(function_id)?;
+    assert_eq!(first.len(), 1);
+
+    // Sixteen minutes without an invocation (idle_after is 15 minutes by default).
+    let config = every_minute();
+    let later = Utc::now() + chrono::TimeDelta::minutes(16);
+    let fired = schedule::fire(&stack.pool, &config, Sweep::Idle, later, "test", true)
+        .await?
+        .unwrap();
+    assert_eq!(fired["functions"], 1, "{fired}");
+    eventually(Duration::from_secs(30), "the instance released", || async {
+        let function = stack.function(function_id).await?;
+        Ok(
+            (function["state"] == "Inactive" && containers_of(function_id)?.is_empty())
+                .then_some(()),
+        )
+    })
+    .await?;
+    assert!(
+        engine_images(&tag)?.is_empty(),
+        "the cached image is dropped"
+    );
+    let runtime: Value = stack
+        .get(&format!("/api/v1/functions/{function_id}/runtime"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(runtime["state"], "idle", "{runtime}");
+    let again = schedule::fire(
+        &stack.pool,
+        &config,
+        Sweep::Idle,
+        later + chrono::TimeDelta::seconds(1),
+        "test",
+        true,
+    )
+    .await?
+    .unwrap();
+    assert_eq!(again["functions"], 0);
+
+    // The next invocation waits while the function wakes (Pending → Active), then is served.
+    assert_eq!(
+        stack.invoke(function_id, "").await?,
+        (200, "sleepy\n".into())
+    );
+    let function = stack.function(function_id).await?;
+    assert_eq!(function["state"], "Active", "{function}");
+    let second = containers_of(function_id)?;
+    assert_eq!(second.len(), 1);
+    assert_ne!(second, first, "a new instance");
+    let log: Value = stack
+        .get(&format!("/api/deployments/{deployment}/logs"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let runtime_lines: Vec<&str> = log["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["phase"] == "runtime")
+        .filter_map(|l| l["message"].as_str())
+        .collect();
+    assert!(
+        runtime_lines[0].starts_with("idle: instance released"),
+        "{runtime_lines:?}"
+    );
+    assert!(runtime_lines[1].starts_with("woken: "), "{runtime_lines:?}");
     stack.shutdown().await
 }

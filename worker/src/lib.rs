@@ -1,5 +1,5 @@
 //! Slipway's worker: runs the durable jobs (build, push, cache-warm, deploy, rollback, purge,
-//! runtime, verify) from the Postgres queue. Only the worker talks to BuildKit, writes to the registry,
+//! runtime, verify, release, wake) from the Postgres queue. Only the worker talks to BuildKit, writes to the registry,
 //! and drives the container runtime, each through an adapter module (`buildkit`, `registry`,
 //! `runtime`).
 //!
@@ -22,7 +22,8 @@ use apalis_postgres::{Config, PostgresStorage, Pubsub};
 use slipway_shared::{
     config::WorkerConfig,
     jobs::{
-        BuildJob, CacheWarmJob, DeployJob, PurgeJob, PushJob, RollbackJob, RuntimeJob, VerifyJob,
+        BuildJob, CacheWarmJob, DeployJob, PurgeJob, PushJob, ReleaseJob, RollbackJob, RuntimeJob,
+        VerifyJob, WakeJob,
     },
     store::ArchiveStore,
 };
@@ -126,6 +127,8 @@ pub async fn run(
     monitor = register::<PurgeJob>(monitor, &env);
     monitor = register::<RuntimeJob>(monitor, &env);
     monitor = register::<VerifyJob>(monitor, &env);
+    monitor = register::<ReleaseJob>(monitor, &env);
+    monitor = register::<WakeJob>(monitor, &env);
     let grace = env.config.shutdown_grace;
     let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
     let monitor = monitor.shutdown_timeout(grace).run_with_signal(async move {

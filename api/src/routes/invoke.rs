@@ -12,7 +12,7 @@ use slipway_shared::db;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
-use crate::{AppState, auth::Caller, error::ApiError};
+use crate::{AppState, auth::Caller, error::ApiError, wake};
 
 /// Lambda's synchronous payload limit.
 const MAX_REQUEST_BYTES: usize = 6 * 1024 * 1024;
@@ -56,11 +56,46 @@ pub async fn invoke_path(
     proxy(state, caller, &id, &path, request).await
 }
 
+/// The endpoint of the function's active instance. An Inactive function is woken and the
+/// request waits for it (up to `SLIPWAY_WAKE_TIMEOUT`, then 503 with `Retry-After`).
 async fn resolve(state: &AppState, caller: Caller, id: Uuid) -> Result<String, ApiError> {
-    let mut conn = state.pool.acquire().await?;
-    let route = db::deployments::route(&mut conn, caller.user_id, id)
-        .await?
-        .ok_or_else(ApiError::function_not_found)?;
+    let started = std::time::Instant::now();
+    loop {
+        let route = {
+            let mut conn = state.pool.acquire().await?;
+            db::deployments::route(&mut conn, caller.user_id, id)
+                .await?
+                .ok_or_else(ApiError::function_not_found)?
+        };
+        match serving(&route)? {
+            Serving::Ready(endpoint) => return Ok(endpoint),
+            Serving::Waking => {}
+            Serving::Asleep => wake::request(state, id).await?,
+        }
+        if started.elapsed() >= state.config.wake_timeout {
+            return Err(ApiError::RetryLater {
+                code: "function_waking",
+                message: format!(
+                    "the function was Inactive and is starting; it did not answer within {:?}",
+                    state.config.wake_timeout
+                ),
+                retry_after_secs: 5,
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Where a function stands for an invocation.
+enum Serving {
+    Ready(String),
+    /// Pending with a version to serve: being woken.
+    Waking,
+    /// Inactive: to be woken.
+    Asleep,
+}
+
+fn serving(route: &db::deployments::Route) -> Result<Serving, ApiError> {
     match route.function_status.as_str() {
         "pending_deletion" => {
             return Err(ApiError::new(
@@ -95,16 +130,11 @@ async fn resolve(state: &AppState, caller: Caller, id: Uuid) -> Result<String, A
                 ),
             ));
         }
-        "Inactive" => {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "function_inactive",
-                "the function is Inactive: it was idle and its resources were released",
-            ));
-        }
+        "Inactive" => return Ok(Serving::Asleep),
+        "Pending" if route.endpoint.is_some() => return Ok(Serving::Waking),
         _ => {}
     }
-    route.endpoint.ok_or_else(|| {
+    route.endpoint.clone().map(Serving::Ready).ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "function_not_active",

@@ -543,3 +543,21 @@ pub async fn endpoints_of_function(
     .await?;
     Ok(rows.into_iter().map(|r| (r.id, r.endpoint)).collect())
 }
+
+/// The active deployment's instance was released: forget its container, keep its endpoint
+/// reserved for the instance that wakes it (an active deployment always has an endpoint).
+pub async fn forget_active_container(
+    conn: &mut PgConnection,
+    id: Uuid,
+    container_id: &str,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"UPDATE deployments SET container_id = NULL, updated_at = now()
+           WHERE id = $1 AND container_id = $2"#,
+        id,
+        container_id
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}

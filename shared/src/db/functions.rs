@@ -299,3 +299,17 @@ pub async fn mark_invoked(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<()>
     .await?;
     Ok(())
 }
+
+/// Whether the function was invoked after the idle sweep picked it (then it stays up).
+pub async fn invoked_since_release_enqueued(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> sqlx::Result<bool> {
+    sqlx::query_scalar!(
+        r#"SELECT COALESCE(last_invoked_at > release_enqueued_at, false) AS "invoked!"
+           FROM functions WHERE id = $1"#,
+        id
+    )
+    .fetch_one(conn)
+    .await
+}

@@ -160,6 +160,40 @@ pub async fn due_verifications(
     .await
 }
 
+/// Serving functions with a running instance and no invocation within `idle_after`: their
+/// instance is released (the function becomes Inactive until its next invocation).
+pub async fn due_releases(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    idle_after: Duration,
+    batch: i64,
+) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar!(
+        r#"WITH idle AS (
+             SELECT f.id FROM functions f
+             WHERE f.state = 'Active' AND f.status = 'active' AND f.enabled
+               AND COALESCE(f.last_invoked_at, f.updated_at)
+                   <= $1::timestamptz - $2::float8 * interval '1 second'
+               AND (f.release_enqueued_at IS NULL
+                    OR f.release_enqueued_at <= $1::timestamptz - $2::float8 * interval '1 second')
+               AND EXISTS (
+                   SELECT 1 FROM deployments d
+                   WHERE d.function_id = f.id AND d.is_active AND d.container_id IS NOT NULL)
+             ORDER BY COALESCE(f.last_invoked_at, f.updated_at)
+             LIMIT $3
+             FOR UPDATE OF f SKIP LOCKED
+           )
+           UPDATE functions f SET release_enqueued_at = $1
+           FROM idle WHERE f.id = idle.id
+           RETURNING f.id"#,
+        now,
+        secs(idle_after),
+        batch
+    )
+    .fetch_all(conn)
+    .await
+}
+
 /// Claims the tick: true for exactly one caller per (sweep, fire_at), the others wait for its
 /// transaction and get false.
 pub async fn claim_tick(

@@ -158,8 +158,9 @@ impl Serving {
             (S::Active, E::IdleReleased) if !in_progress => with_state(S::Inactive, None),
             (S::Inactive, E::WakeRequested) => with_state(S::Pending, None),
             (S::Pending, E::Woken) if !in_progress => with_state(S::Active, None),
+            // Seed 001: if preparing the woken function fails, it remains Inactive.
             (S::Pending, E::WakeFailed { reason }) if !in_progress => {
-                with_state(S::Failed, Some(reason.clone()))
+                with_state(S::Inactive, Some(reason.clone()))
             }
             _ => return Err(illegal()),
         })
@@ -300,7 +301,7 @@ mod tests {
             (S::Active, E::IdleReleased) if !in_progress => Some((S::Inactive, update)),
             (S::Inactive, E::WakeRequested) => Some((S::Pending, update)),
             (S::Pending, E::Woken) if !in_progress => Some((S::Active, update)),
-            (S::Pending, E::WakeFailed { .. }) if !in_progress => Some((S::Failed, update)),
+            (S::Pending, E::WakeFailed { .. }) if !in_progress => Some((S::Inactive, update)),
             _ => None,
         }
     }

@@ -139,7 +139,12 @@ pub async fn start_and_switch(
     if let Some(previous) = previous {
         // Requests already routed to the previous container get the drain period to finish.
         tokio::time::sleep(env.config.drain).await;
-        if let (Some(hook), Some(endpoint)) = (lifecycle.pre_stop, &previous.runtime_endpoint) {
+        // A released (Inactive) previous version has an endpoint but no instance to tell.
+        if let (Some(hook), Some(endpoint), Some(_)) = (
+            lifecycle.pre_stop,
+            &previous.runtime_endpoint,
+            &previous.container_id,
+        ) {
             hooks::pre_stop(env, previous.id, endpoint, hook).await;
         }
         if let Some(container) = &previous.container_id {

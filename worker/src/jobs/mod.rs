@@ -8,6 +8,7 @@
 mod build;
 mod cache_warm;
 mod deploy;
+mod idle;
 mod purge;
 mod push;
 mod rollback;
