@@ -218,6 +218,7 @@ async fn run(
                 now,
                 config.default_function_quota,
                 config.deletion_grace,
+                config.batch,
             )
             .await?
         }

@@ -88,11 +88,13 @@ pub async fn schedule_stale(
 
 /// For each user over their function quota (their own, or `default_quota`), the least recently
 /// invoked Inactive functions beyond it: scheduled for deletion with reason `quota_exceeded`.
+/// At most `batch` per tick; the next tick continues.
 pub async fn schedule_over_quota(
     conn: &mut PgConnection,
     now: DateTime<Utc>,
     default_quota: i32,
     grace: Duration,
+    batch: i64,
 ) -> sqlx::Result<Vec<Uuid>> {
     sqlx::query_scalar!(
         r#"WITH over AS (
@@ -112,6 +114,7 @@ pub async fn schedule_over_quota(
            ), chosen AS (
              SELECT f.id FROM functions f JOIN ranked r ON r.id = f.id
              WHERE r.rank <= r.excess
+             LIMIT $4
              FOR UPDATE OF f SKIP LOCKED
            ), scheduled AS (
              INSERT INTO pending_deletions
@@ -126,7 +129,8 @@ pub async fn schedule_over_quota(
            RETURNING f.id"#,
         now,
         default_quota,
-        secs(grace)
+        secs(grace),
+        batch
     )
     .fetch_all(conn)
     .await
