@@ -154,6 +154,8 @@ pub struct StackOptions {
     pub archive_limits: Option<slipway_shared::archive::ArchiveLimits>,
     /// Changes to the workers' configuration, e.g. to point them at a dead BuildKit.
     pub worker_overrides: Option<fn(&mut WorkerConfig)>,
+    /// Changes to the api's configuration.
+    pub api_overrides: Option<fn(&mut ApiConfig)>,
 }
 
 impl Default for StackOptions {
@@ -163,6 +165,7 @@ impl Default for StackOptions {
             workers: 1,
             archive_limits: None,
             worker_overrides: None,
+            api_overrides: None,
         }
     }
 }
@@ -233,12 +236,16 @@ impl TestStack {
             archive_limits: Default::default(),
             invoke_timeout: Duration::from_secs(30),
             deletion_grace: Duration::from_secs(7 * 86_400),
+            record_events: true,
             wake_timeout: Duration::from_secs(30),
             scheduler: Default::default(),
             signature_max_skew: Duration::from_secs(300),
         };
         if let Some(limits) = options.archive_limits {
             api_config.archive_limits = limits;
+        }
+        if let Some(change) = options.api_overrides {
+            change(&mut api_config);
         }
 
         let listener = tokio::net::TcpListener::bind(api_config.bind).await?;

@@ -10,6 +10,7 @@ pub mod buffer;
 pub mod deletion;
 pub mod deploy;
 pub mod error;
+pub mod events;
 pub mod idempotency;
 pub mod invocations;
 pub mod rollback;
@@ -42,6 +43,7 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
     pub http: reqwest::Client,
     pub invocations: Arc<invocations::InvocationMarks>,
+    pub events: Arc<events::EventRecorder>,
 }
 
 impl AppState {
@@ -53,12 +55,14 @@ impl AppState {
             .pool_idle_timeout(std::time::Duration::from_secs(30))
             .build()
             .context("building the invocation client")?;
+        let events = events::EventRecorder::start(pool.clone(), config.record_events);
         Ok(Self {
             pool,
             store,
             config: Arc::new(config),
             http,
             invocations: Arc::default(),
+            events,
         })
     }
 }
@@ -123,6 +127,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/deployments/{id}/logs", get(routes::deployments::logs))
         .route("/api/schedules", get(routes::schedules::list))
+        .route("/api/v3/events", get(routes::events::list))
+        .route("/api/v3/events/{id}", get(routes::events::get))
         .route(
             "/api/schedules/{name}/run",
             signed(&state, post(routes::schedules::run)),
@@ -200,8 +206,12 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let events = Arc::clone(&state.events);
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
-        .context("serving the API")
+        .context("serving the API")?;
+    // What the event writer still holds goes out before the process does.
+    events.flush().await;
+    Ok(())
 }

@@ -46,7 +46,10 @@ async fn main() -> anyhow::Result<()> {
         ..Default::default()
     };
     let mut at = Utc::now();
-    println!("{:<8} {:>10} {:>8} {:>10}", "sweep", "time", "rows", "÷baseline");
+    println!(
+        "{:<8} {:>10} {:>8} {:>10}",
+        "sweep", "time", "rows", "÷baseline"
+    );
     for sweep in Sweep::ALL {
         at += chrono::TimeDelta::seconds(1);
         let started = Instant::now();

@@ -76,6 +76,8 @@ pub struct ApiConfig {
     pub invoke_timeout: Duration,
     /// How long a deleted function waits before its purge, during which it can be restored.
     pub deletion_grace: Duration,
+    /// Record every invocation as an event (seed 003); off only to measure what it costs.
+    pub record_events: bool,
     /// How long an invocation of an Inactive function waits for it to wake before a 503 with
     /// `Retry-After`.
     pub wake_timeout: Duration,
@@ -103,6 +105,7 @@ impl ApiConfig {
             },
             invoke_timeout: duration("SLIPWAY_INVOKE_TIMEOUT", Duration::from_secs(60))?,
             deletion_grace: duration("SLIPWAY_DELETION_GRACE", Duration::from_secs(7 * 86_400))?,
+            record_events: parsed("SLIPWAY_RECORD_EVENTS", true)?,
             wake_timeout: duration("SLIPWAY_WAKE_TIMEOUT", Duration::from_secs(30))?,
             scheduler: SchedulerConfig::from_env()?,
             signature_max_skew: duration("SLIPWAY_SIGNATURE_MAX_SKEW", Duration::from_secs(300))?,

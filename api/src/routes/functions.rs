@@ -203,16 +203,16 @@ pub struct PageQuery {
     per_page: Option<String>,
 }
 
-struct Page {
-    page: i64,
-    per_page: i64,
+pub(crate) struct Page {
+    pub(crate) page: i64,
+    pub(crate) per_page: i64,
 }
 
 impl PageQuery {
     const DEFAULT_PER_PAGE: i64 = 20;
     const MAX_PER_PAGE: i64 = 100;
 
-    fn parse(&self) -> Result<Page, ApiError> {
+    pub(crate) fn parse(&self) -> Result<Page, ApiError> {
         let number = |raw: &Option<String>, name: &str, default: i64, max: i64| match raw {
             None => Ok(default),
             Some(raw) => match raw.parse::<i64>() {

@@ -1,6 +1,7 @@
 //! Invocation (seed 003): `ANY /api/v1/functions/invoke/{id}[/{*path}]` is proxied to the active
 //! container's `/` (or `/path`), passing method, query, headers, body and status through.
-//! This is the api's one data-plane duty.
+//! This is the api's one data-plane duty. Each routed invocation is recorded as an event
+//! (`events`), off the request path.
 
 use axum::{
     body::Body,
@@ -8,7 +9,9 @@ use axum::{
     http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
     response::Response,
 };
-use slipway_shared::db;
+use chrono::Utc;
+use futures::StreamExt;
+use slipway_shared::db::{self, events::EventRow};
 use tracing::{debug, warn};
 use uuid::Uuid;
 
@@ -17,6 +20,7 @@ use crate::{AppState, auth::Caller, error::ApiError, wake};
 /// Lambda's synchronous payload limit.
 const MAX_REQUEST_BYTES: usize = 6 * 1024 * 1024;
 pub const REQUEST_ID_HEADER: &str = "x-slipway-request-id";
+pub const EVENT_ID_HEADER: &str = "x-slipway-event-id";
 const FC_REQUEST_ID_HEADER: &str = "x-fc-request-id";
 
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus the caller's platform
@@ -58,7 +62,7 @@ pub async fn invoke_path(
 
 /// The endpoint of the function's active instance. An Inactive function is woken and the
 /// request waits for it (up to `SLIPWAY_WAKE_TIMEOUT`, then 503 with `Retry-After`).
-async fn resolve(state: &AppState, caller: Caller, id: Uuid) -> Result<String, ApiError> {
+async fn resolve(state: &AppState, caller: Caller, id: Uuid) -> Result<Target, ApiError> {
     let started = std::time::Instant::now();
     loop {
         let route = {
@@ -68,7 +72,13 @@ async fn resolve(state: &AppState, caller: Caller, id: Uuid) -> Result<String, A
                 .ok_or_else(ApiError::function_not_found)?
         };
         match serving(&route)? {
-            Serving::Ready(endpoint) => return Ok(endpoint),
+            Serving::Ready(endpoint) => {
+                return Ok(Target {
+                    endpoint,
+                    deployment_id: route.deployment_id,
+                    version: route.version,
+                });
+            }
             Serving::Waking => {}
             Serving::Asleep => wake::request(state, id).await?,
         }
@@ -84,6 +94,13 @@ async fn resolve(state: &AppState, caller: Caller, id: Uuid) -> Result<String, A
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// The instance an invocation goes to.
+struct Target {
+    endpoint: String,
+    deployment_id: Option<Uuid>,
+    version: Option<i32>,
 }
 
 /// Where a function stands for an invocation.
@@ -184,13 +201,24 @@ async fn proxy(
     // A request that raced a traffic switch may find the old container already stopped: nothing
     // reached it, so resolving the route again and resending is safe for any method.
     let mut attempt = 0;
+    let mut event = None;
     let upstream = loop {
         attempt += 1;
-        let endpoint = resolve(&state, caller, id).await?;
-        if attempt == 1 {
+        let target = resolve(&state, caller, id).await?;
+        let event = event.get_or_insert_with(|| {
             state.invocations.mark(&state.pool, id);
-        }
-        let url = format!("http://{endpoint}/{path}{query}");
+            Event::start(
+                &state,
+                caller,
+                id,
+                &target,
+                &request_id,
+                &parts.method,
+                path,
+                body.len(),
+            )
+        });
+        let url = format!("http://{}/{path}{query}", target.endpoint);
         let sent = state
             .http
             .request(parts.method.clone(), &url)
@@ -206,6 +234,7 @@ async fn proxy(
                 tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
             }
             Err(e) if e.is_timeout() => {
+                event.fail(504, "function_timeout");
                 return Err(ApiError::new(
                     StatusCode::GATEWAY_TIMEOUT,
                     "function_timeout",
@@ -217,6 +246,7 @@ async fn proxy(
             }
             Err(e) => {
                 warn!(%url, error = %e, "function unreachable");
+                event.fail(502, "function_unreachable");
                 return Err(ApiError::new(
                     StatusCode::BAD_GATEWAY,
                     "function_unreachable",
@@ -225,6 +255,7 @@ async fn proxy(
             }
         }
     };
+    let mut event = event.expect("set on the first attempt");
 
     let mut response = Response::builder().status(upstream.status());
     if let Some(out) = response.headers_mut() {
@@ -237,8 +268,124 @@ async fn proxy(
             REQUEST_ID_HEADER,
             HeaderValue::from_str(&request_id).map_err(anyhow::Error::from)?,
         );
+        if let Some(event_id) = event.id() {
+            out.insert(
+                EVENT_ID_HEADER,
+                HeaderValue::from_str(&event_id.to_string()).map_err(anyhow::Error::from)?,
+            );
+        }
     }
+    event.answered(upstream.status().as_u16());
+    // The event completes when the body has gone out (or the caller hung up).
+    let body = upstream.bytes_stream().map(move |chunk| {
+        match &chunk {
+            Ok(bytes) => event.sent(bytes.len()),
+            Err(_) => event.broke(),
+        }
+        chunk
+    });
     response
-        .body(Body::from_stream(upstream.bytes_stream()))
+        .body(Body::from_stream(body))
         .map_err(|e| ApiError::Internal(e.into()))
+}
+
+/// One invocation's event: PENDING when it is routed, SUCCESS or FAILURE when its answer has
+/// been sent (on drop, so a caller that hangs up still completes it).
+struct Event {
+    recorder: std::sync::Arc<crate::events::EventRecorder>,
+    row: Option<EventRow>,
+    started: std::time::Instant,
+}
+
+impl Event {
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        state: &AppState,
+        caller: Caller,
+        function_id: Uuid,
+        target: &Target,
+        request_id: &str,
+        method: &http::Method,
+        path: &str,
+        request_bytes: usize,
+    ) -> Self {
+        let recorder = std::sync::Arc::clone(&state.events);
+        let row = recorder.is_enabled().then(|| EventRow {
+            id: Uuid::new_v4(),
+            function_id,
+            owner_id: caller.user_id,
+            deployment_id: target.deployment_id,
+            version: target.version,
+            r#type: "FUNCTION_INVOCATION".into(),
+            status: "PENDING".into(),
+            request_id: request_id.to_owned(),
+            method: method.as_str().to_owned(),
+            path: format!("/{path}"),
+            status_code: None,
+            failure_reason: None,
+            request_bytes: request_bytes as i64,
+            response_bytes: None,
+            processing_time_ms: None,
+            created_at: Utc::now(),
+            completed_at: None,
+        });
+        if let Some(row) = &row {
+            recorder.record(row.clone());
+        }
+        Self {
+            recorder,
+            row,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    fn id(&self) -> Option<Uuid> {
+        self.row.as_ref().map(|r| r.id)
+    }
+
+    fn answered(&mut self, status: u16) {
+        if let Some(row) = &mut self.row {
+            row.status_code = Some(i32::from(status));
+            row.response_bytes = Some(0);
+            if status >= 500 {
+                row.failure_reason = Some(format!("the function answered {status}"));
+            }
+        }
+    }
+
+    fn sent(&mut self, bytes: usize) {
+        if let Some(row) = &mut self.row {
+            *row.response_bytes.get_or_insert(0) += bytes as i64;
+        }
+    }
+
+    fn broke(&mut self) {
+        if let Some(row) = &mut self.row {
+            row.failure_reason = Some("the function's answer broke off".into());
+        }
+    }
+
+    /// The proxy answered for the function (timeout, unreachable).
+    fn fail(&mut self, status: u16, reason: &str) {
+        if let Some(row) = &mut self.row {
+            row.status_code = Some(i32::from(status));
+            row.failure_reason = Some(reason.to_owned());
+        }
+    }
+}
+
+impl Drop for Event {
+    fn drop(&mut self) {
+        if let Some(mut row) = self.row.take() {
+            row.status = if row.failure_reason.is_some() || row.status_code.is_none() {
+                "FAILURE"
+            } else {
+                "SUCCESS"
+            }
+            .into();
+            row.processing_time_ms = Some(self.started.elapsed().as_secs_f64() * 1000.0);
+            row.completed_at = Some(Utc::now());
+            self.recorder.record(row);
+        }
+    }
 }

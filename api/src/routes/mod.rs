@@ -2,6 +2,7 @@
 
 pub mod deletions;
 pub mod deployments;
+pub mod events;
 pub mod functions;
 pub mod health;
 pub mod integrity;

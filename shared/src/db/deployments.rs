@@ -374,6 +374,8 @@ pub struct Route {
     pub state: String,
     pub state_reason: Option<String>,
     pub endpoint: Option<String>,
+    pub deployment_id: Option<Uuid>,
+    pub version: Option<i32>,
 }
 
 pub async fn route(
@@ -384,7 +386,8 @@ pub async fn route(
     sqlx::query_as!(
         Route,
         r#"SELECT f.status AS function_status, f.enabled, f.state, f.state_reason,
-                  d.runtime_endpoint AS "endpoint?"
+                  d.runtime_endpoint AS "endpoint?", d.id AS "deployment_id?",
+                  d.version AS "version?"
            FROM functions f
            LEFT JOIN deployments d ON d.function_id = f.id AND d.is_active
            WHERE f.id = $1 AND f.owner_id = $2"#,

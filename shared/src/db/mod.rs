@@ -4,6 +4,7 @@
 
 pub mod deletions;
 pub mod deployments;
+pub mod events;
 pub mod functions;
 pub mod idempotency;
 pub mod logs;

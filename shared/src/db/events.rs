@@ -1,0 +1,145 @@
+//! Invocation events (seed 003), written in batches by the api's event recorder and read by the
+//! events endpoints.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// One event as stored; the recorder sends the whole row at the start (PENDING) and again at
+/// the end (SUCCESS or FAILURE), so a batch holding both writes it once.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EventRow {
+    pub id: Uuid,
+    pub function_id: Uuid,
+    pub owner_id: Uuid,
+    pub deployment_id: Option<Uuid>,
+    pub version: Option<i32>,
+    pub r#type: String,
+    pub status: String,
+    pub request_id: String,
+    pub method: String,
+    pub path: String,
+    pub status_code: Option<i32>,
+    pub failure_reason: Option<String>,
+    pub request_bytes: i64,
+    pub response_bytes: Option<i64>,
+    pub processing_time_ms: Option<f64>,
+    pub created_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// Writes a batch in one statement. A completion never goes back to PENDING: a late PENDING
+/// row (from an earlier batch flushed after a later one) changes nothing.
+pub async fn upsert(conn: &mut PgConnection, rows: &[EventRow]) -> sqlx::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    macro_rules! column {
+        ($field:ident) => {
+            rows.iter().map(|r| r.$field.clone()).collect::<Vec<_>>()
+        };
+    }
+    sqlx::query!(
+        r#"INSERT INTO invocation_events
+             (id, function_id, owner_id, deployment_id, version, type, status, request_id,
+              method, path, status_code, failure_reason, request_bytes, response_bytes,
+              processing_time_ms, created_at, completed_at)
+           SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::int4[],
+                                $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                                $11::int4[], $12::text[], $13::int8[], $14::int8[],
+                                $15::float8[], $16::timestamptz[], $17::timestamptz[])
+           ON CONFLICT (id) DO UPDATE SET
+             status = EXCLUDED.status, status_code = EXCLUDED.status_code,
+             failure_reason = EXCLUDED.failure_reason, response_bytes = EXCLUDED.response_bytes,
+             processing_time_ms = EXCLUDED.processing_time_ms,
+             completed_at = EXCLUDED.completed_at
+           WHERE invocation_events.status = 'PENDING' AND EXCLUDED.status <> 'PENDING'"#,
+        &column!(id),
+        &column!(function_id),
+        &column!(owner_id),
+        &column!(deployment_id) as &[Option<Uuid>],
+        &column!(version) as &[Option<i32>],
+        &column!(r#type),
+        &column!(status),
+        &column!(request_id),
+        &column!(method),
+        &column!(path),
+        &column!(status_code) as &[Option<i32>],
+        &column!(failure_reason) as &[Option<String>],
+        &column!(request_bytes),
+        &column!(response_bytes) as &[Option<i64>],
+        &column!(processing_time_ms) as &[Option<f64>],
+        &column!(created_at),
+        &column!(completed_at) as &[Option<DateTime<Utc>>],
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// An owner's events, newest first, optionally of one function and/or one status.
+pub async fn page(
+    conn: &mut PgConnection,
+    owner_id: Uuid,
+    function_id: Option<Uuid>,
+    status: Option<&str>,
+    limit: i64,
+    offset: i64,
+) -> sqlx::Result<Vec<EventRow>> {
+    sqlx::query_as!(
+        EventRow,
+        r#"SELECT id, function_id, owner_id, deployment_id, version, type AS "type", status,
+                  request_id, method, path, status_code, failure_reason, request_bytes,
+                  response_bytes, processing_time_ms, created_at, completed_at
+           FROM invocation_events
+           WHERE owner_id = $1
+             AND ($2::uuid IS NULL OR function_id = $2)
+             AND ($3::text IS NULL OR status = $3)
+           ORDER BY created_at DESC, id
+           LIMIT $4 OFFSET $5"#,
+        owner_id,
+        function_id,
+        status,
+        limit,
+        offset
+    )
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn count(
+    conn: &mut PgConnection,
+    owner_id: Uuid,
+    function_id: Option<Uuid>,
+    status: Option<&str>,
+) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM invocation_events
+           WHERE owner_id = $1
+             AND ($2::uuid IS NULL OR function_id = $2)
+             AND ($3::text IS NULL OR status = $3)"#,
+        owner_id,
+        function_id,
+        status
+    )
+    .fetch_one(conn)
+    .await
+}
+
+pub async fn get(
+    conn: &mut PgConnection,
+    owner_id: Uuid,
+    id: Uuid,
+) -> sqlx::Result<Option<EventRow>> {
+    sqlx::query_as!(
+        EventRow,
+        r#"SELECT id, function_id, owner_id, deployment_id, version, type AS "type", status,
+                  request_id, method, path, status_code, failure_reason, request_bytes,
+                  response_bytes, processing_time_ms, created_at, completed_at
+           FROM invocation_events WHERE owner_id = $1 AND id = $2"#,
+        owner_id,
+        id
+    )
+    .fetch_optional(conn)
+    .await
+}

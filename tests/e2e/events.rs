@@ -1,0 +1,153 @@
+//! Invocation events (seed 003): every routed invocation is recorded, PENDING then SUCCESS or
+//! FAILURE, with its timings and sizes; the caller gets the event's id in `x-slipway-event-id`
+//! and can list (filtered, paginated) and read only the events of their own functions.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use slipway_shared::{db, domain::ApiKey};
+use slipway_tests::{TestStack, containers_of, docker, eventually, hello_archive};
+use uuid::Uuid;
+
+async fn events(stack: &TestStack, query: &str) -> anyhow::Result<(u16, Value)> {
+    let response = stack.get(&format!("/api/v3/events{query}")).send().await?;
+    Ok((response.status().as_u16(), response.json().await?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invocations_are_recorded_with_their_outcome_and_only_their_owner_reads_them()
+-> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let function_id = stack.init("recorded").await?;
+    let (deployment, _) = stack
+        .deploy(function_id, hello_archive("recorded\n")?)
+        .await?;
+    stack.wait_active(deployment).await?;
+
+    let mut event_ids = Vec::new();
+    for _ in 0..3 {
+        let response = stack
+            .get(&format!("/api/v1/functions/invoke/{function_id}"))
+            .send()
+            .await?;
+        assert_eq!(response.status(), 200);
+        let event_id: Uuid = response.headers()["x-slipway-event-id"].to_str()?.parse()?;
+        let request_id = response.headers()["x-slipway-request-id"]
+            .to_str()?
+            .to_owned();
+        assert_eq!(response.text().await?, "recorded\n");
+        event_ids.push((event_id, request_id));
+    }
+    let posted = stack
+        .post(&format!(
+            "/api/v1/functions/invoke/{function_id}/cgi-bin/echo"
+        ))
+        .body("twelve bytes")
+        .send()
+        .await?;
+    assert_eq!(posted.status(), 200);
+    let posted_id: Uuid = posted.headers()["x-slipway-event-id"].to_str()?.parse()?;
+
+    // The instance vanishes behind Slipway's back: the proxy answers 502, a FAILURE.
+    for container in containers_of(function_id)? {
+        docker(&["rm", "-f", &container])?;
+    }
+    let broken = stack
+        .get(&format!("/api/v1/functions/invoke/{function_id}"))
+        .send()
+        .await?;
+    assert_eq!(broken.status(), 502);
+
+    let listed = eventually(Duration::from_secs(10), "five settled events", || async {
+        let (_, page) = events(&stack, "").await?;
+        let settled = page["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["status"] != "PENDING");
+        Ok((page["count"] == 5 && settled).then_some(page))
+    })
+    .await?;
+    let newest = &listed["events"][0];
+    assert_eq!(newest["status"], "FAILURE", "{newest}");
+    assert_eq!(newest["failure_reason"], "function_unreachable");
+    assert_eq!(newest["status_code"], 502);
+
+    let (code, failures) = events(&stack, "?status=FAILURE").await?;
+    assert_eq!(code, 200);
+    assert_eq!(failures["count"], 1);
+    let (_, successes) = events(
+        &stack,
+        &format!("?status=SUCCESS&function_id={function_id}"),
+    )
+    .await?;
+    assert_eq!(successes["count"], 4);
+    let (_, paged) = events(&stack, "?per_page=2&page=2").await?;
+    assert_eq!(
+        (paged["total_pages"].clone(), paged["has_next"].clone()),
+        (Value::from(3), Value::from(true))
+    );
+    assert_eq!(paged["events"].as_array().unwrap().len(), 2);
+    for (query, code) in [
+        ("?status=DONE", "invalid_filter"),
+        ("?function_id=nope", "invalid_filter"),
+        ("?per_page=0", "invalid_pagination"),
+    ] {
+        let (status, body) = events(&stack, query).await?;
+        assert_eq!(status, 400, "{query}");
+        assert_eq!(body["error"]["code"], code, "{query}");
+    }
+
+    let (event_id, request_id) = &event_ids[0];
+    let one: Value = stack
+        .get(&format!("/api/v3/events/{event_id}"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(one["type"], "FUNCTION_INVOCATION");
+    assert_eq!(one["status"], "SUCCESS");
+    assert_eq!(one["request_id"], request_id.as_str());
+    assert_eq!(one["version"], 1);
+    assert_eq!(one["status_code"], 200);
+    assert_eq!(one["response_bytes"], "recorded\n".len());
+    assert!(one["processing_time_ms"].as_f64().unwrap() > 0.0, "{one}");
+    assert!(one["completed_at"].is_string());
+    let post: Value = stack
+        .get(&format!("/api/v3/events/{posted_id}"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(post["method"], "POST");
+    assert_eq!(post["path"], "/cgi-bin/echo");
+    assert_eq!(post["request_bytes"], 12);
+
+    // Someone else sees none of it.
+    let other_key = ApiKey::generate();
+    {
+        let mut conn = stack.conn().await?;
+        let other =
+            db::users::ensure(&mut conn, &format!("eve-{}", Uuid::new_v4().simple())).await?;
+        db::users::insert_api_key(&mut conn, other, &other_key).await?;
+    }
+    let theirs = stack
+        .http
+        .get(stack.url(&format!("/api/v3/events/{event_id}")))
+        .bearer_auth(other_key.expose())
+        .send()
+        .await?;
+    assert_eq!(theirs.status(), 404);
+    let body: Value = theirs.json().await?;
+    assert_eq!(body["error"]["code"], "event_not_found");
+    let listed: Value = stack
+        .http
+        .get(stack.url("/api/v3/events"))
+        .bearer_auth(other_key.expose())
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(listed["count"], 0);
+    stack.shutdown().await
+}
