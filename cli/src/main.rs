@@ -24,6 +24,8 @@ commands:
   create-key <user> [--operator]
                        create the user if needed and print a new API key for it; --operator
                        also lets the user list and fire the scheduler's sweeps
+  quota <user> <n|default>
+                       set the user's function quota, or go back to SLIPWAY_DEFAULT_FUNCTION_QUOTA
   purge <function-id>  purge a function scheduled for deletion now, without waiting for the end
                        of its grace period (the worker runs it; safe to repeat)
 
@@ -48,6 +50,23 @@ async fn main() -> anyhow::Result<()> {
             let pool = db::connect(&DatabaseConfig::from_env()?).await?;
             let key = create_key(&pool, user, !flags.is_empty()).await?;
             println!("{}", key.expose());
+            Ok(())
+        }
+        ["quota", user, quota] => {
+            let quota = match *quota {
+                "default" => None,
+                n => Some(n.parse::<i32>().ok().filter(|n| *n >= 0).with_context(|| {
+                    format!("{n:?} is not a quota (a whole number >= 0, or `default`)")
+                })?),
+            };
+            let pool = db::connect(&DatabaseConfig::from_env()?).await?;
+            let mut conn = pool.acquire().await?;
+            let user_id = db::users::ensure(&mut conn, user).await?;
+            db::users::set_function_quota(&mut conn, user_id, quota).await?;
+            println!(
+                "{user}: {}",
+                quota.map_or("the default quota".to_owned(), |n| format!("{n} functions"))
+            );
             Ok(())
         }
         ["purge", function_id] => {
