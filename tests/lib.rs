@@ -178,8 +178,10 @@ impl TestStack {
     pub async fn start_with(options: StackOptions) -> anyhow::Result<Self> {
         slipway_shared::telemetry::init();
         let db = TestDb::create().await?;
+        // Each worker holds one LISTEN connection per queue (ten) for as long as it runs, and a
+        // stack may run several workers beside its api.
         let pool = PgPoolOptions::new()
-            .max_connections(20)
+            .max_connections(60)
             .connect(&db.url)
             .await?;
         let store_dir = tempfile::tempdir()?;

@@ -46,7 +46,9 @@ impl DatabaseConfig {
     pub fn from_env() -> anyhow::Result<Self> {
         Ok(Self {
             url: SecretString::from(required("DATABASE_URL")?),
-            max_connections: parsed("SLIPWAY_DB_MAX_CONNECTIONS", 20)?,
+            // A worker holds one LISTEN connection per job queue (ten) while it runs, on top of
+            // what its jobs, the api and the scheduler use when they share a process.
+            max_connections: parsed("SLIPWAY_DB_MAX_CONNECTIONS", 50)?,
         })
     }
 }

@@ -120,10 +120,12 @@ impl Serving {
                 last_update_status: Some(UpdateStatus::InProgress),
                 last_update_status_reason: None,
             },
-            (_, E::UpdateSucceeded { others_in_flight }) if in_progress => Self {
+            // Overlapping updates (a deploy and a rollback, say) each complete; one completing
+            // after another already settled the status still says how the latest one ended.
+            (_, E::UpdateSucceeded { others_in_flight }) => Self {
                 state: S::Active,
                 state_reason: None,
-                last_update_status: Some(if *others_in_flight {
+                last_update_status: Some(if *others_in_flight && in_progress {
                     UpdateStatus::InProgress
                 } else {
                     UpdateStatus::Successful
@@ -137,7 +139,7 @@ impl Serving {
                     ..
                 },
             ) if in_progress => self.clone(),
-            (state, E::UpdateFailed { reason, .. }) if in_progress => Self {
+            (state, E::UpdateFailed { reason, .. }) => Self {
                 state: if state == S::Active {
                     S::Active
                 } else {
@@ -282,10 +284,10 @@ mod tests {
             (
                 _,
                 E::UpdateSucceeded {
-                    others_in_flight: false,
+                    others_in_flight: true,
                 },
-            ) if in_progress => Some((S::Active, Some(U::Successful))),
-            (_, E::UpdateSucceeded { .. }) if in_progress => Some((S::Active, update)),
+            ) if in_progress => Some((S::Active, update)),
+            (_, E::UpdateSucceeded { .. }) => Some((S::Active, Some(U::Successful))),
             (
                 _,
                 E::UpdateFailed {
@@ -293,10 +295,8 @@ mod tests {
                     ..
                 },
             ) if in_progress => Some((state, update)),
-            (S::Active, E::UpdateFailed { .. }) if in_progress => {
-                Some((S::Active, Some(U::Failed)))
-            }
-            (_, E::UpdateFailed { .. }) if in_progress => Some((S::Failed, Some(U::Failed))),
+            (S::Active, E::UpdateFailed { .. }) => Some((S::Active, Some(U::Failed))),
+            (_, E::UpdateFailed { .. }) => Some((S::Failed, Some(U::Failed))),
             (_, E::ImageLost { .. }) => Some((S::Failed, update)),
             (S::Active, E::IdleReleased) if !in_progress => Some((S::Inactive, update)),
             (S::Inactive, E::WakeRequested) => Some((S::Pending, update)),
