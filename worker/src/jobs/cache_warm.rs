@@ -12,7 +12,7 @@ use slipway_shared::{
 };
 use tokio::time::Instant;
 
-use super::{RunJob, StepError, deploy::runtime_step, run_step, with_retries};
+use super::{RunJob, StepError, deploy::runtime_step, recorded_image, run_step, with_retries};
 use crate::Environment;
 
 const PHASE: &str = "cache-warm";
@@ -35,26 +35,9 @@ async fn warm(
     env: &Environment,
     deployment: &db::deployments::DeploymentRow,
 ) -> Result<(), StepError> {
-    let recorded =
-        |what: &str| StepError::Permanent(format!("the deployment has no recorded {what}"));
-    let image = deployment
-        .image_tag
-        .as_deref()
-        .and_then(ImageRef::parse_tagged)
-        .ok_or_else(|| recorded("image tag"))?;
-    let digest = deployment
-        .image_digest
-        .as_deref()
-        .and_then(|d| Digest::parse(d).ok())
-        .ok_or_else(|| recorded("digest"))?;
+    let (image, digest) = recorded_image(deployment)?;
     let started = Instant::now();
-    with_retries(env, "pulling the image", || async {
-        env.runtime
-            .pull(&image.name(), digest.as_str())
-            .await
-            .map_err(runtime_step)
-    })
-    .await?;
+    pull(env, &image, &digest).await?;
 
     let mut tx = env.pool.begin().await?;
     db::functions::lock(&mut tx, deployment.function_id).await?;
@@ -81,4 +64,19 @@ async fn warm(
     .await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Pulls `image@digest` onto the runtime host, retrying what is transient.
+pub(super) async fn pull(
+    env: &Environment,
+    image: &ImageRef,
+    digest: &Digest,
+) -> Result<(), StepError> {
+    with_retries(env, "pulling the image", || async {
+        env.runtime
+            .pull(&image.name(), digest.as_str())
+            .await
+            .map_err(runtime_step)
+    })
+    .await
 }

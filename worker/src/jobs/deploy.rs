@@ -11,10 +11,11 @@ use slipway_shared::{
     domain::{DeploymentStatus, Digest, ImageRef, ServingEvent, Verification},
     integrity::{self, OnTagOverwrite},
     jobs::{DeployJob, Job, PurgeJob},
+    lifecycle::Lifecycle,
 };
 use tracing::info;
 
-use super::{RunJob, StepError, log_info, run_step, settle_function, with_retries};
+use super::{RunJob, StepError, log_info, recorded_image, run_step, settle_function, with_retries};
 use crate::{
     Environment, hooks,
     registry::RegistryError,
@@ -76,62 +77,15 @@ pub async fn start_and_switch(
     phase: &str,
     activation: Activation,
 ) -> Result<(), StepError> {
-    let recorded =
-        |what: &str| StepError::Permanent(format!("the deployment has no recorded {what}"));
-    let tag = deployment
-        .image_tag
-        .as_deref()
-        .ok_or_else(|| recorded("image tag"))?;
-    let image = ImageRef::parse_tagged(tag).ok_or_else(|| recorded("valid image tag"))?;
-    let digest = Digest::parse(
-        deployment
-            .image_digest
-            .as_deref()
-            .ok_or_else(|| recorded("digest"))?,
-    )
-    .map_err(|e| StepError::Permanent(e.to_string()))?;
-    let pinned = image.pinned(&digest);
+    let (image, digest) = recorded_image(deployment)?;
     verify_before_start(env, deployment, &image, &digest, phase).await?;
 
     // A previous run of this job may have died after starting a container.
     discard_container(env, deployment.id).await;
 
     let endpoint = reserve_endpoint(env, deployment.id).await?;
-    let spec = container_spec(deployment, &image, &pinned, &endpoint, "");
-    log_info(
-        env,
-        deployment.id,
-        phase,
-        format!("starting {pinned} on {endpoint}"),
-    )
-    .await;
-    let container_id = with_retries(env, "starting the container", || async {
-        env.runtime.start(&spec).await.map_err(runtime_step)
-    })
-    .await?;
-    {
-        let mut conn = env.pool.acquire().await?;
-        db::deployments::record_container(&mut conn, deployment.id, &container_id).await?;
-    }
-    let waited = env
-        .runtime
-        .wait_until_answering(&container_id, &endpoint, env.config.start_timeout)
-        .await
-        .map_err(runtime_step)?;
-    log_info(
-        env,
-        deployment.id,
-        phase,
-        format!("answering on {endpoint} after {} ms", waited.as_millis()),
-    )
-    .await;
-    let lifecycle = {
-        let mut conn = env.pool.acquire().await?;
-        db::functions::lifecycle(&mut conn, deployment.function_id).await?
-    };
-    if let Some(hook) = lifecycle.initializer {
-        hooks::initialize(env, deployment.id, &container_id, &endpoint, hook).await?;
-    }
+    let (_, lifecycle) =
+        start_instance(env, deployment, &image, &digest, &endpoint, "", phase).await?;
 
     let previous = switch_traffic(env, deployment, phase, activation).await?;
     info!(version = deployment.version, %endpoint, "active");
@@ -218,6 +172,73 @@ pub(super) fn registry_step(e: RegistryError) -> StepError {
     match e {
         RegistryError::Unavailable(m) => StepError::Transient(anyhow::anyhow!(m)),
         RegistryError::Refused(m) => StepError::Permanent(m),
+    }
+}
+
+/// Starts `image@digest` for the deployment on `endpoint` and records the container at once (a
+/// crash then leaves it findable), waits until it answers and runs the Initializer the function
+/// asked for. Returns the container and the function's hooks. If the instance never gets there
+/// it is removed again.
+pub(super) async fn start_instance(
+    env: &Environment,
+    deployment: &db::deployments::DeploymentRow,
+    image: &ImageRef,
+    digest: &Digest,
+    endpoint: &str,
+    suffix: &str,
+    phase: &str,
+) -> Result<(String, Lifecycle), StepError> {
+    let pinned = image.pinned(digest);
+    let spec = container_spec(deployment, image, &pinned, endpoint, suffix);
+    log_info(
+        env,
+        deployment.id,
+        phase,
+        format!("starting {pinned} on {endpoint}"),
+    )
+    .await;
+    let container = with_retries(env, "starting the container", || async {
+        env.runtime.start(&spec).await.map_err(runtime_step)
+    })
+    .await?;
+    {
+        let mut conn = env.pool.acquire().await?;
+        db::deployments::record_container(&mut conn, deployment.id, &container).await?;
+    }
+    let ready = async {
+        let waited = env
+            .runtime
+            .wait_until_answering(&container, endpoint, env.config.start_timeout)
+            .await
+            .map_err(runtime_step)?;
+        log_info(
+            env,
+            deployment.id,
+            phase,
+            format!("answering on {endpoint} after {} ms", waited.as_millis()),
+        )
+        .await;
+        let lifecycle = {
+            let mut conn = env.pool.acquire().await?;
+            db::functions::lifecycle(&mut conn, deployment.function_id).await?
+        };
+        if let Some(hook) = lifecycle.initializer {
+            hooks::initialize(env, deployment.id, &container, endpoint, hook).await?;
+        }
+        Ok(lifecycle)
+    }
+    .await;
+    match ready {
+        Ok(lifecycle) => Ok((container, lifecycle)),
+        Err(e) => {
+            env.runtime.remove(&container).await.ok();
+            if let Ok(mut conn) = env.pool.acquire().await {
+                db::deployments::forget_active_container(&mut conn, deployment.id, &container)
+                    .await
+                    .ok();
+            }
+            Err(e)
+        }
     }
 }
 

@@ -9,15 +9,15 @@ use std::sync::Arc;
 use anyhow::Context;
 use slipway_shared::{
     db,
-    domain::{Digest, ImageRef, ServingEvent, ServingState},
+    domain::{ImageRef, ServingEvent, ServingState},
     jobs::{ReleaseJob, WakeJob},
 };
 use tracing::{info, warn};
 
 use super::{
-    RunJob, StepError,
-    deploy::{container_spec, runtime_step},
-    log_info, log_lines, verify, with_retries,
+    RunJob, StepError, cache_warm,
+    deploy::{runtime_step, start_instance},
+    log_info, log_lines, recorded_endpoint, recorded_image, verify,
 };
 use crate::{Environment, hooks};
 
@@ -125,21 +125,8 @@ async fn wake(
     deployment: &db::deployments::DeploymentRow,
     job: &WakeJob,
 ) -> Result<(), StepError> {
-    let recorded = |what: &str| StepError::Permanent(format!("no recorded {what}"));
-    let image = deployment
-        .image_tag
-        .as_deref()
-        .and_then(ImageRef::parse_tagged)
-        .ok_or_else(|| recorded("image tag"))?;
-    let digest = deployment
-        .image_digest
-        .as_deref()
-        .and_then(|d| Digest::parse(d).ok())
-        .ok_or_else(|| recorded("digest"))?;
-    let endpoint = deployment
-        .runtime_endpoint
-        .clone()
-        .ok_or_else(|| recorded("endpoint"))?;
+    let (image, digest) = recorded_image(deployment)?;
+    let endpoint = recorded_endpoint(deployment)?;
     let started = tokio::time::Instant::now();
 
     let serving = verify::verify_and_record(env, deployment, &image, &digest).await?;
@@ -149,55 +136,26 @@ async fn wake(
             serving.state_reason.unwrap_or_default()
         )));
     }
-    with_retries(env, "pulling the image", || async {
-        env.runtime
-            .pull(&image.name(), digest.as_str())
-            .await
-            .map_err(runtime_step)
-    })
-    .await?;
+    cache_warm::pull(env, &image, &digest).await?;
     if let Some(stale) = &deployment.container_id {
         env.runtime.remove(stale).await.map_err(runtime_step)?;
     }
-    let pinned = image.pinned(&digest);
     let suffix = format!("-w{}", &job.request_id.simple().to_string()[..6]);
-    let spec = container_spec(deployment, &image, &pinned, &endpoint, &suffix);
-    let container = with_retries(env, "starting the instance", || async {
-        env.runtime.start(&spec).await.map_err(runtime_step)
-    })
-    .await?;
-    let answered = async {
-        env.runtime
-            .wait_until_answering(&container, &endpoint, env.config.start_timeout)
-            .await
-            .map_err(runtime_step)?;
-        let lifecycle = {
-            let mut conn = env.pool.acquire().await?;
-            db::functions::lifecycle(&mut conn, deployment.function_id).await?
-        };
-        if let Some(hook) = lifecycle.initializer {
-            hooks::initialize(env, deployment.id, &container, &endpoint, hook).await?;
-        }
-        let mut tx = env.pool.begin().await?;
-        db::functions::lock(&mut tx, deployment.function_id).await?;
-        db::deployments::record_container(&mut tx, deployment.id, &container).await?;
-        db::functions::transition_serving(&mut tx, deployment.function_id, &ServingEvent::Woken)
-            .await
-            .map_err(StepError::Transient)?;
-        tx.commit().await?;
-        Ok::<(), StepError>(())
-    }
-    .await;
-    if let Err(e) = answered {
-        env.runtime.remove(&container).await.ok();
-        return Err(e);
-    }
+    let (container, _) =
+        start_instance(env, deployment, &image, &digest, &endpoint, &suffix, PHASE).await?;
+    let mut tx = env.pool.begin().await?;
+    db::functions::lock(&mut tx, deployment.function_id).await?;
+    db::functions::transition_serving(&mut tx, deployment.function_id, &ServingEvent::Woken)
+        .await
+        .map_err(StepError::Transient)?;
+    tx.commit().await?;
     log_info(
         env,
         deployment.id,
         PHASE,
         format!(
-            "woken: {pinned} answering on {endpoint} after {} ms",
+            "woken: {} in {container:.12} answering on {endpoint} after {} ms",
+            image.pinned(&digest),
             started.elapsed().as_millis()
         ),
     )

@@ -21,7 +21,8 @@ use anyhow::Context;
 use slipway_shared::{
     db,
     domain::{
-        DeploymentStatus, FunctionEvent, FunctionName, FunctionStatus, ImageRef, ServingEvent,
+        DeploymentStatus, Digest, FunctionEvent, FunctionName, FunctionStatus, ImageRef,
+        ServingEvent,
     },
     jobs::Job,
 };
@@ -223,6 +224,36 @@ where
         Err(StepError::Transient(e)) => format!("{phase} failed: {e:#}"),
     };
     fail_deployment(&env, deployment_id, function_id, phase, &reason).await
+}
+
+/// The tag and digest push recorded for the deployment: what every later start runs.
+pub fn recorded_image(
+    deployment: &db::deployments::DeploymentRow,
+) -> Result<(ImageRef, Digest), StepError> {
+    let missing = |what: &str| {
+        StepError::Permanent(format!(
+            "version {} has no recorded {what}",
+            deployment.version
+        ))
+    };
+    let image = deployment
+        .image_tag
+        .as_deref()
+        .and_then(ImageRef::parse_tagged)
+        .ok_or_else(|| missing("image tag"))?;
+    let digest = deployment
+        .image_digest
+        .as_deref()
+        .and_then(|d| Digest::parse(d).ok())
+        .ok_or_else(|| missing("digest"))?;
+    Ok((image, digest))
+}
+
+/// The endpoint the deployment's instance answers on (kept while its function is Inactive).
+pub fn recorded_endpoint(deployment: &db::deployments::DeploymentRow) -> Result<String, StepError> {
+    deployment.runtime_endpoint.clone().ok_or_else(|| {
+        StepError::Permanent(format!("version {} has no endpoint", deployment.version))
+    })
 }
 
 /// `registry/<name>-<id8>:v<version>` for the deployment, on this worker's registry.

@@ -10,15 +10,15 @@ use std::sync::Arc;
 use anyhow::Context;
 use slipway_shared::{
     db,
-    domain::{Digest, ImageRef, ServingState},
+    domain::ServingState,
     jobs::{RuntimeAction, RuntimeJob},
 };
 use tracing::warn;
 
 use super::{
-    RunJob, StepError,
-    deploy::{container_spec, runtime_step},
-    log_info, log_lines, verify, with_retries,
+    RunJob, StepError, cache_warm,
+    deploy::{runtime_step, start_instance},
+    log_info, log_lines, recorded_endpoint, recorded_image, verify, with_retries,
 };
 use crate::{Environment, hooks};
 
@@ -56,21 +56,8 @@ async fn replace_instance(
     deployment: &db::deployments::DeploymentRow,
     job: &RuntimeJob,
 ) -> Result<(), StepError> {
-    let recorded = |what: &str| StepError::Permanent(format!("no recorded {what}"));
-    let image = deployment
-        .image_tag
-        .as_deref()
-        .and_then(ImageRef::parse_tagged)
-        .ok_or_else(|| recorded("image tag"))?;
-    let digest = deployment
-        .image_digest
-        .as_deref()
-        .and_then(|d| Digest::parse(d).ok())
-        .ok_or_else(|| recorded("digest"))?;
-    let endpoint = deployment
-        .runtime_endpoint
-        .clone()
-        .ok_or_else(|| recorded("endpoint"))?;
+    let (image, digest) = recorded_image(deployment)?;
+    let endpoint = recorded_endpoint(deployment)?;
 
     let serving = verify::verify_and_record(env, deployment, &image, &digest).await?;
     if serving.state == ServingState::Failed {
@@ -94,7 +81,6 @@ async fn replace_instance(
         })
         .await?;
     }
-    let pinned = image.pinned(&digest);
     if job.action == RuntimeAction::Recycle {
         with_retries(env, "dropping the cached image", || async {
             env.runtime
@@ -103,41 +89,21 @@ async fn replace_instance(
                 .map_err(runtime_step)
         })
         .await?;
-        with_retries(env, "pulling the image", || async {
-            env.runtime
-                .pull(&image.name(), digest.as_str())
-                .await
-                .map_err(runtime_step)
-        })
-        .await?;
+        cache_warm::pull(env, &image, &digest).await?;
     }
     let suffix = format!("-r{}", &job.request_id.simple().to_string()[..6]);
-    let spec = container_spec(deployment, &image, &pinned, &endpoint, &suffix);
-    let container = with_retries(env, "starting the instance", || async {
-        env.runtime.start(&spec).await.map_err(runtime_step)
-    })
-    .await?;
-    {
-        let mut conn = env.pool.acquire().await?;
-        db::deployments::record_container(&mut conn, deployment.id, &container).await?;
-    }
-    env.runtime
-        .wait_until_answering(&container, &endpoint, env.config.start_timeout)
-        .await
-        .map_err(runtime_step)?;
-    if let Some(hook) = lifecycle.initializer {
-        hooks::initialize(env, deployment.id, &container, &endpoint, hook).await?;
-    }
+    start_instance(env, deployment, &image, &digest, &endpoint, &suffix, PHASE).await?;
     log_info(
         env,
         deployment.id,
         PHASE,
         format!(
-            "{} {pinned}: answering on {endpoint} after {} ms",
+            "{} {}: answering on {endpoint} after {} ms",
             match job.action {
                 RuntimeAction::Restart => "restarted",
                 RuntimeAction::Recycle => "recycled (image pulled again)",
             },
+            image.pinned(&digest),
             started.elapsed().as_millis()
         ),
     )
