@@ -44,6 +44,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     pub invocations: Arc<invocations::InvocationMarks>,
     pub events: Arc<events::EventRecorder>,
+    /// The ECR registry when images live there; otherwise each image's own host is asked.
+    pub ecr: Option<slipway_shared::registry::Registry>,
 }
 
 impl AppState {
@@ -56,6 +58,11 @@ impl AppState {
             .build()
             .context("building the invocation client")?;
         let events = events::EventRecorder::start(pool.clone(), config.record_events);
+        let ecr = config
+            .ecr
+            .as_ref()
+            .map(slipway_shared::registry::Registry::from_config)
+            .transpose()?;
         Ok(Self {
             pool,
             store,
@@ -63,6 +70,7 @@ impl AppState {
             http,
             invocations: Arc::default(),
             events,
+            ecr,
         })
     }
 }

@@ -80,6 +80,9 @@ pub struct ApiConfig {
     pub deletion_grace: Duration,
     /// Record every invocation as an event (seed 003); off only to measure what it costs.
     pub record_events: bool,
+    /// Set when images live in ECR: verification then asks ECR's API instead of the
+    /// distribution API at the image's host.
+    pub ecr: Option<RegistryConfig>,
     /// How long an invocation of an Inactive function waits for it to wake before a 503 with
     /// `Retry-After`.
     pub wake_timeout: Duration,
@@ -108,6 +111,10 @@ impl ApiConfig {
             invoke_timeout: duration("SLIPWAY_INVOKE_TIMEOUT", Duration::from_secs(60))?,
             deletion_grace: duration("SLIPWAY_DELETION_GRACE", Duration::from_secs(7 * 86_400))?,
             record_events: parsed("SLIPWAY_RECORD_EVENTS", true)?,
+            ecr: match var("SLIPWAY_REGISTRY_KIND").as_deref() {
+                Some("ecr") => Some(RegistryConfig::from_env()?),
+                _ => None,
+            },
             wake_timeout: duration("SLIPWAY_WAKE_TIMEOUT", Duration::from_secs(30))?,
             scheduler: SchedulerConfig::from_env()?,
             signature_max_skew: duration("SLIPWAY_SIGNATURE_MAX_SKEW", Duration::from_secs(300))?,
@@ -123,6 +130,10 @@ pub struct WorkerConfig {
     pub buildkit: String,
     /// `host:port` of the OCI registry images are pushed to.
     pub registry: String,
+    /// `SLIPWAY_REGISTRY_KIND`: the OCI distribution API, or ECR's own.
+    pub registry_kind: RegistryKind,
+    /// `SLIPWAY_ECR_ENDPOINT`, for an ECR API other than AWS's.
+    pub ecr_endpoint: Option<String>,
     /// The address functions' ports are reached at (the runtime host, from the api's view).
     pub runtime_host: String,
     /// Host ports handed to functions as `$PORT`.
@@ -164,6 +175,8 @@ impl WorkerConfig {
             docker_host: required("SLIPWAY_DOCKER_HOST")?,
             buildkit: var("SLIPWAY_BUILDKIT").unwrap_or_else(|| "docker".into()),
             registry: required("SLIPWAY_REGISTRY")?,
+            registry_kind: RegistryConfig::from_env()?.kind,
+            ecr_endpoint: var("SLIPWAY_ECR_ENDPOINT"),
             runtime_host: var("SLIPWAY_RUNTIME_HOST").unwrap_or_else(|| "127.0.0.1".into()),
             port_range,
             start_timeout: duration("SLIPWAY_START_TIMEOUT", Duration::from_secs(30))?,
@@ -190,6 +203,49 @@ impl WorkerConfig {
             bail!("SLIPWAY_RETAINED_VERSIONS must be at least 1");
         }
         Ok(config)
+    }
+}
+
+/// Which registry API images go through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistryKind {
+    /// The OCI distribution API (the local registry, Harbor, GHCR, …).
+    Oci,
+    /// Amazon ECR through its own API.
+    Ecr,
+}
+
+/// The registry images are pushed to and verified at.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    pub kind: RegistryKind,
+    /// `host[:port]`, as in image references (`SLIPWAY_REGISTRY`).
+    pub host: String,
+    /// Another ECR API endpoint than AWS's (moto in tests).
+    pub ecr_endpoint: Option<String>,
+}
+
+impl RegistryConfig {
+    pub fn from_env() -> anyhow::Result<Self> {
+        let kind = match var("SLIPWAY_REGISTRY_KIND").as_deref() {
+            None | Some("oci") => RegistryKind::Oci,
+            Some("ecr") => RegistryKind::Ecr,
+            Some(other) => bail!("SLIPWAY_REGISTRY_KIND={other:?} must be oci or ecr"),
+        };
+        Ok(Self {
+            kind,
+            host: required("SLIPWAY_REGISTRY")?,
+            ecr_endpoint: var("SLIPWAY_ECR_ENDPOINT"),
+        })
+    }
+
+    /// The local, open OCI registry at `host`.
+    pub fn oci(host: &str) -> Self {
+        Self {
+            kind: RegistryKind::Oci,
+            host: host.to_owned(),
+            ecr_endpoint: None,
+        }
     }
 }
 

@@ -20,7 +20,7 @@ use anyhow::Context;
 use apalis::prelude::*;
 use apalis_postgres::{Config, PostgresStorage, Pubsub};
 use slipway_shared::{
-    config::WorkerConfig,
+    config::{RegistryConfig, WorkerConfig},
     jobs::{
         BuildJob, CacheWarmJob, DeployJob, PurgeJob, PushJob, ReleaseJob, RollbackJob, RuntimeJob,
         VerifyJob, WakeJob,
@@ -33,7 +33,7 @@ use tracing::{info, warn};
 use crate::{
     buildkit::{BuildkitAddr, BuildkitClient},
     jobs::RunJob,
-    registry::OciRegistry,
+    registry::Registry,
     runtime::DockerRuntime,
 };
 
@@ -43,7 +43,7 @@ pub struct Environment {
     pub store: Arc<ArchiveStore>,
     pub docker: bollard::Docker,
     pub buildkit: BuildkitClient,
-    pub registry: OciRegistry,
+    pub registry: Registry,
     pub runtime: DockerRuntime,
     pub config: WorkerConfig,
     buildkit_addr: BuildkitAddr,
@@ -65,7 +65,11 @@ impl Environment {
             pool,
             store,
             buildkit: BuildkitClient::new(buildkit_addr.clone()),
-            registry: OciRegistry::new(&config.registry)?,
+            registry: Registry::from_config(&RegistryConfig {
+                kind: config.registry_kind,
+                host: config.registry.clone(),
+                ecr_endpoint: config.ecr_endpoint.clone(),
+            })?,
             runtime: DockerRuntime::new(docker.clone())?,
             docker,
             config,

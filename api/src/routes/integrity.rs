@@ -14,7 +14,7 @@ use slipway_shared::{
     db,
     domain::{Digest, ImageRef, Verification},
     integrity::{self, OnTagOverwrite},
-    registry::OciRegistry,
+    registry::{OciRegistry, Registry},
 };
 use uuid::Uuid;
 
@@ -68,7 +68,12 @@ pub async fn verify(
     let policy =
         OnTagOverwrite::parse(&function.on_tag_overwrite).context("stored on_tag_overwrite")?;
 
-    let registry = OciRegistry::with_client(&image.registry, state.http.clone());
+    let registry = state.ecr.clone().unwrap_or_else(|| {
+        Registry::Oci(OciRegistry::with_client(
+            &image.registry,
+            state.http.clone(),
+        ))
+    });
     let verification = tokio::time::timeout(REGISTRY_TIMEOUT, registry.verify(&image, &recorded))
         .await
         .map_err(|_| registry_unavailable(format!("no answer within {REGISTRY_TIMEOUT:?}")))?

@@ -53,7 +53,12 @@ async fn push(
     // engine, which pushes it now.
     if env.buildkit_exports_to_engine() {
         let progress = with_retries(env, "pushing", || async {
-            push_through_engine(&env.docker, &image)
+            let credentials = env
+                .registry
+                .push_credentials()
+                .await
+                .map_err(registry_step)?;
+            push_through_engine(&env.docker, &image, credentials)
                 .await
                 .map_err(registry_step)
         })

@@ -1,22 +1,30 @@
 //! Pushing an image from the Docker engine's store to its registry. Docker's embedded BuildKit
 //! cannot push (its exporters are moby, local and tar), so the engine pushes what it built.
 
-use bollard::{Docker, query_parameters::PushImageOptions};
+use bollard::{Docker, auth::DockerCredentials, query_parameters::PushImageOptions};
 use futures::StreamExt;
-use slipway_shared::domain::ImageRef;
+use slipway_shared::{domain::ImageRef, registry::PushCredentials};
 
 use super::RegistryError;
 
-/// Pushes `image.tagged()`; returns the engine's progress lines for the deployment log.
+/// Pushes `image.tagged()`, with the registry's credentials if it needs any; returns the
+/// engine's progress lines for the deployment log.
 pub async fn push_through_engine(
     docker: &Docker,
     image: &ImageRef,
+    credentials: Option<PushCredentials>,
 ) -> Result<Vec<String>, RegistryError> {
     let options = PushImageOptions {
         tag: Some(image.tag.clone()),
         platform: None,
     };
-    let mut stream = docker.push_image(&image.name(), Some(options), None);
+    let credentials = credentials.map(|c| DockerCredentials {
+        username: Some(c.username),
+        password: Some(c.password),
+        serveraddress: Some(c.server),
+        ..Default::default()
+    });
+    let mut stream = docker.push_image(&image.name(), Some(options), credentials);
     let mut lines = Vec::new();
     while let Some(item) = stream.next().await {
         let info = item.map_err(|e| classify(&e))?;

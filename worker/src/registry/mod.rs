@@ -4,4 +4,4 @@
 mod engine_push;
 
 pub use engine_push::push_through_engine;
-pub use slipway_shared::registry::{OciRegistry, RegistryError};
+pub use slipway_shared::registry::{Registry, RegistryError};

@@ -1,12 +1,11 @@
-//! The OCI registry, read through the distribution API: the manifest digest a tag points to is
-//! the registry's `Docker-Content-Digest`, the one thing Slipway records as "the digest".
-//! (The image ID BuildKit reports is the config digest, which no registry can resolve.)
-//! It lives in `shared` because both the worker (push, purge, pre-start checks) and the api
-//! (`POST /api/functions/{id}/verify`) read it; only the worker writes to it.
+//! A registry speaking the OCI distribution API: the manifest digest a tag points to is the
+//! registry's `Docker-Content-Digest`, the one thing Slipway records as "the digest". (The image
+//! ID BuildKit reports is the config digest, which no registry can resolve.)
 
 use reqwest::{StatusCode, header};
 
-use crate::domain::{Digest, ImageRef, Verification};
+use super::RegistryError;
+use crate::domain::{Digest, ImageRef};
 
 /// Manifest media types Slipway can run; asking for all of them makes the registry answer with
 /// the stored manifest rather than converting it (a conversion would change the digest).
@@ -14,15 +13,6 @@ const MANIFEST_TYPES: &str = "application/vnd.oci.image.manifest.v1+json, \
      application/vnd.oci.image.index.v1+json, \
      application/vnd.docker.distribution.manifest.v2+json, \
      application/vnd.docker.distribution.manifest.list.v2+json";
-
-#[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
-    /// Network failure or a 5xx: worth retrying.
-    #[error("registry unavailable: {0}")]
-    Unavailable(String),
-    #[error("registry refused the request: {0}")]
-    Refused(String),
-}
 
 #[derive(Clone)]
 pub struct OciRegistry {
@@ -113,21 +103,6 @@ impl OciRegistry {
         Digest::parse(raw)
             .map(Some)
             .map_err(|e| RegistryError::Refused(e.to_string()))
-    }
-
-    /// Where the recorded tag and digest stand now (two HEADs): see [`Verification`].
-    pub async fn verify(
-        &self,
-        image: &ImageRef,
-        recorded: &Digest,
-    ) -> Result<Verification, RegistryError> {
-        let recorded_present = self.manifest_exists(image, recorded).await?;
-        let tag_points_to = self.manifest_digest(image).await?;
-        Ok(Verification::classify(
-            recorded,
-            recorded_present,
-            tag_points_to,
-        ))
     }
 
     /// `DELETE /v2/<repository>/manifests/<digest>`: removes the manifest and every tag pointing
