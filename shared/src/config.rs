@@ -6,7 +6,7 @@ use std::{net::SocketAddr, ops::RangeInclusive, str::FromStr, time::Duration};
 use anyhow::{Context, bail};
 use secrecy::SecretString;
 
-use crate::archive::ArchiveLimits;
+use crate::{archive::ArchiveLimits, registry::RegistryLogin};
 
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
@@ -83,6 +83,8 @@ pub struct ApiConfig {
     /// Set when images live in ECR: verification then asks ECR's API instead of the
     /// distribution API at the image's host.
     pub ecr: Option<RegistryConfig>,
+    /// Credentials for OCI registries that ask for them, when verifying.
+    pub registry_login: Option<RegistryLogin>,
     /// How long an invocation of an Inactive function waits for it to wake before a 503 with
     /// `Retry-After`.
     pub wake_timeout: Duration,
@@ -115,6 +117,7 @@ impl ApiConfig {
                 Some("ecr") => Some(RegistryConfig::from_env()?),
                 _ => None,
             },
+            registry_login: registry_login()?,
             wake_timeout: duration("SLIPWAY_WAKE_TIMEOUT", Duration::from_secs(30))?,
             scheduler: SchedulerConfig::from_env()?,
             signature_max_skew: duration("SLIPWAY_SIGNATURE_MAX_SKEW", Duration::from_secs(300))?,
@@ -134,6 +137,8 @@ pub struct WorkerConfig {
     pub registry_kind: RegistryKind,
     /// `SLIPWAY_ECR_ENDPOINT`, for an ECR API other than AWS's.
     pub ecr_endpoint: Option<String>,
+    /// `SLIPWAY_REGISTRY_USERNAME` / `_PASSWORD`, for registries that ask for credentials.
+    pub registry_login: Option<RegistryLogin>,
     /// The address functions' ports are reached at (the runtime host, from the api's view).
     pub runtime_host: String,
     /// Host ports handed to functions as `$PORT`.
@@ -177,6 +182,7 @@ impl WorkerConfig {
             registry: required("SLIPWAY_REGISTRY")?,
             registry_kind: RegistryConfig::from_env()?.kind,
             ecr_endpoint: var("SLIPWAY_ECR_ENDPOINT"),
+            registry_login: registry_login()?,
             runtime_host: var("SLIPWAY_RUNTIME_HOST").unwrap_or_else(|| "127.0.0.1".into()),
             port_range,
             start_timeout: duration("SLIPWAY_START_TIMEOUT", Duration::from_secs(30))?,
@@ -223,6 +229,8 @@ pub struct RegistryConfig {
     pub host: String,
     /// Another ECR API endpoint than AWS's (moto in tests).
     pub ecr_endpoint: Option<String>,
+    /// For OCI registries that ask for credentials (basic, or a token service).
+    pub login: Option<RegistryLogin>,
 }
 
 impl RegistryConfig {
@@ -236,16 +244,22 @@ impl RegistryConfig {
             kind,
             host: required("SLIPWAY_REGISTRY")?,
             ecr_endpoint: var("SLIPWAY_ECR_ENDPOINT"),
+            login: registry_login()?,
         })
     }
+}
 
-    /// The local, open OCI registry at `host`.
-    pub fn oci(host: &str) -> Self {
-        Self {
-            kind: RegistryKind::Oci,
-            host: host.to_owned(),
-            ecr_endpoint: None,
-        }
+fn registry_login() -> anyhow::Result<Option<RegistryLogin>> {
+    match (
+        var("SLIPWAY_REGISTRY_USERNAME"),
+        var("SLIPWAY_REGISTRY_PASSWORD"),
+    ) {
+        (None, None) => Ok(None),
+        (Some(username), Some(password)) => Ok(Some(RegistryLogin {
+            username,
+            password: SecretString::from(password),
+        })),
+        _ => bail!("set both SLIPWAY_REGISTRY_USERNAME and SLIPWAY_REGISTRY_PASSWORD, or neither"),
     }
 }
 

@@ -69,6 +69,7 @@ impl Environment {
                 kind: config.registry_kind,
                 host: config.registry.clone(),
                 ecr_endpoint: config.ecr_endpoint.clone(),
+                login: config.registry_login.clone(),
             })?,
             runtime: DockerRuntime::new(docker.clone())?,
             docker,

@@ -7,7 +7,7 @@ mod ecr;
 mod oci;
 
 pub use ecr::EcrRegistry;
-pub use oci::OciRegistry;
+pub use oci::{OciRegistry, RegistryLogin};
 
 use crate::{
     config::{RegistryConfig, RegistryKind},
@@ -41,7 +41,9 @@ impl Registry {
     /// The registry `SLIPWAY_REGISTRY` (+ `SLIPWAY_REGISTRY_KIND`) names.
     pub fn from_config(config: &RegistryConfig) -> anyhow::Result<Self> {
         Ok(match config.kind {
-            RegistryKind::Oci => Self::Oci(OciRegistry::new(&config.host)?),
+            RegistryKind::Oci => {
+                Self::Oci(OciRegistry::new(&config.host)?.with_login(config.login.clone()))
+            }
             RegistryKind::Ecr => Self::Ecr(EcrRegistry::new(
                 &config.host,
                 config.ecr_endpoint.as_deref(),
@@ -108,7 +110,11 @@ impl Registry {
     /// token for ECR.
     pub async fn push_credentials(&self) -> Result<Option<PushCredentials>, RegistryError> {
         match self {
-            Self::Oci(_) => Ok(None),
+            Self::Oci(r) => Ok(r.login().map(|login| PushCredentials {
+                username: login.username.clone(),
+                password: secrecy::ExposeSecret::expose_secret(&login.password).to_owned(),
+                server: r.host().to_owned(),
+            })),
             Self::Ecr(r) => r.push_credentials().await.map(Some),
         }
     }
