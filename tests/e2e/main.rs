@@ -12,6 +12,7 @@ mod hooks;
 mod idempotency;
 mod integrity;
 mod keys;
+mod log_stream;
 mod rollback;
 mod scheduler;
 mod signing;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use axum::{
     Json,
     extract::{Multipart, Path, Query, State, multipart::Field},
-    http::StatusCode,
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
 use bytes::{Bytes, BytesMut};
@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use slipway_shared::db;
 use uuid::Uuid;
 
-use super::timestamp;
+use super::{log_stream, timestamp};
 use crate::{
     AppState,
     auth::Caller,
@@ -151,10 +151,12 @@ fn parse_env(raw: &str) -> Result<BTreeMap<String, String>, ApiError> {
 #[derive(Deserialize)]
 pub struct LogQuery {
     after: Option<String>,
+    /// `true`: stream the log as server-sent events until the deployment settles.
+    follow: Option<String>,
 }
 
 #[derive(Serialize)]
-pub struct LogLine {
+pub(crate) struct LogLine {
     id: i64,
     phase: String,
     stream: String,
@@ -180,20 +182,40 @@ pub async fn logs(
     caller: Caller,
     Path(id): Path<String>,
     Query(query): Query<LogQuery>,
-) -> Result<Json<DeploymentLogs>, ApiError> {
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     const PAGE: i64 = 10_000;
     let not_found = || ApiError::not_found("deployment_not_found", "no such deployment");
     let id = Uuid::parse_str(&id).map_err(|_| not_found())?;
-    let after = match &query.after {
+    // A reconnecting EventSource says where it stopped in `Last-Event-ID`.
+    let resumed = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let after = match resumed.as_ref().or(query.after.as_ref()) {
         None => 0,
         Some(raw) => raw.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
             ApiError::bad_request("invalid_cursor", "after must be a non-negative integer")
         })?,
     };
+    let follow = match query.follow.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_follow",
+                format!("follow must be true or false, got {other:?}"),
+            ));
+        }
+    };
     let mut conn = state.pool.acquire().await?;
     let deployment = db::deployments::get_for_owner(&mut conn, caller.user_id, id)
         .await?
         .ok_or_else(not_found)?;
+    if follow {
+        drop(conn);
+        return Ok(log_stream::follow(state.pool.clone(), id, after).into_response());
+    }
     let lines = db::logs::list(&mut conn, id, after, PAGE).await?;
     Ok(Json(DeploymentLogs {
         deployment_id: deployment.id,
@@ -202,17 +224,21 @@ pub async fn logs(
         status: deployment.status,
         error: deployment.error,
         next_after: lines.last().map_or(after, |l| l.id),
-        lines: lines
-            .into_iter()
-            .map(|l| LogLine {
-                id: l.id,
-                phase: l.phase,
-                stream: l.stream,
-                message: l.message,
-                at: timestamp(l.created_at),
-            })
-            .collect(),
-    }))
+        lines: lines.into_iter().map(LogLine::from).collect(),
+    })
+    .into_response())
+}
+
+impl From<db::logs::LogRow> for LogLine {
+    fn from(l: db::logs::LogRow) -> Self {
+        Self {
+            id: l.id,
+            phase: l.phase,
+            stream: l.stream,
+            message: l.message,
+            at: timestamp(l.created_at),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ pub mod health;
 pub mod integrity;
 pub mod invoke;
 pub mod keys;
+pub mod log_stream;
 pub mod runtime;
 pub mod schedules;
 
