@@ -1,9 +1,13 @@
-//! `slipway`: operator commands, and `slipway dev`, the embedded default that runs the API, a
-//! worker and the scheduler in one process against local services (see scripts/dev.sh).
+//! `slipway`: the client for pipelines and people (`client`), operator commands, and
+//! `slipway dev`, the embedded default that runs the API, a worker and the scheduler in one
+//! process against local services (see scripts/dev.sh).
+
+mod client;
+mod pack;
 
 use std::{path::Path, sync::Arc};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use slipway_shared::{
     config::{ApiConfig, DatabaseConfig, StoreConfig, WorkerConfig},
     db,
@@ -18,7 +22,23 @@ use tracing::info;
 
 const USAGE: &str = "usage: slipway <command>
 
-commands:
+client commands (SLIPWAY_URL and SLIPWAY_API_KEY, or `slipway login`; add --json for the API's JSON):
+  login --url URL --key KEY
+                       remember the API and key for the commands below
+  init NAME [--skip-signing]
+                       create a function (or find the one of that name)
+  deploy DIR|ARCHIVE --function NAME|ID [--env-file FILE] [--wait]
+                       pack DIR (.dockerignore respected) or upload ARCHIVE; --wait follows the
+                       build log and exits 0 when the version is active, 1 when it failed
+  status NAME|ID       state, serving version, tag and digest
+  deployments NAME|ID  the version history
+  rollback VERSION --function NAME|ID
+  delete NAME|ID       schedule the function for deletion (grace period)
+  cancel-delete NAME|ID
+  logs DEPLOYMENT [--follow]
+  invoke NAME|ID [--path PATH] [--data BODY]
+
+operator commands (DATABASE_URL):
   dev                  migrate, then run the API, a worker and the scheduler in one process
   migrate              apply database migrations and exit
   create-key <user> [--operator]
@@ -76,6 +96,10 @@ async fn main() -> anyhow::Result<()> {
             let pool = db::connect(&DatabaseConfig::from_env()?).await?;
             purge(&pool, function_id).await
         }
+        [command, ..] if CLIENT_COMMANDS.contains(command) => {
+            let ok = client_command(&args).await?;
+            std::process::exit(if ok { 0 } else { 1 });
+        }
         ["help" | "--help" | "-h"] => {
             println!("{USAGE}");
             Ok(())
@@ -85,6 +109,130 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     }
+}
+
+const CLIENT_COMMANDS: [&str; 11] = [
+    "login",
+    "init",
+    "deploy",
+    "status",
+    "deployments",
+    "rollback",
+    "delete",
+    "cancel-delete",
+    "logs",
+    "invoke",
+    "whoami",
+];
+
+/// Positional arguments and `--flag [value]`s; `--json`, `--wait`, `--follow`, `--skip-signing`
+/// take no value.
+struct Args {
+    positional: Vec<String>,
+    flags: std::collections::HashMap<String, Option<String>>,
+}
+
+impl Args {
+    fn parse(raw: &[String]) -> anyhow::Result<Self> {
+        const SWITCHES: [&str; 4] = ["json", "wait", "follow", "skip-signing"];
+        let mut positional = Vec::new();
+        let mut flags = std::collections::HashMap::new();
+        let mut rest = raw.iter();
+        while let Some(arg) = rest.next() {
+            match arg.strip_prefix("--") {
+                Some(name) if SWITCHES.contains(&name) => {
+                    flags.insert(name.to_owned(), None);
+                }
+                Some(name) => {
+                    let value = rest
+                        .next()
+                        .with_context(|| format!("--{name} needs a value"))?;
+                    flags.insert(name.to_owned(), Some(value.clone()));
+                }
+                None => positional.push(arg.clone()),
+            }
+        }
+        Ok(Self { positional, flags })
+    }
+
+    fn value(&self, name: &str) -> Option<&str> {
+        self.flags.get(name).and_then(|v| v.as_deref())
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.flags.contains_key(name)
+    }
+
+    fn nth(&self, n: usize, what: &str) -> anyhow::Result<&str> {
+        self.positional
+            .get(n)
+            .map(String::as_str)
+            .with_context(|| format!("missing {what}; see `slipway help`"))
+    }
+
+    /// `--function X`, or the first argument after the command.
+    fn function(&self) -> anyhow::Result<&str> {
+        match self.value("function") {
+            Some(f) => Ok(f),
+            None => self.nth(1, "the function (NAME or ID)"),
+        }
+    }
+}
+
+/// Runs a client command; false when what it did failed (a failed deployment, say).
+async fn client_command(raw: &[String]) -> anyhow::Result<bool> {
+    let args = Args::parse(raw)?;
+    let command = args.nth(0, "a command")?;
+    if command == "login" {
+        let url = args.value("url").context("--url is required")?;
+        let key = args.value("key").context("--key is required")?;
+        client::login(url, key)?;
+        return Ok(true);
+    }
+    let client = client::Client::from_env(args.has("json"))?;
+    match command {
+        "init" => {
+            client
+                .init(args.nth(1, "NAME")?, args.has("skip-signing"))
+                .await?
+        }
+        "deploy" => {
+            let function = args.value("function").context("--function is required")?;
+            let source = std::path::Path::new(args.nth(1, "DIR or ARCHIVE")?);
+            let env_file = args.value("env-file").map(std::path::Path::new);
+            return client
+                .deploy(function, source, env_file, args.has("wait"))
+                .await;
+        }
+        "status" | "whoami" => client.status(args.function()?).await?,
+        "deployments" => client.deployments(args.function()?).await?,
+        "rollback" => {
+            let version = args
+                .nth(1, "VERSION")?
+                .parse()
+                .context("VERSION must be a number")?;
+            let function = args.value("function").context("--function is required")?;
+            client.rollback(function, version).await?;
+        }
+        "delete" => client.delete(args.function()?).await?,
+        "cancel-delete" => client.cancel_delete(args.function()?).await?,
+        "logs" => {
+            return client
+                .logs(args.nth(1, "DEPLOYMENT")?, args.has("follow"))
+                .await;
+        }
+        "invoke" => {
+            client
+                .invoke(
+                    args.function()?,
+                    args.value("path").unwrap_or(""),
+                    args.value("data"),
+                )
+                .await?
+        }
+        other => bail!("unknown command {other:?}"),
+    }
+    Ok(true)
 }
 
 async fn create_key(pool: &PgPool, user: &str, operator: bool) -> anyhow::Result<ApiKey> {
