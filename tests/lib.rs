@@ -29,6 +29,8 @@ use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, postgres::PgPoolOpti
 use tokio::{sync::watch, task::JoinHandle, time::Instant};
 use uuid::Uuid;
 
+pub mod git_server;
+
 /// A required environment variable; the test script sets them all. Missing ones fail the test
 /// loudly: these tests never pass without the real components.
 pub fn required_env(name: &str) -> String {
@@ -232,6 +234,7 @@ impl TestStack {
             name: slipway_shared::config::unique_worker_name(),
             retained_versions: 10,
             name_reservation: Duration::from_secs(30 * 86_400),
+            archive_limits: options.archive_limits.clone().unwrap_or_default(),
         };
         if let Some(change) = options.worker_overrides {
             change(&mut worker_config);
@@ -457,7 +460,7 @@ impl TestStack {
                 .json()
                 .await?;
             match body["status"].as_str() {
-                Some("active" | "failed" | "inactive") => return Ok(body),
+                Some("active" | "failed" | "inactive" | "superseded") => return Ok(body),
                 _ if Instant::now() > deadline => {
                     bail!("deployment {deployment_id} did not settle within {timeout:?}: {body}")
                 }

@@ -61,17 +61,13 @@ pub async fn accept(
 
     let mut tx = state.pool.begin().await?;
     let function = auth::lock_for_change(&mut tx, &caller, request.function_id).await?;
-    let status = FunctionStatus::parse(&function.status).context("stored function status")?;
-    let next = status.apply(FunctionEvent::DeployRequested).map_err(|_| {
+    let update = open_update(&mut tx, &function).await?.map_err(|status| {
         ApiError::conflict(
             "function_not_deployable",
             format!("function is {status}; it cannot take a new deployment"),
         )
     })?;
-    let version = db::functions::allocate_version(&mut tx, function.id).await?;
-    db::functions::transition_serving(&mut tx, function.id, &ServingEvent::UpdateStarted)
-        .await
-        .context("marking the update in progress")?;
+    let version = update.version;
     let deployment_id = Uuid::new_v4();
     let key = archive_key(function.id, version);
     let env = serde_json::to_value(&request.env).context("encoding env")?;
@@ -88,7 +84,7 @@ pub async fn accept(
         },
     )
     .await?;
-    db::functions::set_status(&mut tx, function.id, next).await?;
+    db::functions::set_status(&mut tx, function.id, update.next_status).await?;
     db::functions::set_env(&mut tx, function.id, &env).await?;
     BuildJob { deployment_id }
         .enqueue(&mut tx)
@@ -116,4 +112,33 @@ pub async fn accept(
         function_id: function.id,
         version,
     })
+}
+
+/// A new version of a function, opened under its lock.
+pub(crate) struct OpenedUpdate {
+    pub version: i32,
+    /// The function's lifecycle status once the deployment is recorded.
+    pub next_status: FunctionStatus,
+}
+
+/// Starts an update of the locked function, for an upload or a push: its lifecycle status must
+/// take a new deployment (else `Err(status)`); then the version is handed out and the serving
+/// state says an update is in progress. The caller records the deployment and enqueues its job
+/// in the same transaction.
+pub(crate) async fn open_update(
+    tx: &mut sqlx::PgConnection,
+    function: &db::functions::LockedFunction,
+) -> anyhow::Result<Result<OpenedUpdate, FunctionStatus>> {
+    let status = FunctionStatus::parse(&function.status).context("stored function status")?;
+    let Ok(next_status) = status.apply(FunctionEvent::DeployRequested) else {
+        return Ok(Err(status));
+    };
+    let version = db::functions::allocate_version(tx, function.id).await?;
+    db::functions::transition_serving(tx, function.id, &ServingEvent::UpdateStarted)
+        .await
+        .context("marking the update in progress")?;
+    Ok(Ok(OpenedUpdate {
+        version,
+        next_status,
+    }))
 }

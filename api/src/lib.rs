@@ -11,6 +11,7 @@ pub mod deletion;
 pub mod deploy;
 pub mod error;
 pub mod events;
+pub mod git_push;
 pub mod idempotency;
 pub mod invocations;
 pub mod rollback;
@@ -18,6 +19,7 @@ pub mod routes;
 pub mod runtime;
 pub mod signing;
 pub mod wake;
+pub mod webhooks;
 
 use std::{convert::Infallible, sync::Arc};
 
@@ -132,6 +134,19 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/keys/{id}",
             signed(&state, delete(routes::keys::revoke)),
+        )
+        .route(
+            "/api/functions/{id}/git-bindings",
+            get(routes::git::list).merge(changes_function(&state, post(routes::git::create))),
+        )
+        .route(
+            "/api/functions/{id}/git-bindings/{binding_id}",
+            changes_function(&state, delete(routes::git::delete)),
+        )
+        .route(
+            "/api/webhooks/{provider}",
+            // GitHub caps payloads at 25 MB; a push of that size is not a deploy we want.
+            post(routes::git::webhook).layer(DefaultBodyLimit::max(5 * 1024 * 1024)),
         )
         .route("/api/deployments/{id}/logs", get(routes::deployments::logs))
         .route("/api/schedules", get(routes::schedules::list))

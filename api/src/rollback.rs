@@ -75,7 +75,16 @@ pub async fn accept(
                 format!("version {version} never produced an image; deploy a new version instead"),
             ));
         }
-        DeploymentStatus::Building | DeploymentStatus::Pushing | DeploymentStatus::Deploying => {
+        DeploymentStatus::Superseded => {
+            return Err(ApiError::conflict(
+                "version_superseded",
+                format!("version {version} was overtaken by a newer push and never served"),
+            ));
+        }
+        DeploymentStatus::Fetching
+        | DeploymentStatus::Building
+        | DeploymentStatus::Pushing
+        | DeploymentStatus::Deploying => {
             return Err(ApiError::conflict(
                 "version_in_progress",
                 format!("version {version} is still being deployed"),

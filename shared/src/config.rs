@@ -96,20 +96,9 @@ pub struct ApiConfig {
 
 impl ApiConfig {
     pub fn from_env() -> anyhow::Result<Self> {
-        let defaults = ArchiveLimits::default();
         Ok(Self {
             bind: parsed("SLIPWAY_BIND", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
-            archive_limits: ArchiveLimits {
-                max_compressed_bytes: parsed(
-                    "SLIPWAY_MAX_ARCHIVE_BYTES",
-                    defaults.max_compressed_bytes,
-                )?,
-                max_uncompressed_bytes: parsed(
-                    "SLIPWAY_MAX_UNCOMPRESSED_BYTES",
-                    defaults.max_uncompressed_bytes,
-                )?,
-                max_entries: parsed("SLIPWAY_MAX_ARCHIVE_ENTRIES", defaults.max_entries)?,
-            },
+            archive_limits: archive_limits()?,
             invoke_timeout: duration("SLIPWAY_INVOKE_TIMEOUT", Duration::from_secs(60))?,
             deletion_grace: duration("SLIPWAY_DELETION_GRACE", Duration::from_secs(7 * 86_400))?,
             record_events: parsed("SLIPWAY_RECORD_EVENTS", true)?,
@@ -169,6 +158,22 @@ pub struct WorkerConfig {
     pub retained_versions: u32,
     /// How long a purged function's name stays reserved for its owner.
     pub name_reservation: Duration,
+    /// What an archive packed from a pushed commit may hold: the same limits as an upload's.
+    pub archive_limits: ArchiveLimits,
+}
+
+/// `SLIPWAY_MAX_ARCHIVE_BYTES`, `_UNCOMPRESSED_BYTES` and `_ENTRIES`: uploads (api) and archives
+/// packed from git (worker) obey the same limits.
+fn archive_limits() -> anyhow::Result<ArchiveLimits> {
+    let defaults = ArchiveLimits::default();
+    Ok(ArchiveLimits {
+        max_compressed_bytes: parsed("SLIPWAY_MAX_ARCHIVE_BYTES", defaults.max_compressed_bytes)?,
+        max_uncompressed_bytes: parsed(
+            "SLIPWAY_MAX_UNCOMPRESSED_BYTES",
+            defaults.max_uncompressed_bytes,
+        )?,
+        max_entries: parsed("SLIPWAY_MAX_ARCHIVE_ENTRIES", defaults.max_entries)?,
+    })
 }
 
 impl WorkerConfig {
@@ -201,6 +206,7 @@ impl WorkerConfig {
                 "SLIPWAY_NAME_RESERVATION",
                 Duration::from_secs(30 * 86_400),
             )?,
+            archive_limits: archive_limits()?,
         };
         if config.concurrency == 0 {
             bail!("SLIPWAY_WORKER_CONCURRENCY must be at least 1");

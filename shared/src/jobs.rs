@@ -74,6 +74,20 @@ pub enum EnqueueError {
     Queue(#[from] apalis_postgres::Error),
 }
 
+/// Fetch the pushed commit of a deployment from git, pack its subdirectory as the archive, then
+/// hand over to `build`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SourceJob {
+    pub deployment_id: Uuid,
+}
+
+impl Job for SourceJob {
+    const NAME: &'static str = "slipway::source";
+    fn dedup_key(&self) -> String {
+        format!("source:{}", self.deployment_id)
+    }
+}
+
 /// Build the deployment's archive into an image.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BuildJob {
@@ -240,7 +254,8 @@ impl Job for DeployJob {
 }
 
 /// Every queue, for operators' views and for tests that count jobs.
-pub const ALL_QUEUES: [&str; 10] = [
+pub const ALL_QUEUES: [&str; 11] = [
+    SourceJob::NAME,
     BuildJob::NAME,
     PushJob::NAME,
     CacheWarmJob::NAME,

@@ -9,6 +9,7 @@ pub mod archive;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod git;
 pub mod integrity;
 pub mod jobs;
 pub mod lifecycle;

@@ -17,4 +17,5 @@ mod rollback;
 mod scheduler;
 mod signing;
 mod store;
+mod webhooks;
 mod workers;

@@ -1,7 +1,7 @@
-//! Slipway's worker: runs the durable jobs (build, push, cache-warm, deploy, rollback, purge,
-//! runtime, verify, release, wake) from the Postgres queue. Only the worker talks to BuildKit, writes to the registry,
-//! and drives the container runtime, each through an adapter module (`buildkit`, `registry`,
-//! `runtime`).
+//! Slipway's worker: runs the durable jobs (source, build, push, cache-warm, deploy, rollback,
+//! purge, runtime, verify, release, wake) from the Postgres queue. Only the worker fetches from
+//! git, talks to BuildKit, writes to the registry, and drives the container runtime, each through
+//! an adapter module (`git`, `buildkit`, `registry`, `runtime`).
 //!
 //! apalis-postgres is configured around its traps (see ARCHITECTURE.md): an explicit queue name
 //! per job type, LISTEN/NOTIFY plus a 1 s poll, short heartbeats with an explicit orphan timeout,
@@ -9,6 +9,7 @@
 //! and at most one queue attempt per job (retries with backoff happen in the handler).
 
 pub mod buildkit;
+pub mod git;
 pub mod hooks;
 pub mod jobs;
 pub mod registry;
@@ -23,7 +24,7 @@ use slipway_shared::{
     config::{RegistryConfig, WorkerConfig},
     jobs::{
         BuildJob, CacheWarmJob, DeployJob, PurgeJob, PushJob, ReleaseJob, RollbackJob, RuntimeJob,
-        VerifyJob, WakeJob,
+        SourceJob, VerifyJob, WakeJob,
     },
     store::ArchiveStore,
 };
@@ -124,6 +125,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     info!(name = %env.config.name, "worker starting");
     let mut monitor = Monitor::new();
+    monitor = register::<SourceJob>(monitor, &env);
     monitor = register::<BuildJob>(monitor, &env);
     monitor = register::<PushJob>(monitor, &env);
     monitor = register::<CacheWarmJob>(monitor, &env);

@@ -241,7 +241,8 @@ pub struct DeploymentSummary {
     version: i32,
     image_tag: Option<String>,
     image_digest: Option<String>,
-    s3_key: String,
+    /// None until a pushed commit has been fetched.
+    s3_key: Option<String>,
     status: String,
     is_active: bool,
     error: Option<String>,
@@ -254,6 +255,23 @@ pub struct DeploymentSummary {
     /// Set once the version fell out of the retention window (or its function was purged): its
     /// image and archive are gone and it can no longer be rolled back to.
     pruned_at: Option<String>,
+    /// Deployments from a git push: the commit built, and which push overtook it if it ended
+    /// `superseded`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<GitSource>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    superseded_by: Option<Uuid>,
+}
+
+#[derive(Serialize)]
+pub struct GitSource {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    binding_id: Option<Uuid>,
+    commit_sha: String,
+    /// Known once the commit was fetched.
+    commit_message: Option<String>,
+    committed_at: Option<String>,
 }
 
 impl From<DeploymentRow> for DeploymentSummary {
@@ -273,6 +291,14 @@ impl From<DeploymentRow> for DeploymentSummary {
             pushed_at: row.pushed_at.map(precise_timestamp),
             deployed_at: row.deployed_at.map(precise_timestamp),
             pruned_at: row.pruned_at.map(precise_timestamp),
+            source: row.commit_sha.map(|commit_sha| GitSource {
+                kind: "git",
+                binding_id: row.git_binding_id,
+                commit_sha,
+                commit_message: row.commit_message,
+                committed_at: row.committed_at.map(timestamp),
+            }),
+            superseded_by: row.superseded_by,
         }
     }
 }

@@ -4,6 +4,7 @@ pub mod deletions;
 pub mod deployments;
 pub mod events;
 pub mod functions;
+pub mod git;
 pub mod health;
 pub mod integrity;
 pub mod invoke;

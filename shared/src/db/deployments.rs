@@ -15,9 +15,10 @@ pub struct DeploymentRow {
     pub function_id: Uuid,
     pub function_name: String,
     pub version: i32,
-    pub archive_key: String,
-    pub archive_sha256: String,
-    pub archive_bytes: i64,
+    /// None while a pushed commit is still being fetched (and forever if it never was).
+    pub archive_key: Option<String>,
+    pub archive_sha256: Option<String>,
+    pub archive_bytes: Option<i64>,
     pub env: serde_json::Value,
     pub status: String,
     pub is_active: bool,
@@ -33,6 +34,13 @@ pub struct DeploymentRow {
     pub deployed_at: Option<DateTime<Utc>>,
     /// When retention or a purge removed the version's image and archive.
     pub pruned_at: Option<DateTime<Utc>>,
+    /// Set when the deployment came from a git push.
+    pub git_binding_id: Option<Uuid>,
+    pub commit_sha: Option<String>,
+    pub commit_message: Option<String>,
+    pub committed_at: Option<DateTime<Utc>>,
+    /// The newer deployment that overtook this one (status `superseded`).
+    pub superseded_by: Option<Uuid>,
 }
 
 pub struct NewDeployment<'a> {
@@ -307,7 +315,7 @@ pub async fn clear_container(
 pub async fn fail(conn: &mut PgConnection, id: Uuid, error: &str) -> sqlx::Result<bool> {
     let done = sqlx::query!(
         r#"UPDATE deployments SET status = 'failed', is_active = false, error = $2, updated_at = now()
-           WHERE id = $1 AND status IN ('building', 'pushing', 'deploying')"#,
+           WHERE id = $1 AND status IN ('fetching', 'building', 'pushing', 'deploying')"#,
         id,
         error
     )
@@ -339,7 +347,7 @@ pub async fn active_for_function(
     .await
 }
 
-/// Whether another deployment of the function is still building, pushing or deploying.
+/// Whether another deployment of the function is still fetching, building, pushing or deploying.
 pub async fn others_in_flight(
     conn: &mut PgConnection,
     function_id: Uuid,
@@ -348,7 +356,8 @@ pub async fn others_in_flight(
     sqlx::query_scalar!(
         r#"SELECT EXISTS (
              SELECT 1 FROM deployments
-             WHERE function_id = $1 AND id <> $2 AND status IN ('building', 'pushing', 'deploying')
+             WHERE function_id = $1 AND id <> $2
+               AND status IN ('fetching', 'building', 'pushing', 'deploying')
            ) AS "exists!""#,
         function_id,
         except
@@ -405,7 +414,7 @@ pub struct PruneTarget {
     pub version: i32,
     pub image_tag: Option<String>,
     pub image_digest: Option<String>,
-    pub archive_key: String,
+    pub archive_key: Option<String>,
     /// Another deployment of the function that must keep serving or stay restorable uses the
     /// same digest (an unchanged rebuild), so the manifest stays in the registry.
     pub digest_in_use: bool,
@@ -429,7 +438,8 @@ pub async fn retention_candidates(
              SELECT d.id, d.version, d.image_digest
              FROM deployments d LEFT JOIN built b ON b.id = d.id
              WHERE d.function_id = $1
-               AND (b.rank <= $2 OR d.is_active OR d.status IN ('building', 'pushing', 'deploying'))
+               AND (b.rank <= $2 OR d.is_active
+                    OR d.status IN ('fetching', 'building', 'pushing', 'deploying'))
            )
            SELECT d.id, d.version, d.image_tag, d.image_digest, d.archive_key,
                   COALESCE(d.image_digest IN (
@@ -438,7 +448,7 @@ pub async fn retention_candidates(
            FROM deployments d
            WHERE d.function_id = $1
              AND d.pruned_at IS NULL
-             AND d.status IN ('inactive', 'failed')
+             AND d.status IN ('inactive', 'failed', 'superseded')
              AND d.id NOT IN (SELECT id FROM retained)
              AND d.version < (SELECT min(version) FROM retained)
            ORDER BY d.version"#,
@@ -499,7 +509,7 @@ pub async fn retire_all(
 ) -> sqlx::Result<()> {
     sqlx::query!(
         r#"UPDATE deployments SET status = 'failed', error = $2, updated_at = now()
-           WHERE function_id = $1 AND status IN ('building', 'pushing', 'deploying')"#,
+           WHERE function_id = $1 AND status IN ('fetching', 'building', 'pushing', 'deploying')"#,
         function_id,
         reason
     )
@@ -563,4 +573,160 @@ pub async fn forget_active_container(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// A deployment accepted from a git push, before its archive exists.
+pub struct NewPushDeployment<'a> {
+    pub id: Uuid,
+    pub function_id: Uuid,
+    pub version: i32,
+    pub git_binding_id: Uuid,
+    pub commit_sha: &'a str,
+    pub parent_sha: Option<&'a str>,
+    pub committed_at: Option<DateTime<Utc>>,
+    pub env: &'a serde_json::Value,
+}
+
+pub async fn insert_from_push(
+    conn: &mut PgConnection,
+    new: &NewPushDeployment<'_>,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"INSERT INTO deployments
+             (id, function_id, version, git_binding_id, commit_sha, parent_sha, committed_at, env,
+              status)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'fetching')"#,
+        new.id,
+        new.function_id,
+        new.version,
+        new.git_binding_id,
+        new.commit_sha,
+        new.parent_sha,
+        new.committed_at,
+        new.env
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// fetching → building, with the archive packed from the commit.
+pub async fn record_fetched(
+    conn: &mut PgConnection,
+    id: Uuid,
+    archive_key: &str,
+    archive_sha256: &str,
+    archive_bytes: i64,
+    commit_message: &str,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query!(
+        r#"UPDATE deployments SET status = 'building', archive_key = $2, archive_sha256 = $3,
+             archive_bytes = $4, commit_message = $5, updated_at = now()
+           WHERE id = $1 AND status = 'fetching'"#,
+        id,
+        archive_key,
+        archive_sha256,
+        archive_bytes,
+        commit_message
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The newest push a function accepted, against which a later delivery is ordered.
+#[derive(Debug, Clone)]
+pub struct AcceptedPush {
+    pub id: Uuid,
+    pub version: i32,
+    pub commit_sha: String,
+    pub parent_sha: Option<String>,
+    pub committed_at: Option<DateTime<Utc>>,
+}
+
+pub async fn latest_push(
+    conn: &mut PgConnection,
+    function_id: Uuid,
+) -> sqlx::Result<Option<AcceptedPush>> {
+    sqlx::query_as!(
+        AcceptedPush,
+        r#"SELECT id, version, commit_sha AS "commit_sha!", parent_sha, committed_at
+           FROM deployments WHERE function_id = $1 AND commit_sha IS NOT NULL
+           ORDER BY version DESC LIMIT 1"#,
+        function_id
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// Whether an accepted push of the function moved its branch away from `commit_sha`: that commit
+/// is older than something already accepted.
+pub async fn commit_was_pushed_over(
+    conn: &mut PgConnection,
+    function_id: Uuid,
+    commit_sha: &str,
+) -> sqlx::Result<bool> {
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (
+             SELECT 1 FROM deployments WHERE function_id = $1 AND parent_sha = $2
+           ) AS "exists!""#,
+        function_id,
+        commit_sha
+    )
+    .fetch_one(conn)
+    .await
+}
+
+/// Pushed deployments of the function older than `newer` that have not started building yet
+/// (their source or build job still waits): they end `superseded` and their jobs find nothing to
+/// do. Returns how many.
+pub async fn supersede_waiting_pushes(
+    conn: &mut PgConnection,
+    function_id: Uuid,
+    newer: Uuid,
+    newer_version: i32,
+) -> sqlx::Result<u64> {
+    let done = sqlx::query!(
+        r#"UPDATE deployments SET status = 'superseded', superseded_by = $2, updated_at = now()
+           WHERE function_id = $1 AND version < $3 AND commit_sha IS NOT NULL
+             AND (status = 'fetching' OR (status = 'building' AND build_started_at IS NULL))"#,
+        function_id,
+        newer,
+        newer_version
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// The newest version above `version` that has already served (id, version): an older one must
+/// never replace it.
+pub async fn newer_served(
+    conn: &mut PgConnection,
+    function_id: Uuid,
+    version: i32,
+) -> sqlx::Result<Option<(Uuid, i32)>> {
+    let row = sqlx::query!(
+        r#"SELECT id, version FROM deployments
+           WHERE function_id = $1 AND version > $2 AND deployed_at IS NOT NULL
+           ORDER BY version DESC LIMIT 1"#,
+        function_id,
+        version
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| (r.id, r.version)))
+}
+
+/// An in-flight deployment → superseded by `newer`.
+pub async fn supersede(conn: &mut PgConnection, id: Uuid, newer: Uuid) -> sqlx::Result<bool> {
+    let done = sqlx::query!(
+        r#"UPDATE deployments SET status = 'superseded', superseded_by = $2, updated_at = now()
+           WHERE id = $1 AND status IN ('fetching', 'building', 'pushing', 'deploying')"#,
+        id,
+        newer
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }

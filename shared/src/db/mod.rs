@@ -6,6 +6,7 @@ pub mod deletions;
 pub mod deployments;
 pub mod events;
 pub mod functions;
+pub mod git;
 pub mod idempotency;
 pub mod logs;
 pub mod nonces;

@@ -53,6 +53,11 @@ pub enum ServingEvent {
     UpdateSucceeded {
         others_in_flight: bool,
     },
+    /// A pushed version finished after a newer one had gone live, so it never served. Once
+    /// nothing else is in flight, the update in progress was the newer one, and it succeeded.
+    UpdateOvertaken {
+        others_in_flight: bool,
+    },
     /// An update failed; whatever served before keeps serving.
     UpdateFailed {
         reason: String,
@@ -131,6 +136,14 @@ impl Serving {
                     UpdateStatus::Successful
                 }),
                 last_update_status_reason: None,
+            },
+            (_, E::UpdateOvertaken { others_in_flight }) => Self {
+                last_update_status: if in_progress && !others_in_flight {
+                    Some(UpdateStatus::Successful)
+                } else {
+                    self.last_update_status
+                },
+                ..self.clone()
             },
             (
                 _,
@@ -247,6 +260,12 @@ mod tests {
             ServingEvent::UpdateSucceeded {
                 others_in_flight: true,
             },
+            ServingEvent::UpdateOvertaken {
+                others_in_flight: false,
+            },
+            ServingEvent::UpdateOvertaken {
+                others_in_flight: true,
+            },
             ServingEvent::UpdateFailed {
                 reason: "build failed".into(),
                 others_in_flight: false,
@@ -288,6 +307,13 @@ mod tests {
                 },
             ) if in_progress => Some((S::Active, update)),
             (_, E::UpdateSucceeded { .. }) => Some((S::Active, Some(U::Successful))),
+            (
+                _,
+                E::UpdateOvertaken {
+                    others_in_flight: false,
+                },
+            ) if in_progress => Some((state, Some(U::Successful))),
+            (_, E::UpdateOvertaken { .. }) => Some((state, update)),
             (
                 _,
                 E::UpdateFailed {

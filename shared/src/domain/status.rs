@@ -15,12 +15,16 @@ pub enum FunctionStatus {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DeploymentStatus {
+    /// Accepted from a git push; its archive is being fetched from the pushed commit.
+    Fetching,
     Building,
     Pushing,
     Deploying,
     Active,
     Inactive,
     Failed,
+    /// A newer push overtook it before it served; final.
+    Superseded,
 }
 
 /// What happens to a function, as far as its lifecycle status cares.
@@ -45,6 +49,8 @@ pub enum FunctionEvent {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeploymentEvent {
+    /// The pushed commit's archive is stored: it builds like an upload.
+    Fetched,
     Built,
     Pushed,
     Activated,
@@ -53,6 +59,9 @@ pub enum DeploymentEvent {
     /// A rollback brought this superseded deployment back.
     Reinstated,
     Failed,
+    /// A newer push of the same function was accepted (while this one waited) or went live
+    /// (while this one built): this one must never take the traffic.
+    Overtaken,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -136,42 +145,53 @@ impl FunctionStatus {
 }
 
 impl DeploymentStatus {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 8] = [
+        Self::Fetching,
         Self::Building,
         Self::Pushing,
         Self::Deploying,
         Self::Active,
         Self::Inactive,
         Self::Failed,
+        Self::Superseded,
     ];
 
     pub fn apply(self, event: DeploymentEvent) -> Result<Self, IllegalTransition> {
         use DeploymentEvent as E;
         use DeploymentStatus as S;
         match (self, event) {
+            (S::Fetching, E::Fetched) => Ok(S::Building),
             (S::Building, E::Built) => Ok(S::Pushing),
             (S::Pushing, E::Pushed) => Ok(S::Deploying),
             (S::Deploying, E::Activated) => Ok(S::Active),
             (S::Active, E::Superseded) => Ok(S::Inactive),
             (S::Inactive, E::Reinstated) => Ok(S::Active),
-            (S::Building | S::Pushing | S::Deploying, E::Failed) => Ok(S::Failed),
+            (S::Fetching | S::Building | S::Pushing | S::Deploying, E::Failed) => Ok(S::Failed),
+            (S::Fetching | S::Building | S::Pushing | S::Deploying, E::Overtaken) => {
+                Ok(S::Superseded)
+            }
             _ => Err(illegal(self, event)),
         }
     }
 
     /// Still on its way to serving: a function with such a deployment is `building`.
     pub fn is_in_flight(self) -> bool {
-        matches!(self, Self::Building | Self::Pushing | Self::Deploying)
+        matches!(
+            self,
+            Self::Fetching | Self::Building | Self::Pushing | Self::Deploying
+        )
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Fetching => "fetching",
             Self::Building => "building",
             Self::Pushing => "pushing",
             Self::Deploying => "deploying",
             Self::Active => "active",
             Self::Inactive => "inactive",
             Self::Failed => "failed",
+            Self::Superseded => "superseded",
         }
     }
 
@@ -277,22 +297,30 @@ mod tests {
         use DeploymentEvent as E;
         use DeploymentStatus as S;
         let events = [
+            E::Fetched,
             E::Built,
             E::Pushed,
             E::Activated,
             E::Superseded,
             E::Reinstated,
             E::Failed,
+            E::Overtaken,
         ];
         for state in DeploymentStatus::ALL {
             for event in events {
                 let expected = match (state, event) {
+                    (S::Fetching, E::Fetched) => Some(S::Building),
                     (S::Building, E::Built) => Some(S::Pushing),
                     (S::Pushing, E::Pushed) => Some(S::Deploying),
                     (S::Deploying, E::Activated) => Some(S::Active),
                     (S::Active, E::Superseded) => Some(S::Inactive),
                     (S::Inactive, E::Reinstated) => Some(S::Active),
-                    (S::Building | S::Pushing | S::Deploying, E::Failed) => Some(S::Failed),
+                    (S::Fetching | S::Building | S::Pushing | S::Deploying, E::Failed) => {
+                        Some(S::Failed)
+                    }
+                    (S::Fetching | S::Building | S::Pushing | S::Deploying, E::Overtaken) => {
+                        Some(S::Superseded)
+                    }
                     _ => None,
                 };
                 assert_eq!(state.apply(event).ok(), expected, "{state:?} × {event:?}");
@@ -320,6 +348,7 @@ mod tests {
         assert_eq!(
             in_flight,
             [
+                DeploymentStatus::Fetching,
                 DeploymentStatus::Building,
                 DeploymentStatus::Pushing,
                 DeploymentStatus::Deploying

@@ -53,16 +53,16 @@ async fn build(
     .await;
     let image = image_of(env, deployment)?;
 
+    let key = deployment.archive_key.as_deref().ok_or_else(|| {
+        StepError::Permanent(format!("version {} has no archive", deployment.version))
+    })?;
     let archive = with_retries(env, "fetching the archive", || async {
-        env.store
-            .get(&deployment.archive_key)
-            .await
-            .map_err(|e| match e {
-                StoreError::NotFound(key) => {
-                    StepError::Permanent(format!("the archive {key} is missing"))
-                }
-                other => StepError::Transient(other.into()),
-            })
+        env.store.get(key).await.map_err(|e| match e {
+            StoreError::NotFound(key) => {
+                StepError::Permanent(format!("the archive {key} is missing"))
+            }
+            other => StepError::Transient(other.into()),
+        })
     })
     .await?;
 

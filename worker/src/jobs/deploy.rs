@@ -57,7 +57,26 @@ async fn deploy(
     env: &Environment,
     deployment: &db::deployments::DeploymentRow,
 ) -> Result<(), StepError> {
+    // Checked before anything starts, and again under the lock when traffic would move.
+    let mut conn = env.pool.acquire().await?;
+    overtaken(&mut conn, deployment).await?;
+    drop(conn);
     start_and_switch(env, deployment, PHASE, Activation::NewVersion).await
+}
+
+/// Builds finish in any order: a version older than one that has already served never takes
+/// the traffic back from it.
+async fn overtaken(
+    conn: &mut sqlx::PgConnection,
+    deployment: &db::deployments::DeploymentRow,
+) -> Result<(), StepError> {
+    match db::deployments::newer_served(conn, deployment.function_id, deployment.version).await? {
+        Some((newer, newer_version)) => Err(StepError::Overtaken {
+            newer,
+            newer_version,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Which transition puts the started deployment in front of traffic.
@@ -309,6 +328,9 @@ async fn switch_traffic(
     let function = db::functions::lock(&mut tx, deployment.function_id)
         .await?
         .ok_or_else(|| StepError::Permanent("the function is gone".into()))?;
+    if let Activation::NewVersion = activation {
+        overtaken(&mut tx, deployment).await?;
+    }
     let previous = db::deployments::active_for_function(&mut tx, deployment.function_id).await?;
     if let Some(previous) = &previous {
         db::deployments::deactivate(&mut tx, previous.id).await?;

@@ -93,11 +93,10 @@ impl RunJob for WakeJob {
                 .context("the active deployment vanished")?
         };
         let outcome = wake(&env, &deployment, &self).await;
-        let reason = match outcome {
-            Ok(()) => return Ok(()),
-            Err(StepError::Permanent(reason)) => reason,
-            Err(StepError::Transient(e)) => format!("{e:#}"),
+        let Err(e) = outcome else {
+            return Ok(());
         };
+        let reason = e.into_reason();
         let line = format!("wake failed: {reason}");
         log_lines(&env, deployment.id, PHASE, vec![("error".into(), line)]).await;
         let mut tx = env.pool.begin().await?;

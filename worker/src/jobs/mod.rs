@@ -13,6 +13,7 @@ mod purge;
 mod push;
 mod rollback;
 mod runtime;
+mod source;
 mod verify;
 
 use std::{future::Future, sync::Arc, time::Duration};
@@ -46,6 +47,20 @@ pub enum StepError {
     /// with this text, which the user reads.
     #[error("{0}")]
     Permanent(String),
+    /// A newer version of the function has already served: this one must never take the
+    /// traffic. The deployment ends `superseded`, not failed.
+    #[error("version {newer_version} is newer and has already served")]
+    Overtaken { newer: Uuid, newer_version: i32 },
+}
+
+impl StepError {
+    /// What the user reads about the failure.
+    pub fn into_reason(self) -> String {
+        match self {
+            Self::Permanent(reason) => reason,
+            other => format!("{other:#}"),
+        }
+    }
 }
 
 impl From<sqlx::Error> for StepError {
@@ -222,8 +237,61 @@ where
         Ok(()) => return Ok(()),
         Err(StepError::Permanent(reason)) => reason,
         Err(StepError::Transient(e)) => format!("{phase} failed: {e:#}"),
+        Err(StepError::Overtaken {
+            newer,
+            newer_version,
+        }) => {
+            return overtake(
+                &env,
+                deployment_id,
+                function_id,
+                newer,
+                newer_version,
+                phase,
+            )
+            .await;
+        }
     };
     fail_deployment(&env, deployment_id, function_id, phase, &reason).await
+}
+
+/// Ends a deployment that a newer, already served version overtook: `superseded`, and the
+/// function settles as if it had finished, without a failure to report.
+async fn overtake(
+    env: &Environment,
+    deployment_id: Uuid,
+    function_id: Uuid,
+    newer: Uuid,
+    newer_version: i32,
+    phase: &str,
+) -> anyhow::Result<()> {
+    let mut tx = env.pool.begin().await?;
+    let function = db::functions::lock(&mut tx, function_id)
+        .await?
+        .context("the deployment's function is gone")?;
+    if db::deployments::supersede(&mut tx, deployment_id, newer).await? {
+        settle_function(&mut tx, function_id, deployment_id, &function.status).await?;
+        let others_in_flight =
+            db::deployments::others_in_flight(&mut tx, function_id, deployment_id).await?;
+        db::functions::transition_serving(
+            &mut tx,
+            function_id,
+            &ServingEvent::UpdateOvertaken { others_in_flight },
+        )
+        .await?;
+        db::logs::append(
+            &mut tx,
+            deployment_id,
+            phase,
+            &[(
+                "info".to_owned(),
+                format!("superseded: version {newer_version} is newer and has already served"),
+            )],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// The tag and digest push recorded for the deployment: what every later start runs.

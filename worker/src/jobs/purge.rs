@@ -8,7 +8,8 @@
 //! 2. the runtime's containers (found by label, so a crashed job's leftovers go too);
 //! 3. every image of the function from the registry, by digest, and from the engine's store;
 //! 4. every archive from the object store;
-//! 5. the function becomes a tombstone: status `deleted`, history kept, name reserved.
+//! 5. the function becomes a tombstone: status `deleted`, history kept, name reserved, git
+//!    bindings (and their secrets) gone.
 //!
 //! Retention (`OldVersions`) runs steps 3 and 4 for versions past the window, but never deletes a
 //! digest that the active version, a retained version, or a function in its grace period uses.
@@ -20,7 +21,7 @@ use slipway_shared::{
     db::{self, deployments::PruneTarget},
     domain::{Digest, FunctionStatus, ImageRef},
     jobs::PurgeJob,
-    store::{StoreError, function_prefix},
+    store::{StoreError, archive_key, function_prefix},
 };
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -39,6 +40,7 @@ impl RunJob for PurgeJob {
         // again (the scheduler's next sweep, or an operator) finishes it.
         outcome.map_err(|e| match e {
             StepError::Permanent(m) => anyhow::anyhow!(m),
+            overtaken @ StepError::Overtaken { .. } => overtaken.into(),
             StepError::Transient(e) => e,
         })
     }
@@ -95,7 +97,7 @@ async fn purge_function(env: &Environment, function_id: Uuid) -> Result<(), Step
         })
         .await?;
     }
-    remove_archives(env, &targets).await?;
+    remove_archives(env, function_id, &targets).await?;
     // Archives no deployment row points to (an upload whose transaction then failed).
     let leftovers = with_retries(env, "listing the function's archives", || async {
         env.store
@@ -115,6 +117,7 @@ async fn purge_function(env: &Environment, function_id: Uuid) -> Result<(), Step
         db::deletions::tombstone_function(&mut tx, function_id, env.config.name_reservation)
             .await?;
     db::deletions::complete(&mut tx, deletion).await?;
+    db::git::delete_bindings_of_function(&mut tx, function_id).await?;
     tx.commit().await?;
     info!(
         %function_id,
@@ -177,7 +180,7 @@ async fn prune_old_versions(env: &Environment, function_id: Uuid) -> Result<(), 
         return Ok(());
     }
     remove_images(env, &targets).await?;
-    remove_archives(env, &targets).await?;
+    remove_archives(env, function_id, &targets).await?;
     info!(
         %function_id,
         versions = ?targets.iter().map(|t| t.version).collect::<Vec<_>>(),
@@ -212,9 +215,19 @@ async fn remove_images(env: &Environment, targets: &[PruneTarget]) -> Result<(),
 }
 
 /// Deletes each target's archive, then records the version as pruned.
-async fn remove_archives(env: &Environment, targets: &[PruneTarget]) -> Result<(), StepError> {
+async fn remove_archives(
+    env: &Environment,
+    function_id: Uuid,
+    targets: &[PruneTarget],
+) -> Result<(), StepError> {
     for target in targets {
-        delete_archive(env, &target.archive_key).await?;
+        // A pushed commit whose fetch died between storing the archive and recording it left
+        // the object at its version's key without naming it.
+        let key = target
+            .archive_key
+            .clone()
+            .unwrap_or_else(|| archive_key(function_id, target.version));
+        delete_archive(env, &key).await?;
         let mut conn = env.pool.acquire().await?;
         db::deployments::mark_pruned(&mut conn, target.id).await?;
     }

@@ -37,10 +37,7 @@ impl RunJob for RollbackJob {
             return Ok(());
         }
         if let Err(e) = rollback(&env, &deployment).await {
-            let reason = match e {
-                StepError::Permanent(reason) => reason,
-                StepError::Transient(e) => format!("{e:#}"),
-            };
+            let reason = e.into_reason();
             error!(%reason, "rollback failed");
             discard_container(&env, deployment.id).await;
             let line = format!(

@@ -40,10 +40,7 @@ impl RunJob for RuntimeJob {
                 .context("the active deployment vanished")?
         };
         if let Err(e) = replace_instance(&env, &deployment, &self).await {
-            let reason = match e {
-                StepError::Permanent(reason) => reason,
-                StepError::Transient(e) => format!("{e:#}"),
-            };
+            let reason = e.into_reason();
             let line = format!("{:?} failed: {reason}", self.action).to_lowercase();
             log_lines(&env, deployment.id, PHASE, vec![("error".into(), line)]).await;
         }

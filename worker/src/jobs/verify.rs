@@ -54,6 +54,7 @@ impl RunJob for VerifyJob {
                 Ok(())
             }
             Err(StepError::Transient(e)) => Err(e),
+            Err(overtaken @ StepError::Overtaken { .. }) => Err(overtaken.into()),
         }
     }
 }

@@ -21,7 +21,12 @@ SELECT
     d.built_at,
     d.pushed_at,
     d.deployed_at,
-    d.pruned_at
+    d.pruned_at,
+    d.git_binding_id,
+    d.commit_sha,
+    d.commit_message,
+    d.committed_at,
+    d.superseded_by
 FROM deployments d
 JOIN functions f ON f.id = d.function_id
 WHERE ($1::uuid IS NULL OR d.id = $1)

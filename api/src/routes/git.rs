@@ -1,0 +1,285 @@
+//! Git sources: a function's bindings (`/api/functions/{id}/git-bindings`) and the providers'
+//! push webhooks (`/api/webhooks/{github,gitlab,gitea}`).
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+};
+use serde::{Deserialize, Serialize};
+use slipway_shared::{
+    db::{self, git::BindingRow},
+    domain::FunctionStatus,
+    git::{self, GitCredentials, GitProvider, InvalidBinding},
+};
+use uuid::Uuid;
+
+use super::{functions::parse_id, timestamp};
+use crate::{
+    AppState,
+    auth::{self, Caller},
+    error::{ApiError, ApiJson},
+    git_push::{self, Delivery},
+    webhooks::{self, SignatureProblem},
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBinding {
+    provider: String,
+    repository: String,
+    clone_url: String,
+    branch: String,
+    #[serde(default)]
+    subdirectory: String,
+    secret: String,
+    #[serde(default)]
+    credentials: Option<GitCredentials>,
+}
+
+/// A binding as its owner sees it: the secret and credentials are write-only.
+#[derive(Serialize)]
+pub struct BindingView {
+    id: Uuid,
+    function_id: Uuid,
+    provider: String,
+    repository: String,
+    clone_url: String,
+    branch: String,
+    subdirectory: String,
+    /// Where the provider's webhook must point, relative to the api's base URL.
+    webhook_path: String,
+    has_credentials: bool,
+    created_at: String,
+}
+
+impl From<BindingRow> for BindingView {
+    fn from(row: BindingRow) -> Self {
+        Self {
+            id: row.id,
+            function_id: row.function_id,
+            webhook_path: format!("/api/webhooks/{}", row.provider),
+            provider: row.provider,
+            repository: row.repository,
+            clone_url: row.clone_url,
+            branch: row.branch,
+            subdirectory: row.subdirectory,
+            has_credentials: row.credentials.is_some(),
+            created_at: timestamp(row.created_at),
+        }
+    }
+}
+
+fn invalid(e: InvalidBinding) -> ApiError {
+    ApiError::bad_request("invalid_binding", e.to_string())
+}
+
+/// `POST /api/functions/{id}/git-bindings`: 201 with the binding.
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<CreateBinding>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let provider = GitProvider::parse(&request.provider).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_binding",
+            "provider: must be one of github, gitlab, gitea",
+        )
+    })?;
+    git::check_repository(&request.repository).map_err(invalid)?;
+    let transport = git::clone_url_transport(&request.clone_url).map_err(invalid)?;
+    git::check_credentials(transport, request.credentials.as_ref()).map_err(invalid)?;
+    git::check_branch(&request.branch).map_err(invalid)?;
+    let subdirectory = git::normalize_subdirectory(&request.subdirectory).map_err(invalid)?;
+    git::check_secret(&request.secret).map_err(invalid)?;
+    let credentials = request
+        .credentials
+        .as_ref()
+        .map(serde_json::to_value)
+        .transpose()
+        .map_err(anyhow::Error::from)?;
+
+    let mut tx = state.pool.begin().await?;
+    let function = auth::lock_for_change(&mut tx, &caller, id).await?;
+    if matches!(
+        FunctionStatus::parse(&function.status),
+        Ok(FunctionStatus::PendingDeletion | FunctionStatus::Deleted)
+    ) {
+        return Err(ApiError::conflict(
+            "function_not_deployable",
+            format!("function is {}; it takes no new source", function.status),
+        ));
+    }
+    let binding_id = Uuid::new_v4();
+    let inserted = db::git::insert_binding(
+        &mut tx,
+        &db::git::NewBinding {
+            id: binding_id,
+            function_id: id,
+            provider: provider.as_str(),
+            repository: &request.repository,
+            clone_url: &request.clone_url,
+            branch: &request.branch,
+            subdirectory: &subdirectory,
+            secret: &request.secret,
+            credentials: credentials.as_ref(),
+        },
+    )
+    .await?;
+    if !inserted {
+        return Err(ApiError::conflict(
+            "binding_exists",
+            "the function already has a binding for this repository, branch and subdirectory",
+        ));
+    }
+    let row = db::git::get_binding(&mut tx, binding_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the binding just written is missing"))?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(BindingView::from(row))).into_response())
+}
+
+#[derive(Serialize)]
+pub struct BindingList {
+    bindings: Vec<BindingView>,
+}
+
+/// `GET /api/functions/{id}/git-bindings`.
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<BindingList>, ApiError> {
+    let id = parse_id(&id)?;
+    let mut conn = state.pool.acquire().await?;
+    db::functions::find(&mut conn, caller.user_id, id)
+        .await?
+        .ok_or_else(ApiError::function_not_found)?;
+    let bindings = db::git::bindings_of_function(&mut conn, id).await?;
+    Ok(Json(BindingList {
+        bindings: bindings.into_iter().map(BindingView::from).collect(),
+    }))
+}
+
+/// `DELETE /api/functions/{id}/git-bindings/{binding_id}`: 204. Pushes already accepted still
+/// run; their fetch fails if it has not started.
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, binding_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let id = parse_id(&id)?;
+    let binding_id = Uuid::parse_str(&binding_id).map_err(|_| binding_not_found())?;
+    let mut tx = state.pool.begin().await?;
+    auth::lock_for_change(&mut tx, &caller, id).await?;
+    if !db::git::delete_binding(&mut tx, id, binding_id).await? {
+        return Err(binding_not_found());
+    }
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn binding_not_found() -> ApiError {
+    ApiError::not_found("binding_not_found", "no such git binding on this function")
+}
+
+/// `POST /api/webhooks/{provider}`: checks the delivery against the secrets of the repository's
+/// bindings, then accepts it. Nothing is stored for a delivery that is refused.
+pub async fn webhook(
+    State(state): State<AppState>,
+    Path(provider): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let provider = GitProvider::parse(&provider).ok_or_else(|| {
+        ApiError::not_found(
+            "unknown_provider",
+            "webhooks are served for github, gitlab and gitea",
+        )
+    })?;
+    let event = webhooks::event(provider, &headers).ok_or_else(|| {
+        ApiError::bad_request(
+            "event_missing",
+            format!("the {provider} event header is missing"),
+        )
+    })?;
+    let payload: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_payload", format!("not JSON: {e}")))?;
+    let repository = webhooks::repository(provider, &payload).ok_or_else(|| {
+        ApiError::bad_request("invalid_payload", "the payload names no repository")
+    })?;
+
+    let bindings = {
+        let mut conn = state.pool.acquire().await?;
+        db::git::bindings_for_repository(&mut conn, provider.as_str(), repository).await?
+    };
+    if bindings.is_empty() {
+        return Err(ApiError::not_found(
+            "unknown_repository",
+            format!("no function is bound to {provider} repository {repository}"),
+        ));
+    }
+    let presented = webhooks::presented_signature(provider, &headers).map_err(|problem| {
+        let (code, message) = match problem {
+            SignatureProblem::Missing => ("signature_required", "the delivery is not signed"),
+            SignatureProblem::Malformed => (
+                "signature_malformed",
+                "the delivery's signature is not in the provider's format",
+            ),
+        };
+        ApiError::new(StatusCode::UNAUTHORIZED, code, message)
+    })?;
+    // Every candidate is checked, so the time taken does not say which secret came close.
+    let signed: Vec<bool> = bindings
+        .iter()
+        .map(|b| webhooks::signed_with(&presented, &body, &b.secret))
+        .collect();
+    let bindings: Vec<BindingRow> = bindings
+        .into_iter()
+        .zip(signed)
+        .filter_map(|(binding, signed)| signed.then_some(binding))
+        .collect();
+    if bindings.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "signature_invalid",
+            "no binding of this repository has the secret the delivery was signed with",
+        ));
+    }
+
+    let delivery_id = webhooks::delivery_id(provider, &headers).ok_or_else(|| {
+        ApiError::bad_request(
+            "delivery_id_missing",
+            format!("the {provider} delivery id header is missing"),
+        )
+    })?;
+    let push = if webhooks::is_push(provider, event) {
+        Some(
+            webhooks::parse_push(provider, &payload)
+                .map_err(|e| ApiError::bad_request("invalid_payload", e))?,
+        )
+    } else {
+        None
+    };
+    let outcome = git_push::accept(
+        &state,
+        Delivery {
+            provider,
+            delivery_id,
+            event,
+            push,
+            bindings,
+        },
+    )
+    .await?;
+    let status = if outcome.deployments.is_empty() || outcome.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(outcome)).into_response())
+}

@@ -1,0 +1,294 @@
+//! Git sources: which providers send pushes, and what a binding from a repository's branch to a
+//! function may contain. Validated once, when the binding is made, so a push never finds a
+//! binding that cannot be fetched for a reason it could have been refused for.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GitProvider {
+    Github,
+    Gitlab,
+    Gitea,
+}
+
+impl GitProvider {
+    pub const ALL: [Self; 3] = [Self::Github, Self::Gitlab, Self::Gitea];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Github => "github",
+            Self::Gitlab => "gitlab",
+            Self::Gitea => "gitea",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == raw)
+    }
+}
+
+impl fmt::Display for GitProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How the worker authenticates its fetch: a login (or token) for http(s), a private key for ssh.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum GitCredentials {
+    Login { username: String, password: String },
+    SshKey { ssh_key: String },
+}
+
+/// How a clone URL reaches its repository; decides which credentials make sense.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Http,
+    Ssh,
+    File,
+}
+
+/// The transports the worker lets git use (`GIT_ALLOW_PROTOCOL`): never `ext::` or others that
+/// run commands.
+pub const ALLOWED_GIT_PROTOCOLS: &str = "https:http:ssh:file";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct InvalidBinding {
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> InvalidBinding {
+    InvalidBinding {
+        field,
+        message: message.into(),
+    }
+}
+
+/// `https://`, `http://`, `ssh://`, `file://`, or scp-like `user@host:path`.
+pub fn clone_url_transport(url: &str) -> Result<Transport, InvalidBinding> {
+    let refuse = |why: &str| invalid("clone_url", why);
+    if url.is_empty() || url.len() > 2048 {
+        return Err(refuse("must be 1 to 2048 characters"));
+    }
+    if url.starts_with('-') || url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(refuse(
+            "must not start with '-' or contain spaces or control characters",
+        ));
+    }
+    let transport = match url.split_once("://") {
+        Some(("https" | "http", rest)) if !rest.is_empty() => Transport::Http,
+        Some(("ssh", rest)) if !rest.is_empty() => Transport::Ssh,
+        Some(("file", rest)) if rest.starts_with('/') => Transport::File,
+        Some(_) => return Err(refuse("must be an https, http, ssh or file URL")),
+        None => match url.split_once(':') {
+            Some((host, path)) if host.contains('@') && !path.is_empty() && !host.contains('/') => {
+                Transport::Ssh
+            }
+            _ => {
+                return Err(refuse(
+                    "must be an https, http, ssh or file URL, or user@host:path",
+                ));
+            }
+        },
+    };
+    if transport == Transport::Http {
+        let authority = url.split_once("://").map_or("", |(_, rest)| rest);
+        let authority = authority.split('/').next().unwrap_or("");
+        if authority.contains('@') {
+            return Err(refuse(
+                "must not embed credentials; pass them in `credentials`, which is never returned",
+            ));
+        }
+    }
+    Ok(transport)
+}
+
+pub fn check_credentials(
+    transport: Transport,
+    credentials: Option<&GitCredentials>,
+) -> Result<(), InvalidBinding> {
+    match (transport, credentials) {
+        (_, None)
+        | (Transport::Http, Some(GitCredentials::Login { .. }))
+        | (Transport::Ssh, Some(GitCredentials::SshKey { .. })) => Ok(()),
+        (Transport::Http, Some(_)) => Err(invalid(
+            "credentials",
+            "an http(s) URL takes {\"username\", \"password\"}",
+        )),
+        (Transport::Ssh, Some(_)) => Err(invalid("credentials", "an ssh URL takes {\"ssh_key\"}")),
+        (Transport::File, Some(_)) => Err(invalid("credentials", "a file URL takes none")),
+    }
+}
+
+/// A branch name as `git check-ref-format --branch` would take it.
+pub fn check_branch(branch: &str) -> Result<(), InvalidBinding> {
+    let refuse = |why: &str| Err(invalid("branch", why));
+    if branch.is_empty() || branch.len() > 255 {
+        return refuse("must be 1 to 255 characters");
+    }
+    if branch.starts_with(['-', '/', '.'])
+        || branch.ends_with(['/', '.'])
+        || branch.ends_with(".lock")
+        || branch.contains("..")
+        || branch.contains("//")
+        || branch.contains("/.")
+        || branch.contains("@{")
+        || branch == "@"
+        || branch
+            .chars()
+            .any(|c| c.is_ascii_control() || " ~^:?*[\\".contains(c))
+    {
+        return refuse("is not a valid git branch name");
+    }
+    Ok(())
+}
+
+/// A path inside the repository, normalised without its trailing slash; `""` is the root.
+pub fn normalize_subdirectory(subdirectory: &str) -> Result<String, InvalidBinding> {
+    let trimmed = subdirectory.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Ok(String::new());
+    }
+    if trimmed.len() > 1024
+        || trimmed.starts_with('/')
+        || trimmed.contains('\\')
+        || trimmed.chars().any(|c| c.is_control())
+        || trimmed
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == ".." || part == ".git")
+    {
+        return Err(invalid(
+            "subdirectory",
+            "must be a relative path inside the repository, without '.', '..' or '.git'",
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// The secret the provider signs deliveries with; GitLab sends it verbatim as a header.
+pub fn check_secret(secret: &str) -> Result<(), InvalidBinding> {
+    if !(16..=256).contains(&secret.len()) || !secret.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(invalid(
+            "secret",
+            "must be 16 to 256 printable ASCII characters, without spaces",
+        ));
+    }
+    Ok(())
+}
+
+/// A repository as the provider names it in payloads (`owner/name`, `group/sub/project`).
+pub fn check_repository(repository: &str) -> Result<(), InvalidBinding> {
+    if repository.is_empty()
+        || repository.len() > 256
+        || repository.starts_with('/')
+        || repository.ends_with('/')
+        || repository
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(invalid(
+            "repository",
+            "must be the provider's full name of the repository, e.g. owner/name",
+        ));
+    }
+    Ok(())
+}
+
+/// A full commit id (SHA-1, or SHA-256 for repositories in that format).
+pub fn is_commit_sha(raw: &str) -> bool {
+    matches!(raw.len(), 40 | 64) && raw.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clone_urls_by_transport() {
+        for (url, transport) in [
+            ("https://github.com/acme/app.git", Transport::Http),
+            ("http://127.0.0.1:9418/app.git", Transport::Http),
+            ("ssh://git@example.com/acme/app.git", Transport::Ssh),
+            ("git@github.com:acme/app.git", Transport::Ssh),
+            ("file:///srv/git/app.git", Transport::File),
+        ] {
+            assert_eq!(clone_url_transport(url), Ok(transport), "{url}");
+        }
+        for url in [
+            "",
+            "ext::sh -c touch% /tmp/pwned",
+            "-uhttps://x",
+            "ftp://example.com/app.git",
+            "https://user:token@github.com/acme/app.git",
+            "/srv/git/app.git",
+            "file://relative",
+            "https://example.com/a b",
+        ] {
+            assert!(clone_url_transport(url).is_err(), "{url}");
+        }
+    }
+
+    #[test]
+    fn credentials_must_fit_the_transport() {
+        let login = GitCredentials::Login {
+            username: "ci".into(),
+            password: "token".into(),
+        };
+        let key = GitCredentials::SshKey {
+            ssh_key: "-----BEGIN OPENSSH PRIVATE KEY-----".into(),
+        };
+        assert!(check_credentials(Transport::Http, Some(&login)).is_ok());
+        assert!(check_credentials(Transport::Ssh, Some(&key)).is_ok());
+        assert!(check_credentials(Transport::File, None).is_ok());
+        assert!(check_credentials(Transport::Http, Some(&key)).is_err());
+        assert!(check_credentials(Transport::Ssh, Some(&login)).is_err());
+        assert!(check_credentials(Transport::File, Some(&login)).is_err());
+        let parsed: GitCredentials =
+            serde_json::from_str(r#"{"username": "ci", "password": "token"}"#).unwrap();
+        assert_eq!(parsed, login);
+        assert!(serde_json::from_str::<GitCredentials>(r#"{"token": "x"}"#).is_err());
+    }
+
+    #[test]
+    fn branch_names() {
+        for ok in ["main", "release/1.2", "feature-x", "v1"] {
+            assert!(check_branch(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "", "-main", "a..b", "a b", "a~1", "x.lock", "a//b", "/main", "main/", "@", "a@{1}",
+            "a:b", ".hidden",
+        ] {
+            assert!(check_branch(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn subdirectories_stay_inside_the_repository() {
+        assert_eq!(normalize_subdirectory("").unwrap(), "");
+        assert_eq!(normalize_subdirectory("/").unwrap(), "");
+        assert_eq!(
+            normalize_subdirectory("services/api/").unwrap(),
+            "services/api"
+        );
+        for bad in ["../x", "a/../b", "/etc", "a//b", "./a", ".git", "a\\b"] {
+            assert!(normalize_subdirectory(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn secrets_and_shas() {
+        assert!(check_secret("0123456789abcdef").is_ok());
+        assert!(check_secret("short").is_err());
+        assert!(check_secret("0123456789 abcdef").is_err());
+        assert!(is_commit_sha(&"a".repeat(40)));
+        assert!(is_commit_sha(&"0".repeat(64)));
+        assert!(!is_commit_sha(&"A".repeat(40)));
+        assert!(!is_commit_sha("abc"));
+    }
+}

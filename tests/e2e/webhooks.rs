@@ -1,0 +1,676 @@
+//! Deploys from git pushes: a real git server on loopback (`git http-backend`), real pushes with
+//! the `git` CLI, and deliveries signed as GitHub, GitLab and Gitea sign them.
+
+use std::{path::Path, time::Duration};
+
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use slipway_shared::{
+    db,
+    jobs::{Job, SourceJob},
+};
+use slipway_tests::{
+    StackOptions, TestStack, eventually,
+    git_server::{GitServer, git},
+    repo_root,
+};
+use uuid::Uuid;
+
+const SECRET: &str = "a-webhook-secret-for-tests";
+
+#[derive(Clone, Copy, Debug)]
+enum Provider {
+    Github,
+    Gitlab,
+    Gitea,
+}
+
+impl Provider {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Github => "github",
+            Self::Gitlab => "gitlab",
+            Self::Gitea => "gitea",
+        }
+    }
+}
+
+/// One commit pushed to a branch, as the provider reports it.
+struct PushedCommit<'a> {
+    repository: &'a str,
+    branch: &'a str,
+    before: Option<&'a str>,
+    after: &'a str,
+    committed_at: &'a str,
+}
+
+fn hmac_hex(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The payload and headers the provider sends for `event` (`push` means its push event),
+/// signed with `secret`.
+fn delivery(
+    provider: Provider,
+    event: &str,
+    push: &PushedCommit<'_>,
+    secret: &str,
+    delivery_id: &str,
+) -> (Vec<(String, String)>, Vec<u8>) {
+    let before = push.before.map_or("0".repeat(40), str::to_owned);
+    let head = json!({"id": push.after, "message": "a commit", "timestamp": push.committed_at});
+    let payload = match provider {
+        Provider::Github | Provider::Gitea => json!({
+            "ref": format!("refs/heads/{}", push.branch),
+            "before": before,
+            "after": push.after,
+            "repository": {"full_name": push.repository},
+            "head_commit": head,
+            "commits": [head],
+        }),
+        Provider::Gitlab => json!({
+            "object_kind": "push",
+            "ref": format!("refs/heads/{}", push.branch),
+            "before": before,
+            "after": push.after,
+            "checkout_sha": push.after,
+            "project": {"path_with_namespace": push.repository},
+            "commits": [head],
+        }),
+    };
+    let body = serde_json::to_vec(&payload).unwrap();
+    let header = |name: &str, value: String| (name.to_owned(), value);
+    let headers = match provider {
+        Provider::Github => vec![
+            header(
+                "x-github-event",
+                if event == "push" { "push" } else { event }.into(),
+            ),
+            header("x-github-delivery", delivery_id.into()),
+            header(
+                "x-hub-signature-256",
+                format!("sha256={}", hmac_hex(secret, &body)),
+            ),
+        ],
+        Provider::Gitlab => vec![
+            header(
+                "x-gitlab-event",
+                if event == "push" { "Push Hook" } else { event }.into(),
+            ),
+            header("x-gitlab-event-uuid", delivery_id.into()),
+            header("x-gitlab-token", secret.into()),
+        ],
+        Provider::Gitea => vec![
+            header("x-gitea-event", event.into()),
+            header("x-gitea-delivery", delivery_id.into()),
+            header("x-gitea-signature", hmac_hex(secret, &body)),
+        ],
+    };
+    (headers, body)
+}
+
+async fn send(
+    stack: &TestStack,
+    provider: Provider,
+    (headers, body): (Vec<(String, String)>, Vec<u8>),
+) -> anyhow::Result<(u16, Value)> {
+    let mut request = stack
+        .http
+        .post(stack.url(&format!("/api/webhooks/{}", provider.name())))
+        .header("content-type", "application/json")
+        .body(body);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await?))
+}
+
+async fn bind(
+    stack: &TestStack,
+    function_id: Uuid,
+    binding: Value,
+) -> anyhow::Result<(u16, Value)> {
+    let response = stack
+        .post(&format!("/api/functions/{function_id}/git-bindings"))
+        .json(&binding)
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await?))
+}
+
+async fn counts(stack: &TestStack) -> anyhow::Result<(i64, i64, usize)> {
+    let mut conn = stack.conn().await?;
+    let jobs = db::queue::jobs(&mut conn, &[SourceJob::NAME]).await?.len();
+    drop(conn);
+    Ok((
+        stack.count("deployments").await?,
+        stack.count("webhook_deliveries").await?,
+        jobs,
+    ))
+}
+
+/// A working copy of examples/hello under `functions/hello`, greeting `greeting`, committed with
+/// `message`; returns the commit and its time.
+fn commit_hello(work: &Path, greeting: &str, message: &str) -> anyhow::Result<(String, String)> {
+    let function = work.join("functions/hello");
+    std::fs::create_dir_all(function.join("www"))?;
+    std::fs::copy(
+        repo_root().join("examples/hello/Dockerfile"),
+        function.join("Dockerfile"),
+    )?;
+    std::fs::write(function.join("www/index.html"), greeting)?;
+    std::fs::write(work.join("README.md"), "not part of the function\n")?;
+    git(work, &["add", "-A"])?;
+    git(work, &["commit", "--quiet", "-m", message])?;
+    Ok((
+        git(work, &["rev-parse", "HEAD"])?,
+        git(work, &["log", "-1", "--format=%cI"])?,
+    ))
+}
+
+fn new_work_tree() -> anyhow::Result<tempfile::TempDir> {
+    let work = tempfile::tempdir()?;
+    git(work.path(), &["init", "--quiet", "--initial-branch=main"])?;
+    Ok(work)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_are_checked_per_provider_and_only_signed_new_pushes_queue_work()
+-> anyhow::Result<()> {
+    // No worker: the table is about what the api accepts and stores.
+    let stack = TestStack::start_with(StackOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await?;
+    let sha = |c: char| c.to_string().repeat(40);
+    for provider in [Provider::Github, Provider::Gitlab, Provider::Gitea] {
+        let name = provider.name();
+        let function_id = stack.init(&format!("hook-{name}")).await?;
+        let repository = format!("acme/{name}-app");
+        let (status, binding) = bind(
+            &stack,
+            function_id,
+            json!({
+                "provider": name, "repository": repository, "clone_url": "https://git.invalid/app.git",
+                "branch": "main", "secret": SECRET,
+            }),
+        )
+        .await?;
+        assert_eq!(status, 201, "{binding}");
+        assert!(binding.get("secret").is_none(), "the secret is write-only");
+        assert_eq!(binding["webhook_path"], format!("/api/webhooks/{name}"));
+
+        let push = PushedCommit {
+            repository: &repository,
+            branch: "main",
+            before: None,
+            after: &sha('a'),
+            committed_at: "2026-11-23T10:00:00Z",
+        };
+        let before = counts(&stack).await?;
+
+        // Refused deliveries store nothing.
+        let (status, body) = send(
+            &stack,
+            provider,
+            delivery(provider, "push", &push, "not-the-secret-at-all", "d-bad"),
+        )
+        .await?;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (401, Some("signature_invalid")),
+            "{provider:?}: {body}"
+        );
+        let (mut headers, body) = delivery(provider, "push", &push, SECRET, "d-unsigned");
+        headers.retain(|(n, _)| !n.contains("signature") && !n.contains("token"));
+        let (status, body) = send(&stack, provider, (headers, body)).await?;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (401, Some("signature_required")),
+            "{provider:?}: {body}"
+        );
+        let unknown = PushedCommit {
+            repository: "acme/unknown",
+            ..push
+        };
+        let (status, body) = send(
+            &stack,
+            provider,
+            delivery(provider, "push", &unknown, SECRET, "d-unknown"),
+        )
+        .await?;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (404, Some("unknown_repository")),
+            "{provider:?}: {body}"
+        );
+        let push = PushedCommit {
+            repository: &repository,
+            ..unknown
+        };
+        assert_eq!(
+            counts(&stack).await?,
+            before,
+            "{provider:?}: refused deliveries stored something"
+        );
+
+        // A good push queues one deployment and one source job.
+        let (status, body) = send(
+            &stack,
+            provider,
+            delivery(provider, "push", &push, SECRET, "d-1"),
+        )
+        .await?;
+        assert_eq!(status, 202, "{provider:?}: {body}");
+        let deployments = body["deployments"].as_array().unwrap();
+        assert_eq!(deployments.len(), 1, "{body}");
+        assert_eq!(deployments[0]["function_id"], function_id.to_string());
+        assert_eq!(deployments[0]["commit_sha"], sha('a'));
+        let after_push = counts(&stack).await?;
+        assert_eq!(
+            after_push,
+            (before.0 + 1, before.1 + 1, before.2 + 1),
+            "{provider:?}"
+        );
+
+        // The provider redelivers: the first answer again, nothing new.
+        let (status, again) = send(
+            &stack,
+            provider,
+            delivery(provider, "push", &push, SECRET, "d-1"),
+        )
+        .await?;
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(again["duplicate"], true);
+        assert_eq!(again["deployments"], body["deployments"]);
+        assert_eq!(
+            counts(&stack).await?,
+            after_push,
+            "{provider:?}: a redelivery queued work"
+        );
+
+        // Another event, and a push to an unbound branch, are acknowledged and ignored.
+        let (status, ignored) = send(
+            &stack,
+            provider,
+            delivery(provider, "issues", &push, SECRET, "d-issue"),
+        )
+        .await?;
+        assert_eq!(status, 200, "{ignored}");
+        assert_eq!(ignored["skipped"][0]["reason"], "event_not_handled");
+        let other_branch = PushedCommit {
+            branch: "feature",
+            after: &sha('b'),
+            ..push
+        };
+        let (status, ignored) = send(
+            &stack,
+            provider,
+            delivery(provider, "push", &other_branch, SECRET, "d-branch"),
+        )
+        .await?;
+        assert_eq!(status, 200, "{ignored}");
+        assert_eq!(ignored["skipped"][0]["reason"], "branch_not_bound");
+        let (deployments, _, jobs) = counts(&stack).await?;
+        assert_eq!(
+            (deployments, jobs),
+            (after_push.0, after_push.2),
+            "{provider:?}"
+        );
+    }
+
+    // Bindings: listed without secrets, validated, deleted.
+    let function_id = stack.init("hook-bindings").await?;
+    for (bad, field) in [
+        (
+            json!({"provider": "bitbucket", "repository": "a/b", "clone_url": "https://x/y.git", "branch": "main", "secret": SECRET}),
+            "provider",
+        ),
+        (
+            json!({"provider": "github", "repository": "a/b", "clone_url": "ext::sh -c id", "branch": "main", "secret": SECRET}),
+            "clone_url",
+        ),
+        (
+            json!({"provider": "github", "repository": "a/b", "clone_url": "https://x/y.git", "branch": "a..b", "secret": SECRET}),
+            "branch",
+        ),
+        (
+            json!({"provider": "github", "repository": "a/b", "clone_url": "https://x/y.git", "branch": "main", "subdirectory": "../up", "secret": SECRET}),
+            "subdirectory",
+        ),
+        (
+            json!({"provider": "github", "repository": "a/b", "clone_url": "https://x/y.git", "branch": "main", "secret": "short"}),
+            "secret",
+        ),
+    ] {
+        let (status, body) = bind(&stack, function_id, bad).await?;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["code"], "invalid_binding");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with(field),
+            "{body}"
+        );
+    }
+    assert_eq!(stack.count("git_bindings").await?, 3);
+    let good = json!({"provider": "gitea", "repository": "a/b", "clone_url": "https://x/y.git", "branch": "main", "secret": SECRET});
+    let (_, binding) = bind(&stack, function_id, good.clone()).await?;
+    let (status, body) = bind(&stack, function_id, good).await?;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("binding_exists"))
+    );
+    let list: Value = stack
+        .get(&format!("/api/functions/{function_id}/git-bindings"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(list["bindings"].as_array().unwrap().len(), 1);
+    assert!(!list.to_string().contains(SECRET), "{list}");
+    let path = format!(
+        "/api/functions/{function_id}/git-bindings/{}",
+        binding["id"].as_str().unwrap()
+    );
+    assert_eq!(stack.delete(&path).send().await?.status().as_u16(), 204);
+    assert_eq!(stack.delete(&path).send().await?.status().as_u16(), 404);
+    stack.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_deploys_exactly_the_pushed_commit_and_records_it() -> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let server = GitServer::start(Some(("ci", "s3cret-token"))).await?;
+    let clone_url = server.create_repository("app")?;
+    let push_url = clone_url.replace("http://", "http://ci:s3cret-token@");
+    let function_id = stack.init("from-git").await?;
+    let (status, body) = bind(
+        &stack,
+        function_id,
+        json!({
+            "provider": "github", "repository": "acme/app", "clone_url": clone_url,
+            "branch": "main", "subdirectory": "functions/hello", "secret": SECRET,
+            "credentials": {"username": "ci", "password": "s3cret-token"},
+        }),
+    )
+    .await?;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["has_credentials"], true);
+
+    let work = new_work_tree()?;
+    let (first, first_at) = commit_hello(work.path(), "hello from git v1", "first version")?;
+    // The branch moves on before the delivery arrives: the worker must still build `first`.
+    let (_, _) = commit_hello(work.path(), "hello from git v2", "second version")?;
+    git(work.path(), &["push", "--quiet", &push_url, "HEAD:main"])?;
+
+    let push = PushedCommit {
+        repository: "acme/app",
+        branch: "main",
+        before: None,
+        after: &first,
+        committed_at: &first_at,
+    };
+    let (status, body) = send(
+        &stack,
+        Provider::Github,
+        delivery(
+            Provider::Github,
+            "push",
+            &push,
+            SECRET,
+            &Uuid::new_v4().to_string(),
+        ),
+    )
+    .await?;
+    assert_eq!(status, 202, "{body}");
+    let deployment_id: Uuid = body["deployments"][0]["deployment_id"]
+        .as_str()
+        .unwrap()
+        .parse()?;
+    let log = stack.wait_active(deployment_id).await?;
+    let phases: Vec<&str> = log["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["phase"].as_str())
+        .collect();
+    assert_eq!(phases.first(), Some(&"source"), "{log}");
+    assert_eq!(
+        stack.invoke(function_id, "").await?,
+        (200, "hello from git v1".into())
+    );
+
+    let history = stack.history(function_id).await?;
+    let source = &history["deployments"][0]["source"];
+    assert_eq!(source["type"], "git");
+    assert_eq!(source["commit_sha"], first);
+    assert_eq!(source["commit_message"], "first version");
+    stack.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_quick_pushes_only_the_newer_serves_and_late_deliveries_never_replace_it()
+-> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let server = GitServer::start(None).await?;
+    server.create_repository("quick")?;
+    // Gitea through file://: the other transport the worker speaks without credentials.
+    let clone_url = format!("file://{}", server.path_of("quick").display());
+    let function_id = stack.init("two-pushes").await?;
+    let (status, body) = bind(
+        &stack,
+        function_id,
+        json!({
+            "provider": "gitea", "repository": "acme/quick", "clone_url": clone_url,
+            "branch": "main", "subdirectory": "functions/hello", "secret": SECRET,
+        }),
+    )
+    .await?;
+    assert_eq!(status, 201, "{body}");
+
+    let work = new_work_tree()?;
+    let (v1, v1_at) = commit_hello(work.path(), "quick v1", "v1")?;
+    git(work.path(), &["push", "--quiet", &clone_url, "HEAD:main"])?;
+    let (v2, v2_at) = commit_hello(work.path(), "quick v2", "v2")?;
+    git(work.path(), &["push", "--quiet", &clone_url, "HEAD:main"])?;
+    let first = PushedCommit {
+        repository: "acme/quick",
+        branch: "main",
+        before: None,
+        after: &v1,
+        committed_at: &v1_at,
+    };
+    let second = PushedCommit {
+        before: Some(&v1),
+        after: &v2,
+        committed_at: &v2_at,
+        ..first
+    };
+    let (s1, b1) = send(
+        &stack,
+        Provider::Gitea,
+        delivery(Provider::Gitea, "push", &first, SECRET, "quick-1"),
+    )
+    .await?;
+    let (s2, b2) = send(
+        &stack,
+        Provider::Gitea,
+        delivery(Provider::Gitea, "push", &second, SECRET, "quick-2"),
+    )
+    .await?;
+    assert_eq!((s1, s2), (202, 202), "{b1} {b2}");
+    let older: Uuid = b1["deployments"][0]["deployment_id"]
+        .as_str()
+        .unwrap()
+        .parse()?;
+    let newer: Uuid = b2["deployments"][0]["deployment_id"]
+        .as_str()
+        .unwrap()
+        .parse()?;
+
+    stack.wait_active(newer).await?;
+    let older_log = stack.wait_settled(older, Duration::from_secs(120)).await?;
+    assert_eq!(older_log["status"], "superseded", "{older_log}");
+    assert_eq!(
+        stack.invoke(function_id, "").await?,
+        (200, "quick v2".into())
+    );
+    let history = stack.history(function_id).await?;
+    let v1_row = &history["deployments"][1];
+    assert_eq!(v1_row["superseded_by"], newer.to_string(), "{history}");
+
+    // The older push delivered again, late, under a new id: it is older than what was accepted.
+    let (status, late) = send(
+        &stack,
+        Provider::Gitea,
+        delivery(Provider::Gitea, "push", &first, SECRET, "quick-1-late"),
+    )
+    .await?;
+    assert_eq!(status, 200, "{late}");
+    assert_eq!(
+        late["skipped"][0]["reason"], "older_than_accepted",
+        "{late}"
+    );
+    // The same for a commit that does not chain but is older by its time.
+    let (v0, _) = {
+        let other = new_work_tree()?;
+        commit_hello(other.path(), "quick v0", "v0")?
+    };
+    let stale = PushedCommit {
+        before: None,
+        after: &v0,
+        committed_at: "2020-01-01T00:00:00Z",
+        ..first
+    };
+    let (status, late) = send(
+        &stack,
+        Provider::Gitea,
+        delivery(Provider::Gitea, "push", &stale, SECRET, "quick-0"),
+    )
+    .await?;
+    assert_eq!(status, 200, "{late}");
+    assert_eq!(
+        late["skipped"][0]["reason"], "older_than_accepted",
+        "{late}"
+    );
+    assert_eq!(stack.history(function_id).await?["count"], 2);
+    stack.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_that_finishes_after_a_newer_version_served_is_never_activated()
+-> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let server = GitServer::start(None).await?;
+    server.create_repository("slow")?;
+    let clone_url = format!("file://{}", server.path_of("slow").display());
+    let function_id = stack.init("slow-build").await?;
+    bind(
+        &stack,
+        function_id,
+        json!({
+            "provider": "gitlab", "repository": "acme/slow", "clone_url": clone_url,
+            "branch": "main", "subdirectory": "functions/hello", "secret": SECRET,
+        }),
+    )
+    .await?;
+
+    let work = new_work_tree()?;
+    commit_hello(work.path(), "slow v1", "v1")?;
+    // v1's build takes seconds longer than v2's.
+    let dockerfile = work.path().join("functions/hello/Dockerfile");
+    let original = std::fs::read_to_string(&dockerfile)?;
+    std::fs::write(
+        &dockerfile,
+        original.replace(
+            "COPY www /www",
+            // A command of its own, so BuildKit cannot answer it from its cache.
+            &format!(
+                "RUN [\"/bin/busybox\", \"sh\", \"-c\", \"sleep 8 # {}\"]\nCOPY www /www",
+                Uuid::new_v4()
+            ),
+        ),
+    )?;
+    git(work.path(), &["commit", "--quiet", "-am", "slow build"])?;
+    let v1_slow = git(work.path(), &["rev-parse", "HEAD"])?;
+    git(work.path(), &["push", "--quiet", &clone_url, "HEAD:main"])?;
+    let slow_at = git(work.path(), &["log", "-1", "--format=%cI"])?;
+    let slow = PushedCommit {
+        repository: "acme/slow",
+        branch: "main",
+        before: None,
+        after: &v1_slow,
+        committed_at: &slow_at,
+    };
+    let (_, b1) = send(
+        &stack,
+        Provider::Gitlab,
+        delivery(Provider::Gitlab, "push", &slow, SECRET, "slow-1"),
+    )
+    .await?;
+    let older: Uuid = b1["deployments"][0]["deployment_id"]
+        .as_str()
+        .unwrap()
+        .parse()?;
+    // Wait until its build really runs: a waiting push would simply be superseded.
+    eventually(
+        Duration::from_secs(60),
+        "the slow build to start",
+        || async {
+            let history = stack.history(function_id).await?;
+            let row = &history["deployments"][0];
+            Ok((row["status"] == "building" && !row["build_started_at"].is_null()).then_some(()))
+        },
+    )
+    .await?;
+
+    std::fs::write(&dockerfile, original)?;
+    std::fs::write(
+        work.path().join("functions/hello/www/index.html"),
+        "fast v2",
+    )?;
+    git(work.path(), &["commit", "--quiet", "-am", "fast build"])?;
+    let v2 = git(work.path(), &["rev-parse", "HEAD"])?;
+    let v2_at = git(work.path(), &["log", "-1", "--format=%cI"])?;
+    git(work.path(), &["push", "--quiet", &clone_url, "HEAD:main"])?;
+    let fast = PushedCommit {
+        before: Some(&v1_slow),
+        after: &v2,
+        committed_at: &v2_at,
+        ..slow
+    };
+    let (_, b2) = send(
+        &stack,
+        Provider::Gitlab,
+        delivery(Provider::Gitlab, "push", &fast, SECRET, "slow-2"),
+    )
+    .await?;
+    assert_eq!(
+        b2["deployments"][0]["superseded"], 0,
+        "the running build is left to finish: {b2}"
+    );
+    let newer: Uuid = b2["deployments"][0]["deployment_id"]
+        .as_str()
+        .unwrap()
+        .parse()?;
+
+    stack.wait_active(newer).await?;
+    let older_log = stack.wait_settled(older, Duration::from_secs(120)).await?;
+    assert_eq!(older_log["status"], "superseded", "{older_log}");
+    assert_eq!(
+        stack.invoke(function_id, "").await?,
+        (200, "fast v2".into())
+    );
+    let function = stack.function(function_id).await?;
+    assert_eq!(function["last_update_status"], "Successful", "{function}");
+    stack.shutdown().await
+}
