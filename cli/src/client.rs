@@ -19,12 +19,15 @@ use slipway_api::signing::{
 };
 use uuid::Uuid;
 
+use crate::progress::Progress;
+
 /// Where the API is and who we are: the environment wins over `slipway login`'s file.
 pub struct Client {
     url: String,
     key: String,
     http: reqwest::Client,
     pub json: bool,
+    progress: std::sync::Mutex<Progress>,
 }
 
 fn credentials_file() -> PathBuf {
@@ -81,6 +84,7 @@ impl Client {
             key: setting("SLIPWAY_API_KEY")?,
             http: reqwest::Client::builder().no_proxy().build()?,
             json,
+            progress: std::sync::Mutex::new(Progress::detect(json)),
         })
     }
 
@@ -98,6 +102,7 @@ impl Client {
         content_type: Option<&str>,
         body: Vec<u8>,
         idempotency_key: &str,
+        upload: bool,
     ) -> anyhow::Result<reqwest::Response> {
         let timestamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)?
@@ -105,6 +110,11 @@ impl Client {
             .to_string();
         let nonce = Uuid::new_v4().simple().to_string();
         let signed = string_to_sign(method.as_str(), path, &timestamp, &nonce, &body);
+        let body = if upload {
+            self.progress().upload_body(body)
+        } else {
+            body.into()
+        };
         let mut request = self
             .request(method, path)
             .header(TIMESTAMP_HEADER, timestamp)
@@ -127,7 +137,7 @@ impl Client {
         let bytes = serde_json::to_vec(&body)?;
         let key = Uuid::new_v4().to_string();
         let response = self
-            .send_signed(method, path, Some("application/json"), bytes, &key)
+            .send_signed(method, path, Some("application/json"), bytes, &key, false)
             .await?;
         answer(response).await
     }
@@ -150,6 +160,12 @@ impl Client {
             .and_then(|f| f["id"].as_str())
             .map(str::to_owned)
             .with_context(|| format!("you have no function named {function:?}"))
+    }
+
+    fn progress(&self) -> std::sync::MutexGuard<'_, Progress> {
+        self.progress
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn print(&self, value: &Value, plain: impl FnOnce(&Value) -> String) {
@@ -209,6 +225,7 @@ impl Client {
                 Some(&format!("multipart/form-data; boundary={boundary}")),
                 body,
                 &key,
+                true,
             )
             .await?;
         let accepted = answer(response).await?;
@@ -255,12 +272,15 @@ impl Client {
                     serde_json::from_str(&field(&block, "data:")).unwrap_or(Value::Null);
                 match event.as_str() {
                     "line" if self.json => println!("{data}"),
-                    "line" => println!(
-                        "{:<8} {}",
-                        data["phase"].as_str().unwrap_or(""),
-                        data["message"].as_str().unwrap_or("")
-                    ),
+                    "line" => {
+                        let phase = data["phase"].as_str().unwrap_or("");
+                        let message = data["message"].as_str().unwrap_or("");
+                        if !self.progress().log_line(phase, message) {
+                            println!("{phase:<8} {message}");
+                        }
+                    }
                     "end" => {
+                        self.progress().close_phase();
                         self.print(&data, |d| match d["error"].as_str() {
                             Some(error) => {
                                 format!("{}: {error}", d["status"].as_str().unwrap_or(""))

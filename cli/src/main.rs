@@ -4,6 +4,7 @@
 
 mod client;
 mod pack;
+mod progress;
 
 use std::{path::Path, sync::Arc};
 

@@ -184,6 +184,11 @@ slipway_ensure_packages() {
   command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
   [ -n "$(slipway_busybox_path)" ] || missing+=(busybox-static)
   command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
+  # The worker fetches pushed commits with git (ssh remotes through ssh); the tests serve
+  # repositories with git's own http-backend.
+  command -v git >/dev/null 2>&1 && [ -x "$(git --exec-path)/git-http-backend" ] \
+    || missing+=(git)
+  command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
   command -v flock >/dev/null 2>&1 && command -v setsid >/dev/null 2>&1 \
     && command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
   if ((${#missing[@]})); then
