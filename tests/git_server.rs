@@ -204,3 +204,113 @@ async fn run_backend(config: &Config, request: Request) -> anyhow::Result<Respon
     *response.headers_mut().context("response headers")? = headers;
     Ok(response.body(Body::from(content))?)
 }
+
+/// An sshd of the test's own on loopback that lets one key in as the current user, so the
+/// worker fetches over ssh exactly as from a hosted provider: `ssh://user@127.0.0.1:port/path`.
+pub struct SshServer {
+    dir: tempfile::TempDir,
+    port: u16,
+    user: String,
+    sshd: tokio::process::Child,
+}
+
+impl SshServer {
+    pub async fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let keygen = |name: &str| -> anyhow::Result<()> {
+            let path = dir.path().join(name);
+            let status = std::process::Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", "slipway-tests", "-f"])
+                .arg(&path)
+                .status()
+                .context("running ssh-keygen (openssh-client)")?;
+            anyhow::ensure!(status.success(), "ssh-keygen failed");
+            Ok(())
+        };
+        keygen("host_key")?;
+        keygen("client_key")?;
+        keygen("stranger_key")?;
+        std::fs::copy(
+            dir.path().join("client_key.pub"),
+            dir.path().join("authorized_keys"),
+        )?;
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+            probe.local_addr()?.port()
+        };
+        let config = dir.path().join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host_key\n\
+                 AuthorizedKeysFile {dir}/authorized_keys\nPermitRootLogin prohibit-password\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
+                 StrictModes no\nPidFile none\nLogLevel ERROR\n",
+                dir = dir.path().display()
+            ),
+        )?;
+        // Privilege separation needs its empty directory.
+        std::fs::create_dir_all("/run/sshd").ok();
+        let log_path = dir.path().join("sshd.log");
+        let sshd = Command::new("/usr/sbin/sshd")
+            .arg("-D")
+            .arg("-E")
+            .arg(&log_path)
+            .arg("-f")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting /usr/sbin/sshd (openssh-server)")?;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "sshd did not listen on 127.0.0.1:{port}: {}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let user = String::from_utf8(std::process::Command::new("id").arg("-un").output()?.stdout)?
+            .trim()
+            .to_owned();
+        Ok(Self {
+            dir,
+            port,
+            user,
+            sshd,
+        })
+    }
+
+    /// The URL of a repository on this host's filesystem, reached over ssh.
+    pub fn url_of(&self, repository: &Path) -> String {
+        format!(
+            "ssh://{}@127.0.0.1:{}{}",
+            self.user,
+            self.port,
+            repository.display()
+        )
+    }
+
+    /// The private key sshd lets in.
+    pub fn client_key(&self) -> anyhow::Result<String> {
+        Ok(std::fs::read_to_string(self.dir.path().join("client_key"))?)
+    }
+
+    /// A private key sshd does not know.
+    pub fn stranger_key(&self) -> anyhow::Result<String> {
+        Ok(std::fs::read_to_string(
+            self.dir.path().join("stranger_key"),
+        )?)
+    }
+}
+
+impl Drop for SshServer {
+    fn drop(&mut self) {
+        self.sshd.start_kill().ok();
+    }
+}

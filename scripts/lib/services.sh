@@ -185,10 +185,14 @@ slipway_ensure_packages() {
   [ -n "$(slipway_busybox_path)" ] || missing+=(busybox-static)
   command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
   # The worker fetches pushed commits with git (ssh remotes through ssh); the tests serve
-  # repositories with git's own http-backend.
+  # repositories with git's own http-backend, and over ssh.
   command -v git >/dev/null 2>&1 && [ -x "$(git --exec-path)/git-http-backend" ] \
     || missing+=(git)
-  command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
+  command -v ssh >/dev/null 2>&1 && command -v ssh-keygen >/dev/null 2>&1 \
+    || missing+=(openssh-client)
+  # The tests start their own sshd on loopback to serve a repository over ssh; Debian's
+  # policy-rc.d (or its absence of an init) keeps the package's own service from starting.
+  [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
   command -v flock >/dev/null 2>&1 && command -v setsid >/dev/null 2>&1 \
     && command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
   if ((${#missing[@]})); then

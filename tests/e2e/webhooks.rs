@@ -12,7 +12,7 @@ use slipway_shared::{
 };
 use slipway_tests::{
     StackOptions, TestStack, eventually,
-    git_server::{GitServer, git},
+    git_server::{GitServer, SshServer, git},
     repo_root,
 };
 use uuid::Uuid;
@@ -325,6 +325,28 @@ async fn deliveries_are_checked_per_provider_and_only_signed_new_pushes_queue_wo
             "{provider:?}"
         );
     }
+
+    // Bodies that are not a delivery: a clear 4xx in the error envelope, nothing stored.
+    let before = counts(&stack).await?;
+    let headers = vec![("x-github-event".to_owned(), "push".to_owned())];
+    let (status, body) = send(
+        &stack,
+        Provider::Github,
+        (headers.clone(), b"payload=%7B%7D".to_vec()),
+    )
+    .await?;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_payload")),
+        "{body}"
+    );
+    let (status, body) = send(&stack, Provider::Github, (headers, vec![b' '; 6 << 20])).await?;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (413, Some("invalid_payload")),
+        "{body}"
+    );
+    assert_eq!(counts(&stack).await?, before);
 
     // Bindings: listed without secrets, validated, deleted.
     let function_id = stack.init("hook-bindings").await?;
@@ -672,5 +694,83 @@ async fn a_build_that_finishes_after_a_newer_version_served_is_never_activated()
     );
     let function = stack.function(function_id).await?;
     assert_eq!(function["last_update_status"], "Successful", "{function}");
+    stack.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_over_ssh_is_fetched_with_the_bindings_key_and_a_wrong_key_fails_at_once()
+-> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let server = GitServer::start(None).await?;
+    server.create_repository("ssh-app")?;
+    let ssh = SshServer::start().await?;
+    let clone_url = ssh.url_of(&server.path_of("ssh-app"));
+
+    let work = new_work_tree()?;
+    let (commit, committed_at) = commit_hello(work.path(), "hello over ssh", "over ssh")?;
+    let path = server.path_of("ssh-app");
+    git(
+        work.path(),
+        &["push", "--quiet", path.to_str().unwrap(), "HEAD:main"],
+    )?;
+
+    for (name, key, greeting) in [
+        ("over-ssh", ssh.client_key()?, Some("hello over ssh")),
+        ("wrong-key", ssh.stranger_key()?, None),
+    ] {
+        let function_id = stack.init(name).await?;
+        let repository = format!("acme/{name}");
+        let (status, body) = bind(
+            &stack,
+            function_id,
+            json!({
+                "provider": "github", "repository": repository, "clone_url": clone_url,
+                "branch": "main", "subdirectory": "functions/hello", "secret": SECRET,
+                "credentials": {"ssh_key": key},
+            }),
+        )
+        .await?;
+        assert_eq!(status, 201, "{body}");
+        let push = PushedCommit {
+            repository: &repository,
+            branch: "main",
+            before: None,
+            after: &commit,
+            committed_at: &committed_at,
+        };
+        let (status, body) = send(
+            &stack,
+            Provider::Github,
+            delivery(
+                Provider::Github,
+                "push",
+                &push,
+                SECRET,
+                &Uuid::new_v4().to_string(),
+            ),
+        )
+        .await?;
+        assert_eq!(status, 202, "{body}");
+        let deployment_id: Uuid = body["deployments"][0]["deployment_id"]
+            .as_str()
+            .unwrap()
+            .parse()?;
+        let log = stack
+            .wait_settled(deployment_id, Duration::from_secs(120))
+            .await?;
+        match greeting {
+            Some(greeting) => {
+                assert_eq!(log["status"], "active", "{log}");
+                assert_eq!(stack.invoke(function_id, "").await?, (200, greeting.into()));
+            }
+            None => {
+                assert_eq!(log["status"], "failed", "{log}");
+                let error = log["error"].as_str().unwrap_or_default();
+                assert!(error.contains("Permission denied"), "{error}");
+                // Refused by the server: not retried as if the network had failed.
+                assert!(!error.contains("attempts"), "{error}");
+            }
+        }
+    }
     stack.shutdown().await
 }

@@ -4,7 +4,7 @@
 use axum::{
     Json,
     body::Bytes,
-    extract::{Path, State},
+    extract::{Path, State, rejection::BytesRejection},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
@@ -193,8 +193,15 @@ pub async fn webhook(
     State(state): State<AppState>,
     Path(provider): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let body = body.map_err(|rejection| {
+        ApiError::new(
+            rejection.status(),
+            "invalid_payload",
+            format!("the delivery could not be read: {rejection}"),
+        )
+    })?;
     let provider = GitProvider::parse(&provider).ok_or_else(|| {
         ApiError::not_found(
             "unknown_provider",
@@ -207,8 +214,12 @@ pub async fn webhook(
             format!("the {provider} event header is missing"),
         )
     })?;
-    let payload: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("invalid_payload", format!("not JSON: {e}")))?;
+    let payload: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_payload",
+            format!("not JSON ({e}); set the webhook's content type to application/json"),
+        )
+    })?;
     let repository = webhooks::repository(provider, &payload).ok_or_else(|| {
         ApiError::bad_request("invalid_payload", "the payload names no repository")
     })?;
