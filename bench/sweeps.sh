@@ -6,14 +6,8 @@
 #   bench/sweeps.sh                          # 1,000,000 functions
 #   SLIPWAY_BENCH_FUNCTIONS=100000 bench/sweeps.sh
 set -euo pipefail
-cd "$(dirname "$0")/.."
-
-SLIPWAY_SERVICES_ONLY=1 SLIPWAY_KEEP_SERVICES=1 scripts/test.sh >/dev/null
-set -a
-# shellcheck source=/dev/null
-. .slipway/services.env
-set +a
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/slipway/target} SQLX_OFFLINE=true
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 admin=$DATABASE_URL
 bench_db=slipway_bench_$$

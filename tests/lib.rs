@@ -29,6 +29,7 @@ use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, postgres::PgPoolOpti
 use tokio::{sync::watch, task::JoinHandle, time::Instant};
 use uuid::Uuid;
 
+pub mod bench;
 pub mod git_server;
 
 /// A required environment variable; the test script sets them all. Missing ones fail the test

@@ -3,6 +3,7 @@
 
 use std::{path::Path, time::Duration};
 
+use anyhow::Context;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -130,6 +131,29 @@ async fn send(
     Ok((status, response.json().await?))
 }
 
+/// Sends `commit` as `provider`'s push under `delivery_id`, signed with the binding's secret.
+async fn deliver_push(
+    stack: &TestStack,
+    provider: Provider,
+    commit: &PushedCommit<'_>,
+    delivery_id: &str,
+) -> anyhow::Result<(u16, Value)> {
+    send(
+        stack,
+        provider,
+        delivery(provider, "push", commit, SECRET, delivery_id),
+    )
+    .await
+}
+
+/// The deployment a delivery's answer queued.
+fn queued(answer: &Value) -> anyhow::Result<Uuid> {
+    Ok(answer["deployments"][0]["deployment_id"]
+        .as_str()
+        .with_context(|| format!("no deployment was queued: {answer}"))?
+        .parse()?)
+}
+
 async fn bind(
     stack: &TestStack,
     function_id: Uuid,
@@ -240,12 +264,7 @@ async fn deliveries_are_checked_per_provider_and_only_signed_new_pushes_queue_wo
             repository: "acme/unknown",
             ..push
         };
-        let (status, body) = send(
-            &stack,
-            provider,
-            delivery(provider, "push", &unknown, SECRET, "d-unknown"),
-        )
-        .await?;
+        let (status, body) = deliver_push(&stack, provider, &unknown, "d-unknown").await?;
         assert_eq!(
             (status, body["error"]["code"].as_str()),
             (404, Some("unknown_repository")),
@@ -262,12 +281,7 @@ async fn deliveries_are_checked_per_provider_and_only_signed_new_pushes_queue_wo
         );
 
         // A good push queues one deployment and one source job.
-        let (status, body) = send(
-            &stack,
-            provider,
-            delivery(provider, "push", &push, SECRET, "d-1"),
-        )
-        .await?;
+        let (status, body) = deliver_push(&stack, provider, &push, "d-1").await?;
         assert_eq!(status, 202, "{provider:?}: {body}");
         let deployments = body["deployments"].as_array().unwrap();
         assert_eq!(deployments.len(), 1, "{body}");
@@ -281,12 +295,7 @@ async fn deliveries_are_checked_per_provider_and_only_signed_new_pushes_queue_wo
         );
 
         // The provider redelivers: the first answer again, nothing new.
-        let (status, again) = send(
-            &stack,
-            provider,
-            delivery(provider, "push", &push, SECRET, "d-1"),
-        )
-        .await?;
+        let (status, again) = deliver_push(&stack, provider, &push, "d-1").await?;
         assert_eq!(status, 200, "{again}");
         assert_eq!(again["duplicate"], true);
         assert_eq!(again["deployments"], body["deployments"]);
@@ -310,12 +319,7 @@ async fn deliveries_are_checked_per_provider_and_only_signed_new_pushes_queue_wo
             after: &sha('b'),
             ..push
         };
-        let (status, ignored) = send(
-            &stack,
-            provider,
-            delivery(provider, "push", &other_branch, SECRET, "d-branch"),
-        )
-        .await?;
+        let (status, ignored) = deliver_push(&stack, provider, &other_branch, "d-branch").await?;
         assert_eq!(status, 200, "{ignored}");
         assert_eq!(ignored["skipped"][0]["reason"], "branch_not_bound");
         let (deployments, _, jobs) = counts(&stack).await?;
@@ -454,10 +458,7 @@ async fn a_push_deploys_exactly_the_pushed_commit_and_records_it() -> anyhow::Re
     )
     .await?;
     assert_eq!(status, 202, "{body}");
-    let deployment_id: Uuid = body["deployments"][0]["deployment_id"]
-        .as_str()
-        .unwrap()
-        .parse()?;
+    let deployment_id: Uuid = queued(&body)?;
     let log = stack.wait_active(deployment_id).await?;
     let phases: Vec<&str> = log["lines"]
         .as_array()
@@ -517,27 +518,11 @@ async fn of_two_quick_pushes_only_the_newer_serves_and_late_deliveries_never_rep
         committed_at: &v2_at,
         ..first
     };
-    let (s1, b1) = send(
-        &stack,
-        Provider::Gitea,
-        delivery(Provider::Gitea, "push", &first, SECRET, "quick-1"),
-    )
-    .await?;
-    let (s2, b2) = send(
-        &stack,
-        Provider::Gitea,
-        delivery(Provider::Gitea, "push", &second, SECRET, "quick-2"),
-    )
-    .await?;
+    let (s1, b1) = deliver_push(&stack, Provider::Gitea, &first, "quick-1").await?;
+    let (s2, b2) = deliver_push(&stack, Provider::Gitea, &second, "quick-2").await?;
     assert_eq!((s1, s2), (202, 202), "{b1} {b2}");
-    let older: Uuid = b1["deployments"][0]["deployment_id"]
-        .as_str()
-        .unwrap()
-        .parse()?;
-    let newer: Uuid = b2["deployments"][0]["deployment_id"]
-        .as_str()
-        .unwrap()
-        .parse()?;
+    let older: Uuid = queued(&b1)?;
+    let newer: Uuid = queued(&b2)?;
 
     stack.wait_active(newer).await?;
     let older_log = stack.wait_settled(older, Duration::from_secs(120)).await?;
@@ -551,12 +536,7 @@ async fn of_two_quick_pushes_only_the_newer_serves_and_late_deliveries_never_rep
     assert_eq!(v1_row["superseded_by"], newer.to_string(), "{history}");
 
     // The older push delivered again, late, under a new id: it is older than what was accepted.
-    let (status, late) = send(
-        &stack,
-        Provider::Gitea,
-        delivery(Provider::Gitea, "push", &first, SECRET, "quick-1-late"),
-    )
-    .await?;
+    let (status, late) = deliver_push(&stack, Provider::Gitea, &first, "quick-1-late").await?;
     assert_eq!(status, 200, "{late}");
     assert_eq!(
         late["skipped"][0]["reason"], "older_than_accepted",
@@ -573,12 +553,7 @@ async fn of_two_quick_pushes_only_the_newer_serves_and_late_deliveries_never_rep
         committed_at: "2020-01-01T00:00:00Z",
         ..first
     };
-    let (status, late) = send(
-        &stack,
-        Provider::Gitea,
-        delivery(Provider::Gitea, "push", &stale, SECRET, "quick-0"),
-    )
-    .await?;
+    let (status, late) = deliver_push(&stack, Provider::Gitea, &stale, "quick-0").await?;
     assert_eq!(status, 200, "{late}");
     assert_eq!(
         late["skipped"][0]["reason"], "older_than_accepted",
@@ -633,16 +608,8 @@ async fn a_build_that_finishes_after_a_newer_version_served_is_never_activated()
         after: &v1_slow,
         committed_at: &slow_at,
     };
-    let (_, b1) = send(
-        &stack,
-        Provider::Gitlab,
-        delivery(Provider::Gitlab, "push", &slow, SECRET, "slow-1"),
-    )
-    .await?;
-    let older: Uuid = b1["deployments"][0]["deployment_id"]
-        .as_str()
-        .unwrap()
-        .parse()?;
+    let (_, b1) = deliver_push(&stack, Provider::Gitlab, &slow, "slow-1").await?;
+    let older: Uuid = queued(&b1)?;
     // Wait until its build really runs: a waiting push would simply be superseded.
     eventually(
         Duration::from_secs(60),
@@ -670,20 +637,12 @@ async fn a_build_that_finishes_after_a_newer_version_served_is_never_activated()
         committed_at: &v2_at,
         ..slow
     };
-    let (_, b2) = send(
-        &stack,
-        Provider::Gitlab,
-        delivery(Provider::Gitlab, "push", &fast, SECRET, "slow-2"),
-    )
-    .await?;
+    let (_, b2) = deliver_push(&stack, Provider::Gitlab, &fast, "slow-2").await?;
     assert_eq!(
         b2["deployments"][0]["superseded"], 0,
         "the running build is left to finish: {b2}"
     );
-    let newer: Uuid = b2["deployments"][0]["deployment_id"]
-        .as_str()
-        .unwrap()
-        .parse()?;
+    let newer: Uuid = queued(&b2)?;
 
     stack.wait_active(newer).await?;
     let older_log = stack.wait_settled(older, Duration::from_secs(120)).await?;
@@ -751,10 +710,7 @@ async fn a_push_over_ssh_is_fetched_with_the_bindings_key_and_a_wrong_key_fails_
         )
         .await?;
         assert_eq!(status, 202, "{body}");
-        let deployment_id: Uuid = body["deployments"][0]["deployment_id"]
-            .as_str()
-            .unwrap()
-            .parse()?;
+        let deployment_id: Uuid = queued(&body)?;
         let log = stack
             .wait_settled(deployment_id, Duration::from_secs(120))
             .await?;

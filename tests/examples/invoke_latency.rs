@@ -7,17 +7,15 @@
 //! bench/invoke-latency.sh          # SLIPWAY_BENCH_CALLS=2000 by default
 //! ```
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use slipway_shared::config::ApiConfig;
-use slipway_tests::{StackOptions, StoreKind, TestStack, hello_archive};
+use slipway_tests::{
+    StackOptions, StoreKind, TestStack,
+    bench::{Figures, print_table},
+    hello_archive,
+};
 use uuid::Uuid;
-
-struct Figures {
-    p50: Duration,
-    p99: Duration,
-    mean: Duration,
-}
 
 async fn measure(
     request: impl Fn() -> reqwest::RequestBuilder,
@@ -34,12 +32,7 @@ async fn measure(
         response.bytes().await?;
         took.push(started.elapsed());
     }
-    took.sort();
-    Ok(Figures {
-        p50: took[calls / 2],
-        p99: took[calls * 99 / 100],
-        mean: took.iter().sum::<Duration>() / calls as u32,
-    })
+    Ok(Figures::of(took))
 }
 
 async fn stack(record_events: bool) -> anyhow::Result<(TestStack, Uuid, String)> {
@@ -91,20 +84,7 @@ async fn main() -> anyhow::Result<()> {
         ));
         stack.shutdown().await?;
     }
-    let baseline = rows[0].1.p50.as_secs_f64();
     println!("{calls} sequential GETs each");
-    println!(
-        "{:<24} {:>9} {:>9} {:>9} {:>8}",
-        "path", "p50", "p99", "mean", "p50÷direct"
-    );
-    for (name, f) in &rows {
-        println!(
-            "{name:<24} {:>9.2?} {:>9.2?} {:>9.2?} {:>8.2}",
-            f.p50,
-            f.p99,
-            f.mean,
-            f.p50.as_secs_f64() / baseline
-        );
-    }
+    print_table("path", "p50÷direct", &rows);
     Ok(())
 }

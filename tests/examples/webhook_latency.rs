@@ -13,25 +13,12 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
-use slipway_tests::{StackOptions, StoreKind, TestStack};
+use slipway_tests::{
+    StackOptions, StoreKind, TestStack,
+    bench::{Figures, print_table},
+};
 
 const SECRET: &str = "a-webhook-secret-for-the-bench";
-
-struct Figures {
-    p50: Duration,
-    p99: Duration,
-    mean: Duration,
-}
-
-fn figures(mut took: Vec<Duration>) -> Figures {
-    took.sort();
-    let n = took.len();
-    Figures {
-        p50: took[n / 2],
-        p99: took[n * 99 / 100],
-        mean: took.iter().sum::<Duration>() / n as u32,
-    }
-}
 
 /// A GitHub push of commit `n` on top of commit `n - 1`, signed.
 fn push(stack: &TestStack, n: usize, delivery: &str) -> reqwest::RequestBuilder {
@@ -114,25 +101,15 @@ async fn main() -> anyhow::Result<()> {
             .await?;
     stack.shutdown().await?;
 
-    let rows = [
-        ("GET /healthz", figures(health)),
-        ("new push (202)", figures(new_pushes)),
-        ("redelivery (200)", figures(redeliveries)),
-    ];
-    let baseline = rows[0].1.p50.as_secs_f64();
     println!("{calls} sequential calls each; {superseded} waiting pushes superseded on the way");
-    println!(
-        "{:<18} {:>9} {:>9} {:>9} {:>10}",
-        "request", "p50", "p99", "mean", "p50÷health"
+    print_table(
+        "request",
+        "p50÷health",
+        &[
+            ("GET /healthz", Figures::of(health)),
+            ("new push (202)", Figures::of(new_pushes)),
+            ("redelivery (200)", Figures::of(redeliveries)),
+        ],
     );
-    for (name, f) in &rows {
-        println!(
-            "{name:<18} {:>9.2?} {:>9.2?} {:>9.2?} {:>10.2}",
-            f.p50,
-            f.p99,
-            f.mean,
-            f.p50.as_secs_f64() / baseline
-        );
-    }
     Ok(())
 }
