@@ -198,6 +198,31 @@ fn commit_hello(work: &Path, greeting: &str, message: &str) -> anyhow::Result<(S
     ))
 }
 
+/// A function bound, through `provider`, to the `functions/hello` directory of `acme/<name>`, a
+/// repository the worker fetches over file://; the git server that holds it; its clone URL.
+async fn bound_over_file(
+    stack: &TestStack,
+    provider: Provider,
+    name: &str,
+) -> anyhow::Result<(Uuid, GitServer, String)> {
+    let server = GitServer::start(None).await?;
+    server.create_repository(name)?;
+    let clone_url = format!("file://{}", server.path_of(name).display());
+    let function_id = stack.init(name).await?;
+    let (status, body) = bind(
+        stack,
+        function_id,
+        json!({
+            "provider": provider.name(), "repository": format!("acme/{name}"),
+            "clone_url": clone_url, "branch": "main", "subdirectory": "functions/hello",
+            "secret": SECRET,
+        }),
+    )
+    .await?;
+    anyhow::ensure!(status == 201, "binding: {body}");
+    Ok((function_id, server, clone_url))
+}
+
 fn new_work_tree() -> anyhow::Result<tempfile::TempDir> {
     let work = tempfile::tempdir()?;
     git(work.path(), &["init", "--quiet", "--initial-branch=main"])?;
@@ -445,18 +470,8 @@ async fn a_push_deploys_exactly_the_pushed_commit_and_records_it() -> anyhow::Re
         after: &first,
         committed_at: &first_at,
     };
-    let (status, body) = send(
-        &stack,
-        Provider::Github,
-        delivery(
-            Provider::Github,
-            "push",
-            &push,
-            SECRET,
-            &Uuid::new_v4().to_string(),
-        ),
-    )
-    .await?;
+    let (status, body) =
+        deliver_push(&stack, Provider::Github, &push, &Uuid::new_v4().to_string()).await?;
     assert_eq!(status, 202, "{body}");
     let deployment_id: Uuid = queued(&body)?;
     let log = stack.wait_active(deployment_id).await?;
@@ -484,21 +499,9 @@ async fn a_push_deploys_exactly_the_pushed_commit_and_records_it() -> anyhow::Re
 async fn of_two_quick_pushes_only_the_newer_serves_and_late_deliveries_never_replace_it()
 -> anyhow::Result<()> {
     let stack = TestStack::start().await?;
-    let server = GitServer::start(None).await?;
-    server.create_repository("quick")?;
     // Gitea through file://: the other transport the worker speaks without credentials.
-    let clone_url = format!("file://{}", server.path_of("quick").display());
-    let function_id = stack.init("two-pushes").await?;
-    let (status, body) = bind(
-        &stack,
-        function_id,
-        json!({
-            "provider": "gitea", "repository": "acme/quick", "clone_url": clone_url,
-            "branch": "main", "subdirectory": "functions/hello", "secret": SECRET,
-        }),
-    )
-    .await?;
-    assert_eq!(status, 201, "{body}");
+    let (function_id, _server, clone_url) =
+        bound_over_file(&stack, Provider::Gitea, "quick").await?;
 
     let work = new_work_tree()?;
     let (v1, v1_at) = commit_hello(work.path(), "quick v1", "v1")?;
@@ -567,19 +570,8 @@ async fn of_two_quick_pushes_only_the_newer_serves_and_late_deliveries_never_rep
 async fn a_build_that_finishes_after_a_newer_version_served_is_never_activated()
 -> anyhow::Result<()> {
     let stack = TestStack::start().await?;
-    let server = GitServer::start(None).await?;
-    server.create_repository("slow")?;
-    let clone_url = format!("file://{}", server.path_of("slow").display());
-    let function_id = stack.init("slow-build").await?;
-    bind(
-        &stack,
-        function_id,
-        json!({
-            "provider": "gitlab", "repository": "acme/slow", "clone_url": clone_url,
-            "branch": "main", "subdirectory": "functions/hello", "secret": SECRET,
-        }),
-    )
-    .await?;
+    let (function_id, _server, clone_url) =
+        bound_over_file(&stack, Provider::Gitlab, "slow").await?;
 
     let work = new_work_tree()?;
     commit_hello(work.path(), "slow v1", "v1")?;
@@ -697,18 +689,8 @@ async fn a_push_over_ssh_is_fetched_with_the_bindings_key_and_a_wrong_key_fails_
             after: &commit,
             committed_at: &committed_at,
         };
-        let (status, body) = send(
-            &stack,
-            Provider::Github,
-            delivery(
-                Provider::Github,
-                "push",
-                &push,
-                SECRET,
-                &Uuid::new_v4().to_string(),
-            ),
-        )
-        .await?;
+        let (status, body) =
+            deliver_push(&stack, Provider::Github, &push, &Uuid::new_v4().to_string()).await?;
         assert_eq!(status, 202, "{body}");
         let deployment_id: Uuid = queued(&body)?;
         let log = stack
