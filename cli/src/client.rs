@@ -326,8 +326,11 @@ impl Client {
                 .into_iter()
                 .flatten()
                 .map(|d| {
+                    let commit = d["source"]["commit_sha"]
+                        .as_str()
+                        .map_or(String::new(), |c| format!(" {}", &c[..c.len().min(12)]));
                     format!(
-                        "v{:<4} {:<9} {} {}",
+                        "v{:<4} {:<10} {} {}{commit}",
                         d["version"],
                         d["status"].as_str().unwrap_or(""),
                         d["uuid"].as_str().unwrap_or(""),
@@ -336,6 +339,71 @@ impl Client {
                 })
                 .collect::<Vec<_>>()
                 .join("\n")
+        });
+        Ok(())
+    }
+
+    /// Binds a repository's branch to the function; prints the binding and the webhook URL to
+    /// give the provider.
+    pub async fn git_bind(&self, function: &str, binding: Value) -> anyhow::Result<()> {
+        let id = self.resolve(function).await?;
+        let created = self
+            .mutate(
+                reqwest::Method::POST,
+                &format!("/api/functions/{id}/git-bindings"),
+                binding,
+            )
+            .await?;
+        let url = &self.url;
+        self.print(&created, |b| {
+            format!(
+                "{} bound {} {}@{} — point its push webhook at {url}{} with the same secret",
+                b["id"].as_str().unwrap_or(""),
+                b["provider"].as_str().unwrap_or(""),
+                b["repository"].as_str().unwrap_or(""),
+                b["branch"].as_str().unwrap_or(""),
+                b["webhook_path"].as_str().unwrap_or("")
+            )
+        });
+        Ok(())
+    }
+
+    pub async fn git_bindings(&self, function: &str) -> anyhow::Result<()> {
+        let id = self.resolve(function).await?;
+        let list = self
+            .read(&format!("/api/functions/{id}/git-bindings"))
+            .await?;
+        self.print(&list, |l| {
+            l["bindings"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|b| {
+                    format!(
+                        "{} {:<6} {} {} /{}",
+                        b["id"].as_str().unwrap_or(""),
+                        b["provider"].as_str().unwrap_or(""),
+                        b["repository"].as_str().unwrap_or(""),
+                        b["branch"].as_str().unwrap_or(""),
+                        b["subdirectory"].as_str().unwrap_or("")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        });
+        Ok(())
+    }
+
+    pub async fn git_unbind(&self, function: &str, binding: &str) -> anyhow::Result<()> {
+        let id = self.resolve(function).await?;
+        self.mutate(
+            reqwest::Method::DELETE,
+            &format!("/api/functions/{id}/git-bindings/{binding}"),
+            json!({}),
+        )
+        .await?;
+        self.print(&json!({"deleted": binding}), |_| {
+            format!("{binding} unbound")
         });
         Ok(())
     }

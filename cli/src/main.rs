@@ -36,6 +36,13 @@ client commands (SLIPWAY_URL and SLIPWAY_API_KEY, or `slipway login`; add --json
   rollback VERSION --function NAME|ID
   delete NAME|ID       schedule the function for deletion (grace period)
   cancel-delete NAME|ID
+  git-bind NAME|ID --provider github|gitlab|gitea --repository OWNER/NAME --clone-url URL
+           [--branch main] [--subdirectory DIR] --secret-env VAR
+           [--username USER --password-env VAR | --ssh-key-file FILE]
+                       deploy the function on every push to the branch; secrets are read from
+                       the environment and files, never from the command line
+  git-bindings NAME|ID
+  git-unbind BINDING --function NAME|ID
   logs DEPLOYMENT [--follow]
   invoke NAME|ID [--path PATH] [--data BODY]
 
@@ -112,7 +119,7 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-const CLIENT_COMMANDS: [&str; 11] = [
+const CLIENT_COMMANDS: [&str; 14] = [
     "login",
     "init",
     "deploy",
@@ -124,6 +131,9 @@ const CLIENT_COMMANDS: [&str; 11] = [
     "logs",
     "invoke",
     "whoami",
+    "git-bind",
+    "git-bindings",
+    "git-unbind",
 ];
 
 /// Positional arguments and `--flag [value]`s; `--json`, `--wait`, `--follow`, `--skip-signing`
@@ -231,9 +241,55 @@ async fn client_command(raw: &[String]) -> anyhow::Result<bool> {
                 )
                 .await?
         }
+        "git-bind" => {
+            client
+                .git_bind(args.function()?, git_binding(&args)?)
+                .await?
+        }
+        "git-bindings" => client.git_bindings(args.function()?).await?,
+        "git-unbind" => {
+            let function = args.value("function").context("--function is required")?;
+            client.git_unbind(function, args.nth(1, "BINDING")?).await?
+        }
         other => bail!("unknown command {other:?}"),
     }
     Ok(true)
+}
+
+/// The binding `git-bind` asks for. Secrets come from the environment or a file, so they never
+/// appear in a process listing or a shell history.
+fn git_binding(args: &Args) -> anyhow::Result<serde_json::Value> {
+    let required = |name: &str| {
+        args.value(name)
+            .with_context(|| format!("--{name} is required"))
+    };
+    let from_env = |flag: &str| -> anyhow::Result<String> {
+        let var = required(flag)?;
+        std::env::var(var).with_context(|| format!("--{flag}: ${var} is not set"))
+    };
+    let credentials = match (args.value("username"), args.value("ssh-key-file")) {
+        (Some(username), None) => Some(serde_json::json!({
+            "username": username,
+            "password": from_env("password-env")?,
+        })),
+        (None, Some(file)) => Some(serde_json::json!({
+            "ssh_key": std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?,
+        })),
+        (None, None) => None,
+        (Some(_), Some(_)) => bail!("give --username or --ssh-key-file, not both"),
+    };
+    let mut binding = serde_json::json!({
+        "provider": required("provider")?,
+        "repository": required("repository")?,
+        "clone_url": required("clone-url")?,
+        "branch": args.value("branch").unwrap_or("main"),
+        "subdirectory": args.value("subdirectory").unwrap_or(""),
+        "secret": from_env("secret-env")?,
+    });
+    if let Some(credentials) = credentials {
+        binding["credentials"] = credentials;
+    }
+    Ok(binding)
 }
 
 async fn create_key(pool: &PgPool, user: &str, operator: bool) -> anyhow::Result<ApiKey> {

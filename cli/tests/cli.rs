@@ -8,8 +8,18 @@ use serde_json::Value;
 use slipway_tests::{StackOptions, StoreKind, TestStack, repo_root};
 
 fn slipway(stack: &TestStack, home: &std::path::Path, args: &[&str]) -> Output {
+    slipway_with(stack, home, args, &[])
+}
+
+fn slipway_with(
+    stack: &TestStack,
+    home: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_slipway"))
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(repo_root())
         .env("SLIPWAY_URL", &stack.base_url)
         .env("SLIPWAY_API_KEY", &stack.api_key)
@@ -123,5 +133,86 @@ async fn a_pipeline_deploys_with_the_cli_and_the_exit_code_says_how_it_went() ->
     assert!(cancel.status.success(), "{}", text(&cancel));
     let unknown = tokio::task::block_in_place(|| run(&["status", "nobody"]));
     assert!(!unknown.status.success());
+    stack.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn git_bindings_are_made_listed_and_removed_from_the_cli() -> anyhow::Result<()> {
+    let stack = TestStack::start_with(StackOptions {
+        store: StoreKind::Filesystem,
+        workers: 0,
+        ..Default::default()
+    })
+    .await?;
+    let home = tempfile::tempdir()?;
+    let secret = "a-webhook-secret-from-the-env";
+    let run = |args: &[&str]| {
+        tokio::task::block_in_place(|| {
+            slipway_with(
+                &stack,
+                home.path(),
+                args,
+                &[("HOOK_SECRET", secret), ("GIT_TOKEN", "token-from-the-env")],
+            )
+        })
+    };
+    assert!(run(&["init", "from-git"]).status.success());
+
+    let bind = run(&[
+        "git-bind",
+        "from-git",
+        "--provider",
+        "gitlab",
+        "--repository",
+        "group/app",
+        "--clone-url",
+        "https://gitlab.invalid/group/app.git",
+        "--subdirectory",
+        "svc",
+        "--secret-env",
+        "HOOK_SECRET",
+        "--username",
+        "ci",
+        "--password-env",
+        "GIT_TOKEN",
+    ]);
+    assert!(bind.status.success(), "{}", text(&bind));
+    let out = String::from_utf8_lossy(&bind.stdout);
+    assert!(out.contains("/api/webhooks/gitlab"), "{}", text(&bind));
+
+    let missing = run(&[
+        "git-bind",
+        "from-git",
+        "--provider",
+        "gitlab",
+        "--repository",
+        "group/app",
+        "--clone-url",
+        "https://gitlab.invalid/group/app.git",
+        "--secret-env",
+        "NOT_SET_ANYWHERE",
+    ]);
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("$NOT_SET_ANYWHERE is not set"),
+        "{}",
+        text(&missing)
+    );
+
+    let list = run(&["git-bindings", "from-git", "--json"]);
+    assert!(list.status.success(), "{}", text(&list));
+    let list: Value = serde_json::from_slice(&list.stdout)?;
+    let bindings = list["bindings"].as_array().unwrap();
+    assert_eq!(bindings.len(), 1, "{list}");
+    assert_eq!(bindings[0]["subdirectory"], "svc");
+    assert_eq!(bindings[0]["has_credentials"], true);
+    assert!(!list.to_string().contains(secret));
+
+    let id = bindings[0]["id"].as_str().unwrap();
+    let unbind = run(&["git-unbind", id, "--function", "from-git"]);
+    assert!(unbind.status.success(), "{}", text(&unbind));
+    let list = run(&["git-bindings", "from-git", "--json"]);
+    let list: Value = serde_json::from_slice(&list.stdout)?;
+    assert_eq!(list["bindings"], serde_json::json!([]));
     stack.shutdown().await
 }
