@@ -12,7 +12,7 @@ use slipway_shared::{
     jobs::{Job, SourceJob},
 };
 use slipway_tests::{
-    StackOptions, TestStack, eventually,
+    StackOptions, StoreKind, TestStack, eventually,
     git_server::{GitServer, SshServer, git},
     repo_root,
 };
@@ -710,5 +710,104 @@ async fn a_push_over_ssh_is_fetched_with_the_bindings_key_and_a_wrong_key_fails_
             }
         }
     }
+    stack.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_that_cannot_be_deployed_fails_with_the_reason_and_is_not_retried()
+-> anyhow::Result<()> {
+    let stack = TestStack::start_with(StackOptions {
+        archive_limits: Some(slipway_shared::archive::ArchiveLimits {
+            max_compressed_bytes: 4096,
+            ..Default::default()
+        }),
+        store: StoreKind::Filesystem,
+        ..Default::default()
+    })
+    .await?;
+    let server = GitServer::start(None).await?;
+    let clone_url = server.create_repository("broken")?;
+    let work = new_work_tree()?;
+    commit_hello(work.path(), "fine", "fine")?;
+    let big = work.path().join("functions/big");
+    std::fs::create_dir_all(&big)?;
+    std::fs::copy(
+        work.path().join("functions/hello/Dockerfile"),
+        big.join("Dockerfile"),
+    )?;
+    // Random bytes do not compress: past the 4 KiB limit however gzip tries.
+    let mut noise = Vec::new();
+    for _ in 0..1024 {
+        noise.extend_from_slice(Uuid::new_v4().as_bytes());
+    }
+    std::fs::write(big.join("noise.bin"), noise)?;
+    let bare = work.path().join("functions/no-dockerfile");
+    std::fs::create_dir_all(&bare)?;
+    std::fs::write(bare.join("README"), "no Dockerfile here\n")?;
+    git(work.path(), &["add", "-A"])?;
+    git(work.path(), &["commit", "--quiet", "-m", "broken ones"])?;
+    let commit = git(work.path(), &["rev-parse", "HEAD"])?;
+    let committed_at = git(work.path(), &["log", "-1", "--format=%cI"])?;
+    git(work.path(), &["push", "--quiet", &clone_url, "HEAD:main"])?;
+    let missing_repository = clone_url.replace("broken.git", "missing.git");
+
+    for (name, url, subdirectory, reason) in [
+        (
+            "no-subdir",
+            &clone_url,
+            "functions/nope",
+            "`functions/nope` is not a directory",
+        ),
+        (
+            "too-big",
+            &clone_url,
+            "functions/big",
+            "larger than the archive limit",
+        ),
+        (
+            "no-dockerfile",
+            &clone_url,
+            "functions/no-dockerfile",
+            "archive_missing_dockerfile",
+        ),
+        (
+            "no-repo",
+            &missing_repository,
+            "functions/hello",
+            "not found",
+        ),
+    ] {
+        let function_id = stack.init(name).await?;
+        let repository = format!("acme/{name}");
+        let (status, body) = bind(
+            &stack,
+            function_id,
+            json!({
+                "provider": "gitea", "repository": repository, "clone_url": url,
+                "branch": "main", "subdirectory": subdirectory, "secret": SECRET,
+            }),
+        )
+        .await?;
+        assert_eq!(status, 201, "{body}");
+        let push = PushedCommit {
+            repository: &repository,
+            branch: "main",
+            before: None,
+            after: &commit,
+            committed_at: &committed_at,
+        };
+        let (_, body) = deliver_push(&stack, Provider::Gitea, &push, name).await?;
+        let log = stack
+            .wait_settled(queued(&body)?, Duration::from_secs(60))
+            .await?;
+        assert_eq!(log["status"], "failed", "{name}: {log}");
+        let error = log["error"].as_str().unwrap_or_default();
+        assert!(error.contains(reason), "{name}: {error}");
+        assert!(!error.contains("attempts"), "{name} was retried: {error}");
+        let function = stack.function(function_id).await?;
+        assert_eq!(function["state"], "Failed", "{name}: {function}");
+    }
+    // Nothing of theirs was stored.
+    assert_eq!(std::fs::read_dir(stack.store_dir())?.count(), 0);
     stack.shutdown().await
 }

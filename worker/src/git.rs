@@ -18,7 +18,7 @@ use std::{
 
 use base64::Engine;
 use slipway_shared::git::{ALLOWED_GIT_PROTOCOLS, GitCredentials};
-use tokio::process::Command;
+use tokio::{io::AsyncReadExt, process::Command};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
@@ -43,10 +43,14 @@ pub struct FetchedCommit {
 const FETCH_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// git's messages for failures that are the binding's fault, not the network's.
-const REFUSALS: [&str; 8] = [
+const REFUSALS: [&str; 11] = [
     "not our ref",
     "couldn't find remote ref",
     "repository not found",
+    // `fatal: repository 'https://…/' not found`
+    "' not found",
+    "returned error: 403",
+    "returned error: 404",
     "authentication failed",
     "could not read username",
     "permission denied",
@@ -194,8 +198,9 @@ impl FetchedCommit {
         Ok(message)
     }
 
-    /// The commit's `subdirectory` (`""`: the whole tree) as a tar.gz, paths relative to it.
-    pub async fn archive(&self, subdirectory: &str) -> Result<Vec<u8>, GitError> {
+    /// The commit's `subdirectory` (`""`: the whole tree) as a tar.gz, paths relative to it;
+    /// refused once it grows past `max_bytes`, without holding more than that in memory.
+    pub async fn archive(&self, subdirectory: &str, max_bytes: u64) -> Result<Vec<u8>, GitError> {
         let tree = if subdirectory.is_empty() {
             self.sha.clone()
         } else {
@@ -209,8 +214,38 @@ impl FetchedCommit {
         if kind != "tree" && kind != "commit" {
             return Err(GitError::NoSuchDirectory(subdirectory.to_owned()));
         }
-        self.git(&["archive", "--format=tar.gz", &tree], "packing the commit")
+        let mut command = command(&self.repo, &self.home);
+        command
+            .args(["archive", "--format=tar.gz", &tree])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .map_err(|e| GitError::Unavailable(format!("could not run git archive: {e}")))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut packed = Vec::new();
+        stdout
+            .take(max_bytes.saturating_add(1))
+            .read_to_end(&mut packed)
             .await
+            .map_err(|e| GitError::Unavailable(format!("reading git archive: {e}")))?;
+        if packed.len() as u64 > max_bytes {
+            // Dropping the child kills it.
+            return Err(GitError::Refused(format!(
+                "the packed directory is larger than the archive limit of {max_bytes} bytes"
+            )));
+        }
+        let output = child
+            .wait_with_output()
+            .await
+            .map_err(|e| GitError::Unavailable(format!("git archive: {e}")))?;
+        if !output.status.success() {
+            return Err(GitError::Unavailable(format!(
+                "packing the commit failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        Ok(packed)
     }
 }
 

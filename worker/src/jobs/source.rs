@@ -91,8 +91,9 @@ async fn fetch(
     })
     .await?;
     let message = commit.message().await.map_err(git_step)?;
+    let max_bytes = env.config.archive_limits.max_compressed_bytes;
     let packed = commit
-        .archive(&binding.subdirectory)
+        .archive(&binding.subdirectory, max_bytes)
         .await
         .map_err(git_step)?;
     drop(workdir);
