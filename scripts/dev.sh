@@ -53,6 +53,8 @@ mkdir -p "$SLIPWAY_STATE_DIR/archives"
 export SLIPWAY_BUILDKIT=${SLIPWAY_BUILDKIT:-docker}
 export SLIPWAY_ARCHIVE_STORE=${SLIPWAY_ARCHIVE_STORE:-file://$SLIPWAY_STATE_DIR/archives}
 export SLIPWAY_BIND=${SLIPWAY_BIND:-127.0.0.1:8080}
+# One user on one machine: bindings may point at repositories on this filesystem.
+export SLIPWAY_GIT_ALLOW_FILE=${SLIPWAY_GIT_ALLOW_FILE:-true}
 export SLIPWAY_DEV_ENV_FILE=$SLIPWAY_STATE_DIR/dev.env
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/slipway/target}
 export SQLX_OFFLINE=${SQLX_OFFLINE:-true}

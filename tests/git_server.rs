@@ -301,6 +301,18 @@ impl SshServer {
         Ok(std::fs::read_to_string(self.dir.path().join("client_key"))?)
     }
 
+    /// `known_hosts` lines that pin this server's host key.
+    pub fn known_hosts(&self) -> anyhow::Result<String> {
+        let public = std::fs::read_to_string(self.dir.path().join("host_key.pub"))?;
+        Ok(format!("[127.0.0.1]:{} {}", self.port, public.trim()))
+    }
+
+    /// `known_hosts` lines that pin some other key for this server, as a MITM would present.
+    pub fn wrong_known_hosts(&self) -> anyhow::Result<String> {
+        let public = std::fs::read_to_string(self.dir.path().join("stranger_key.pub"))?;
+        Ok(format!("[127.0.0.1]:{} {}", self.port, public.trim()))
+    }
+
     /// A private key sshd does not know.
     pub fn stranger_key(&self) -> anyhow::Result<String> {
         Ok(std::fs::read_to_string(

@@ -236,6 +236,8 @@ impl TestStack {
             retained_versions: 10,
             name_reservation: Duration::from_secs(30 * 86_400),
             archive_limits: options.archive_limits.clone().unwrap_or_default(),
+            // The webhook tests serve repositories from the test's own filesystem.
+            git_allow_file: true,
         };
         if let Some(change) = options.worker_overrides {
             change(&mut worker_config);
@@ -251,6 +253,7 @@ impl TestStack {
             wake_timeout: Duration::from_secs(30),
             scheduler: Default::default(),
             signature_max_skew: Duration::from_secs(300),
+            git_allow_file: true,
         };
         if let Some(limits) = options.archive_limits {
             api_config.archive_limits = limits;

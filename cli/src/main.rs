@@ -38,7 +38,7 @@ client commands (SLIPWAY_URL and SLIPWAY_API_KEY, or `slipway login`; add --json
   cancel-delete NAME|ID
   git-bind NAME|ID --provider github|gitlab|gitea --repository OWNER/NAME --clone-url URL
            [--branch main] [--subdirectory DIR] --secret-env VAR
-           [--username USER --password-env VAR | --ssh-key-file FILE]
+           [--username USER --password-env VAR | --ssh-key-file FILE [--known-hosts-file FILE]]
                        deploy the function on every push to the branch; secrets are read from
                        the environment and files, never from the command line
   git-bindings NAME|ID
@@ -272,9 +272,16 @@ fn git_binding(args: &Args) -> anyhow::Result<serde_json::Value> {
             "username": username,
             "password": from_env("password-env")?,
         })),
-        (None, Some(file)) => Some(serde_json::json!({
-            "ssh_key": std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?,
-        })),
+        (None, Some(file)) => {
+            let known_hosts = args
+                .value("known-hosts-file")
+                .map(|f| std::fs::read_to_string(f).with_context(|| format!("reading {f}")))
+                .transpose()?;
+            Some(serde_json::json!({
+                "ssh_key": std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?,
+                "known_hosts": known_hosts,
+            }))
+        }
         (None, None) => None,
         (Some(_), Some(_)) => bail!("give --username or --ssh-key-file, not both"),
     };

@@ -92,6 +92,8 @@ pub struct ApiConfig {
     pub scheduler: SchedulerConfig,
     /// How far a signed request's timestamp may be from the server's clock, either way.
     pub signature_max_skew: Duration,
+    /// `SLIPWAY_GIT_ALLOW_FILE`: git bindings may use file:// URLs (single-tenant set-ups).
+    pub git_allow_file: bool,
 }
 
 impl ApiConfig {
@@ -110,6 +112,7 @@ impl ApiConfig {
             wake_timeout: duration("SLIPWAY_WAKE_TIMEOUT", Duration::from_secs(30))?,
             scheduler: SchedulerConfig::from_env()?,
             signature_max_skew: duration("SLIPWAY_SIGNATURE_MAX_SKEW", Duration::from_secs(300))?,
+            git_allow_file: parsed("SLIPWAY_GIT_ALLOW_FILE", false)?,
         })
     }
 }
@@ -160,6 +163,8 @@ pub struct WorkerConfig {
     pub name_reservation: Duration,
     /// What an archive packed from a pushed commit may hold: the same limits as an upload's.
     pub archive_limits: ArchiveLimits,
+    /// `SLIPWAY_GIT_ALLOW_FILE`: fetch from file:// URLs (the api refuses such bindings otherwise).
+    pub git_allow_file: bool,
 }
 
 /// `SLIPWAY_MAX_ARCHIVE_BYTES`, `_UNCOMPRESSED_BYTES` and `_ENTRIES`: uploads (api) and archives
@@ -207,6 +212,7 @@ impl WorkerConfig {
                 Duration::from_secs(30 * 86_400),
             )?,
             archive_limits: archive_limits()?,
+            git_allow_file: parsed("SLIPWAY_GIT_ALLOW_FILE", false)?,
         };
         if config.concurrency == 0 {
             bail!("SLIPWAY_WORKER_CONCURRENCY must be at least 1");

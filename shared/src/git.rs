@@ -36,12 +36,21 @@ impl fmt::Display for GitProvider {
     }
 }
 
-/// How the worker authenticates its fetch: a login (or token) for http(s), a private key for ssh.
+/// How the worker authenticates its fetch: a login (or token) for http(s), a private key for ssh,
+/// with the server's host key pinned in `known_hosts` lines (else the first key seen is trusted
+/// for that one fetch).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged, deny_unknown_fields)]
 pub enum GitCredentials {
-    Login { username: String, password: String },
-    SshKey { ssh_key: String },
+    Login {
+        username: String,
+        password: String,
+    },
+    SshKey {
+        ssh_key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        known_hosts: Option<String>,
+    },
 }
 
 /// How a clone URL reaches its repository; decides which credentials make sense.
@@ -53,8 +62,29 @@ pub enum Transport {
 }
 
 /// The transports the worker lets git use (`GIT_ALLOW_PROTOCOL`): never `ext::` or others that
-/// run commands.
-pub const ALLOWED_GIT_PROTOCOLS: &str = "https:http:ssh:file";
+/// run commands, and `file` only where the operator allows it (`SLIPWAY_GIT_ALLOW_FILE`): on a
+/// shared worker a file URL would read whatever repository the host holds.
+pub fn allowed_protocols(allow_file: bool) -> &'static str {
+    if allow_file {
+        "https:http:ssh:file"
+    } else {
+        "https:http:ssh"
+    }
+}
+
+/// Refuses file URLs unless the operator allows them.
+pub fn check_transport_allowed(
+    transport: Transport,
+    allow_file: bool,
+) -> Result<(), InvalidBinding> {
+    if transport == Transport::File && !allow_file {
+        return Err(invalid(
+            "clone_url",
+            "file URLs are not allowed on this server (SLIPWAY_GIT_ALLOW_FILE)",
+        ));
+    }
+    Ok(())
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
@@ -242,6 +272,7 @@ mod tests {
         };
         let key = GitCredentials::SshKey {
             ssh_key: "-----BEGIN OPENSSH PRIVATE KEY-----".into(),
+            known_hosts: None,
         };
         assert!(check_credentials(Transport::Http, Some(&login)).is_ok());
         assert!(check_credentials(Transport::Ssh, Some(&key)).is_ok());
@@ -253,6 +284,21 @@ mod tests {
             serde_json::from_str(r#"{"username": "ci", "password": "token"}"#).unwrap();
         assert_eq!(parsed, login);
         assert!(serde_json::from_str::<GitCredentials>(r#"{"token": "x"}"#).is_err());
+        let pinned: GitCredentials = serde_json::from_str(
+            r#"{"ssh_key": "k", "known_hosts": "github.com ssh-ed25519 AAAA"}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            pinned,
+            GitCredentials::SshKey {
+                known_hosts: Some(_),
+                ..
+            }
+        ));
+        assert!(check_transport_allowed(Transport::File, false).is_err());
+        assert!(check_transport_allowed(Transport::File, true).is_ok());
+        assert!(check_transport_allowed(Transport::Http, false).is_ok());
+        assert!(!allowed_protocols(false).contains("file"));
     }
 
     #[test]

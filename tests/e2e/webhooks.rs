@@ -355,6 +355,33 @@ async fn deliveries_are_checked_per_provider_and_only_signed_new_pushes_queue_wo
         );
     }
 
+    // Where the operator does not allow file URLs, a binding cannot name one.
+    fn no_file_urls(config: &mut slipway_shared::config::ApiConfig) {
+        config.git_allow_file = false;
+    }
+    let strict = TestStack::start_with(StackOptions {
+        workers: 0,
+        api_overrides: Some(no_file_urls),
+        ..Default::default()
+    })
+    .await?;
+    let function_id = strict.init("no-file-urls").await?;
+    let (status, body) = bind(
+        &strict,
+        function_id,
+        json!({"provider": "github", "repository": "a/b", "clone_url": "file:///srv/git/b.git",
+               "branch": "main", "secret": SECRET}),
+    )
+    .await?;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("SLIPWAY_GIT_ALLOW_FILE")
+    );
+    strict.shutdown().await?;
+
     // Bodies that are not a delivery: a clear 4xx in the error envelope, nothing stored.
     let before = counts(&stack).await?;
     let headers = vec![("x-github-event".to_owned(), "push".to_owned())];
@@ -649,7 +676,7 @@ async fn a_build_that_finishes_after_a_newer_version_served_is_never_activated()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_push_over_ssh_is_fetched_with_the_bindings_key_and_a_wrong_key_fails_at_once()
+async fn a_push_over_ssh_is_fetched_with_the_bindings_key_and_a_wrong_key_or_host_fails_at_once()
 -> anyhow::Result<()> {
     let stack = TestStack::start().await?;
     let server = GitServer::start(None).await?;
@@ -665,10 +692,25 @@ async fn a_push_over_ssh_is_fetched_with_the_bindings_key_and_a_wrong_key_fails_
         &["push", "--quiet", path.to_str().unwrap(), "HEAD:main"],
     )?;
 
-    for (name, key, greeting) in [
-        ("over-ssh", ssh.client_key()?, Some("hello over ssh")),
-        ("wrong-key", ssh.stranger_key()?, None),
-    ] {
+    let key = ssh.client_key()?;
+    let pinned = Some(ssh.known_hosts()?);
+    let cases = [
+        ("over-ssh", &key, None, Ok("hello over ssh")),
+        ("pinned-host", &key, pinned, Ok("hello over ssh")),
+        (
+            "wrong-key",
+            &ssh.stranger_key()?,
+            None,
+            Err("Permission denied"),
+        ),
+        (
+            "wrong-host",
+            &key,
+            Some(ssh.wrong_known_hosts()?),
+            Err("Host key verification failed"),
+        ),
+    ];
+    for (name, key, known_hosts, outcome) in cases {
         let function_id = stack.init(name).await?;
         let repository = format!("acme/{name}");
         let (status, body) = bind(
@@ -677,7 +719,7 @@ async fn a_push_over_ssh_is_fetched_with_the_bindings_key_and_a_wrong_key_fails_
             json!({
                 "provider": "github", "repository": repository, "clone_url": clone_url,
                 "branch": "main", "subdirectory": "functions/hello", "secret": SECRET,
-                "credentials": {"ssh_key": key},
+                "credentials": {"ssh_key": key, "known_hosts": known_hosts},
             }),
         )
         .await?;
@@ -696,17 +738,17 @@ async fn a_push_over_ssh_is_fetched_with_the_bindings_key_and_a_wrong_key_fails_
         let log = stack
             .wait_settled(deployment_id, Duration::from_secs(120))
             .await?;
-        match greeting {
-            Some(greeting) => {
-                assert_eq!(log["status"], "active", "{log}");
+        match outcome {
+            Ok(greeting) => {
+                assert_eq!(log["status"], "active", "{name}: {log}");
                 assert_eq!(stack.invoke(function_id, "").await?, (200, greeting.into()));
             }
-            None => {
-                assert_eq!(log["status"], "failed", "{log}");
+            Err(reason) => {
+                assert_eq!(log["status"], "failed", "{name}: {log}");
                 let error = log["error"].as_str().unwrap_or_default();
-                assert!(error.contains("Permission denied"), "{error}");
+                assert!(error.contains(reason), "{name}: {error}");
                 // Refused by the server: not retried as if the network had failed.
-                assert!(!error.contains("attempts"), "{error}");
+                assert!(!error.contains("attempts"), "{name}: {error}");
             }
         }
     }

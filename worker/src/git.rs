@@ -3,7 +3,7 @@
 //! already know; only what the worker asks of it is allowed:
 //!
 //! - no system or global configuration, no terminal prompts, no transports but
-//!   [`ALLOWED_GIT_PROTOCOLS`] (never `ext::`, which runs commands);
+//!   [`allowed_protocols`] (never `ext::`, which runs commands; `file` only if allowed);
 //! - credentials reach git through the environment (`GIT_CONFIG_*`, `GIT_SSH_COMMAND`), never
 //!   the command line, where other users of the host could read them;
 //! - a shallow fetch of exactly the pushed commit into a bare repository: no working tree is
@@ -17,7 +17,7 @@ use std::{
 };
 
 use base64::Engine;
-use slipway_shared::git::{ALLOWED_GIT_PROTOCOLS, GitCredentials};
+use slipway_shared::git::{GitCredentials, allowed_protocols};
 use tokio::{io::AsyncReadExt, process::Command};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,12 +38,13 @@ pub struct FetchedCommit {
     repo: PathBuf,
     home: PathBuf,
     sha: String,
+    allow_file: bool,
 }
 
 const FETCH_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// git's messages for failures that are the binding's fault, not the network's.
-const REFUSALS: [&str; 11] = [
+const REFUSALS: [&str; 12] = [
     "not our ref",
     "couldn't find remote ref",
     "repository not found",
@@ -55,10 +56,11 @@ const REFUSALS: [&str; 11] = [
     "could not read username",
     "permission denied",
     "does not appear to be a git repository",
+    "host key verification failed",
     "unable to find remote helper",
 ];
 
-fn command(repo: &Path, home: &Path) -> Command {
+fn command(repo: &Path, home: &Path, allow_file: bool) -> Command {
     let mut command = Command::new("git");
     command
         .arg("-C")
@@ -69,7 +71,7 @@ fn command(repo: &Path, home: &Path) -> Command {
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_ALLOW_PROTOCOL", ALLOWED_GIT_PROTOCOLS)
+        .env("GIT_ALLOW_PROTOCOL", allowed_protocols(allow_file))
         .stdin(Stdio::null())
         .kill_on_drop(true);
     command
@@ -99,6 +101,7 @@ pub async fn fetch_commit(
     url: &str,
     credentials: Option<&GitCredentials>,
     sha: &str,
+    allow_file: bool,
 ) -> Result<FetchedCommit, GitError> {
     let repo = workdir.join("repo.git");
     let home = workdir.join("home");
@@ -112,11 +115,11 @@ pub async fn fetch_commit(
             .await
             .map_err(|e| GitError::Unavailable(format!("creating {}: {e}", dir.display())))?;
     }
-    let mut init = command(&repo, &home);
+    let mut init = command(&repo, &home, allow_file);
     init.args(["init", "--bare", "--quiet"]);
     run(init, "git init").await?;
 
-    let mut fetch = command(&repo, &home);
+    let mut fetch = command(&repo, &home, allow_file);
     fetch.args(["fetch", "--quiet", "--depth=1", "--no-tags", "--", url, sha]);
     match credentials {
         None => {}
@@ -131,15 +134,27 @@ pub async fn fetch_commit(
                     format!("Authorization: Basic {basic}"),
                 );
         }
-        Some(GitCredentials::SshKey { ssh_key }) => {
+        Some(GitCredentials::SshKey {
+            ssh_key,
+            known_hosts: pinned,
+        }) => {
             let key = home.join("id");
             write_private(&key, ssh_key).await?;
             let known_hosts = home.join("known_hosts");
+            // Pinned host keys are checked strictly; without them the first key seen is
+            // trusted, for this one fetch only.
+            let checking = match pinned {
+                Some(lines) => {
+                    write_private(&known_hosts, lines).await?;
+                    "yes"
+                }
+                None => "accept-new",
+            };
             fetch.env(
                 "GIT_SSH_COMMAND",
                 format!(
                     "ssh -i '{}' -o IdentitiesOnly=yes -o BatchMode=yes \
-                     -o StrictHostKeyChecking=accept-new -o UserKnownHostsFile='{}'",
+                     -o StrictHostKeyChecking={checking} -o UserKnownHostsFile='{}'",
                     key.display(),
                     known_hosts.display()
                 ),
@@ -151,6 +166,7 @@ pub async fn fetch_commit(
         repo,
         home,
         sha: sha.to_owned(),
+        allow_file,
     };
     // FETCH_HEAD names what the server sent; it must be the commit the push named.
     let head = fetched.rev_parse("FETCH_HEAD^{commit}").await?;
@@ -164,7 +180,7 @@ pub async fn fetch_commit(
 
 impl FetchedCommit {
     async fn git(&self, args: &[&str], what: &str) -> Result<Vec<u8>, GitError> {
-        let mut command = command(&self.repo, &self.home);
+        let mut command = command(&self.repo, &self.home, self.allow_file);
         command.args(args);
         run(command, what).await
     }
@@ -214,7 +230,7 @@ impl FetchedCommit {
         if kind != "tree" && kind != "commit" {
             return Err(GitError::NoSuchDirectory(subdirectory.to_owned()));
         }
-        let mut command = command(&self.repo, &self.home);
+        let mut command = command(&self.repo, &self.home, self.allow_file);
         command
             .args(["archive", "--format=tar.gz", &tree])
             .stdout(Stdio::piped())

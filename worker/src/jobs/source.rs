@@ -85,6 +85,7 @@ async fn fetch(
             &binding.clone_url,
             credentials.as_ref(),
             sha,
+            env.config.git_allow_file,
         )
         .await
         .map_err(git_step)
