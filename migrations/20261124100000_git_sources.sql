@@ -11,10 +11,12 @@ CREATE TABLE git_bindings (
     branch          text NOT NULL,
     -- '' is the repository's root.
     subdirectory    text NOT NULL DEFAULT '',
-    -- The webhook secret is needed in clear to check HMACs, so it cannot be stored hashed; the
-    -- api never returns it. Clone credentials: `{"username", "password"}` or `{"ssh_key"}`.
-    secret          text NOT NULL,
-    credentials     jsonb CHECK (credentials IS NULL OR jsonb_typeof(credentials) = 'object'),
+    -- The webhook secret is needed in clear to check HMACs, so it cannot be stored hashed: it is
+    -- sealed (AES-256-GCM under SLIPWAY_SECRETS_KEY, `shared::secrets`), as are the clone
+    -- credentials (`{"username", "password"}` or `{"ssh_key", "known_hosts"}` as JSON). The api
+    -- never returns either.
+    secret_sealed       text NOT NULL CHECK (secret_sealed LIKE 'v1:%'),
+    credentials_sealed  text CHECK (credentials_sealed LIKE 'v1:%'),
     created_at      timestamptz NOT NULL DEFAULT now(),
     UNIQUE (function_id, provider, repository, branch, subdirectory)
 );

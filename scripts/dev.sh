@@ -55,6 +55,15 @@ export SLIPWAY_ARCHIVE_STORE=${SLIPWAY_ARCHIVE_STORE:-file://$SLIPWAY_STATE_DIR/
 export SLIPWAY_BIND=${SLIPWAY_BIND:-127.0.0.1:8080}
 # One user on one machine: bindings may point at repositories on this filesystem.
 export SLIPWAY_GIT_ALLOW_FILE=${SLIPWAY_GIT_ALLOW_FILE:-true}
+# Git secrets are stored sealed under this key; made once, kept with the stack's other state.
+if [ -z "${SLIPWAY_SECRETS_KEY:-}" ]; then
+  secrets_key_file=$SLIPWAY_STATE_DIR/secrets.key
+  if [ ! -s "$secrets_key_file" ]; then
+    (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$secrets_key_file")
+  fi
+  SLIPWAY_SECRETS_KEY=$(cat "$secrets_key_file")
+  export SLIPWAY_SECRETS_KEY
+fi
 export SLIPWAY_DEV_ENV_FILE=$SLIPWAY_STATE_DIR/dev.env
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/slipway/target}
 export SQLX_OFFLINE=${SQLX_OFFLINE:-true}

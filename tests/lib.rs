@@ -213,6 +213,8 @@ impl TestStack {
         let block = NEXT_PORT_BLOCK.fetch_add(1, Ordering::SeqCst);
         let low = 21000 + block * PORTS_PER_STACK;
         let registry = required_env("SLIPWAY_REGISTRY");
+        // The api seals git secrets with it and the workers open them: one key per stack.
+        let secrets_key = slipway_shared::secrets::SecretsKey::generate()?;
         let mut worker_config = WorkerConfig {
             docker_host: required_env("SLIPWAY_DOCKER_HOST"),
             buildkit: "docker".into(),
@@ -238,6 +240,7 @@ impl TestStack {
             archive_limits: options.archive_limits.clone().unwrap_or_default(),
             // The webhook tests serve repositories from the test's own filesystem.
             git_allow_file: true,
+            secrets_key: Some(secrets_key.clone()),
         };
         if let Some(change) = options.worker_overrides {
             change(&mut worker_config);
@@ -254,6 +257,7 @@ impl TestStack {
             scheduler: Default::default(),
             signature_max_skew: Duration::from_secs(300),
             git_allow_file: true,
+            secrets_key: Some(secrets_key),
         };
         if let Some(limits) = options.archive_limits {
             api_config.archive_limits = limits;

@@ -6,7 +6,7 @@ use std::{net::SocketAddr, ops::RangeInclusive, str::FromStr, time::Duration};
 use anyhow::{Context, bail};
 use secrecy::SecretString;
 
-use crate::{archive::ArchiveLimits, registry::RegistryLogin};
+use crate::{archive::ArchiveLimits, registry::RegistryLogin, secrets::SecretsKey};
 
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
@@ -94,6 +94,9 @@ pub struct ApiConfig {
     pub signature_max_skew: Duration,
     /// `SLIPWAY_GIT_ALLOW_FILE`: git bindings may use file:// URLs (single-tenant set-ups).
     pub git_allow_file: bool,
+    /// `SLIPWAY_SECRETS_KEY`: seals git bindings' secrets and credentials; without it no binding
+    /// can be made.
+    pub secrets_key: Option<SecretsKey>,
 }
 
 impl ApiConfig {
@@ -113,6 +116,7 @@ impl ApiConfig {
             scheduler: SchedulerConfig::from_env()?,
             signature_max_skew: duration("SLIPWAY_SIGNATURE_MAX_SKEW", Duration::from_secs(300))?,
             git_allow_file: parsed("SLIPWAY_GIT_ALLOW_FILE", false)?,
+            secrets_key: secrets_key()?,
         })
     }
 }
@@ -165,6 +169,15 @@ pub struct WorkerConfig {
     pub archive_limits: ArchiveLimits,
     /// `SLIPWAY_GIT_ALLOW_FILE`: fetch from file:// URLs (the api refuses such bindings otherwise).
     pub git_allow_file: bool,
+    /// `SLIPWAY_SECRETS_KEY`: opens git bindings' credentials.
+    pub secrets_key: Option<SecretsKey>,
+}
+
+fn secrets_key() -> anyhow::Result<Option<SecretsKey>> {
+    var("SLIPWAY_SECRETS_KEY")
+        .map(|raw| SecretsKey::parse(&raw))
+        .transpose()
+        .context("SLIPWAY_SECRETS_KEY")
 }
 
 /// `SLIPWAY_MAX_ARCHIVE_BYTES`, `_UNCOMPRESSED_BYTES` and `_ENTRIES`: uploads (api) and archives
@@ -213,6 +226,7 @@ impl WorkerConfig {
             )?,
             archive_limits: archive_limits()?,
             git_allow_file: parsed("SLIPWAY_GIT_ALLOW_FILE", false)?,
+            secrets_key: secrets_key()?,
         };
         if config.concurrency == 0 {
             bail!("SLIPWAY_WORKER_CONCURRENCY must be at least 1");

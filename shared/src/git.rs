@@ -230,6 +230,16 @@ pub fn check_repository(repository: &str) -> Result<(), InvalidBinding> {
     Ok(())
 }
 
+/// Where a binding's webhook secret is sealed, as the secret's associated data.
+pub fn secret_context(binding_id: uuid::Uuid) -> String {
+    format!("git_bindings.secret_sealed:{binding_id}")
+}
+
+/// Where a binding's clone credentials are sealed.
+pub fn credentials_context(binding_id: uuid::Uuid) -> String {
+    format!("git_bindings.credentials_sealed:{binding_id}")
+}
+
 /// A full commit id (SHA-1, or SHA-256 for repositories in that format).
 pub fn is_commit_sha(raw: &str) -> bool {
     matches!(raw.len(), 40 | 64) && raw.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))

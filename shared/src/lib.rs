@@ -15,5 +15,6 @@ pub mod jobs;
 pub mod lifecycle;
 pub mod registry;
 pub mod schedule;
+pub mod secrets;
 pub mod store;
 pub mod telemetry;

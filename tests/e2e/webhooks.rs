@@ -355,13 +355,26 @@ async fn deliveries_are_checked_per_provider_and_only_signed_new_pushes_queue_wo
         );
     }
 
-    // Where the operator does not allow file URLs, a binding cannot name one.
-    fn no_file_urls(config: &mut slipway_shared::config::ApiConfig) {
+    // Secrets are stored sealed: nothing in the table reads as the secret.
+    let stored: Vec<(String,)> = sqlx::query_as("SELECT secret_sealed FROM git_bindings")
+        .fetch_all(&stack.pool)
+        .await?;
+    assert!(!stored.is_empty());
+    assert!(
+        stored
+            .iter()
+            .all(|(s,)| s.starts_with("v1:") && !s.contains(SECRET))
+    );
+
+    // Where the operator does not allow file URLs, a binding cannot name one; where it set no
+    // key to seal secrets with, no binding can be made at all.
+    fn strict(config: &mut slipway_shared::config::ApiConfig) {
         config.git_allow_file = false;
+        config.secrets_key = None;
     }
     let strict = TestStack::start_with(StackOptions {
         workers: 0,
-        api_overrides: Some(no_file_urls),
+        api_overrides: Some(strict),
         ..Default::default()
     })
     .await?;
@@ -380,6 +393,18 @@ async fn deliveries_are_checked_per_provider_and_only_signed_new_pushes_queue_wo
             .unwrap()
             .contains("SLIPWAY_GIT_ALLOW_FILE")
     );
+    let (status, body) = bind(
+        &strict,
+        function_id,
+        json!({"provider": "github", "repository": "a/b", "clone_url": "https://x/b.git",
+               "branch": "main", "secret": SECRET}),
+    )
+    .await?;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("secrets_key_missing"))
+    );
+    assert_eq!(strict.count("git_bindings").await?, 0);
     strict.shutdown().await?;
 
     // Bodies that are not a delivery: a clear 4xx in the error envelope, nothing stored.

@@ -13,7 +13,9 @@ use slipway_shared::{
     db::{self, git::BindingRow},
     domain::FunctionStatus,
     git::{self, GitCredentials, GitProvider, InvalidBinding},
+    secrets::SecretsKey,
 };
+use tracing::warn;
 use uuid::Uuid;
 
 use super::{functions::parse_id, timestamp};
@@ -66,10 +68,21 @@ impl From<BindingRow> for BindingView {
             clone_url: row.clone_url,
             branch: row.branch,
             subdirectory: row.subdirectory,
-            has_credentials: row.credentials.is_some(),
+            has_credentials: row.credentials_sealed.is_some(),
             created_at: timestamp(row.created_at),
         }
     }
+}
+
+/// Bindings hold secrets, which are stored only sealed.
+fn secrets_key(state: &AppState) -> Result<&SecretsKey, ApiError> {
+    state.config.secrets_key.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "secrets_key_missing",
+            "this server has no SLIPWAY_SECRETS_KEY to seal git secrets with; ask its operator",
+        )
+    })
 }
 
 fn invalid(e: InvalidBinding) -> ApiError {
@@ -97,12 +110,20 @@ pub async fn create(
     git::check_branch(&request.branch).map_err(invalid)?;
     let subdirectory = git::normalize_subdirectory(&request.subdirectory).map_err(invalid)?;
     git::check_secret(&request.secret).map_err(invalid)?;
-    let credentials = request
-        .credentials
-        .as_ref()
-        .map(serde_json::to_value)
-        .transpose()
-        .map_err(anyhow::Error::from)?;
+    let key = secrets_key(&state)?;
+    let binding_id = Uuid::new_v4();
+    let seal = |context: String, plaintext: &str| {
+        key.seal(&context, plaintext)
+            .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("sealing a secret")))
+    };
+    let secret_sealed = seal(git::secret_context(binding_id), &request.secret)?;
+    let credentials_sealed = match &request.credentials {
+        Some(credentials) => Some(seal(
+            git::credentials_context(binding_id),
+            &serde_json::to_string(credentials).map_err(anyhow::Error::from)?,
+        )?),
+        None => None,
+    };
 
     let mut tx = state.pool.begin().await?;
     let function = auth::lock_for_change(&mut tx, &caller, id).await?;
@@ -115,7 +136,6 @@ pub async fn create(
             format!("function is {}; it takes no new source", function.status),
         ));
     }
-    let binding_id = Uuid::new_v4();
     let inserted = db::git::insert_binding(
         &mut tx,
         &db::git::NewBinding {
@@ -126,8 +146,8 @@ pub async fn create(
             clone_url: &request.clone_url,
             branch: &request.branch,
             subdirectory: &subdirectory,
-            secret: &request.secret,
-            credentials: credentials.as_ref(),
+            secret_sealed: &secret_sealed,
+            credentials_sealed: credentials_sealed.as_deref(),
         },
     )
     .await?;
@@ -246,9 +266,16 @@ pub async fn webhook(
         ApiError::new(StatusCode::UNAUTHORIZED, code, message)
     })?;
     // Every candidate is checked, so the time taken does not say which secret came close.
+    let key = secrets_key(&state)?;
     let signed: Vec<bool> = bindings
         .iter()
-        .map(|b| webhooks::signed_with(&presented, &body, &b.secret))
+        .map(|b| match key.open(&git::secret_context(b.id), &b.secret_sealed) {
+            Ok(secret) => webhooks::signed_with(&presented, &body, &secret),
+            Err(e) => {
+                warn!(binding_id = %b.id, error = %e, "a binding's secret does not open with SLIPWAY_SECRETS_KEY");
+                false
+            }
+        })
         .collect();
     let bindings: Vec<BindingRow> = bindings
         .into_iter()

@@ -14,9 +14,10 @@ pub struct BindingRow {
     pub clone_url: String,
     pub branch: String,
     pub subdirectory: String,
-    /// Never leaves the server: it checks deliveries' signatures.
-    pub secret: String,
-    pub credentials: Option<serde_json::Value>,
+    /// Sealed (`shared::secrets`); opened only to check a delivery's signature.
+    pub secret_sealed: String,
+    /// Sealed JSON of the clone credentials; opened only by the worker's fetch.
+    pub credentials_sealed: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -28,16 +29,16 @@ pub struct NewBinding<'a> {
     pub clone_url: &'a str,
     pub branch: &'a str,
     pub subdirectory: &'a str,
-    pub secret: &'a str,
-    pub credentials: Option<&'a serde_json::Value>,
+    pub secret_sealed: &'a str,
+    pub credentials_sealed: Option<&'a str>,
 }
 
 /// False when the function already has the same binding.
 pub async fn insert_binding(conn: &mut PgConnection, new: &NewBinding<'_>) -> sqlx::Result<bool> {
     let done = sqlx::query!(
         r#"INSERT INTO git_bindings
-             (id, function_id, provider, repository, clone_url, branch, subdirectory, secret,
-              credentials)
+             (id, function_id, provider, repository, clone_url, branch, subdirectory,
+              secret_sealed, credentials_sealed)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
            ON CONFLICT (function_id, provider, repository, branch, subdirectory) DO NOTHING"#,
         new.id,
@@ -47,8 +48,8 @@ pub async fn insert_binding(conn: &mut PgConnection, new: &NewBinding<'_>) -> sq
         new.clone_url,
         new.branch,
         new.subdirectory,
-        new.secret,
-        new.credentials
+        new.secret_sealed,
+        new.credentials_sealed
     )
     .execute(conn)
     .await?;
@@ -61,7 +62,9 @@ pub async fn bindings_of_function(
 ) -> sqlx::Result<Vec<BindingRow>> {
     sqlx::query_as!(
         BindingRow,
-        "SELECT * FROM git_bindings WHERE function_id = $1 ORDER BY created_at, id",
+        r#"SELECT id, function_id, provider, repository, clone_url, branch, subdirectory, secret_sealed,
+                  credentials_sealed, created_at
+           FROM git_bindings WHERE function_id = $1 ORDER BY created_at, id"#,
         function_id
     )
     .fetch_all(conn)
@@ -69,7 +72,13 @@ pub async fn bindings_of_function(
 }
 
 pub async fn get_binding(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<BindingRow>> {
-    sqlx::query_as!(BindingRow, "SELECT * FROM git_bindings WHERE id = $1", id)
+    sqlx::query_as!(
+        BindingRow,
+        r#"SELECT id, function_id, provider, repository, clone_url, branch, subdirectory, secret_sealed,
+                  credentials_sealed, created_at
+           FROM git_bindings WHERE id = $1"#,
+        id
+    )
         .fetch_optional(conn)
         .await
 }
@@ -83,7 +92,9 @@ pub async fn bindings_for_repository(
 ) -> sqlx::Result<Vec<BindingRow>> {
     sqlx::query_as!(
         BindingRow,
-        r#"SELECT * FROM git_bindings WHERE provider = $1 AND lower(repository) = lower($2)
+        r#"SELECT id, function_id, provider, repository, clone_url, branch, subdirectory, secret_sealed,
+                  credentials_sealed, created_at
+           FROM git_bindings WHERE provider = $1 AND lower(repository) = lower($2)
            ORDER BY created_at, id"#,
         provider,
         repository

@@ -10,7 +10,7 @@ use anyhow::Context;
 use slipway_shared::{
     archive, db,
     domain::DeploymentStatus,
-    git::GitCredentials,
+    git::{self, GitCredentials},
     jobs::{BuildJob, Job, SourceJob},
     store::{StoreError, archive_key},
 };
@@ -19,7 +19,7 @@ use tracing::{info, warn};
 use super::{RunJob, StepError, log_info, run_step, with_retries};
 use crate::{
     Environment,
-    git::{self, GitError},
+    git::{self as fetch, GitError},
 };
 
 const PHASE: &str = "source";
@@ -62,14 +62,7 @@ async fn fetch(
         .commit_sha
         .as_deref()
         .ok_or_else(|| StepError::Permanent("the deployment names no commit".into()))?;
-    let credentials: Option<GitCredentials> = binding
-        .credentials
-        .clone()
-        .map(serde_json::from_value)
-        .transpose()
-        .map_err(|e| {
-            StepError::Permanent(format!("the binding's credentials are unreadable: {e}"))
-        })?;
+    let credentials = open_credentials(env, &binding)?;
     log_info(
         env,
         deployment.id,
@@ -80,7 +73,7 @@ async fn fetch(
 
     let workdir = tempfile::tempdir().map_err(|e| StepError::Transient(e.into()))?;
     let commit = with_retries(env, "fetching the commit", || async {
-        git::fetch_commit(
+        fetch::fetch_commit(
             workdir.path(),
             &binding.clone_url,
             credentials.as_ref(),
@@ -206,4 +199,28 @@ async fn archive_recorded(env: &Environment, deployment_id: uuid::Uuid, key: &st
         // live archive.
         Err(_) => true,
     }
+}
+
+/// The binding's clone credentials, opened with this worker's `SLIPWAY_SECRETS_KEY`.
+fn open_credentials(
+    env: &Environment,
+    binding: &db::git::BindingRow,
+) -> Result<Option<GitCredentials>, StepError> {
+    let Some(sealed) = &binding.credentials_sealed else {
+        return Ok(None);
+    };
+    let unreadable = |why: String| {
+        StepError::Permanent(format!("the binding's credentials cannot be read: {why}"))
+    };
+    let key = env
+        .config
+        .secrets_key
+        .as_ref()
+        .ok_or_else(|| unreadable("this worker has no SLIPWAY_SECRETS_KEY".into()))?;
+    let json = key
+        .open(&git::credentials_context(binding.id), sealed)
+        .map_err(|e| unreadable(e.to_string()))?;
+    serde_json::from_str(&json)
+        .map(Some)
+        .map_err(|e| unreadable(e.to_string()))
 }
