@@ -85,7 +85,10 @@ async fn run(mut command: Command, what: &str) -> Result<Vec<u8>, GitError> {
     if output.status.success() {
         return Ok(output.stdout);
     }
-    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr)
+        .replace("\r\n", "\n")
+        .trim()
+        .to_owned();
     let message = format!("{what} failed: {stderr}");
     let lowered = stderr.to_lowercase();
     if REFUSALS.iter().any(|r| lowered.contains(r)) {
@@ -153,7 +156,7 @@ pub async fn fetch_commit(
             fetch.env(
                 "GIT_SSH_COMMAND",
                 format!(
-                    "ssh -i '{}' -o IdentitiesOnly=yes -o BatchMode=yes \
+                    "ssh -i '{}' -o IdentitiesOnly=yes -o BatchMode=yes -o LogLevel=ERROR \
                      -o StrictHostKeyChecking={checking} -o UserKnownHostsFile='{}'",
                     key.display(),
                     known_hosts.display()
