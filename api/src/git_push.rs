@@ -51,7 +51,7 @@ pub struct Skipped {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub function_id: Option<Uuid>,
     /// `event_not_handled`, `branch_not_bound`, `branch_deleted`, `already_accepted`,
-    /// `older_than_accepted`, `function_not_deployable`.
+    /// `older_than_accepted`, `function_not_deployable`, `binding_removed`.
     pub reason: String,
 }
 
@@ -134,6 +134,11 @@ async fn accept_for_binding(
     let Some(function) = db::functions::lock(tx, binding.function_id).await? else {
         return Ok(Err("function_not_deployable"));
     };
+    // Deleting a binding locks its function too: checked under the lock, a binding removed since
+    // the delivery was verified is seen as gone.
+    if db::git::get_binding(tx, binding.id).await?.is_none() {
+        return Ok(Err("binding_removed"));
+    }
     if let Some(latest) = db::deployments::latest_push(tx, function.id).await? {
         if latest.commit_sha == push.after {
             return Ok(Err("already_accepted"));

@@ -86,10 +86,12 @@ async fn fetch(
     .await?;
     let message = commit.message().await.map_err(git_step)?;
     let max_bytes = env.config.archive_limits.max_compressed_bytes;
-    let packed = commit
-        .archive(&binding.subdirectory, max_bytes)
-        .await
-        .map_err(git_step)?;
+    let packed = bytes::Bytes::from(
+        commit
+            .archive(&binding.subdirectory, max_bytes)
+            .await
+            .map_err(git_step)?,
+    );
     drop(workdir);
 
     let limits = env.config.archive_limits.clone();
@@ -122,7 +124,6 @@ async fn fetch(
 
     let key = archive_key(deployment.function_id, deployment.version);
     let bytes = packed.len() as i64;
-    let packed = bytes::Bytes::from(packed);
     with_retries(env, "storing the archive", || async {
         env.store
             .put(&key, packed.clone())
