@@ -1,7 +1,7 @@
 //! Slipway's common crate: domain types and state machines (`domain`, pure), every SQL statement
 //! (`db`), the job contract between enqueuers and the worker (`jobs`), typed configuration
-//! (`config`), archive validation (`archive`), archive storage (`store`), and reading the
-//! registry (`registry`).
+//! (`config`), archive validation (`archive`), archive storage (`store`), reading the registry
+//! (`registry`), what a git binding may hold (`git`), and secrets sealed at rest (`secrets`).
 //!
 //! Architecture invariant: nothing here talks to BuildKit or a container runtime.
 
