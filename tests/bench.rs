@@ -3,6 +3,15 @@
 
 use std::time::Duration;
 
+/// How many calls a benchmark times: `SLIPWAY_BENCH_CALLS`, else `default`.
+pub fn calls(default: usize) -> anyhow::Result<usize> {
+    Ok(std::env::var("SLIPWAY_BENCH_CALLS")
+        .ok()
+        .map(|n| n.parse())
+        .transpose()?
+        .unwrap_or(default))
+}
+
 pub struct Figures {
     pub p50: Duration,
     pub p99: Duration,

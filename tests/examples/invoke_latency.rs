@@ -12,7 +12,7 @@ use std::time::Instant;
 use slipway_shared::config::ApiConfig;
 use slipway_tests::{
     StackOptions, StoreKind, TestStack,
-    bench::{Figures, print_table},
+    bench::{self, Figures, print_table},
     hello_archive,
 };
 use uuid::Uuid;
@@ -59,11 +59,7 @@ async fn stack(record_events: bool) -> anyhow::Result<(TestStack, Uuid, String)>
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let calls: usize = std::env::var("SLIPWAY_BENCH_CALLS")
-        .ok()
-        .map(|n| n.parse())
-        .transpose()?
-        .unwrap_or(2000);
+    let calls = bench::calls(2000)?;
     let client = reqwest::Client::builder().no_proxy().build()?;
     let mut rows = Vec::new();
     for record_events in [false, true] {

@@ -15,7 +15,7 @@ use serde_json::json;
 use sha2::Sha256;
 use slipway_tests::{
     StackOptions, StoreKind, TestStack,
-    bench::{Figures, print_table},
+    bench::{self, Figures, print_table},
 };
 
 const SECRET: &str = "a-webhook-secret-for-the-bench";
@@ -56,11 +56,7 @@ async fn timed(request: reqwest::RequestBuilder, expect: u16) -> anyhow::Result<
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let calls: usize = std::env::var("SLIPWAY_BENCH_CALLS")
-        .ok()
-        .map(|n| n.parse())
-        .transpose()?
-        .unwrap_or(1000);
+    let calls = bench::calls(1000)?;
     // No worker: the queue fills, and nothing but the api competes for the two cores.
     let stack = TestStack::start_with(StackOptions {
         store: StoreKind::Filesystem,
