@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole stack on this machine: installs what is missing, starts (or reuses) Postgres, a
-# Docker engine (runtime + embedded BuildKit) and a registry under .slipway/, makes the offline
+# Docker engine (runtime + embedded BuildKit) in a network namespace of its own behind the
+# function firewall, and a registry under .slipway/, makes the offline
 # base image, then runs `slipway dev` (API + worker) in the foreground on 127.0.0.1:8080.
 # Archives go to the local filesystem (.slipway/archives); no S3 here.
 # Ctrl-C stops the stack and every service this script started (not those it reused).
@@ -53,6 +54,8 @@ mkdir -p "$SLIPWAY_STATE_DIR/archives"
 export SLIPWAY_BUILDKIT=${SLIPWAY_BUILDKIT:-docker}
 export SLIPWAY_ARCHIVE_STORE=${SLIPWAY_ARCHIVE_STORE:-file://$SLIPWAY_STATE_DIR/archives}
 export SLIPWAY_BIND=${SLIPWAY_BIND:-127.0.0.1:8080}
+# Builds may start from the local base image, as the engine and the registry name it.
+export SLIPWAY_BUILD_BASE_IMAGES=${SLIPWAY_BUILD_BASE_IMAGES:-$SLIPWAY_BASE_IMAGE,$SLIPWAY_REGISTRY/$SLIPWAY_BASE_IMAGE}
 # One user on one machine: bindings may point at repositories on this filesystem.
 export SLIPWAY_GIT_ALLOW_FILE=${SLIPWAY_GIT_ALLOW_FILE:-true}
 # Git secrets are stored sealed under this key; made once, kept with the stack's other state.

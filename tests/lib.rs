@@ -2,16 +2,14 @@
 //! one or more workers), on the real components the test script starts: Postgres, the Docker
 //! engine with its BuildKit, the registry, and the S3 server.
 //!
-//! Each stack gets its own database, cloned from a template migrated once per test process, and
-//! its own host-port range, so tests run in parallel without seeing each other.
+//! Each stack gets its own database, cloned from a template migrated once per test process, so
+//! tests run in parallel without seeing each other; their functions each get a network of their
+//! own on the engine, as anywhere.
 
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
-    sync::{
-        Arc,
-        atomic::{AtomicU16, Ordering},
-    },
+    sync::Arc,
     time::Duration,
 };
 
@@ -48,8 +46,6 @@ pub fn repo_root() -> PathBuf {
 }
 
 static TEMPLATE: tokio::sync::Mutex<Option<String>> = tokio::sync::Mutex::const_new(None);
-static NEXT_PORT_BLOCK: AtomicU16 = AtomicU16::new(0);
-const PORTS_PER_STACK: u16 = 40;
 
 fn database_url(base: &str, database: &str) -> String {
     let (prefix, _) = base
@@ -127,6 +123,15 @@ impl Drop for TestDb {
         .join()
         .ok();
     }
+}
+
+/// The dev stack's base image, the only one a test's Dockerfile may build `FROM` (besides
+/// `scratch` and the tenant's own repositories), as the engine and the registry name it.
+fn base_images(registry: &str) -> slipway_shared::dockerfile::BaseImageAllowList {
+    slipway_shared::dockerfile::BaseImageAllowList::parse(&format!(
+        "slipway/busybox:1,{registry}/slipway/busybox:1"
+    ))
+    .expect("the base image allow-list parses")
 }
 
 /// Which archive store a stack uses.
@@ -210,8 +215,6 @@ impl TestStack {
             user_id
         };
 
-        let block = NEXT_PORT_BLOCK.fetch_add(1, Ordering::SeqCst);
-        let low = 21000 + block * PORTS_PER_STACK;
         let registry = required_env("SLIPWAY_REGISTRY");
         // The api seals git secrets with it and the workers open them: one key per stack.
         let secrets_key = slipway_shared::secrets::SecretsKey::generate()?;
@@ -222,8 +225,7 @@ impl TestStack {
             registry_kind: slipway_shared::config::RegistryKind::Oci,
             ecr_endpoint: None,
             registry_login: None,
-            runtime_host: "127.0.0.1".into(),
-            port_range: low..=low + PORTS_PER_STACK - 1,
+            insecure_registries: vec![registry.clone()],
             start_timeout: Duration::from_secs(20),
             drain: Duration::from_millis(500),
             concurrency: 4,
@@ -241,6 +243,9 @@ impl TestStack {
             // The webhook tests serve repositories from the test's own filesystem.
             git_allow_file: true,
             secrets_key: Some(secrets_key.clone()),
+            function_limits: Default::default(),
+            build_base_images: base_images(&registry),
+            build_slots_per_owner: 2,
         };
         if let Some(change) = options.worker_overrides {
             change(&mut worker_config);
@@ -253,11 +258,15 @@ impl TestStack {
             record_events: true,
             ecr: None,
             registry_login: None,
+            insecure_registries: vec![registry.clone()],
             wake_timeout: Duration::from_secs(30),
             scheduler: Default::default(),
             signature_max_skew: Duration::from_secs(300),
             git_allow_file: true,
             secrets_key: Some(secrets_key),
+            function_limits: Default::default(),
+            build_base_images: base_images(&registry),
+            registry: Some(registry.clone()),
         };
         if let Some(limits) = options.archive_limits {
             api_config.archive_limits = limits;
@@ -363,8 +372,18 @@ impl TestStack {
         self.request(reqwest::Method::DELETE, path)
     }
 
-    /// Any method with the stack's key; mutating methods are signed when sent.
-    pub fn request(&self, method: reqwest::Method, path: &str) -> SignedRequest {
+    /// Another user of the same stack (another tenant), with a key of its own.
+    pub async fn add_tenant(&self) -> anyhow::Result<String> {
+        let key = ApiKey::generate();
+        let mut conn = self.pool.acquire().await?;
+        let user_id =
+            db::users::ensure(&mut conn, &format!("tenant-{}", Uuid::new_v4().simple())).await?;
+        db::users::insert_api_key(&mut conn, user_id, &key).await?;
+        Ok(key.expose().to_owned())
+    }
+
+    /// Any method with another key (see [`Self::add_tenant`]); mutating methods are signed.
+    pub fn request_as(&self, key: &str, method: reqwest::Method, path: &str) -> SignedRequest {
         SignedRequest {
             sign: matches!(
                 method,
@@ -373,13 +392,15 @@ impl TestStack {
                     | reqwest::Method::PATCH
                     | reqwest::Method::DELETE
             ),
-            builder: self
-                .http
-                .request(method, self.url(path))
-                .bearer_auth(&self.api_key),
+            builder: self.http.request(method, self.url(path)).bearer_auth(key),
             http: self.http.clone(),
-            key: self.api_key.clone(),
+            key: key.to_owned(),
         }
+    }
+
+    /// Any method with the stack's key; mutating methods are signed when sent.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> SignedRequest {
+        self.request_as(&self.api_key, method, path)
     }
 
     /// The filesystem store's directory (meaningless for an S3 stack).
@@ -459,10 +480,23 @@ impl TestStack {
         deployment_id: Uuid,
         timeout: Duration,
     ) -> anyhow::Result<Value> {
+        self.wait_settled_as(&self.api_key, deployment_id, timeout)
+            .await
+    }
+
+    /// [`Self::wait_settled`] for a deployment of another tenant's (its key).
+    pub async fn wait_settled_as(
+        &self,
+        key: &str,
+        deployment_id: Uuid,
+        timeout: Duration,
+    ) -> anyhow::Result<Value> {
         let deadline = Instant::now() + timeout;
         loop {
             let body: Value = self
-                .get(&format!("/api/deployments/{deployment_id}/logs"))
+                .http
+                .get(self.url(&format!("/api/deployments/{deployment_id}/logs")))
+                .bearer_auth(key)
                 .send()
                 .await?
                 .json()
@@ -478,8 +512,13 @@ impl TestStack {
     }
 
     pub async fn wait_active(&self, deployment_id: Uuid) -> anyhow::Result<Value> {
+        self.wait_active_as(&self.api_key, deployment_id).await
+    }
+
+    /// [`Self::wait_active`] for a deployment of another tenant's (its key).
+    pub async fn wait_active_as(&self, key: &str, deployment_id: Uuid) -> anyhow::Result<Value> {
         let body = self
-            .wait_settled(deployment_id, Duration::from_secs(180))
+            .wait_settled_as(key, deployment_id, Duration::from_secs(180))
             .await?;
         if body["status"] != "active" {
             bail!(
@@ -544,6 +583,13 @@ impl TestStack {
             for container in containers.lines() {
                 docker(&["rm", "-f", container])?;
             }
+            // Already gone when the test purged the function.
+            docker(&[
+                "network",
+                "rm",
+                &format!("slipway-fn-{}", function_id.simple()),
+            ])
+            .ok();
         }
         // `close` waits for every borrowed connection; a test still holding one must not hang.
         if tokio::time::timeout(Duration::from_secs(5), self.pool.close())

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use slipway_shared::{
     archive::{self, ArchiveError},
+    build_rules,
     db::{self, deployments::NewDeployment},
     domain::{FunctionEvent, FunctionStatus, ServingEvent},
     jobs::{BuildJob, Job},
@@ -46,6 +47,32 @@ fn archive_rejection(error: ArchiveError) -> ApiError {
     ApiError::new(status, error.code(), error.to_string())
 }
 
+/// Refuses a Dockerfile that reaches for URLs or for images that are not the caller's to use
+/// (`build_rules`), naming each line.
+async fn check_build_rules(
+    state: &AppState,
+    conn: &mut sqlx::PgConnection,
+    owner_id: Uuid,
+    dockerfile: &[u8],
+) -> Result<(), ApiError> {
+    let own = match &state.config.registry {
+        Some(registry) => {
+            let functions = db::functions::live_of_owner(conn, owner_id).await?;
+            build_rules::OwnRepositories::at(registry, &functions)
+        }
+        None => build_rules::OwnRepositories::default(),
+    };
+    let violations = build_rules::check(dockerfile, &state.config.build_base_images, &own);
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "dockerfile_refused",
+            build_rules::describe(&violations),
+        ))
+    }
+}
+
 #[tracing::instrument(skip_all, fields(function_id = %request.function_id))]
 pub async fn accept(
     state: &AppState,
@@ -61,6 +88,7 @@ pub async fn accept(
 
     let mut tx = state.pool.begin().await?;
     let function = auth::lock_for_change(&mut tx, &caller, request.function_id).await?;
+    check_build_rules(state, &mut tx, caller.user_id, &summary.dockerfile).await?;
     let update = open_update(&mut tx, &function).await?.map_err(|status| {
         ApiError::conflict(
             "function_not_deployable",
@@ -86,10 +114,13 @@ pub async fn accept(
     .await?;
     db::functions::set_status(&mut tx, function.id, update.next_status).await?;
     db::functions::set_env(&mut tx, function.id, &env).await?;
-    BuildJob { deployment_id }
-        .enqueue(&mut tx)
-        .await
-        .context("enqueueing the build")?;
+    BuildJob {
+        deployment_id,
+        slot_waits: 0,
+    }
+    .enqueue(&mut tx)
+    .await
+    .context("enqueueing the build")?;
 
     // Stored before commit so the build never looks for a missing archive; removed again if the
     // commit fails, so no object outlives its rolled-back deployment.

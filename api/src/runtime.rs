@@ -1,10 +1,10 @@
 //! Runtime controls (seed 004): enqueue a restart or recycle of the active version's instance,
-//! and change how a function serves (`enabled`, `on_tag_overwrite`).
+//! and change how a function serves (`enabled`, `on_tag_overwrite`, hooks, limits).
 
 use anyhow::Context;
 use slipway_shared::{
     db,
-    domain::FunctionStatus,
+    domain::{FunctionStatus, RequestedLimits},
     jobs::{Job, RuntimeAction, RuntimeJob},
     lifecycle::Lifecycle,
 };
@@ -69,6 +69,8 @@ pub struct Changes {
     pub enabled: Option<bool>,
     pub on_tag_overwrite: Option<String>,
     pub lifecycle: Option<Lifecycle>,
+    pub limits: Option<RequestedLimits>,
+    pub read_only_root: Option<bool>,
 }
 
 pub async fn update(
@@ -90,6 +92,12 @@ pub async fn update(
     }
     if let Some(lifecycle) = &changes.lifecycle {
         db::functions::set_lifecycle(&mut tx, function_id, lifecycle).await?;
+    }
+    if let Some(limits) = &changes.limits {
+        db::functions::set_limits(&mut tx, function_id, limits).await?;
+    }
+    if let Some(read_only_root) = changes.read_only_root {
+        db::functions::set_read_only_root(&mut tx, function_id, read_only_root).await?;
     }
     tx.commit().await?;
     Ok(())

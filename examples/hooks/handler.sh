@@ -1,5 +1,7 @@
 #!/bin/busybox sh
-# One HTTP exchange on stdin/stdout. State lives in /tmp, which survives a container restart.
+# One HTTP exchange on stdin/stdout. State lives in /tmp: memory on the default read-only root,
+# emptied by a restart; on the instance's own layer (kept across a restart) with
+# `"read_only_root_fs": false`.
 read -r method path _
 request_id=""
 while read -r line; do

@@ -220,15 +220,44 @@ slipway_psql() { # user db args...
     -h 127.0.0.1 -p "$SLIPWAY_PG_PORT" -U "$user" -d "$db" "$@"
 }
 
-# A private cluster owned by the postgres OS user on 127.0.0.1:$SLIPWAY_PG_PORT, with the
-# superuser role and database `slipway` (superuser so tests can CREATE DATABASE ... TEMPLATE).
+# Administration of the private cluster: as the postgres OS user over its unix socket (peer
+# authentication), never over TCP.
+slipway_pg_admin() { # args...
+  runuser -u postgres -- "$SLIPWAY_PG_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 \
+    -h "$SLIPWAY_PG_SOCKDIR" -p "$SLIPWAY_PG_PORT" -U postgres -d postgres "$@"
+}
+
+# Who may connect how: the postgres superuser only through the socket as the postgres OS user;
+# everyone else with a password (Slipway's role included), over loopback only.
+slipway_pg_hba() { # data dir
+  cat >"$1/pg_hba.conf" <<HBA
+# Written by scripts/lib/services.sh on every start.
+local all postgres peer
+host all postgres 0.0.0.0/0 reject
+host all postgres ::/0 reject
+host all all 127.0.0.1/32 scram-sha-256
+host all all ::1/128 scram-sha-256
+HBA
+  chown postgres:postgres "$1/pg_hba.conf"
+}
+
+# A private cluster owned by the postgres OS user on 127.0.0.1:$SLIPWAY_PG_PORT, with the role
+# and database `slipway`. The role has a password (kept in the state dir) and may create
+# databases (the tests clone theirs from a template), and nothing more: not a superuser.
 slipway_start_postgres() {
   SLIPWAY_PG_PORT=${SLIPWAY_PG_PORT:-5433}
   local port=$SLIPWAY_PG_PORT dir=$SLIPWAY_STATE_DIR/postgres
   local data=$dir/data sockdir=$dir log=$SLIPWAY_LOGS/postgres.log t0 how=reused
   t0=$(slipway_now_ms)
   if ((${#sockdir} + 20 > 107)); then sockdir=$(slipway_short_run_dir)/pg; fi
-  export DATABASE_URL="postgres://slipway@127.0.0.1:$port/slipway"
+  SLIPWAY_PG_SOCKDIR=$sockdir
+  local password_file=$dir/slipway.password password
+  mkdir -p "$dir"
+  if [ ! -s "$password_file" ]; then
+    (umask 077 && od -An -tx1 -N24 /dev/urandom | tr -d ' \n' >"$password_file")
+  fi
+  password=$(cat "$password_file")
+  export DATABASE_URL="postgres://slipway:$password@127.0.0.1:$port/slipway"
 
   if ! "$SLIPWAY_PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$port"; then
     how=started
@@ -255,6 +284,7 @@ unix_socket_directories = '$sockdir'
 max_connections = 300
 CONF
     chown postgres:postgres "$data/slipway.conf"
+    slipway_pg_hba "$data"
     local fsync=${SLIPWAY_PG_FSYNC:-on}
     local pid='' tries
     if [ -f "$data/postmaster.pid" ]; then pid=$(head -n1 "$data/postmaster.pid"); fi
@@ -278,19 +308,20 @@ CONF
     slipway_wait_for postgres 60 "$log" "" "$SLIPWAY_PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$port"
   fi
 
-  # Role and database (also on a reused cluster: it may be someone else's fresh one).
-  if [ "$(slipway_psql slipway slipway -c 'SELECT rolsuper FROM pg_roles WHERE rolname = current_user' 2>/dev/null)" != t ]; then
-    slipway_psql postgres postgres -c 'SELECT 1' >/dev/null 2>&1 \
-      || slipway_fail postgres "$log" "something answers on 127.0.0.1:$port but lets neither slipway nor postgres in without a password; stop it or set SLIPWAY_PG_PORT"
-    if [ "$(slipway_psql postgres postgres -c "SELECT 1 FROM pg_roles WHERE rolname = 'slipway'")" = 1 ]; then
-      slipway_psql postgres postgres -c 'ALTER ROLE slipway WITH LOGIN SUPERUSER' >/dev/null
-    else
-      slipway_psql postgres postgres -c 'CREATE ROLE slipway WITH LOGIN SUPERUSER' >/dev/null
+  # Role and database (also on a reused cluster: it may be someone else's fresh one, or one an
+  # older script set up with a superuser role and no password).
+  if [ "$(PGPASSWORD=$password slipway_psql slipway slipway -c 'SELECT rolsuper FROM pg_roles WHERE rolname = current_user' 2>/dev/null)" != f ]; then
+    [ -f "$data/PG_VERSION" ] \
+      || slipway_fail postgres "$log" "something answers on 127.0.0.1:$port that is not this state dir's cluster and does not let slipway in; stop it or set SLIPWAY_PG_PORT"
+    slipway_pg_hba "$data"
+    runuser -u postgres -- "$SLIPWAY_PG_BIN/pg_ctl" -D "$data" reload >>"$SLIPWAY_LOGS/pg_ctl.log" 2>&1 || true
+    local role=present
+    if [ "$(slipway_pg_admin -c "SELECT 1 FROM pg_roles WHERE rolname = 'slipway'")" != 1 ]; then role=; fi
+    slipway_pg_admin -c "$([ -n "$role" ] && echo ALTER || echo CREATE) ROLE slipway WITH LOGIN NOSUPERUSER CREATEDB NOCREATEROLE PASSWORD '$password'" >/dev/null
+    if [ "$(slipway_pg_admin -c "SELECT 1 FROM pg_database WHERE datname = 'slipway'")" != 1 ]; then
+      slipway_pg_admin -c 'CREATE DATABASE slipway OWNER slipway' >/dev/null
     fi
-    if [ "$(slipway_psql postgres postgres -c "SELECT 1 FROM pg_database WHERE datname = 'slipway'")" != 1 ]; then
-      slipway_psql postgres postgres -c 'CREATE DATABASE slipway OWNER slipway' >/dev/null
-    fi
-    [ "$(slipway_psql slipway slipway -c 'SELECT rolsuper FROM pg_roles WHERE rolname = current_user')" = t ] \
+    [ "$(PGPASSWORD=$password slipway_psql slipway slipway -c 'SELECT rolsuper FROM pg_roles WHERE rolname = current_user')" = f ] \
       || slipway_fail postgres "$log" "could not set up role/database slipway"
   fi
   slipway_note postgres "$how" "$t0"
@@ -298,10 +329,85 @@ CONF
 
 slipway_docker() { "$SLIPWAY_DOCKER_CLI" -H "$SLIPWAY_DOCKER_HOST" "$@"; }
 
-# A private Docker engine: the function runtime and, through its embedded BuildKit, the builder.
+# The functions' network: the engine that runs (and builds) functions lives in a network
+# namespace of its own, joined to this one by a veth pair (the "uplink"). Its engine keeps
+# --iptables=true there, where the rules touch nothing outside, and scripts/lib/function-firewall.sh
+# decides what a function may reach. This namespace gets only the uplink's address and one
+# route to the functions' address pool, through the uplink: the API reaches a function at its
+# container's own address, and nothing of this namespace is a function's to reach.
+#   SLIPWAY_RUNTIME_POOL     functions' addresses (a free /16 in 10.224.0.0/12 by default)
+#   SLIPWAY_FUNCTION_EGRESS  none (default) | public; SLIPWAY_FUNCTION_EGRESS_ALLOW: CIDRs
+slipway_start_runtime_net() {
+  local hash ns veth state n p t0 how=reused
+  t0=$(slipway_now_ms)
+  hash=$(printf '%s' "$SLIPWAY_STATE_DIR" | sha256sum | cut -c1-6)
+  ns=slwrt-$hash veth=slwu$hash state=$SLIPWAY_STATE_DIR/docker/net.env
+  mkdir -p "$SLIPWAY_STATE_DIR/docker"
+  if [ -f "$state" ]; then
+    # shellcheck source=/dev/null
+    source "$state"
+  fi
+  if ! ip netns list | grep -qw "^$ns" || ! ip link show "$veth" >/dev/null 2>&1; then
+    how=started
+    slipway_need_root "creating the functions' network namespace"
+    ip netns del "$ns" 2>/dev/null || true
+    ip link del "$veth" 2>/dev/null || true
+    # A /30 and a /16 nobody here routes yet, so two clones on one machine never overlap.
+    SLIPWAY_RUNTIME_UPLINK=
+    for ((n = 0; n < 256; n++)); do
+      if ! ip -4 addr show | grep -q " 10\.223\.$n\.[0-9]*/30"; then
+        SLIPWAY_RUNTIME_UPLINK=10.223.$n
+        break
+      fi
+    done
+    [ -n "$SLIPWAY_RUNTIME_UPLINK" ] || slipway_die "no free uplink /30 in 10.223.0.0/16"
+    if [ -z "${SLIPWAY_RUNTIME_POOL:-}" ] || ip -4 route show "$SLIPWAY_RUNTIME_POOL" | grep -q .; then
+      SLIPWAY_RUNTIME_POOL=
+      for ((p = 224; p < 240; p++)); do
+        if ! ip -4 route show | grep -q "^10\.$p\."; then
+          SLIPWAY_RUNTIME_POOL=10.$p.0.0/16
+          break
+        fi
+      done
+    fi
+    [ -n "$SLIPWAY_RUNTIME_POOL" ] || slipway_die "no free /16 for functions in 10.224.0.0/12"
+    ip netns add "$ns"
+    ip -n "$ns" link set lo up
+    # No IPv6 in there: a bridge's link-local address would be a way out of the rules below.
+    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    ip link add "$veth" type veth peer name uplink0 netns "$ns"
+    ip addr add "$SLIPWAY_RUNTIME_UPLINK.1/30" dev "$veth"
+    ip link set "$veth" up
+    ip -n "$ns" addr add "$SLIPWAY_RUNTIME_UPLINK.2/30" dev uplink0
+    ip -n "$ns" link set uplink0 up
+    ip route replace "$SLIPWAY_RUNTIME_POOL" via "$SLIPWAY_RUNTIME_UPLINK.2" dev "$veth"
+    printf 'SLIPWAY_RUNTIME_UPLINK=%s\nSLIPWAY_RUNTIME_POOL=%s\n' \
+      "$SLIPWAY_RUNTIME_UPLINK" "$SLIPWAY_RUNTIME_POOL" >"$state"
+    SLIPWAY_STARTED+=("netns:$ns:$veth:$SLIPWAY_RUNTIME_POOL")
+  fi
+  export SLIPWAY_RUNTIME_NETNS=$ns SLIPWAY_RUNTIME_POOL
+  # The platform's address as the functions' engine sees it: the registry listens here.
+  export SLIPWAY_PLATFORM_ADDR=$SLIPWAY_RUNTIME_UPLINK.1
+  slipway_note "functions' network ($ns, pool $SLIPWAY_RUNTIME_POOL)" "$how" "$t0"
+}
+
+# Applies the function firewall inside the runtime namespace (every start: the rules are the
+# engine's host firewall, and a reused engine may have been started by an older script).
+slipway_apply_function_firewall() {
+  SLIPWAY_FUNCTION_BRIDGES='slw+' SLIPWAY_UPLINK=uplink0 \
+    ip netns exec "$SLIPWAY_RUNTIME_NETNS" "$SLIPWAY_REPO/scripts/lib/function-firewall.sh" \
+    >>"$SLIPWAY_LOGS/firewall.log" 2>&1 \
+    || slipway_fail firewall "$SLIPWAY_LOGS/firewall.log" "could not apply the function firewall in $SLIPWAY_RUNTIME_NETNS"
+}
+
+# A private Docker engine in the functions' namespace: the function runtime and, through its
+# embedded BuildKit, the builder. It is reached through its unix socket, which no namespace
+# hides. Its own mount namespace gets a sysfs of the network namespace (else dockerd finds no
+# devices cgroup) and private /run/docker and /run/containerd.
 slipway_start_dockerd() {
   local dir=$SLIPWAY_STATE_DIR/docker log=$SLIPWAY_LOGS/dockerd.log sock exec t0 how=reused pid=
   t0=$(slipway_now_ms)
+  [ -n "${SLIPWAY_RUNTIME_NETNS:-}" ] || slipway_start_runtime_net
   sock=$dir/docker.sock exec=$dir/exec
   # The exec root holds containerd's sockets too (exec/containerd/containerd-debug.sock).
   if ((${#dir} > 60)); then
@@ -311,7 +417,7 @@ slipway_start_dockerd() {
   if ! slipway_docker version --format '{{.Server.Version}}' >/dev/null 2>&1; then
     how=started
     slipway_need_root "starting dockerd"
-    mkdir -p "$dir/data" "$exec" "$(dirname "$sock")"
+    mkdir -p "$dir/data" "$exec" "$dir/cgroup" "$(dirname "$sock")" /run/docker /run/containerd
     if [ -f "$dir/docker.pid" ]; then pid=$(cat "$dir/docker.pid"); fi
     if slipway_alive "$pid" dockerd \
       && slipway_wait_for_owner "$pid" 60 dockerd "$log" slipway_docker version --format '{{.Server.Version}}'; then
@@ -319,25 +425,46 @@ slipway_start_dockerd() {
       pid=
     else
       rm -f "$sock" "$dir/docker.pid"
-      slipway_say "dockerd: starting on $sock"
-      SLIPWAY_DOCKERD_DIRS=("$dir/data" "$exec")
-      slipway_spawn dockerd "$log" /usr/sbin/dockerd --iptables=false --ip-masq=false --bridge=none \
+      slipway_say "dockerd: starting on $sock in network namespace $SLIPWAY_RUNTIME_NETNS"
+      local registry_port=${SLIPWAY_REGISTRY_PORT:-5000}
+      # shellcheck disable=SC2016  # expanded by the inner shell
+      slipway_spawn dockerd "$log" nsenter --net="/run/netns/$SLIPWAY_RUNTIME_NETNS" \
+        unshare -m --propagation private sh -c '
+          set -e
+          mount --rbind /sys/fs/cgroup "$0/cgroup"
+          mount -t sysfs sysfs /sys
+          mount --rbind "$0/cgroup" /sys/fs/cgroup
+          umount -R "$0/cgroup"
+          mount -t tmpfs tmpfs /run/docker
+          mount -t tmpfs tmpfs /run/containerd
+          shift
+          exec "$@"' "$dir" - \
+        /usr/sbin/dockerd --iptables=true --ip-masq=false --bridge=none \
+        --default-address-pool "base=$SLIPWAY_RUNTIME_POOL,size=28" \
+        --insecure-registry "$SLIPWAY_PLATFORM_ADDR:$registry_port" \
         --storage-driver=vfs --data-root "$dir/data" --exec-root "$exec" \
         -H "unix://$sock" --pidfile "$dir/docker.pid"
       pid=$SLIPWAY_SPAWNED_PID
     fi
     slipway_wait_for dockerd 60 "$log" "$pid" slipway_docker version --format '{{.Server.Version}}'
   fi
+  slipway_apply_function_firewall
   slipway_note dockerd "$how" "$t0"
 }
 
-# Debian's docker-registry (distribution 2.8) on 127.0.0.1:$SLIPWAY_REGISTRY_PORT.
+# Debian's docker-registry (distribution 2.8) on the uplink's address in this namespace
+# ($SLIPWAY_PLATFORM_ADDR:$SLIPWAY_REGISTRY_PORT): the functions' engine pushes and pulls there,
+# this namespace's processes reach it as a local address, and the function firewall keeps
+# functions from it.
 slipway_start_registry() {
   local port=${SLIPWAY_REGISTRY_PORT:-5000} dir=$SLIPWAY_STATE_DIR/registry
   local log=$SLIPWAY_LOGS/registry.log t0 how=reused
   t0=$(slipway_now_ms)
-  export SLIPWAY_REGISTRY="127.0.0.1:$port"
-  if ! curl -fsS -m 5 "http://127.0.0.1:$port/v2/" >/dev/null 2>&1; then
+  [ -n "${SLIPWAY_PLATFORM_ADDR:-}" ] || slipway_start_runtime_net
+  local addr=$SLIPWAY_PLATFORM_ADDR:$port
+  # Plain HTTP off loopback: the engine has it as --insecure-registry, Slipway as this.
+  export SLIPWAY_REGISTRY=$addr SLIPWAY_INSECURE_REGISTRIES=$addr
+  if ! curl -fsS -m 5 "http://$addr/v2/" >/dev/null 2>&1; then
     how=started
     mkdir -p "$dir/data"
     cat >"$dir/config.yml" <<YAML
@@ -353,12 +480,12 @@ storage:
   delete:
     enabled: true
 http:
-  addr: 127.0.0.1:$port
+  addr: $addr
   secret: slipway-local-registry-only
 YAML
-    slipway_say "registry: starting on 127.0.0.1:$port"
+    slipway_say "registry: starting on $addr"
     slipway_spawn registry "$log" docker-registry serve "$dir/config.yml"
-    slipway_wait_for registry 30 "$log" "$SLIPWAY_SPAWNED_PID" curl -fsS -m 5 "http://127.0.0.1:$port/v2/"
+    slipway_wait_for registry 30 "$log" "$SLIPWAY_SPAWNED_PID" curl -fsS -m 5 "http://$addr/v2/"
   fi
   slipway_note registry "$how" "$t0"
 }
@@ -448,6 +575,8 @@ slipway_make_base_image() {
       slipway_die "base image: $busybox is dynamically linked (install busybox-static)"
     fi
     rootfs=$(mktemp -d "${TMPDIR:-/tmp}/slipway-rootfs.XXXXXX")
+    # mktemp makes it 0700: the image's / must let functions that do not run as root in.
+    chmod 0755 "$rootfs"
     mkdir -p "$rootfs/bin" "$rootfs/etc" "$rootfs/tmp" "$rootfs/www"
     chmod 1777 "$rootfs/tmp"
     cp "$busybox" "$rootfs/bin/busybox"
@@ -490,10 +619,18 @@ slipway_unmount_under() { # dirs...
 
 # Stops, newest first, only what this invocation started (not services it reused).
 slipway_stop_started() {
-  local i entry pid name data t
+  local i entry pid name data t ns veth pool
   for ((i = ${#SLIPWAY_STARTED[@]} - 1; i >= 0; i--)); do
     entry=${SLIPWAY_STARTED[i]}
     case $entry in
+      netns:*)
+        IFS=: read -r _ ns veth pool <<<"$entry"
+        slipway_say "removing the functions' network namespace $ns"
+        ip route del "$pool" 2>/dev/null || true
+        ip link del "$veth" 2>/dev/null || true
+        ip netns del "$ns" 2>/dev/null || true
+        rm -f "$SLIPWAY_STATE_DIR/docker/net.env"
+        ;;
       pg:*)
         data=${entry#pg:}
         slipway_say "stopping postgres ($data)"
@@ -530,6 +667,7 @@ slipway_write_services_env() {
   {
     echo "# Written by scripts/$(basename "$0") on $(date -u +%FT%TZ)."
     for var in SLIPWAY_STATE_DIR DATABASE_URL SLIPWAY_DOCKER_HOST SLIPWAY_REGISTRY \
+      SLIPWAY_INSECURE_REGISTRIES SLIPWAY_RUNTIME_NETNS SLIPWAY_RUNTIME_POOL SLIPWAY_PLATFORM_ADDR \
       SLIPWAY_TEST_S3_ENDPOINT SLIPWAY_TEST_S3_BUCKET AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION; do
       if [ -n "${!var:-}" ]; then printf '%s=%q\n' "$var" "${!var}"; fi
     done
@@ -541,7 +679,7 @@ slipway_write_services_env() {
 # One line naming the components in use and their versions.
 slipway_summary() {
   local pg dockerd registry moto=
-  pg=$(slipway_psql slipway slipway -c 'SHOW server_version' 2>/dev/null | cut -d' ' -f1) || true
+  pg=$("$SLIPWAY_PG_BIN/psql" -X -At "$DATABASE_URL" -c 'SHOW server_version' 2>/dev/null | cut -d' ' -f1) || true
   dockerd=$(slipway_docker version --format '{{.Server.Version}}' 2>/dev/null) || true
   registry=$(docker-registry --version 2>/dev/null | awk '{print $NF}') || true
   if [ -n "${SLIPWAY_TEST_S3_ENDPOINT:-}" ]; then

@@ -59,6 +59,9 @@ pub struct ArchiveSummary {
     pub uncompressed_bytes: u64,
     /// Hex SHA-256 of the archive as uploaded.
     pub sha256: String,
+    /// The root Dockerfile as BuildKit will read it (the last such entry wins on extraction),
+    /// for the build rules that look inside it.
+    pub dockerfile: Vec<u8>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -426,8 +429,14 @@ fn validate_counting(
     if !bytes.starts_with(&GZIP_MAGIC) {
         return (Err(ArchiveError::NotGzip), None);
     }
+    let mut dockerfile = Vec::new();
     let (result, inflated) = walk(bytes, limits, |checked, entry| {
-        let copied = io::copy(entry, &mut io::sink()).map_err(not_tar)?;
+        let copied = if checked.path == "Dockerfile" {
+            dockerfile.clear();
+            io::copy(entry, &mut dockerfile).map_err(not_tar)?
+        } else {
+            io::copy(entry, &mut io::sink()).map_err(not_tar)?
+        };
         // A tar cut inside an entry's data reads as a short entry, not as an error.
         if copied != entry.size() {
             return Err(ArchiveError::NotTar(format!(
@@ -441,6 +450,7 @@ fn validate_counting(
         entries: tree.entries,
         uncompressed_bytes: inflated,
         sha256: hex::encode(Sha256::digest(bytes)),
+        dockerfile,
     });
     (summary, Some(inflated))
 }
@@ -580,9 +590,13 @@ fn fresh_header(original: &tar::Header, kind: EntryType, size: u64) -> tar::Head
 ///
 /// Every validation rule is applied again (sizes excepted: they were enforced at upload), so on
 /// any error `dest` may hold a partial tar and must not be used.
+///
+/// `RUN --mount=type=cache` ids are scoped to `cache_namespace` (the owner): BuildKit shares a
+/// cache mount between every build of the daemon that names the same id.
 pub fn prepare_build_context(
     archive: impl Read,
     dest: &Path,
+    cache_namespace: &str,
 ) -> Result<PreparedContext, ArchiveError> {
     let mut output = tar::Builder::new(io::BufWriter::new(std::fs::File::create(dest)?));
     let mut stripped_directives = Vec::new();
@@ -611,6 +625,12 @@ pub fn prepare_build_context(
                 .read_to_end(&mut original)
                 .map_err(not_tar)?;
                 let (kept, stripped) = strip_syntax_directives(&original);
+                let kept = match std::str::from_utf8(&kept) {
+                    Ok(text) => crate::dockerfile::namespace_cache_mounts(text, cache_namespace)
+                        .into_bytes(),
+                    // Not text: BuildKit's parser refuses it with its own message.
+                    Err(_) => kept,
+                };
                 // A later Dockerfile entry replaces this one on extraction; report that one's.
                 stripped_directives = stripped;
                 let mut header = fresh_header(entry.header(), checked.kind, kept.len() as u64);

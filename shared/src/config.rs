@@ -1,12 +1,18 @@
 //! Typed configuration from the environment, one struct per concern, validated at start-up.
 //! Secrets are `SecretString` so they cannot be logged by accident.
 
-use std::{net::SocketAddr, ops::RangeInclusive, str::FromStr, time::Duration};
+use std::{net::SocketAddr, str::FromStr, time::Duration};
 
 use anyhow::{Context, bail};
 use secrecy::SecretString;
 
-use crate::{archive::ArchiveLimits, registry::RegistryLogin, secrets::SecretsKey};
+use crate::{
+    archive::ArchiveLimits,
+    dockerfile::BaseImageAllowList,
+    domain::{FunctionLimits, LimitPolicy},
+    registry::RegistryLogin,
+    secrets::SecretsKey,
+};
 
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
@@ -85,6 +91,8 @@ pub struct ApiConfig {
     pub ecr: Option<RegistryConfig>,
     /// Credentials for OCI registries that ask for them, when verifying.
     pub registry_login: Option<RegistryLogin>,
+    /// `SLIPWAY_INSECURE_REGISTRIES`: registries verified over plain HTTP.
+    pub insecure_registries: Vec<String>,
     /// How long an invocation of an Inactive function waits for it to wake before a 503 with
     /// `Retry-After`.
     pub wake_timeout: Duration,
@@ -97,6 +105,14 @@ pub struct ApiConfig {
     /// `SLIPWAY_SECRETS_KEY`: seals git bindings' secrets and credentials; without it no binding
     /// can be made.
     pub secrets_key: Option<SecretsKey>,
+    /// What a function's instances may use, and what a function may ask for.
+    pub function_limits: LimitPolicy,
+    /// `SLIPWAY_BUILD_BASE_IMAGES`: the images a Dockerfile may build `FROM` besides `scratch`
+    /// and the caller's own functions' repositories.
+    pub build_base_images: BaseImageAllowList,
+    /// `SLIPWAY_REGISTRY`, where the caller's own repositories are (unset: a Dockerfile may use
+    /// allowed base images only).
+    pub registry: Option<String>,
 }
 
 impl ApiConfig {
@@ -112,11 +128,15 @@ impl ApiConfig {
                 _ => None,
             },
             registry_login: registry_login()?,
+            insecure_registries: insecure_registries(),
             wake_timeout: duration("SLIPWAY_WAKE_TIMEOUT", Duration::from_secs(30))?,
             scheduler: SchedulerConfig::from_env()?,
             signature_max_skew: duration("SLIPWAY_SIGNATURE_MAX_SKEW", Duration::from_secs(300))?,
             git_allow_file: parsed("SLIPWAY_GIT_ALLOW_FILE", false)?,
             secrets_key: secrets_key()?,
+            function_limits: function_limits()?,
+            build_base_images: build_base_images()?,
+            registry: var("SLIPWAY_REGISTRY"),
         })
     }
 }
@@ -135,10 +155,8 @@ pub struct WorkerConfig {
     pub ecr_endpoint: Option<String>,
     /// `SLIPWAY_REGISTRY_USERNAME` / `_PASSWORD`, for registries that ask for credentials.
     pub registry_login: Option<RegistryLogin>,
-    /// The address functions' ports are reached at (the runtime host, from the api's view).
-    pub runtime_host: String,
-    /// Host ports handed to functions as `$PORT`.
-    pub port_range: RangeInclusive<u16>,
+    /// `SLIPWAY_INSECURE_REGISTRIES`: registries spoken to over plain HTTP.
+    pub insecure_registries: Vec<String>,
     /// How long a new container may take to answer on its port.
     pub start_timeout: Duration,
     /// How long the previous version keeps running after traffic moved, for in-flight requests.
@@ -171,6 +189,51 @@ pub struct WorkerConfig {
     pub git_allow_file: bool,
     /// `SLIPWAY_SECRETS_KEY`: opens git bindings' credentials.
     pub secrets_key: Option<SecretsKey>,
+    /// What a function's instances may use.
+    pub function_limits: LimitPolicy,
+    /// `SLIPWAY_BUILD_BASE_IMAGES`: what a pushed commit's Dockerfile may build `FROM`.
+    pub build_base_images: BaseImageAllowList,
+    /// `SLIPWAY_BUILD_SLOTS_PER_OWNER`: builds one owner may run at once across all workers;
+    /// the owner's other builds wait while other owners' run.
+    pub build_slots_per_owner: u32,
+}
+
+/// `SLIPWAY_FUNCTION_{MEMORY_MB,CPU,PIDS}` and their `_MAX_` counterparts.
+fn function_limits() -> anyhow::Result<LimitPolicy> {
+    let defaults = LimitPolicy::default();
+    let cpu_millis = |name: &str, default: u32| -> anyhow::Result<u32> {
+        let cpus: f64 = parsed(name, f64::from(default) / 1000.0)?;
+        if !cpus.is_finite() || cpus <= 0.0 || cpus > 1024.0 {
+            bail!("{name} must be a positive number of CPUs");
+        }
+        Ok((cpus * 1000.0).round() as u32)
+    };
+    let policy = LimitPolicy {
+        default: FunctionLimits {
+            memory_mb: parsed("SLIPWAY_FUNCTION_MEMORY_MB", defaults.default.memory_mb)?,
+            cpu_millis: cpu_millis("SLIPWAY_FUNCTION_CPU", defaults.default.cpu_millis)?,
+            pids: parsed("SLIPWAY_FUNCTION_PIDS", defaults.default.pids)?,
+        },
+        max: FunctionLimits {
+            memory_mb: parsed("SLIPWAY_FUNCTION_MAX_MEMORY_MB", defaults.max.memory_mb)?,
+            cpu_millis: cpu_millis("SLIPWAY_FUNCTION_MAX_CPU", defaults.max.cpu_millis)?,
+            pids: parsed("SLIPWAY_FUNCTION_MAX_PIDS", defaults.max.pids)?,
+        },
+    };
+    let requested = crate::domain::RequestedLimits {
+        memory_mb: Some(policy.default.memory_mb),
+        cpu_millis: Some(policy.default.cpu_millis),
+        pids: Some(policy.default.pids),
+    };
+    policy
+        .validate(&requested)
+        .context("the SLIPWAY_FUNCTION_* defaults must lie within their maximums")?;
+    Ok(policy)
+}
+
+fn build_base_images() -> anyhow::Result<BaseImageAllowList> {
+    BaseImageAllowList::parse(&var("SLIPWAY_BUILD_BASE_IMAGES").unwrap_or_default())
+        .map_err(|e| anyhow::anyhow!("SLIPWAY_BUILD_BASE_IMAGES: {e}"))
 }
 
 fn secrets_key() -> anyhow::Result<Option<SecretsKey>> {
@@ -196,9 +259,6 @@ fn archive_limits() -> anyhow::Result<ArchiveLimits> {
 
 impl WorkerConfig {
     pub fn from_env() -> anyhow::Result<Self> {
-        let port_range =
-            parse_port_range(&var("SLIPWAY_PORT_RANGE").unwrap_or("20000-20999".into()))
-                .context("SLIPWAY_PORT_RANGE")?;
         let config = Self {
             docker_host: required("SLIPWAY_DOCKER_HOST")?,
             buildkit: var("SLIPWAY_BUILDKIT").unwrap_or_else(|| "docker".into()),
@@ -206,8 +266,7 @@ impl WorkerConfig {
             registry_kind: RegistryConfig::from_env()?.kind,
             ecr_endpoint: var("SLIPWAY_ECR_ENDPOINT"),
             registry_login: registry_login()?,
-            runtime_host: var("SLIPWAY_RUNTIME_HOST").unwrap_or_else(|| "127.0.0.1".into()),
-            port_range,
+            insecure_registries: insecure_registries(),
             start_timeout: duration("SLIPWAY_START_TIMEOUT", Duration::from_secs(30))?,
             drain: duration("SLIPWAY_DRAIN", Duration::from_secs(2))?,
             concurrency: parsed("SLIPWAY_WORKER_CONCURRENCY", 4)?,
@@ -227,9 +286,15 @@ impl WorkerConfig {
             archive_limits: archive_limits()?,
             git_allow_file: parsed("SLIPWAY_GIT_ALLOW_FILE", false)?,
             secrets_key: secrets_key()?,
+            function_limits: function_limits()?,
+            build_base_images: build_base_images()?,
+            build_slots_per_owner: parsed("SLIPWAY_BUILD_SLOTS_PER_OWNER", 2)?,
         };
         if config.concurrency == 0 {
             bail!("SLIPWAY_WORKER_CONCURRENCY must be at least 1");
+        }
+        if config.build_slots_per_owner == 0 {
+            bail!("SLIPWAY_BUILD_SLOTS_PER_OWNER must be at least 1");
         }
         if config.retained_versions == 0 {
             bail!("SLIPWAY_RETAINED_VERSIONS must be at least 1");
@@ -257,6 +322,8 @@ pub struct RegistryConfig {
     pub ecr_endpoint: Option<String>,
     /// For OCI registries that ask for credentials (basic, or a token service).
     pub login: Option<RegistryLogin>,
+    /// `SLIPWAY_INSECURE_REGISTRIES`: hosts spoken to over plain HTTP.
+    pub insecure: Vec<String>,
 }
 
 impl RegistryConfig {
@@ -271,8 +338,20 @@ impl RegistryConfig {
             host: required("SLIPWAY_REGISTRY")?,
             ecr_endpoint: var("SLIPWAY_ECR_ENDPOINT"),
             login: registry_login()?,
+            insecure: insecure_registries(),
         })
     }
+}
+
+/// `SLIPWAY_INSECURE_REGISTRIES`: comma-separated `host[:port]`s reached over plain HTTP, as
+/// dockerd's `--insecure-registry` (loopback ones always are).
+fn insecure_registries() -> Vec<String> {
+    var("SLIPWAY_INSECURE_REGISTRIES")
+        .unwrap_or_default()
+        .split(',')
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .collect()
 }
 
 fn registry_login() -> anyhow::Result<Option<RegistryLogin>> {
@@ -371,30 +450,4 @@ pub fn unique_worker_name() -> String {
         std::process::id(),
         rand::random::<u32>()
     )
-}
-
-pub fn parse_port_range(raw: &str) -> anyhow::Result<RangeInclusive<u16>> {
-    let (low, high) = raw
-        .split_once('-')
-        .with_context(|| format!("{raw:?} is not a range such as 20000-20999"))?;
-    let (low, high): (u16, u16) = (low.trim().parse()?, high.trim().parse()?);
-    if low == 0 || low > high {
-        bail!("{raw:?} is not a non-empty range of ports");
-    }
-    Ok(low..=high)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn port_ranges_parse_and_reject_nonsense() {
-        assert_eq!(parse_port_range("20000-20999").unwrap(), 20000..=20999);
-        assert_eq!(parse_port_range("8080-8080").unwrap(), 8080..=8080);
-        assert!(parse_port_range("2-1").is_err());
-        assert!(parse_port_range("0-10").is_err());
-        assert!(parse_port_range("20000").is_err());
-        assert!(parse_port_range("a-b").is_err());
-    }
 }

@@ -42,6 +42,25 @@ pub trait Job: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin + 'sta
         }
     }
 
+    /// Writes the job to run no sooner than `delay` from now (apalis has no backoff of its own).
+    fn enqueue_after(
+        &self,
+        conn: &mut PgConnection,
+        delay: std::time::Duration,
+    ) -> impl Future<Output = Result<(), EnqueueError>> + Send {
+        let encoded = serde_json::to_vec(self);
+        let key = self.dedup_key();
+        async move {
+            let task = TaskBuilder::new(encoded?)
+                .max_attempts(Self::MAX_ATTEMPTS)
+                .idempotency_key(key)
+                .run_after(delay)
+                .build();
+            apalis_postgres::queries::push_tasks(conn, Self::NAME, vec![task]).await?;
+            Ok(())
+        }
+    }
+
     /// Writes many jobs in one statement, as the scheduler's sweeps do.
     fn enqueue_all(
         jobs: &[Self],
@@ -92,6 +111,14 @@ impl Job for SourceJob {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BuildJob {
     pub deployment_id: Uuid,
+    /// How often this build found its owner's build slots all taken and was put back in the
+    /// queue (each wait is a job of its own, so its key differs).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub slot_waits: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Push the built image and record its tag and manifest digest.
@@ -235,7 +262,10 @@ impl Job for RollbackJob {
 impl Job for BuildJob {
     const NAME: &'static str = "slipway::build";
     fn dedup_key(&self) -> String {
-        format!("build:{}", self.deployment_id)
+        match self.slot_waits {
+            0 => format!("build:{}", self.deployment_id),
+            n => format!("build:{}:wait{n}", self.deployment_id),
+        }
     }
 }
 

@@ -1,13 +1,16 @@
 //! Slipway's common crate: domain types and state machines (`domain`, pure), every SQL statement
 //! (`db`), the job contract between enqueuers and the worker (`jobs`), typed configuration
-//! (`config`), archive validation (`archive`), archive storage (`store`), reading the registry
+//! (`config`), archive validation (`archive`) and what a Dockerfile may do (`dockerfile`,
+//! `build_rules`), archive storage (`store`), reading the registry
 //! (`registry`), what a git binding may hold (`git`), and secrets sealed at rest (`secrets`).
 //!
 //! Architecture invariant: nothing here talks to BuildKit or a container runtime.
 
 pub mod archive;
+pub mod build_rules;
 pub mod config;
 pub mod db;
+pub mod dockerfile;
 pub mod domain;
 pub mod git;
 pub mod integrity;

@@ -158,6 +158,17 @@ async fn an_initializer_5xx_restarts_the_instance_and_a_timeout_fails_the_start(
         json!({"initializer": {"timeout_s": 30}}),
     )
     .await?;
+    // Its call count lives in /tmp: on the default read-only root that is memory, which a
+    // restart empties; with a writable root it stays on the container's own layer.
+    let response = stack
+        .request(
+            reqwest::Method::PUT,
+            &format!("/api/v1/functions/{restarted}"),
+        )
+        .json(&json!({"read_only_root_fs": false}))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 200);
     let deployment = deploy_with_env(
         &stack,
         restarted,

@@ -11,6 +11,7 @@ mod faults;
 mod hooks;
 mod idempotency;
 mod integrity;
+mod isolation;
 mod keys;
 mod log_stream;
 mod rollback;

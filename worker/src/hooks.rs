@@ -9,14 +9,14 @@
 
 use std::time::Duration;
 
-use slipway_shared::lifecycle::Hook;
+use slipway_shared::{db, lifecycle::Hook};
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::{
     Environment,
     jobs::{StepError, log_lines},
-    runtime::RuntimeError,
+    runtime::{Instance, lifecycle::runtime_step},
 };
 
 const PHASE: &str = "hook";
@@ -65,15 +65,15 @@ async fn log(env: &Environment, deployment_id: Uuid, stream: &str, message: Stri
     .await;
 }
 
-/// Runs the Initializer until it succeeds; an error fails the start.
+/// Runs the Initializer until it succeeds; an error fails the start. A restart may move the
+/// instance to another address: `instance` then holds (and the deployment records) the new one.
 pub async fn initialize(
     env: &Environment,
-    deployment_id: Uuid,
-    container_id: &str,
-    endpoint: &str,
+    deployment: &db::deployments::DeploymentRow,
+    instance: &mut Instance,
     hook: Hook,
 ) -> Result<(), StepError> {
-    let url = format!("http://{endpoint}/initialize");
+    let deployment_id = deployment.id;
     let started = Instant::now();
     let deadline = started + hook.timeout();
     let mut delay = Duration::from_millis(100);
@@ -81,6 +81,7 @@ pub async fn initialize(
     loop {
         attempt += 1;
         let left = deadline.saturating_duration_since(Instant::now());
+        let url = format!("http://{}/initialize", instance.endpoint);
         let (request_id, builder) = request(env, reqwest::Method::POST, &url, left);
         let last = match builder.send().await {
             Ok(response) => {
@@ -109,7 +110,7 @@ pub async fn initialize(
                         format!("{outcome}; restarting the instance"),
                     )
                     .await;
-                    restart_instance(env, container_id, endpoint).await?;
+                    *instance = restart_instance(env, deployment, instance).await?;
                 } else {
                     log(env, deployment_id, "info", format!("{outcome}; retrying")).await;
                 }
@@ -134,19 +135,29 @@ pub async fn initialize(
 
 async fn restart_instance(
     env: &Environment,
-    container_id: &str,
-    endpoint: &str,
-) -> Result<(), StepError> {
-    let as_step = |e: RuntimeError| match e {
-        RuntimeError::Unavailable(m) => StepError::Transient(anyhow::anyhow!(m)),
-        RuntimeError::Function(m) => StepError::Permanent(m),
-    };
-    env.runtime.restart(container_id).await.map_err(as_step)?;
-    env.runtime
-        .wait_until_answering(container_id, endpoint, env.config.start_timeout)
+    deployment: &db::deployments::DeploymentRow,
+    instance: &Instance,
+) -> Result<Instance, StepError> {
+    let restarted = env
+        .runtime
+        .restart(instance, deployment.function_id)
         .await
-        .map_err(as_step)?;
-    Ok(())
+        .map_err(runtime_step)?;
+    {
+        let mut conn = env.pool.acquire().await?;
+        db::deployments::record_instance(
+            &mut conn,
+            deployment.id,
+            &restarted.container_id,
+            &restarted.endpoint,
+        )
+        .await?;
+    }
+    env.runtime
+        .wait_until_answering(&restarted, env.config.start_timeout)
+        .await
+        .map_err(runtime_step)?;
+    Ok(restarted)
 }
 
 /// Calls PreStop before an instance stops; never fails the stop.

@@ -71,6 +71,7 @@ impl Environment {
                 host: config.registry.clone(),
                 ecr_endpoint: config.ecr_endpoint.clone(),
                 login: config.registry_login.clone(),
+                insecure: config.insecure_registries.clone(),
             })?,
             runtime: DockerRuntime::new(docker.clone())?,
             docker,
@@ -119,6 +120,15 @@ fn register<J: RunJob>(monitor: Monitor, env: &Arc<Environment>) -> Monitor {
 }
 
 /// Runs every job queue until `shutdown` resolves.
+/// Stops the engine watcher with the worker, however `run` ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 pub async fn run(
     env: Arc<Environment>,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -136,6 +146,8 @@ pub async fn run(
     monitor = register::<VerifyJob>(monitor, &env);
     monitor = register::<ReleaseJob>(monitor, &env);
     monitor = register::<WakeJob>(monitor, &env);
+    let watcher = tokio::spawn(runtime::lifecycle::watch_instances(Arc::clone(&env)));
+    let _stop_watching = AbortOnDrop(watcher);
     let grace = env.config.shutdown_grace;
     let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
     let monitor = monitor.shutdown_timeout(grace).run_with_signal(async move {

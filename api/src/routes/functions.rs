@@ -9,7 +9,7 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use slipway_shared::{
     db::{self, deployments::DeploymentRow, functions::FunctionRow},
-    domain::FunctionName,
+    domain::{FunctionName, LimitPolicy},
     lifecycle::Lifecycle,
 };
 use uuid::Uuid;
@@ -125,6 +125,11 @@ pub struct FunctionResponse {
     enabled: bool,
     /// Lifecycle hooks (seed 002): `{"initializer"?: {"timeout_s"}, "pre_stop"?: {"timeout_s"}}`.
     lifecycle: Lifecycle,
+    /// What each instance may use: the function's own settings, the operator's defaults for
+    /// the rest, capped by the operator's maximums.
+    limits: LimitsView,
+    /// A read-only root filesystem with a writable `/tmp` (the default).
+    read_only_root_fs: bool,
     skip_signing: bool,
     active_version: Option<i32>,
     latest_version: i32,
@@ -137,8 +142,16 @@ pub struct FunctionResponse {
     deleted_at: Option<String>,
 }
 
-impl From<FunctionRow> for FunctionResponse {
-    fn from(row: FunctionRow) -> Self {
+#[derive(Serialize)]
+pub struct LimitsView {
+    memory_mb: u32,
+    cpu: f64,
+    pids: u32,
+}
+
+impl FunctionResponse {
+    pub fn new(row: FunctionRow, policy: &LimitPolicy) -> Self {
+        let limits = policy.resolve(&row.requested_limits());
         Self {
             id: row.id,
             name: row.name,
@@ -152,6 +165,12 @@ impl From<FunctionRow> for FunctionResponse {
             verified_at: row.verified_at.map(timestamp),
             enabled: row.enabled,
             lifecycle: Lifecycle::from_stored(row.lifecycle.as_ref()),
+            limits: LimitsView {
+                memory_mb: limits.memory_mb,
+                cpu: limits.cpu(),
+                pids: limits.pids,
+            },
+            read_only_root_fs: row.read_only_root,
             skip_signing: row.skip_signing,
             active_version: row.active_version,
             latest_version: row.last_version,
@@ -175,7 +194,10 @@ pub async fn get(
     let row = db::functions::find(&mut conn, caller.user_id, id)
         .await?
         .ok_or_else(ApiError::function_not_found)?;
-    Ok(Json(row.into()))
+    Ok(Json(FunctionResponse::new(
+        row,
+        &state.config.function_limits,
+    )))
 }
 
 #[derive(Serialize)]
@@ -192,7 +214,10 @@ pub async fn list(
     let rows = db::functions::list(&mut conn, caller.user_id).await?;
     Ok(Json(FunctionList {
         count: rows.len(),
-        functions: rows.into_iter().map(Into::into).collect(),
+        functions: rows
+            .into_iter()
+            .map(|row| FunctionResponse::new(row, &state.config.function_limits))
+            .collect(),
     }))
 }
 

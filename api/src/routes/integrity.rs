@@ -69,10 +69,10 @@ pub async fn verify(
         OnTagOverwrite::parse(&function.on_tag_overwrite).context("stored on_tag_overwrite")?;
 
     let registry = state.ecr.clone().unwrap_or_else(|| {
-        Registry::Oci(OciRegistry::with_client(
-            &image.registry,
-            state.http.clone(),
-        ))
+        Registry::Oci(
+            OciRegistry::with_client(&image.registry, state.http.clone())
+                .with_insecure(&state.config.insecure_registries),
+        )
     });
     let verification = tokio::time::timeout(REGISTRY_TIMEOUT, registry.verify(&image, &recorded))
         .await

@@ -8,7 +8,13 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::{Deserialize, Serialize};
-use slipway_shared::{db, integrity::OnTagOverwrite, jobs::RuntimeAction, lifecycle::Lifecycle};
+use slipway_shared::{
+    db,
+    domain::{LimitPolicy, RequestedLimits},
+    integrity::OnTagOverwrite,
+    jobs::RuntimeAction,
+    lifecycle::Lifecycle,
+};
 use uuid::Uuid;
 
 use super::functions::{FunctionResponse, parse_id};
@@ -120,11 +126,46 @@ pub struct UpdateRequest {
     on_tag_overwrite: Option<String>,
     /// Replaces the hooks; `{}` removes them.
     lifecycle: Option<Lifecycle>,
+    /// Replaces the limits; a field left out goes back to the operator's default.
+    limits: Option<LimitsRequest>,
+    read_only_root_fs: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsRequest {
+    memory_mb: Option<u32>,
+    cpu: Option<f64>,
+    pids: Option<u32>,
+}
+
+impl LimitsRequest {
+    fn parse(self, policy: &LimitPolicy) -> Result<RequestedLimits, ApiError> {
+        let invalid = |message: String| ApiError::bad_request("invalid_limits", message);
+        let cpu_millis = match self.cpu {
+            None => None,
+            Some(cpu) if cpu.is_finite() && cpu > 0.0 && cpu <= 1024.0 => {
+                Some((cpu * 1000.0).round() as u32)
+            }
+            Some(cpu) => return Err(invalid(format!("cpu must be a positive number, not {cpu}"))),
+        };
+        let requested = RequestedLimits {
+            memory_mb: self.memory_mb,
+            cpu_millis,
+            pids: self.pids,
+        };
+        policy
+            .validate(&requested)
+            .map_err(|e| invalid(e.to_string()))?;
+        Ok(requested)
+    }
 }
 
 /// `PUT /api/v1/functions/{id}`: `{"enabled": false}` makes invocations answer 503 and nothing
 /// restarts until it is enabled again; `{"on_tag_overwrite": "keep" | "fail"}` sets the policy;
-/// `{"lifecycle": {…}}` sets the hooks, used from the next instance start or stop on.
+/// `{"lifecycle": {…}}` sets the hooks, used from the next instance start or stop on;
+/// `{"limits": {"memory_mb", "cpu", "pids"}}` and `{"read_only_root_fs": false}` change the
+/// sandbox of the next instance started (a restart applies them at once).
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -145,15 +186,24 @@ pub async fn update(
             .validate()
             .map_err(|message| ApiError::bad_request("invalid_lifecycle", message))?;
     }
+    let limits = request
+        .limits
+        .map(|limits| limits.parse(&state.config.function_limits))
+        .transpose()?;
     let changes = Changes {
         enabled: request.enabled,
         on_tag_overwrite: request.on_tag_overwrite,
         lifecycle: request.lifecycle,
+        limits,
+        read_only_root: request.read_only_root_fs,
     };
     runtime::update(&state, caller, id, changes).await?;
     let mut conn = state.pool.acquire().await?;
     let function = db::functions::find(&mut conn, caller.user_id, id)
         .await?
         .ok_or_else(ApiError::function_not_found)?;
-    Ok(Json(function.into()))
+    Ok(Json(FunctionResponse::new(
+        function,
+        &state.config.function_limits,
+    )))
 }

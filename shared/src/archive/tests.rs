@@ -675,7 +675,7 @@ fn the_build_context_keeps_everything_but_the_syntax_line() {
     let archive = gz(&tar.finish());
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("context.tar");
-    let prepared = prepare_build_context(&archive[..], &dest).unwrap();
+    let prepared = prepare_build_context(&archive[..], &dest, "tenant").unwrap();
     assert_eq!(
         prepared.stripped_directives,
         ["# syntax=docker/dockerfile:1"]
@@ -713,7 +713,7 @@ fn a_dockerfile_without_directives_is_copied_byte_for_byte() {
     let archive = gz(&Tar::new().file("Dockerfile", dockerfile).finish());
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("context.tar");
-    let prepared = prepare_build_context(&archive[..], &dest).unwrap();
+    let prepared = prepare_build_context(&archive[..], &dest, "tenant").unwrap();
     assert!(prepared.stripped_directives.is_empty());
     assert_eq!(read_context(&dest)[0].4, dockerfile);
 }
@@ -723,7 +723,7 @@ fn the_build_context_is_refused_for_what_validation_refuses() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("context.tar");
     let prepare = |tar: &[u8]| {
-        prepare_build_context(&gz(tar)[..], &dest)
+        prepare_build_context(&gz(tar)[..], &dest, "tenant")
             .unwrap_err()
             .code()
     };
@@ -751,10 +751,10 @@ fn the_build_context_is_refused_for_what_validation_refuses() {
     let tar = Tar::with_dockerfile().file("data", &[1; 4096]).finish();
     assert_eq!(prepare(&tar[..512 * 4]), "archive_not_tar");
     let archive = gz(&tar);
-    let error = prepare_build_context(&archive[..archive.len() - 8], &dest).unwrap_err();
+    let error = prepare_build_context(&archive[..archive.len() - 8], &dest, "tenant").unwrap_err();
     assert_eq!(error.code(), "archive_not_tar");
     assert_eq!(
-        prepare_build_context(&b"not gzip"[..], &dest)
+        prepare_build_context(&b"not gzip"[..], &dest, "tenant")
             .unwrap_err()
             .code(),
         "archive_not_tar"

@@ -14,6 +14,8 @@ pub struct DeploymentRow {
     pub id: Uuid,
     pub function_id: Uuid,
     pub function_name: String,
+    /// The function's owner: builds and their caches are scoped to it.
+    pub owner_id: Uuid,
     pub version: i32,
     /// None while a pushed commit is still being fetched (and forever if it never was).
     pub archive_key: Option<String>,
@@ -157,14 +159,42 @@ pub async fn transition(
     Ok(done.rows_affected() == 1)
 }
 
-pub async fn mark_build_started(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
+/// Takes one of the owner's build slots for the deployment (its build starts now) unless the
+/// owner's other builds already hold `slots`: one owner's builds cannot take every builder
+/// while other owners' wait. A build that started more than `stale_after` ago no longer
+/// counts: its job is gone or past its timeout. Serialised per owner until the transaction
+/// ends, so two workers cannot both take the last slot.
+pub async fn claim_build_slot(
+    conn: &mut PgConnection,
+    id: Uuid,
+    slots: u32,
+    stale_after: std::time::Duration,
+) -> sqlx::Result<bool> {
     sqlx::query!(
-        "UPDATE deployments SET build_started_at = coalesce(build_started_at, now()) WHERE id = $1",
+        r#"SELECT pg_advisory_xact_lock(hashtext('slipway.build-slots'), hashtext(f.owner_id::text))
+           FROM deployments d JOIN functions f ON f.id = d.function_id WHERE d.id = $1"#,
         id
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    let claimed = sqlx::query!(
+        r#"UPDATE deployments SET build_started_at = coalesce(build_started_at, now())
+           WHERE id = $1
+             AND (SELECT count(*)
+                  FROM deployments d JOIN functions f ON f.id = d.function_id
+                  WHERE f.owner_id = (SELECT f2.owner_id FROM deployments d2
+                                      JOIN functions f2 ON f2.id = d2.function_id
+                                      WHERE d2.id = $1)
+                    AND d.id <> $1
+                    AND d.status = 'building'
+                    AND d.build_started_at > now() - make_interval(secs => $3)) < $2"#,
+        id,
+        i64::from(slots),
+        stale_after.as_secs_f64()
     )
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(claimed.rows_affected() == 1)
 }
 
 /// Records the pushed tag and the registry's manifest digest, moving pushing → deploying.
@@ -187,24 +217,19 @@ pub async fn record_push(
     Ok(done.rows_affected() == 1)
 }
 
-/// Serialises endpoint allocation across workers until the transaction ends.
-pub async fn lock_endpoint_allocation(conn: &mut PgConnection) -> sqlx::Result<()> {
-    sqlx::query!("SELECT pg_advisory_xact_lock(hashtext('slipway.endpoints'))")
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-/// Claims `endpoint` for the deployment before its container starts, so no other deployment
-/// can pick the same port meanwhile.
-pub async fn reserve_endpoint(
+/// Remembers the instance as soon as it exists, so a crash leaves no untracked one: its
+/// container and the address the platform reaches it at (its own, on its function's network).
+pub async fn record_instance(
     conn: &mut PgConnection,
     id: Uuid,
+    container_id: &str,
     endpoint: &str,
 ) -> sqlx::Result<()> {
     sqlx::query!(
-        "UPDATE deployments SET runtime_endpoint = $2, updated_at = now() WHERE id = $1",
+        r#"UPDATE deployments SET container_id = $2, runtime_endpoint = $3, updated_at = now()
+           WHERE id = $1"#,
         id,
+        container_id,
         endpoint
     )
     .execute(conn)
@@ -212,20 +237,19 @@ pub async fn reserve_endpoint(
     Ok(())
 }
 
-/// Remembers the container as soon as it exists, so a crash leaves no untracked one.
-pub async fn record_container(
+/// The active deployment (id, function) whose instance is `container_id`, if that container is
+/// what serves.
+pub async fn active_with_container(
     conn: &mut PgConnection,
-    id: Uuid,
     container_id: &str,
-) -> sqlx::Result<()> {
-    sqlx::query!(
-        "UPDATE deployments SET container_id = $2, updated_at = now() WHERE id = $1",
-        id,
+) -> sqlx::Result<Option<(Uuid, Uuid)>> {
+    let row = sqlx::query!(
+        "SELECT id, function_id FROM deployments WHERE is_active AND container_id = $1",
         container_id
     )
-    .execute(conn)
+    .fetch_optional(conn)
     .await?;
-    Ok(())
+    Ok(row.map(|r| (r.id, r.function_id)))
 }
 
 /// deploying → active. The partial unique index refuses a second active deployment, so the
@@ -363,15 +387,6 @@ pub async fn others_in_flight(
         except
     )
     .fetch_one(conn)
-    .await
-}
-
-/// Endpoints some deployment still holds (running, starting, or draining).
-pub async fn endpoints_in_use(conn: &mut PgConnection) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar!(
-        r#"SELECT runtime_endpoint AS "endpoint!" FROM deployments WHERE runtime_endpoint IS NOT NULL"#
-    )
-    .fetch_all(conn)
     .await
 }
 

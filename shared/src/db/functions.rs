@@ -5,7 +5,10 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::{
-    domain::{FunctionName, FunctionStatus, Serving, ServingEvent, ServingState, UpdateStatus},
+    domain::{
+        FunctionName, FunctionStatus, RequestedLimits, Serving, ServingEvent, ServingState,
+        UpdateStatus,
+    },
     lifecycle::Lifecycle,
 };
 
@@ -31,6 +34,10 @@ pub struct FunctionRow {
     pub verified_at: Option<DateTime<Utc>>,
     pub enabled: bool,
     pub lifecycle: Option<serde_json::Value>,
+    pub memory_mb: Option<i32>,
+    pub cpu_millis: Option<i32>,
+    pub pids: Option<i32>,
+    pub read_only_root: bool,
     /// The active version's instance, if one runs.
     pub container_id: Option<String>,
     pub runtime_endpoint: Option<String>,
@@ -57,6 +64,20 @@ pub async fn insert(
     )
     .fetch_optional(conn)
     .await
+}
+
+/// The owner's live functions (id, name): whose repositories its builds may use.
+pub async fn live_of_owner(
+    conn: &mut PgConnection,
+    owner_id: Uuid,
+) -> sqlx::Result<Vec<(Uuid, String)>> {
+    let rows = sqlx::query!(
+        "SELECT id, name FROM functions WHERE owner_id = $1 AND status <> 'deleted'",
+        owner_id
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.name)).collect())
 }
 
 pub async fn find_by_name(
@@ -256,6 +277,79 @@ pub async fn set_enabled(conn: &mut PgConnection, id: Uuid, enabled: bool) -> sq
         "UPDATE functions SET enabled = $2, updated_at = now() WHERE id = $1",
         id,
         enabled
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+impl FunctionRow {
+    /// The limits the function asked for; the operator's policy resolves the rest.
+    pub fn requested_limits(&self) -> RequestedLimits {
+        RequestedLimits {
+            memory_mb: self.memory_mb.and_then(|v| u32::try_from(v).ok()),
+            cpu_millis: self.cpu_millis.and_then(|v| u32::try_from(v).ok()),
+            pids: self.pids.and_then(|v| u32::try_from(v).ok()),
+        }
+    }
+}
+
+/// How a function's instances are confined: its requested limits and whether its root
+/// filesystem is read-only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SandboxSettings {
+    pub limits: RequestedLimits,
+    pub read_only_root: bool,
+}
+
+pub async fn sandbox(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<SandboxSettings> {
+    let row = sqlx::query!(
+        "SELECT memory_mb, cpu_millis, pids, read_only_root FROM functions WHERE id = $1",
+        id
+    )
+    .fetch_one(conn)
+    .await?;
+    let unsigned = |v: Option<i32>| v.and_then(|v| u32::try_from(v).ok());
+    Ok(SandboxSettings {
+        limits: RequestedLimits {
+            memory_mb: unsigned(row.memory_mb),
+            cpu_millis: unsigned(row.cpu_millis),
+            pids: unsigned(row.pids),
+        },
+        read_only_root: row.read_only_root,
+    })
+}
+
+/// Replaces the function's limits (unset ones go back to the operator's default); used from
+/// the next instance start on.
+pub async fn set_limits(
+    conn: &mut PgConnection,
+    id: Uuid,
+    limits: &RequestedLimits,
+) -> sqlx::Result<()> {
+    let signed = |v: Option<u32>| v.map(|v| i32::try_from(v).unwrap_or(i32::MAX));
+    sqlx::query!(
+        r#"UPDATE functions SET memory_mb = $2, cpu_millis = $3, pids = $4, updated_at = now()
+           WHERE id = $1"#,
+        id,
+        signed(limits.memory_mb),
+        signed(limits.cpu_millis),
+        signed(limits.pids)
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn set_read_only_root(
+    conn: &mut PgConnection,
+    id: Uuid,
+    read_only_root: bool,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE functions SET read_only_root = $2, updated_at = now() WHERE id = $1",
+        id,
+        read_only_root
     )
     .execute(conn)
     .await?;

@@ -74,8 +74,11 @@ impl ImageRef {
     }
 
     /// `registry/repository@digest`: what the runtime starts.
-    pub fn pinned(&self, digest: &Digest) -> String {
-        format!("{}/{}@{}", self.registry, self.repository, digest)
+    pub fn pinned(&self, digest: &Digest) -> PinnedImage {
+        PinnedImage {
+            name: self.name(),
+            digest: digest.clone(),
+        }
     }
 
     /// Splits `registry/repo/path:tag` as recorded in the database.
@@ -90,6 +93,32 @@ impl ImageRef {
             repository: repository.to_owned(),
             tag: tag.to_owned(),
         })
+    }
+}
+
+/// `registry/repository@sha256:…`: the only form of image a runtime is given. It can only be
+/// made from a repository and a parsed [`Digest`], never from a tag, so nothing can start
+/// whatever a tag points at today.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PinnedImage {
+    name: String,
+    digest: Digest,
+}
+
+impl PinnedImage {
+    /// `registry/repository`, without the digest.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+}
+
+impl fmt::Display for PinnedImage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.name, self.digest)
     }
 }
 
@@ -161,7 +190,7 @@ mod tests {
         assert_eq!(ImageRef::parse_tagged(&image.tagged()), Some(image.clone()));
         let digest = Digest::parse(&format!("sha256:{}", "0".repeat(64))).unwrap();
         assert_eq!(
-            image.pinned(&digest),
+            image.pinned(&digest).to_string(),
             format!(
                 "127.0.0.1:5000/my-function-550e8400@sha256:{}",
                 "0".repeat(64)

@@ -43,6 +43,22 @@ impl ImageFailure {
     }
 }
 
+/// Why a function is `Failed` because of its running instance rather than its image: a
+/// restart (a fresh instance) is the way back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InstanceFailure {
+    /// The engine killed the instance for using more memory than its limit.
+    OutOfMemory,
+}
+
+impl InstanceFailure {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::OutOfMemory => "out_of_memory",
+        }
+    }
+}
+
 /// What happens to a function, as far as its serving state cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServingEvent {
@@ -77,6 +93,13 @@ pub enum ServingEvent {
     WakeFailed {
         reason: String,
     },
+    /// The serving instance died of its own doing (its memory, say): nothing serves.
+    InstanceFailed {
+        failure: InstanceFailure,
+        detail: String,
+    },
+    /// A fresh instance of the serving version answers again (a restart or recycle).
+    InstanceReplaced,
 }
 
 /// The whole serving view of a function, as stored.
@@ -170,6 +193,13 @@ impl Serving {
                 S::Active | S::Inactive | S::Pending | S::Failed,
                 E::ImageLost { failure, detail },
             ) => with_state(S::Failed, Some(format!("{}: {detail}", failure.code()))),
+            (S::Active, E::InstanceFailed { failure, detail }) => {
+                with_state(S::Failed, Some(format!("{}: {detail}", failure.code())))
+            }
+            (S::Active, E::InstanceReplaced) => self.clone(),
+            (S::Failed, E::InstanceReplaced) if self.failed_by_instance() => {
+                with_state(S::Active, None)
+            }
             (S::Active, E::IdleReleased) if !in_progress => with_state(S::Inactive, None),
             (S::Inactive, E::WakeRequested) => with_state(S::Pending, None),
             (S::Pending, E::Woken) if !in_progress => with_state(S::Active, None),
@@ -179,6 +209,17 @@ impl Serving {
             }
             _ => return Err(illegal()),
         })
+    }
+
+    /// `Failed` because its instance failed (not its image, not an update): a restart of the
+    /// serving version may bring it back.
+    pub fn failed_by_instance(&self) -> bool {
+        self.state == ServingState::Failed
+            && self.state_reason.as_deref().is_some_and(|reason| {
+                [InstanceFailure::OutOfMemory]
+                    .iter()
+                    .any(|f| reason.starts_with(&format!("{}:", f.code())))
+            })
     }
 
     /// Only an active function takes invocations.
@@ -284,6 +325,11 @@ mod tests {
             ServingEvent::WakeFailed {
                 reason: "pull failed".into(),
             },
+            ServingEvent::InstanceFailed {
+                failure: InstanceFailure::OutOfMemory,
+                detail: "killed at 64 MiB".into(),
+            },
+            ServingEvent::InstanceReplaced,
         ]
     }
 
@@ -328,8 +374,39 @@ mod tests {
             (S::Inactive, E::WakeRequested) => Some((S::Pending, update)),
             (S::Pending, E::Woken) if !in_progress => Some((S::Active, update)),
             (S::Pending, E::WakeFailed { .. }) if !in_progress => Some((S::Inactive, update)),
+            (S::Active, E::InstanceFailed { .. }) => Some((S::Failed, update)),
+            (S::Active, E::InstanceReplaced) => Some((S::Active, update)),
             _ => None,
         }
+    }
+
+    #[test]
+    fn only_an_instance_failure_is_undone_by_a_fresh_instance() {
+        let active = serving(ServingState::Active, Some(UpdateStatus::Successful));
+        let oom = active
+            .apply(&ServingEvent::InstanceFailed {
+                failure: InstanceFailure::OutOfMemory,
+                detail: "killed at 64 MiB".into(),
+            })
+            .unwrap();
+        assert_eq!(oom.state, ServingState::Failed);
+        assert_eq!(
+            oom.state_reason.as_deref(),
+            Some("out_of_memory: killed at 64 MiB")
+        );
+        assert!(oom.failed_by_instance());
+        let back = oom.apply(&ServingEvent::InstanceReplaced).unwrap();
+        assert_eq!(back.state, ServingState::Active);
+        assert_eq!(back.state_reason, None);
+
+        let lost = active
+            .apply(&ServingEvent::ImageLost {
+                failure: ImageFailure::NotFound,
+                detail: "gone".into(),
+            })
+            .unwrap();
+        assert!(!lost.failed_by_instance());
+        assert!(lost.apply(&ServingEvent::InstanceReplaced).is_err());
     }
 
     #[test]

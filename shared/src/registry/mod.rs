@@ -41,9 +41,11 @@ impl Registry {
     /// The registry `SLIPWAY_REGISTRY` (+ `SLIPWAY_REGISTRY_KIND`) names.
     pub fn from_config(config: &RegistryConfig) -> anyhow::Result<Self> {
         Ok(match config.kind {
-            RegistryKind::Oci => {
-                Self::Oci(OciRegistry::new(&config.host)?.with_login(config.login.clone()))
-            }
+            RegistryKind::Oci => Self::Oci(
+                OciRegistry::new(&config.host)?
+                    .with_login(config.login.clone())
+                    .with_insecure(&config.insecure),
+            ),
             RegistryKind::Ecr => Self::Ecr(EcrRegistry::new(
                 &config.host,
                 config.ecr_endpoint.as_deref(),

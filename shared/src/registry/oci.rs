@@ -76,6 +76,8 @@ pub struct OciRegistry {
     login: Option<RegistryLogin>,
     /// Bearer tokens by the scope they were issued for; a 401 with one fetches a new one.
     tokens: Arc<Mutex<HashMap<String, String>>>,
+    /// Spoken to over plain HTTP although not on loopback (`SLIPWAY_INSECURE_REGISTRIES`).
+    plain_http: bool,
 }
 
 impl OciRegistry {
@@ -94,7 +96,15 @@ impl OciRegistry {
             http,
             login: None,
             tokens: Arc::default(),
+            plain_http: false,
         }
+    }
+
+    /// Speaks plain HTTP to this registry if `insecure` lists its host, as dockerd's
+    /// `--insecure-registry` does: a registry on a private address of the platform's own.
+    pub fn with_insecure(mut self, insecure: &[String]) -> Self {
+        self.plain_http = insecure.iter().any(|h| h == &self.host);
+        self
     }
 
     /// Authenticates as `login` where the registry asks for credentials.
@@ -217,10 +227,11 @@ impl OciRegistry {
         &self.host
     }
 
-    /// Loopback registries speak plain HTTP (as Docker assumes for 127.0.0.0/8).
+    /// Loopback registries speak plain HTTP (as Docker assumes for 127.0.0.0/8), and so do the
+    /// ones the operator listed as insecure.
     fn base_url(&self) -> String {
         let host = self.host.split(':').next().unwrap_or_default();
-        let plain = host == "localhost" || host.starts_with("127.");
+        let plain = self.plain_http || host == "localhost" || host.starts_with("127.");
         format!("{}://{}", if plain { "http" } else { "https" }, self.host)
     }
 

@@ -43,7 +43,7 @@ fn an_archive_made_by_gnu_tar_validates_and_prepares() {
     assert_eq!(summary.sha256.len(), 64);
 
     let context = work.path().join("context.tar");
-    let prepared = prepare_build_context(&bytes[..], &context).unwrap();
+    let prepared = prepare_build_context(&bytes[..], &context, "tenant").unwrap();
     assert_eq!(
         prepared.stripped_directives,
         ["# syntax=docker/dockerfile:1.7"]

@@ -95,6 +95,10 @@ pub struct BuildRequest {
     pub image_ref: String,
     /// Run `RUN` steps without a network (`force-network-mode=none`); needed with `dockerd --bridge=none`.
     pub network_none: bool,
+    /// The owner the build's cache mounts belong to. The Dockerfile's ids are already scoped
+    /// to it (`prepare_build_context`); BuildKit's own `BUILDKIT_CACHE_MOUNT_NS` prefixes them
+    /// once more, so a rewrite that missed a mount still cannot share another owner's cache.
+    pub cache_namespace: String,
 }
 
 /// What BuildKit reported for a successful build.
@@ -245,6 +249,10 @@ impl BuildkitClient {
         if request.network_none {
             frontend_attrs.insert("force-network-mode".to_owned(), "none".to_owned());
         }
+        frontend_attrs.insert(
+            "build-arg:BUILDKIT_CACHE_MOUNT_NS".to_owned(),
+            request.cache_namespace.clone(),
+        );
         let (exporter, exporter_attrs) = match &*self.addr {
             BuildkitAddr::DockerEngine(_) => (
                 "moby",

@@ -1,7 +1,7 @@
 //! `build`: fetch the archive, prepare the context, build it through BuildKit's Control API with
 //! the log streamed into the deployment's log, then hand over to `push`.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use slipway_shared::{
@@ -25,25 +25,68 @@ impl RunJob for BuildJob {
     #[tracing::instrument(name = "build", skip_all, fields(deployment_id = %self.deployment_id))]
     async fn run(self, env: Arc<Environment>) -> anyhow::Result<()> {
         let status = DeploymentStatus::Building;
+        let slot_waits = self.slot_waits;
         run_step(
             env,
             self.deployment_id,
             status,
             PHASE,
-            |env, deployment| async move { build(&env, &deployment).await },
+            |env, deployment| async move {
+                if !claim_slot(&env, &deployment, slot_waits).await? {
+                    return Ok(());
+                }
+                build(&env, &deployment).await
+            },
         )
         .await
     }
+}
+
+/// Takes one of the owner's build slots, or puts the build back in the queue for a moment and
+/// says so (once) in its log. Waiting in the queue rather than in the handler leaves this
+/// worker's slot to another owner's build.
+async fn claim_slot(
+    env: &Environment,
+    deployment: &db::deployments::DeploymentRow,
+    slot_waits: u32,
+) -> Result<bool, StepError> {
+    let slots = env.config.build_slots_per_owner;
+    let mut tx = env.pool.begin().await?;
+    if db::deployments::claim_build_slot(&mut tx, deployment.id, slots, env.config.job_timeout)
+        .await?
+    {
+        tx.commit().await?;
+        return Ok(true);
+    }
+    let delay = Duration::from_millis(500 + rand::random_range(0..500));
+    BuildJob {
+        deployment_id: deployment.id,
+        slot_waits: slot_waits + 1,
+    }
+    .enqueue_after(&mut tx, delay)
+    .await
+    .context("putting the build back in the queue")
+    .map_err(StepError::Transient)?;
+    if slot_waits == 0 {
+        db::logs::append(
+            &mut tx,
+            deployment.id,
+            PHASE,
+            &[(
+                "info".into(),
+                format!("waiting for a build slot: this owner's other builds hold all {slots}"),
+            )],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(false)
 }
 
 async fn build(
     env: &Arc<Environment>,
     deployment: &db::deployments::DeploymentRow,
 ) -> Result<(), StepError> {
-    {
-        let mut conn = env.pool.acquire().await?;
-        db::deployments::mark_build_started(&mut conn, deployment.id).await?;
-    }
     log_info(
         env,
         deployment.id,
@@ -70,10 +113,13 @@ async fn build(
     let context_path = workdir.path().join("context.tar");
     let prepared = {
         let path = context_path.clone();
-        tokio::task::spawn_blocking(move || archive::prepare_build_context(&archive[..], &path))
-            .await
-            .map_err(|e| StepError::Transient(e.into()))?
-            .map_err(|e| StepError::Permanent(format!("the archive cannot be built: {e}")))?
+        let namespace = deployment.owner_id.simple().to_string();
+        tokio::task::spawn_blocking(move || {
+            archive::prepare_build_context(&archive[..], &path, &namespace)
+        })
+        .await
+        .map_err(|e| StepError::Transient(e.into()))?
+        .map_err(|e| StepError::Permanent(format!("the archive cannot be built: {e}")))?
     };
     for directive in &prepared.stripped_directives {
         log_info(env, deployment.id, PHASE, format!("ignored parser directive `{directive}`: Slipway builds with its own Dockerfile frontend")).await;
@@ -83,6 +129,7 @@ async fn build(
         context_tar: context_path,
         image_ref: image.tagged(),
         network_none: env.config.build_network_none,
+        cache_namespace: deployment.owner_id.simple().to_string(),
     };
     let output = with_retries(env, "building", || async {
         let (sender, receiver) = mpsc::channel(256);

@@ -12,8 +12,9 @@ use slipway_shared::{
 };
 use tokio::time::Instant;
 
-use super::{RunJob, StepError, deploy::runtime_step, recorded_image, run_step, with_retries};
+use super::{RunJob, StepError, recorded_image, run_step, with_retries};
 use crate::Environment;
+use crate::runtime::lifecycle::runtime_step;
 
 const PHASE: &str = "cache-warm";
 

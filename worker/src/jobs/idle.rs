@@ -14,12 +14,11 @@ use slipway_shared::{
 };
 use tracing::{info, warn};
 
-use super::{
-    RunJob, StepError, cache_warm,
-    deploy::{runtime_step, start_instance},
-    log_info, log_lines, recorded_endpoint, recorded_image, verify,
+use super::{RunJob, StepError, cache_warm, log_info, log_lines, recorded_image, verify};
+use crate::{
+    Environment, hooks,
+    runtime::lifecycle::{runtime_step, start_instance},
 };
-use crate::{Environment, hooks};
 
 const PHASE: &str = "runtime";
 
@@ -125,7 +124,6 @@ async fn wake(
     job: &WakeJob,
 ) -> Result<(), StepError> {
     let (image, digest) = recorded_image(deployment)?;
-    let endpoint = recorded_endpoint(deployment)?;
     let started = tokio::time::Instant::now();
 
     let serving = verify::verify_and_record(env, deployment, &image, &digest).await?;
@@ -140,8 +138,8 @@ async fn wake(
         env.runtime.remove(stale).await.map_err(runtime_step)?;
     }
     let suffix = format!("-w{}", &job.request_id.simple().to_string()[..6]);
-    let (container, _) =
-        start_instance(env, deployment, &image, &digest, &endpoint, &suffix, PHASE).await?;
+    let (instance, _) =
+        start_instance(env, deployment, &image.pinned(&digest), &suffix, PHASE).await?;
     let mut tx = env.pool.begin().await?;
     db::functions::lock(&mut tx, deployment.function_id).await?;
     db::functions::transition_serving(&mut tx, deployment.function_id, &ServingEvent::Woken)
@@ -153,8 +151,10 @@ async fn wake(
         deployment.id,
         PHASE,
         format!(
-            "woken: {} in {container:.12} answering on {endpoint} after {} ms",
+            "woken: {} in {:.12} answering on {} after {} ms",
             image.pinned(&digest),
+            instance.container_id,
+            instance.endpoint,
             started.elapsed().as_millis()
         ),
     )

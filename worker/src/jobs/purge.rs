@@ -26,7 +26,8 @@ use slipway_shared::{
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use super::{RunJob, StepError, deploy::runtime_step, with_retries};
+use super::{RunJob, StepError, with_retries};
+use crate::runtime::lifecycle::runtime_step;
 use crate::{Environment, hooks, registry::RegistryError};
 
 impl RunJob for PurgeJob {
@@ -77,6 +78,14 @@ async fn purge_function(env: &Environment, function_id: Uuid) -> Result<(), Step
         })
         .await?;
     }
+    // The function's network goes with its last instance: its addresses return to the pool.
+    with_retries(env, "removing the function's network", || async {
+        env.runtime
+            .remove_network(function_id)
+            .await
+            .map_err(runtime_step)
+    })
+    .await?;
     {
         let mut conn = env.pool.acquire().await?;
         db::deployments::clear_all_containers(&mut conn, function_id).await?;

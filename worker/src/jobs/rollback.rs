@@ -14,12 +14,11 @@ use slipway_shared::{
 };
 use tracing::{error, warn};
 
-use super::{
-    RunJob, StepError,
-    deploy::{Activation, discard_container, start_and_switch},
-    log_info, log_lines, update_failed,
+use super::{RunJob, StepError, log_info, log_lines, update_failed};
+use crate::{
+    Environment,
+    runtime::lifecycle::{Activation, discard_instance, start_and_switch},
 };
-use crate::Environment;
 
 const PHASE: &str = "rollback";
 
@@ -39,7 +38,7 @@ impl RunJob for RollbackJob {
         if let Err(e) = rollback(&env, &deployment).await {
             let reason = e.into_reason();
             error!(%reason, "rollback failed");
-            discard_container(&env, deployment.id).await;
+            discard_instance(&env, deployment.id).await;
             let line = format!(
                 "rollback to version {} failed: {reason}",
                 deployment.version

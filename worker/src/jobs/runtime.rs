@@ -10,17 +10,19 @@ use std::sync::Arc;
 use anyhow::Context;
 use slipway_shared::{
     db,
-    domain::ServingState,
+    domain::{ServingEvent, ServingState},
     jobs::{RuntimeAction, RuntimeJob},
 };
 use tracing::warn;
 
 use super::{
-    RunJob, StepError, cache_warm,
-    deploy::{runtime_step, start_instance},
-    log_info, log_lines, recorded_endpoint, recorded_image, verify, with_retries,
+    RunJob, StepError, cache_warm, log_info, log_lines, recorded_endpoint, recorded_image, verify,
+    with_retries,
 };
-use crate::{Environment, hooks};
+use crate::{
+    Environment, hooks,
+    runtime::lifecycle::{runtime_step, start_instance},
+};
 
 const PHASE: &str = "runtime";
 
@@ -57,7 +59,9 @@ async fn replace_instance(
     let endpoint = recorded_endpoint(deployment)?;
 
     let serving = verify::verify_and_record(env, deployment, &image, &digest).await?;
-    if serving.state == ServingState::Failed {
+    // A function whose instance failed (its memory) comes back with a fresh one; one whose
+    // image is gone does not.
+    if serving.state == ServingState::Failed && !serving.failed_by_instance() {
         return Err(StepError::Permanent(format!(
             "not restarted: the function is Failed ({})",
             serving.state_reason.unwrap_or_default()
@@ -89,18 +93,38 @@ async fn replace_instance(
         cache_warm::pull(env, &image, &digest).await?;
     }
     let suffix = format!("-r{}", &job.request_id.simple().to_string()[..6]);
-    start_instance(env, deployment, &image, &digest, &endpoint, &suffix, PHASE).await?;
+    let (instance, _) =
+        start_instance(env, deployment, &image.pinned(&digest), &suffix, PHASE).await?;
+    {
+        let mut tx = env.pool.begin().await?;
+        db::functions::lock(&mut tx, deployment.function_id).await?;
+        if db::functions::serving(&mut tx, deployment.function_id)
+            .await
+            .map_err(StepError::Transient)?
+            .failed_by_instance()
+        {
+            db::functions::transition_serving(
+                &mut tx,
+                deployment.function_id,
+                &ServingEvent::InstanceReplaced,
+            )
+            .await
+            .map_err(StepError::Transient)?;
+        }
+        tx.commit().await?;
+    }
     log_info(
         env,
         deployment.id,
         PHASE,
         format!(
-            "{} {}: answering on {endpoint} after {} ms",
+            "{} {}: answering on {} after {} ms",
             match job.action {
                 RuntimeAction::Restart => "restarted",
                 RuntimeAction::Recycle => "recycled (image pulled again)",
             },
             image.pinned(&digest),
+            instance.endpoint,
             started.elapsed().as_millis()
         ),
     )

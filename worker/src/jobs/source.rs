@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use slipway_shared::{
-    archive, db,
+    archive, build_rules, db,
     domain::DeploymentStatus,
     git::{self, GitCredentials},
     jobs::{BuildJob, Job, SourceJob},
@@ -104,6 +104,19 @@ async fn fetch(
                 StepError::Permanent(format!("the commit cannot be deployed ({}): {e}", e.code()))
             })?
     };
+    {
+        let mut conn = env.pool.acquire().await?;
+        let functions = db::functions::live_of_owner(&mut conn, deployment.owner_id).await?;
+        let own = build_rules::OwnRepositories::at(env.registry.host(), &functions);
+        let violations =
+            build_rules::check(&summary.dockerfile, &env.config.build_base_images, &own);
+        if !violations.is_empty() {
+            return Err(StepError::Permanent(format!(
+                "the commit cannot be deployed: {}",
+                build_rules::describe(&violations)
+            )));
+        }
+    }
     let first_line = message.lines().next().unwrap_or_default();
     log_info(
         env,
@@ -152,6 +165,7 @@ async fn fetch(
         }
         BuildJob {
             deployment_id: deployment.id,
+            slot_waits: 0,
         }
         .enqueue(&mut tx)
         .await

@@ -12,8 +12,9 @@ use slipway_shared::{
 };
 use tracing::{info, warn};
 
-use super::{RunJob, StepError, deploy::registry_step, with_retries};
+use super::{RunJob, StepError, with_retries};
 use crate::Environment;
+use crate::runtime::lifecycle::registry_step;
 
 impl RunJob for VerifyJob {
     #[tracing::instrument(name = "verify", skip_all, fields(function_id = %self.function_id))]

@@ -4,6 +4,7 @@ SELECT
     d.id,
     d.function_id,
     f.name AS function_name,
+    f.owner_id,
     d.version,
     d.archive_key,
     d.archive_sha256,

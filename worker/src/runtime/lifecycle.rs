@@ -1,0 +1,446 @@
+//! What every job does with instances, on top of a driver: start a deployment's pinned image
+//! with its function's sandbox and wait until it is ready (the Initializer included), switch
+//! traffic to it in one transaction, stop the instance it replaced, discard one that never
+//! served. Deploy, rollback, restart, recycle and wake all go through here.
+
+use anyhow::Context;
+use slipway_shared::{
+    db,
+    domain::{
+        Digest, ImageRef, InstanceFailure, PinnedImage, ServingEvent, ServingState, Verification,
+    },
+    integrity::{self, OnTagOverwrite},
+    jobs::{Job, PurgeJob},
+    lifecycle::Lifecycle,
+};
+use tracing::info;
+
+use super::{Instance, InstanceSpec, RuntimeError};
+use crate::{
+    Environment, hooks,
+    jobs::{StepError, log_info, recorded_image, settle_function, with_retries},
+    registry::RegistryError,
+};
+
+/// Watches the engine for serving instances killed at their memory limit, for as long as the
+/// worker runs: the function turns `Failed` with `out_of_memory:` (every worker sees the event;
+/// the transition is conditional on the container still being the one that serves, so only
+/// the first applies it). A restart or recycle brings it back.
+pub async fn watch_instances(env: std::sync::Arc<Environment>) {
+    use futures::StreamExt;
+    loop {
+        let mut killed = std::pin::pin!(env.runtime.oom_killed());
+        while let Some(next) = killed.next().await {
+            match next {
+                Ok(container_id) => {
+                    if let Err(e) = record_oom_kill(&env, &container_id).await {
+                        tracing::warn!(error = %e, container_id, "could not record an OOM kill");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "watching the engine's events");
+                    break;
+                }
+            }
+        }
+        // The engine restarted or the stream broke: watch again shortly.
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+async fn record_oom_kill(env: &Environment, container_id: &str) -> anyhow::Result<()> {
+    let mut tx = env.pool.begin().await?;
+    let Some((deployment_id, function_id)) =
+        db::deployments::active_with_container(&mut tx, container_id).await?
+    else {
+        return Ok(());
+    };
+    db::functions::lock(&mut tx, function_id).await?;
+    let limits = {
+        let sandbox = db::functions::sandbox(&mut tx, function_id).await?;
+        env.config.function_limits.resolve(&sandbox.limits)
+    };
+    let serving = db::functions::serving(&mut tx, function_id).await?;
+    if serving.state != ServingState::Active {
+        return Ok(());
+    }
+    let detail = format!(
+        "the instance was killed at its memory limit ({} MiB)",
+        limits.memory_mb
+    );
+    db::functions::transition_serving(
+        &mut tx,
+        function_id,
+        &ServingEvent::InstanceFailed {
+            failure: InstanceFailure::OutOfMemory,
+            detail: detail.clone(),
+        },
+    )
+    .await?;
+    db::logs::append(
+        &mut tx,
+        deployment_id,
+        "runtime",
+        &[("error".into(), format!("out_of_memory: {detail}"))],
+    )
+    .await?;
+    tx.commit().await?;
+    info!(%function_id, container_id, "instance killed at its memory limit; function Failed");
+    Ok(())
+}
+
+pub fn runtime_step(e: RuntimeError) -> StepError {
+    match e {
+        RuntimeError::Unavailable(m) => StepError::Transient(anyhow::anyhow!(m)),
+        RuntimeError::Function(m) => StepError::Permanent(m),
+        RuntimeError::OutOfMemory(m) => StepError::Permanent(format!("out_of_memory: {m}")),
+    }
+}
+
+pub fn registry_step(e: RegistryError) -> StepError {
+    match e {
+        RegistryError::Unavailable(m) => StepError::Transient(anyhow::anyhow!(m)),
+        RegistryError::Refused(m) => StepError::Permanent(m),
+    }
+}
+
+/// Builds finish in any order: a version older than one that has already served never takes
+/// the traffic back from it.
+pub async fn overtaken(
+    conn: &mut sqlx::PgConnection,
+    deployment: &db::deployments::DeploymentRow,
+) -> Result<(), StepError> {
+    match db::deployments::newer_served(conn, deployment.function_id, deployment.version).await? {
+        Some((newer, newer_version)) => Err(StepError::Overtaken {
+            newer,
+            newer_version,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Which transition puts the started deployment in front of traffic.
+#[derive(Debug, Clone, Copy)]
+pub enum Activation {
+    /// A fresh deployment: deploying → active.
+    NewVersion,
+    /// A rollback: a previously superseded deployment, inactive → active.
+    Reinstate,
+}
+
+/// Starts the deployment's recorded digest, waits until it answers, switches traffic to it in one
+/// transaction, then (after the drain) stops the version it replaced.
+pub async fn start_and_switch(
+    env: &Environment,
+    deployment: &db::deployments::DeploymentRow,
+    phase: &str,
+    activation: Activation,
+) -> Result<(), StepError> {
+    let (image, digest) = recorded_image(deployment)?;
+    verify_before_start(env, deployment, &image, &digest, phase).await?;
+
+    // A previous run of this job may have died after starting an instance.
+    discard_instance(env, deployment.id).await;
+
+    let (instance, lifecycle) =
+        start_instance(env, deployment, &image.pinned(&digest), "", phase).await?;
+
+    let previous = switch_traffic(env, deployment, phase, activation).await?;
+    info!(version = deployment.version, endpoint = %instance.endpoint, "active");
+
+    if let Some(previous) = previous {
+        // Requests already routed to the previous container get the drain period to finish.
+        tokio::time::sleep(env.config.drain).await;
+        // A released (Inactive) previous version has an endpoint but no instance to tell.
+        if let (Some(hook), Some(endpoint), Some(_)) = (
+            lifecycle.pre_stop,
+            &previous.runtime_endpoint,
+            &previous.container_id,
+        ) {
+            hooks::pre_stop(env, previous.id, endpoint, hook).await;
+        }
+        if let Some(container) = &previous.container_id {
+            with_retries(env, "stopping the previous version", || async {
+                env.runtime.remove(container).await.map_err(runtime_step)
+            })
+            .await?;
+        }
+        let mut conn = env.pool.acquire().await?;
+        db::deployments::clear_container(&mut conn, previous.id, previous.container_id.as_deref())
+            .await?;
+        log_info(
+            env,
+            deployment.id,
+            phase,
+            format!("stopped version {}", previous.version),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// Every start runs `image@digest`; before it, the registry must still hold that digest. A tag
+/// moved elsewhere is only logged, unless the function's policy says to fail on it.
+pub async fn verify_before_start(
+    env: &Environment,
+    deployment: &db::deployments::DeploymentRow,
+    image: &ImageRef,
+    digest: &Digest,
+    phase: &str,
+) -> Result<(), StepError> {
+    let verification = with_retries(env, "verifying the image at the registry", || async {
+        env.registry
+            .verify(image, digest)
+            .await
+            .map_err(registry_step)
+    })
+    .await?;
+    let policy = {
+        let mut conn = env.pool.acquire().await?;
+        db::functions::on_tag_overwrite(&mut conn, deployment.function_id).await?
+    };
+    let policy = OnTagOverwrite::parse(&policy)
+        .ok_or_else(|| StepError::Permanent(format!("unknown on_tag_overwrite {policy:?}")))?;
+    if let Some(ServingEvent::ImageLost { failure, detail }) =
+        integrity::failure_of(image, &verification, policy)
+    {
+        return Err(StepError::Permanent(format!(
+            "the image {} is no longer in the registry as recorded ({}: {detail})",
+            image.pinned(digest),
+            failure.code()
+        )));
+    }
+    if let Verification::Drifted { current } = &verification {
+        log_info(
+            env,
+            deployment.id,
+            phase,
+            format!(
+                "{} now points at {}; running the recorded {digest}",
+                image.tagged(),
+                current.as_ref().map_or("nothing", Digest::as_str)
+            ),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// Starts the pinned image for the deployment with its function's sandbox and records the
+/// instance at once (a crash then leaves it findable), waits until it answers and runs the
+/// Initializer the function asked for. Returns the instance (its endpoint may have changed if
+/// the Initializer restarted it) and the function's hooks. If the instance never gets there it
+/// is removed again.
+pub async fn start_instance(
+    env: &Environment,
+    deployment: &db::deployments::DeploymentRow,
+    image: &PinnedImage,
+    suffix: &str,
+    phase: &str,
+) -> Result<(Instance, Lifecycle), StepError> {
+    let sandbox = {
+        let mut conn = env.pool.acquire().await?;
+        db::functions::sandbox(&mut conn, deployment.function_id).await?
+    };
+    let limits = env.config.function_limits.resolve(&sandbox.limits);
+    let spec = instance_spec(deployment, image, suffix, limits, sandbox.read_only_root);
+    log_info(
+        env,
+        deployment.id,
+        phase,
+        format!(
+            "starting {image} ({limits}{})",
+            if sandbox.read_only_root {
+                ", read-only root"
+            } else {
+                ""
+            }
+        ),
+    )
+    .await;
+    let mut instance = with_retries(env, "starting the instance", || async {
+        env.runtime.start(&spec).await.map_err(runtime_step)
+    })
+    .await?;
+    {
+        let mut conn = env.pool.acquire().await?;
+        db::deployments::record_instance(
+            &mut conn,
+            deployment.id,
+            &instance.container_id,
+            &instance.endpoint,
+        )
+        .await?;
+    }
+    let ready = async {
+        let waited = env
+            .runtime
+            .wait_until_answering(&instance, env.config.start_timeout)
+            .await
+            .map_err(runtime_step)?;
+        log_info(
+            env,
+            deployment.id,
+            phase,
+            format!(
+                "answering on {} after {} ms",
+                instance.endpoint,
+                waited.as_millis()
+            ),
+        )
+        .await;
+        let lifecycle = {
+            let mut conn = env.pool.acquire().await?;
+            db::functions::lifecycle(&mut conn, deployment.function_id).await?
+        };
+        if let Some(hook) = lifecycle.initializer {
+            hooks::initialize(env, deployment, &mut instance, hook).await?;
+        }
+        Ok(lifecycle)
+    }
+    .await;
+    match ready {
+        Ok(lifecycle) => Ok((instance, lifecycle)),
+        Err(e) => {
+            env.runtime.remove(&instance.container_id).await.ok();
+            if let Ok(mut conn) = env.pool.acquire().await {
+                db::deployments::forget_active_container(
+                    &mut conn,
+                    deployment.id,
+                    &instance.container_id,
+                )
+                .await
+                .ok();
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The instance of `deployment`; `suffix` keeps the names of a restarted instance and the one
+/// it replaces apart.
+fn instance_spec<'a>(
+    deployment: &db::deployments::DeploymentRow,
+    image: &'a PinnedImage,
+    suffix: &str,
+    limits: slipway_shared::domain::FunctionLimits,
+    read_only_root: bool,
+) -> InstanceSpec<'a> {
+    let env: Vec<String> = deployment
+        .env
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| k.as_str() != "PORT")
+        .filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}")))
+        .collect();
+    let repository = image.name().rsplit('/').next().unwrap_or_default();
+    InstanceSpec {
+        function_id: deployment.function_id,
+        deployment_id: deployment.id,
+        name: format!(
+            "slipway-{repository}-v{}-{}{suffix}",
+            deployment.version,
+            &deployment.id.simple().to_string()[..8]
+        ),
+        image,
+        env,
+        limits,
+        read_only_root,
+    }
+}
+
+/// The switch itself: one transaction, under the function's row lock.
+async fn switch_traffic(
+    env: &Environment,
+    deployment: &db::deployments::DeploymentRow,
+    phase: &str,
+    activation: Activation,
+) -> Result<Option<db::deployments::ActiveDeployment>, StepError> {
+    let mut tx = env.pool.begin().await?;
+    let function = db::functions::lock(&mut tx, deployment.function_id)
+        .await?
+        .ok_or_else(|| StepError::Permanent("the function is gone".into()))?;
+    if let Activation::NewVersion = activation {
+        overtaken(&mut tx, deployment).await?;
+    }
+    let previous = db::deployments::active_for_function(&mut tx, deployment.function_id).await?;
+    if let Some(previous) = &previous {
+        db::deployments::deactivate(&mut tx, previous.id).await?;
+    }
+    let activated = match activation {
+        Activation::NewVersion => db::deployments::activate(&mut tx, deployment.id).await?,
+        Activation::Reinstate => db::deployments::reinstate(&mut tx, deployment.id).await?,
+    };
+    if !activated {
+        return Err(StepError::Permanent(
+            "the deployment was changed while it started".into(),
+        ));
+    }
+    let others_in_flight =
+        db::deployments::others_in_flight(&mut tx, deployment.function_id, deployment.id).await?;
+    db::functions::transition_serving(
+        &mut tx,
+        deployment.function_id,
+        &ServingEvent::UpdateSucceeded { others_in_flight },
+    )
+    .await
+    .map_err(StepError::Transient)?;
+    db::functions::record_verification(&mut tx, deployment.function_id, None).await?;
+    // A new version settles the function's lifecycle status and may push the oldest retained
+    // version out of the window; a rollback changes neither.
+    if let Activation::NewVersion = activation {
+        settle_function(
+            &mut tx,
+            deployment.function_id,
+            deployment.id,
+            &function.status,
+        )
+        .await
+        .map_err(StepError::Transient)?;
+        PurgeJob::OldVersions {
+            function_id: deployment.function_id,
+            activated: deployment.id,
+        }
+        .enqueue(&mut tx)
+        .await
+        .context("enqueueing the retention purge")
+        .map_err(StepError::Transient)?;
+    }
+    db::logs::append(
+        &mut tx,
+        deployment.id,
+        phase,
+        &[(
+            "info".into(),
+            format!("version {} is active", deployment.version),
+        )],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(previous)
+}
+
+/// Removes the deployment's instance, if it has one and is not serving.
+pub async fn discard_instance(env: &Environment, deployment_id: uuid::Uuid) {
+    let Ok(mut conn) = env.pool.acquire().await else {
+        return;
+    };
+    let Ok(Some(row)) = db::deployments::get(&mut conn, deployment_id).await else {
+        return;
+    };
+    if row.is_active {
+        return;
+    }
+    if let Some(container) = row.container_id {
+        if env.runtime.remove(&container).await.is_ok() {
+            db::deployments::clear_container(&mut conn, deployment_id, Some(&container))
+                .await
+                .ok();
+        }
+    } else if row.runtime_endpoint.is_some() {
+        db::deployments::clear_container(&mut conn, deployment_id, None)
+            .await
+            .ok();
+    }
+}
