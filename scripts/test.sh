@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The single test command (`.ci/run` runs exactly this): installs what is missing, starts (or
 # reuses) Postgres, a Docker engine (runtime + embedded BuildKit), a registry and moto's S3
-# server, makes the offline base image, then runs rustfmt, clippy and every test against them.
+# server, makes the offline base image, then runs rustfmt, clippy, the Terraform checks and every
+# test against them.
 # On exit it stops what it started (set SLIPWAY_KEEP_SERVICES=1 to leave them running).
 #
 #   SLIPWAY_SERVICES_ONLY=1 scripts/test.sh   # start the services, write .slipway/services.env, exit 0
@@ -61,6 +62,8 @@ run() {
 }
 run cargo fmt --all -- --check || true
 run cargo clippy --workspace --all-targets --locked -- -D warnings || true
+# The Terraform under deploy/terraform, offline: parse, invariants, checkov, fmt.
+run scripts/check-terraform.sh || true
 tests=0
 run cargo test --workspace --locked || tests=$?
 
