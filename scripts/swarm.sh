@@ -331,7 +331,15 @@ swarm_link_state() { # node -> up | down | missing
 
 # --- the registry ------------------------------------------------------------------------------
 
-swarm_registry_ok() { curl -fsS -m 5 --noproxy '*' -o /dev/null "http://$SWARM_REGISTRY/v2/"; }
+# The caller's registry may ask for the login services.sh made (SLIPWAY_REGISTRY_USERNAME).
+swarm_registry_curl() {
+  local login=()
+  if [ -n "${SLIPWAY_REGISTRY_USERNAME:-}" ]; then
+    login=(-u "$SLIPWAY_REGISTRY_USERNAME:$SLIPWAY_REGISTRY_PASSWORD")
+  fi
+  curl "${login[@]}" "$@"
+}
+swarm_registry_ok() { swarm_registry_curl -fsS -m 5 --noproxy '*' -o /dev/null "http://$SWARM_REGISTRY/v2/"; }
 
 # The pid of the registry this script started, if it still runs.
 swarm_registry_pid() {
@@ -675,7 +683,7 @@ swarm_base_image() {
   ) || exit 1
 }
 swarm_base_digest() {
-  curl -fsSI -m 5 --noproxy '*' \
+  swarm_registry_curl -fsSI -m 5 --noproxy '*' \
     -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
     -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
     "http://$SWARM_REGISTRY/v2/slipway/busybox/manifests/1" \

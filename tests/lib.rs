@@ -224,7 +224,7 @@ impl TestStack {
             registry: registry.clone(),
             registry_kind: slipway_shared::config::RegistryKind::Oci,
             ecr_endpoint: None,
-            registry_login: None,
+            registry_login: registry_login(),
             insecure_registries: vec![registry.clone()],
             start_timeout: Duration::from_secs(20),
             drain: Duration::from_millis(500),
@@ -257,7 +257,7 @@ impl TestStack {
             deletion_grace: Duration::from_secs(7 * 86_400),
             record_events: true,
             ecr: None,
-            registry_login: None,
+            registry_login: registry_login(),
             insecure_registries: vec![registry.clone()],
             wake_timeout: Duration::from_secs(30),
             scheduler: Default::default(),
@@ -782,12 +782,34 @@ where
     }
 }
 
+/// The registry's login the test script made (`SLIPWAY_REGISTRY_USERNAME` / `_PASSWORD`).
+pub fn registry_login() -> Option<slipway_shared::registry::RegistryLogin> {
+    Some(slipway_shared::registry::RegistryLogin {
+        username: std::env::var("SLIPWAY_REGISTRY_USERNAME").ok()?,
+        password: std::env::var("SLIPWAY_REGISTRY_PASSWORD").ok()?.into(),
+    })
+}
+
+/// A request to the registry behind Slipway's back, with the registry's login.
+pub fn registry_request(method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+    let request = reqwest::Client::new().request(method, url);
+    match (
+        std::env::var("SLIPWAY_REGISTRY_USERNAME"),
+        std::env::var("SLIPWAY_REGISTRY_PASSWORD"),
+    ) {
+        (Ok(username), Ok(password)) => request.basic_auth(username, Some(password)),
+        _ => request,
+    }
+}
+
 /// The digest the registry serves for `registry/repo:tag`, read independently of Slipway.
 pub async fn registry_digest(tagged: &str) -> anyhow::Result<Option<String>> {
     let (registry, rest) = tagged.split_once('/').context("registry")?;
     let (repository, tag) = rest.rsplit_once(':').context("tag")?;
-    let response = reqwest::Client::new()
-        .head(format!("http://{registry}/v2/{repository}/manifests/{tag}"))
+    let response = registry_request(
+        reqwest::Method::HEAD,
+        &format!("http://{registry}/v2/{repository}/manifests/{tag}"),
+    )
         .header(
             "accept",
             "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
@@ -806,11 +828,12 @@ pub async fn registry_digest(tagged: &str) -> anyhow::Result<Option<String>> {
 /// Runs `docker` (the engine's CLI) against the test engine.
 pub fn docker(args: &[&str]) -> anyhow::Result<String> {
     let host = required_env("SLIPWAY_DOCKER_HOST");
-    let output = std::process::Command::new("/usr/bin/docker")
-        .arg("-H")
-        .arg(&host)
-        .args(args)
-        .output()?;
+    let mut command = std::process::Command::new("/usr/bin/docker");
+    // The client config with the registry's login (scripts/lib/services.sh).
+    if let Ok(config) = std::env::var("SLIPWAY_DOCKER_CONFIG") {
+        command.arg("--config").arg(config);
+    }
+    let output = command.arg("-H").arg(&host).args(args).output()?;
     if !output.status.success() {
         bail!(
             "docker {args:?}: {}",
@@ -825,8 +848,10 @@ pub fn docker(args: &[&str]) -> anyhow::Result<String> {
 pub async fn registry_has_manifest(image_tag: &str, digest: &str) -> anyhow::Result<bool> {
     let (registry, rest) = image_tag.split_once('/').context("registry")?;
     let (repository, _tag) = rest.rsplit_once(':').context("tag")?;
-    let response = reqwest::Client::new()
-        .head(format!("http://{registry}/v2/{repository}/manifests/{digest}"))
+    let response = registry_request(
+        reqwest::Method::HEAD,
+        &format!("http://{registry}/v2/{repository}/manifests/{digest}"),
+    )
         .header(
             "accept",
             "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",

@@ -22,6 +22,7 @@ mkdir -p "$SLIPWAY_STATE_DIR/logs"
 SLIPWAY_STATE_DIR=$(cd "$SLIPWAY_STATE_DIR" && pwd)
 export SLIPWAY_STATE_DIR
 SLIPWAY_LOGS=$SLIPWAY_STATE_DIR/logs
+export SLIPWAY_DOCKER_CONFIG=$SLIPWAY_STATE_DIR/docker-client
 SLIPWAY_PG_BIN=/usr/lib/postgresql/15/bin
 # The engine's own CLI from docker.io (/usr/local/bin/docker may be another client).
 SLIPWAY_DOCKER_CLI=/usr/bin/docker
@@ -184,6 +185,8 @@ slipway_ensure_packages() {
   command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
   [ -n "$(slipway_busybox_path)" ] || missing+=(busybox-static)
   command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
+  # bcrypt for the registry's htpasswd file.
+  command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
   # The worker fetches pushed commits with git (ssh remotes through ssh); the tests serve
   # repositories with git's own http-backend, and over ssh.
   command -v git >/dev/null 2>&1 && [ -x "$(git --exec-path)/git-http-backend" ] \
@@ -327,7 +330,10 @@ CONF
   slipway_note postgres "$how" "$t0"
 }
 
-slipway_docker() { "$SLIPWAY_DOCKER_CLI" -H "$SLIPWAY_DOCKER_HOST" "$@"; }
+# The engine's CLI with a client config of the stack's own (its registry login lives there).
+slipway_docker() {
+  "$SLIPWAY_DOCKER_CLI" --config "$SLIPWAY_DOCKER_CONFIG" -H "$SLIPWAY_DOCKER_HOST" "$@"
+}
 
 # The functions' network: the engine that runs (and builds) functions lives in a network
 # namespace of its own, joined to this one by a veth pair (the "uplink"). Its engine keeps
@@ -380,11 +386,12 @@ slipway_start_runtime_net() {
     ip link set "$veth" up
     ip -n "$ns" addr add "$SLIPWAY_RUNTIME_UPLINK.2/30" dev uplink0
     ip -n "$ns" link set uplink0 up
-    ip route replace "$SLIPWAY_RUNTIME_POOL" via "$SLIPWAY_RUNTIME_UPLINK.2" dev "$veth"
     printf 'SLIPWAY_RUNTIME_UPLINK=%s\nSLIPWAY_RUNTIME_POOL=%s\n' \
       "$SLIPWAY_RUNTIME_UPLINK" "$SLIPWAY_RUNTIME_POOL" >"$state"
-    SLIPWAY_STARTED+=("netns:$ns:$veth:$SLIPWAY_RUNTIME_POOL")
+    SLIPWAY_STARTED+=("netns:$ns:$veth:$SLIPWAY_RUNTIME_POOL:$SLIPWAY_RUNTIME_UPLINK.2")
   fi
+  # Also on reuse: the one route into the namespace is ours to keep.
+  ip route replace "$SLIPWAY_RUNTIME_POOL" via "$SLIPWAY_RUNTIME_UPLINK.2" dev "$veth"
   export SLIPWAY_RUNTIME_NETNS=$ns SLIPWAY_RUNTIME_POOL
   # The platform's address as the functions' engine sees it: the registry listens here.
   export SLIPWAY_PLATFORM_ADDR=$SLIPWAY_RUNTIME_UPLINK.1
@@ -464,9 +471,18 @@ slipway_start_registry() {
   local addr=$SLIPWAY_PLATFORM_ADDR:$port
   # Plain HTTP off loopback: the engine has it as --insecure-registry, Slipway as this.
   export SLIPWAY_REGISTRY=$addr SLIPWAY_INSECURE_REGISTRIES=$addr
-  if ! curl -fsS -m 5 "http://$addr/v2/" >/dev/null 2>&1; then
+  # A login, made once and kept with the state: Slipway, the engine and the tests use it.
+  mkdir -p "$dir"
+  if [ ! -s "$dir/password" ]; then
+    (umask 077 && od -An -tx1 -N24 /dev/urandom | tr -d ' \n' >"$dir/password")
+  fi
+  export SLIPWAY_REGISTRY_USERNAME=slipway SLIPWAY_REGISTRY_PASSWORD
+  SLIPWAY_REGISTRY_PASSWORD=$(cat "$dir/password")
+  if ! slipway_registry_answers "$addr"; then
     how=started
     mkdir -p "$dir/data"
+    htpasswd -Bbn "$SLIPWAY_REGISTRY_USERNAME" "$SLIPWAY_REGISTRY_PASSWORD" >"$dir/htpasswd" 2>>"$log" \
+      || slipway_fail registry "$log" "htpasswd failed"
     cat >"$dir/config.yml" <<YAML
 # Written by scripts/lib/services.sh.
 version: 0.1
@@ -482,12 +498,25 @@ storage:
 http:
   addr: $addr
   secret: slipway-local-registry-only
+auth:
+  htpasswd:
+    realm: slipway-registry
+    path: $dir/htpasswd
 YAML
     slipway_say "registry: starting on $addr"
     slipway_spawn registry "$log" docker-registry serve "$dir/config.yml"
-    slipway_wait_for registry 30 "$log" "$SLIPWAY_SPAWNED_PID" curl -fsS -m 5 "http://$addr/v2/"
+    slipway_wait_for registry 30 "$log" "$SLIPWAY_SPAWNED_PID" slipway_registry_answers "$addr"
   fi
+  # The engine's client keeps the login in a config directory of the stack's own.
+  printf '%s' "$SLIPWAY_REGISTRY_PASSWORD" \
+    | slipway_docker login -u "$SLIPWAY_REGISTRY_USERNAME" --password-stdin "$addr" >>"$log" 2>&1 \
+    || slipway_fail registry "$log" "docker login $addr failed"
   slipway_note registry "$how" "$t0"
+}
+
+# The registry answers with our login (a registry without it, or with another, does not count).
+slipway_registry_answers() { # host:port
+  curl -fsS -m 5 -u "$SLIPWAY_REGISTRY_USERNAME:$SLIPWAY_REGISTRY_PASSWORD" "http://$1/v2/" >/dev/null 2>&1
 }
 
 slipway_moto_ok() { "$SLIPWAY_MOTO_VENV/bin/python" -c 'import moto.server' >/dev/null 2>&1; }
@@ -553,7 +582,11 @@ slipway_start_s3() {
 }
 
 slipway_registry_has() { # repo tag
-  curl -fsS -m 5 -o /dev/null -I \
+  local login=()
+  if [ -n "${SLIPWAY_REGISTRY_USERNAME:-}" ]; then
+    login=(-u "$SLIPWAY_REGISTRY_USERNAME:$SLIPWAY_REGISTRY_PASSWORD")
+  fi
+  curl -fsS -m 5 -o /dev/null -I "${login[@]}" \
     -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
     -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
     "http://$SLIPWAY_REGISTRY/v2/$1/manifests/$2"
@@ -619,14 +652,15 @@ slipway_unmount_under() { # dirs...
 
 # Stops, newest first, only what this invocation started (not services it reused).
 slipway_stop_started() {
-  local i entry pid name data t ns veth pool
+  local i entry pid name data t ns veth pool gateway
   for ((i = ${#SLIPWAY_STARTED[@]} - 1; i >= 0; i--)); do
     entry=${SLIPWAY_STARTED[i]}
     case $entry in
       netns:*)
-        IFS=: read -r _ ns veth pool <<<"$entry"
+        IFS=: read -r _ ns veth pool gateway <<<"$entry"
         slipway_say "removing the functions' network namespace $ns"
-        ip route del "$pool" 2>/dev/null || true
+        # Only our own route: another clone's stack may route a pool of the same shape.
+        ip route del "$pool" via "$gateway" dev "$veth" 2>/dev/null || true
         ip link del "$veth" 2>/dev/null || true
         ip netns del "$ns" 2>/dev/null || true
         rm -f "$SLIPWAY_STATE_DIR/docker/net.env"
@@ -667,7 +701,8 @@ slipway_write_services_env() {
   {
     echo "# Written by scripts/$(basename "$0") on $(date -u +%FT%TZ)."
     for var in SLIPWAY_STATE_DIR DATABASE_URL SLIPWAY_DOCKER_HOST SLIPWAY_REGISTRY \
-      SLIPWAY_INSECURE_REGISTRIES SLIPWAY_RUNTIME_NETNS SLIPWAY_RUNTIME_POOL SLIPWAY_PLATFORM_ADDR \
+      SLIPWAY_INSECURE_REGISTRIES SLIPWAY_REGISTRY_USERNAME SLIPWAY_REGISTRY_PASSWORD \
+      SLIPWAY_DOCKER_CONFIG SLIPWAY_RUNTIME_NETNS SLIPWAY_RUNTIME_POOL SLIPWAY_PLATFORM_ADDR \
       SLIPWAY_TEST_S3_ENDPOINT SLIPWAY_TEST_S3_BUCKET AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION; do
       if [ -n "${!var:-}" ]; then printf '%s=%q\n' "$var" "${!var}"; fi
     done

@@ -44,12 +44,12 @@ fn overwrite_tag(tag: &str) -> anyhow::Result<()> {
 async fn delete_manifest(tag: &str, digest: &str) -> anyhow::Result<()> {
     let (registry, rest) = tag.split_once('/').unwrap();
     let (repository, _) = rest.rsplit_once(':').unwrap();
-    let response = reqwest::Client::new()
-        .delete(format!(
-            "http://{registry}/v2/{repository}/manifests/{digest}"
-        ))
-        .send()
-        .await?;
+    let response = slipway_tests::registry_request(
+        reqwest::Method::DELETE,
+        &format!("http://{registry}/v2/{repository}/manifests/{digest}"),
+    )
+    .send()
+    .await?;
     anyhow::ensure!(
         response.status() == 202,
         "DELETE answered {}",

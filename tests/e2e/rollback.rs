@@ -151,12 +151,12 @@ async fn rollback_to_a_version_whose_image_was_deleted_is_refused_and_the_active
     let digest = v1_row["image_digest"].as_str().unwrap();
     let (registry, rest) = tag.split_once('/').unwrap();
     let repository = rest.rsplit_once(':').unwrap().0;
-    let deleted = reqwest::Client::new()
-        .delete(format!(
-            "http://{registry}/v2/{repository}/manifests/{digest}"
-        ))
-        .send()
-        .await?;
+    let deleted = slipway_tests::registry_request(
+        reqwest::Method::DELETE,
+        &format!("http://{registry}/v2/{repository}/manifests/{digest}"),
+    )
+    .send()
+    .await?;
     assert_eq!(deleted.status(), 202, "registry deleted the manifest");
 
     let (status, body) = rollback(&stack, function_id, json!(1)).await?;

@@ -71,6 +71,7 @@ pub async fn verify(
     let registry = state.ecr.clone().unwrap_or_else(|| {
         Registry::Oci(
             OciRegistry::with_client(&image.registry, state.http.clone())
+                .with_login(state.config.registry_login.clone())
                 .with_insecure(&state.config.insecure_registries),
         )
     });

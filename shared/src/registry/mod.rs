@@ -23,7 +23,7 @@ pub enum RegistryError {
     Refused(String),
 }
 
-/// Credentials the Docker engine needs to push to the registry.
+/// Credentials the Docker engine needs to push to the registry, and to pull from it.
 #[derive(Debug, Clone)]
 pub struct PushCredentials {
     pub username: String,
@@ -108,8 +108,8 @@ impl Registry {
         ))
     }
 
-    /// What the engine must present to push here: none for an open OCI registry, a short-lived
-    /// token for ECR.
+    /// What the engine must present to push or pull here: none for an open OCI registry, its
+    /// login for one that asks, a short-lived token for ECR.
     pub async fn push_credentials(&self) -> Result<Option<PushCredentials>, RegistryError> {
         match self {
             Self::Oci(r) => Ok(r.login().map(|login| PushCredentials {

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::{RunJob, StepError, recorded_image, run_step, with_retries};
 use crate::Environment;
-use crate::runtime::lifecycle::runtime_step;
+use crate::runtime::lifecycle::{registry_step, runtime_step};
 
 const PHASE: &str = "cache-warm";
 
@@ -74,8 +74,13 @@ pub(super) async fn pull(
     digest: &Digest,
 ) -> Result<(), StepError> {
     with_retries(env, "pulling the image", || async {
+        let credentials = env
+            .registry
+            .push_credentials()
+            .await
+            .map_err(registry_step)?;
         env.runtime
-            .pull(&image.name(), digest.as_str())
+            .pull(&image.name(), digest.as_str(), credentials)
             .await
             .map_err(runtime_step)
     })

@@ -10,6 +10,7 @@ use std::{collections::HashMap, time::Duration};
 
 use bollard::{
     Docker,
+    auth::DockerCredentials,
     models::{ContainerCreateBody, HostConfig, NetworkCreateRequest},
     query_parameters::{
         CreateContainerOptions, CreateImageOptions, EventsOptions, InspectContainerOptions,
@@ -18,6 +19,7 @@ use bollard::{
     },
 };
 use futures::StreamExt;
+use slipway_shared::registry::PushCredentials;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -466,13 +468,24 @@ impl DockerRuntime {
 
     /// Pulls `repository@digest` from its registry into the engine: the cache-warm of a runtime
     /// host. Pulling by digest cannot fetch anything but the recorded image.
-    pub async fn pull(&self, repository: &str, digest: &str) -> Result<(), RuntimeError> {
+    pub async fn pull(
+        &self,
+        repository: &str,
+        digest: &str,
+        credentials: Option<PushCredentials>,
+    ) -> Result<(), RuntimeError> {
         let options = CreateImageOptions {
             from_image: Some(repository.to_owned()),
             tag: Some(digest.to_owned()),
             ..Default::default()
         };
-        let mut progress = self.docker.create_image(Some(options), None, None);
+        let credentials = credentials.map(|c| DockerCredentials {
+            username: Some(c.username),
+            password: Some(c.password),
+            serveraddress: Some(c.server),
+            ..Default::default()
+        });
+        let mut progress = self.docker.create_image(Some(options), None, credentials);
         while let Some(step) = progress.next().await {
             match step {
                 Ok(_) => {}
