@@ -230,6 +230,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let events = Arc::clone(&state.events);
+    // Without it a small answer written in two pieces waits for the client's delayed ACK
+    // (Nagle): 40 ms on a kept-alive connection, which is every pooled client's.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set on an accepted connection");
+        }
+    });
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
