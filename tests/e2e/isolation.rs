@@ -710,7 +710,8 @@ async fn started_builds(stack: &TestStack, deployments: &[Uuid]) -> anyhow::Resu
 }
 
 #[tokio::test]
-async fn no_other_tenant_receives_a_functions_traffic_across_restarts() -> anyhow::Result<()> {
+async fn no_other_tenant_receives_a_functions_traffic_across_restarts_and_wakes()
+-> anyhow::Result<()> {
     let stack = TestStack::start().await?;
     // The squatter listens on the same port as every function, and would take any address.
     let squatter_key = stack.add_tenant().await?;
@@ -784,6 +785,28 @@ async fn no_other_tenant_receives_a_functions_traffic_across_restarts() -> anyho
         .await?;
         check(action).await?;
     }
+    // Idle → Inactive (instances released) → woken by the next invocation.
+    let idle = slipway_shared::config::SchedulerConfig {
+        cron_idle: "0 * * * * *".into(),
+        ..Default::default()
+    };
+    let later = chrono::Utc::now() + chrono::TimeDelta::minutes(16);
+    slipway_shared::schedule::fire(
+        &stack.pool,
+        &idle,
+        slipway_shared::schedule::Sweep::Idle,
+        later,
+        "test",
+        true,
+    )
+    .await?;
+    eventually(Duration::from_secs(30), "the victim released", || async {
+        let function = stack.function(victim).await?;
+        Ok((function["state"] == "Inactive" && active_container().await?.is_none()).then_some(()))
+    })
+    .await?;
+    check("after an idle release and a wake").await?;
+
     // The squatter, meanwhile, only ever answered for itself.
     let response = stack
         .request_as(
