@@ -30,16 +30,7 @@ pub trait Job: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin + 'sta
         &self,
         conn: &mut PgConnection,
     ) -> impl Future<Output = Result<(), EnqueueError>> + Send {
-        let encoded = serde_json::to_vec(self);
-        let key = self.dedup_key();
-        async move {
-            let task = TaskBuilder::new(encoded?)
-                .max_attempts(Self::MAX_ATTEMPTS)
-                .idempotency_key(key)
-                .build();
-            apalis_postgres::queries::push_tasks(conn, Self::NAME, vec![task]).await?;
-            Ok(())
-        }
+        self.enqueue_after(conn, std::time::Duration::ZERO)
     }
 
     /// Writes the job to run no sooner than `delay` from now (apalis has no backoff of its own).
@@ -51,12 +42,13 @@ pub trait Job: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin + 'sta
         let encoded = serde_json::to_vec(self);
         let key = self.dedup_key();
         async move {
-            let task = TaskBuilder::new(encoded?)
+            let mut task = TaskBuilder::new(encoded?)
                 .max_attempts(Self::MAX_ATTEMPTS)
-                .idempotency_key(key)
-                .run_after(delay)
-                .build();
-            apalis_postgres::queries::push_tasks(conn, Self::NAME, vec![task]).await?;
+                .idempotency_key(key);
+            if !delay.is_zero() {
+                task = task.run_after(delay);
+            }
+            apalis_postgres::queries::push_tasks(conn, Self::NAME, vec![task.build()]).await?;
             Ok(())
         }
     }

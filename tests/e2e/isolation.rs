@@ -60,6 +60,22 @@ async fn whoami(stack: &TestStack, function_id: Uuid) -> anyhow::Result<BTreeMap
         .collect())
 }
 
+/// `PUT /api/v1/functions/{id}` with `changes`; the function as it answers.
+async fn update(stack: &TestStack, function_id: Uuid, changes: Value) -> anyhow::Result<Value> {
+    let response = stack
+        .request(
+            reqwest::Method::PUT,
+            &format!("/api/v1/functions/{function_id}"),
+        )
+        .json(&changes)
+        .send()
+        .await?;
+    if response.status() != 200 {
+        bail!("PUT {changes} answered {}", response.status());
+    }
+    Ok(response.json().await?)
+}
+
 /// The address the platform reaches the function's active instance at.
 async fn endpoint_of(stack: &TestStack, function_id: Uuid) -> anyhow::Result<String> {
     let endpoint: Option<String> = sqlx::query_scalar(
@@ -284,16 +300,12 @@ async fn a_function_reaches_nothing_of_the_platform_or_of_other_tenants() -> any
 async fn instances_run_unprivileged_within_the_functions_limits() -> anyhow::Result<()> {
     let stack = TestStack::start().await?;
     let function_id = stack.init("confined").await?;
-    let response = stack
-        .request(
-            reqwest::Method::PUT,
-            &format!("/api/v1/functions/{function_id}"),
-        )
-        .json(&json!({"limits": {"memory_mb": 48, "cpu": 0.5, "pids": 32}}))
-        .send()
-        .await?;
-    assert_eq!(response.status(), 200);
-    let function: Value = response.json().await?;
+    let function = update(
+        &stack,
+        function_id,
+        json!({"limits": {"memory_mb": 48, "cpu": 0.5, "pids": 32}}),
+    )
+    .await?;
     assert_eq!(
         function["limits"],
         json!({"memory_mb": 48, "cpu": 0.5, "pids": 32})
@@ -354,15 +366,7 @@ async fn instances_run_unprivileged_within_the_functions_limits() -> anyhow::Res
     );
 
     // The opt-out of the read-only root, applied by a restart.
-    let response = stack
-        .request(
-            reqwest::Method::PUT,
-            &format!("/api/v1/functions/{function_id}"),
-        )
-        .json(&json!({"read_only_root_fs": false}))
-        .send()
-        .await?;
-    assert_eq!(response.status(), 200);
+    update(&stack, function_id, json!({"read_only_root_fs": false})).await?;
     let response = stack
         .post(&format!("/api/v1/functions/{function_id}/runtime/restart"))
         .send()
@@ -391,15 +395,7 @@ async fn instances_run_unprivileged_within_the_functions_limits() -> anyhow::Res
 async fn a_function_past_its_memory_is_killed_and_says_so() -> anyhow::Result<()> {
     let stack = TestStack::start().await?;
     let function_id = stack.init("hungry").await?;
-    let response = stack
-        .request(
-            reqwest::Method::PUT,
-            &format!("/api/v1/functions/{function_id}"),
-        )
-        .json(&json!({"limits": {"memory_mb": 32}}))
-        .send()
-        .await?;
-    assert_eq!(response.status(), 200);
+    update(&stack, function_id, json!({"limits": {"memory_mb": 32}})).await?;
     // Reads 256 MiB into one buffer before it would ever listen.
     let hog = "FROM slipway/busybox:1\nENTRYPOINT [\"/bin/busybox\", \"dd\", \"if=/dev/zero\", \"of=/dev/null\", \"bs=256M\", \"count=1\"]\n";
     let (deployment, _) = stack
@@ -427,15 +423,7 @@ async fn an_instance_killed_for_its_memory_while_serving_fails_its_function_unti
 -> anyhow::Result<()> {
     let stack = TestStack::start().await?;
     let function_id = stack.init("grows").await?;
-    let response = stack
-        .request(
-            reqwest::Method::PUT,
-            &format!("/api/v1/functions/{function_id}"),
-        )
-        .json(&json!({"limits": {"memory_mb": 32}}))
-        .send()
-        .await?;
-    assert_eq!(response.status(), 200);
+    update(&stack, function_id, json!({"limits": {"memory_mb": 32}})).await?;
     // Serves (httpd in the background) until armed, then its main process eats 256 MiB.
     let grows = "FROM slipway/busybox:1\nCOPY www /www\nENTRYPOINT [\"/bin/busybox\", \"sh\", \"-c\", \"httpd -p $PORT -h /www && while [ ! -f /tmp/armed ]; do sleep 0.2; done; exec dd if=/dev/zero of=/dev/null bs=256M count=1\"]\n";
     let (deployment, _) = stack
@@ -726,12 +714,12 @@ async fn no_other_tenant_receives_a_functions_traffic_across_restarts_and_wakes(
 
     // The victim's Initializer answers 500 once: its first instance is restarted in place.
     let victim = stack.init("victim").await?;
-    let response = stack
-        .request(reqwest::Method::PUT, &format!("/api/v1/functions/{victim}"))
-        .json(&json!({"lifecycle": {"initializer": {"timeout_s": 30}}, "read_only_root_fs": false}))
-        .send()
-        .await?;
-    assert_eq!(response.status(), 200);
+    update(
+        &stack,
+        victim,
+        json!({"lifecycle": {"initializer": {"timeout_s": 30}}, "read_only_root_fs": false}),
+    )
+    .await?;
     let hooks = pack_dir(&repo_root().join("examples/hooks"), &BTreeMap::new())?;
     let (status, body) = stack
         .deploy_raw(

@@ -7,6 +7,16 @@ use slipway_shared::{domain::ImageRef, registry::PushCredentials};
 
 use super::RegistryError;
 
+/// The registry's credentials as the engine takes them, for pushes and pulls alike.
+pub fn engine_credentials(credentials: PushCredentials) -> DockerCredentials {
+    DockerCredentials {
+        username: Some(credentials.username),
+        password: Some(credentials.password),
+        serveraddress: Some(credentials.server),
+        ..Default::default()
+    }
+}
+
 /// Pushes `image.tagged()`, with the registry's credentials if it needs any; returns the
 /// engine's progress lines for the deployment log.
 pub async fn push_through_engine(
@@ -18,12 +28,7 @@ pub async fn push_through_engine(
         tag: Some(image.tag.clone()),
         platform: None,
     };
-    let credentials = credentials.map(|c| DockerCredentials {
-        username: Some(c.username),
-        password: Some(c.password),
-        serveraddress: Some(c.server),
-        ..Default::default()
-    });
+    let credentials = credentials.map(engine_credentials);
     let mut stream = docker.push_image(&image.name(), Some(options), credentials);
     let mut lines = Vec::new();
     while let Some(item) = stream.next().await {

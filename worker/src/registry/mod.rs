@@ -3,5 +3,5 @@
 
 mod engine_push;
 
-pub use engine_push::push_through_engine;
+pub use engine_push::{engine_credentials, push_through_engine};
 pub use slipway_shared::registry::{Registry, RegistryError};

@@ -10,7 +10,6 @@ use std::{collections::HashMap, time::Duration};
 
 use bollard::{
     Docker,
-    auth::DockerCredentials,
     models::{ContainerCreateBody, HostConfig, NetworkCreateRequest},
     query_parameters::{
         CreateContainerOptions, CreateImageOptions, EventsOptions, InspectContainerOptions,
@@ -479,12 +478,7 @@ impl DockerRuntime {
             tag: Some(digest.to_owned()),
             ..Default::default()
         };
-        let credentials = credentials.map(|c| DockerCredentials {
-            username: Some(c.username),
-            password: Some(c.password),
-            serveraddress: Some(c.server),
-            ..Default::default()
-        });
+        let credentials = credentials.map(crate::registry::engine_credentials);
         let mut progress = self.docker.create_image(Some(options), None, credentials);
         while let Some(step) = progress.next().await {
             match step {
