@@ -173,6 +173,11 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/functions/invoke/{id}",
             any(routes::invoke::invoke_root),
         )
+        // The root with a trailing slash is the root too (a wildcard never matches nothing).
+        .route(
+            "/api/v1/functions/invoke/{id}/",
+            any(routes::invoke::invoke_root),
+        )
         .route(
             "/api/v1/functions/invoke/{id}/{*path}",
             any(routes::invoke::invoke_path),
@@ -237,7 +242,9 @@ pub async fn serve(
             tracing::debug!(error = %e, "TCP_NODELAY not set on an accepted connection");
         }
     });
-    axum::serve(listener, router(state))
+    // The peer's address goes to functions in X-Forwarded-For and Forwarded.
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
         .context("serving the API")?;

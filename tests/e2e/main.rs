@@ -14,6 +14,7 @@ mod integrity;
 mod isolation;
 mod keys;
 mod log_stream;
+mod proxy;
 mod rollback;
 mod scheduler;
 mod signing;

@@ -1,11 +1,21 @@
 //! Invocation (seed 003): `ANY /api/v1/functions/invoke/{id}[/{*path}]` is proxied to the active
-//! container's `/` (or `/path`), passing method, query, headers, body and status through.
+//! instance's `/` (or `/path`), passing method, query, headers, body and status through, as an
+//! HTTP intermediary should (RFC 9110 §7.6): the path and query go on byte for byte as the caller
+//! sent them (`%3F` stays `%3F`; `…/{id}` and `…/{id}/` are both the root), hop-by-hop headers
+//! and those `Connection` names stay behind both ways, and the caller's address is appended to
+//! `X-Forwarded-For` and `Forwarded`. This route is one origin shared by every tenant and the
+//! platform, so cookies do not cross it: the caller's `Cookie` is not forwarded and a function's
+//! `Set-Cookie` is dropped (a function's cookie would otherwise be the API origin's, readable
+//! and writable by every other function). Logs carry paths, never query strings.
+//!
 //! This is the api's one data-plane duty. Each routed invocation is recorded as an event
 //! (`events`), off the request path.
 
+use std::net::{IpAddr, SocketAddr};
+
 use axum::{
     body::Body,
-    extract::{Path, Request, State},
+    extract::{ConnectInfo, Path, Request, State},
     http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
     response::Response,
 };
@@ -24,7 +34,8 @@ pub const EVENT_ID_HEADER: &str = "x-slipway-event-id";
 const FC_REQUEST_ID_HEADER: &str = "x-fc-request-id";
 
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus the caller's platform
-/// credentials, which the function must never see.
+/// credentials, which the function must never see, and cookies, which belong to the shared
+/// origin (see the module's doc).
 fn forwardable(name: &HeaderName) -> bool {
     !matches!(
         name.as_str(),
@@ -32,6 +43,7 @@ fn forwardable(name: &HeaderName) -> bool {
             | "keep-alive"
             | "proxy-authenticate"
             | "proxy-authorization"
+            | "proxy-connection"
             | "te"
             | "trailer"
             | "transfer-encoding"
@@ -39,7 +51,78 @@ fn forwardable(name: &HeaderName) -> bool {
             | "host"
             | "authorization"
             | "content-length"
+            | "cookie"
+            | "set-cookie"
     )
+}
+
+/// The header names a message's `Connection` header lists: options of that one hop, which an
+/// intermediary removes along with `Connection` itself (RFC 9110 §7.6.1).
+fn connection_options(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect()
+}
+
+/// The headers of `from` that go on to the next hop.
+fn end_to_end(from: &HeaderMap) -> HeaderMap {
+    let options = connection_options(from);
+    let mut headers = HeaderMap::with_capacity(from.len());
+    for (name, value) in from {
+        if forwardable(name) && !options.contains(name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    headers
+}
+
+/// Appends the caller to `X-Forwarded-For` and `Forwarded` (RFC 7239), keeping what earlier
+/// proxies wrote: the function sees the whole chain, the last entry being the one we vouch for.
+fn add_forwarding(headers: &mut HeaderMap, peer: Option<IpAddr>, host: Option<&HeaderValue>) {
+    let Some(peer) = peer else {
+        return;
+    };
+    let append = |headers: &mut HeaderMap, name: &'static str, entry: String| {
+        let joined = match headers.get(name).and_then(|v| v.to_str().ok()) {
+            Some(earlier) if !earlier.trim().is_empty() => format!("{earlier}, {entry}"),
+            _ => entry,
+        };
+        if let Ok(value) = HeaderValue::from_str(&joined) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    };
+    append(headers, "x-forwarded-for", peer.to_string());
+    let node = match peer {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    };
+    let mut forwarded = format!("for={node};proto=http");
+    if let Some(host) = host.and_then(|h| h.to_str().ok())
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    {
+        forwarded.push_str(&format!(";host=\"{host}\""));
+    }
+    append(headers, "forwarded", forwarded);
+}
+
+/// What follows `/api/v1/functions/invoke/{id}` in the path exactly as the caller sent it
+/// (still percent-encoded), as the function's own path: always starting with `/`.
+fn function_path(raw: &str, id: &str) -> String {
+    let rest = raw
+        .strip_prefix("/api/v1/functions/invoke/")
+        .and_then(|r| r.strip_prefix(id))
+        .unwrap_or_default();
+    if rest.starts_with('/') {
+        rest.to_owned()
+    } else {
+        format!("/{rest}")
+    }
 }
 
 pub async fn invoke_root(
@@ -48,16 +131,16 @@ pub async fn invoke_root(
     Path(id): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    proxy(state, caller, &id, "", request).await
+    proxy(state, caller, &id, request).await
 }
 
 pub async fn invoke_path(
     State(state): State<AppState>,
     caller: Caller,
-    Path((id, path)): Path<(String, String)>,
+    Path((id, _decoded)): Path<(String, String)>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    proxy(state, caller, &id, &path, request).await
+    proxy(state, caller, &id, request).await
 }
 
 /// The endpoint of the function's active instance. An Inactive function is woken and the
@@ -166,12 +249,13 @@ fn serving(route: &db::deployments::Route) -> Result<Serving, ApiError> {
 async fn proxy(
     state: AppState,
     caller: Caller,
-    id: &str,
-    path: &str,
+    raw_id: &str,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let id = Uuid::parse_str(id).map_err(|_| ApiError::function_not_found())?;
+    let id = Uuid::parse_str(raw_id).map_err(|_| ApiError::function_not_found())?;
     let (parts, body) = request.into_parts();
+    let path = function_path(parts.uri.path(), raw_id);
+    let path = path.as_str();
     let body = axum::body::to_bytes(body, MAX_REQUEST_BYTES)
         .await
         .map_err(|_| {
@@ -182,12 +266,12 @@ async fn proxy(
             )
         })?;
     let request_id = Uuid::new_v4().to_string();
-    let mut headers = HeaderMap::new();
-    for (name, value) in &parts.headers {
-        if forwardable(name) {
-            headers.append(name.clone(), value.clone());
-        }
-    }
+    let mut headers = end_to_end(&parts.headers);
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
+    add_forwarding(&mut headers, peer, parts.headers.get(header::HOST));
     let request_id_value = HeaderValue::from_str(&request_id).map_err(anyhow::Error::from)?;
     headers.insert(REQUEST_ID_HEADER, request_id_value.clone());
     // Functions written against seed 002 (Function Compute) read this name.
@@ -218,7 +302,7 @@ async fn proxy(
                 body.len(),
             )
         });
-        let url = format!("http://{}/{path}{query}", target.endpoint);
+        let url = format!("http://{}{path}{query}", target.endpoint);
         let sent = state
             .http
             .request(parts.method.clone(), &url)
@@ -230,7 +314,7 @@ async fn proxy(
         match sent {
             Ok(response) => break response,
             Err(e) if e.is_connect() && attempt < 3 => {
-                debug!(%url, error = %e, "function endpoint refused the connection; resolving again");
+                debug!(endpoint = %target.endpoint, path, error = %e.without_url(), "function endpoint refused the connection; resolving again");
                 tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
             }
             Err(e) if e.is_timeout() => {
@@ -245,7 +329,7 @@ async fn proxy(
                 ));
             }
             Err(e) => {
-                warn!(%url, error = %e, "function unreachable");
+                warn!(endpoint = %target.endpoint, path, error = %e.without_url(), "function unreachable");
                 event.fail(502, "function_unreachable");
                 return Err(ApiError::new(
                     StatusCode::BAD_GATEWAY,
@@ -259,10 +343,9 @@ async fn proxy(
 
     let mut response = Response::builder().status(upstream.status());
     if let Some(out) = response.headers_mut() {
-        for (name, value) in upstream.headers() {
-            if forwardable(name) || name == header::CONTENT_LENGTH {
-                out.append(name.clone(), value.clone());
-            }
+        *out = end_to_end(upstream.headers());
+        if let Some(length) = upstream.headers().get(header::CONTENT_LENGTH) {
+            out.insert(header::CONTENT_LENGTH, length.clone());
         }
         out.insert(
             REQUEST_ID_HEADER,
@@ -320,7 +403,7 @@ impl Event {
             status: "PENDING".into(),
             request_id: request_id.to_owned(),
             method: method.as_str().to_owned(),
-            path: format!("/{path}"),
+            path: path.to_owned(),
             status_code: None,
             failure_reason: None,
             request_bytes: request_bytes as i64,

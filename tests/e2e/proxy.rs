@@ -1,0 +1,142 @@
+//! The invocation proxy as an HTTP intermediary (RFC 9110 §7.6), checked against a function that
+//! answers with the request line and headers exactly as they reached it
+//! (`tests/functions/raw-echo`): paths and queries go on byte for byte, hop-by-hop headers and
+//! those `Connection` names stay behind both ways, the caller is appended to `X-Forwarded-For`
+//! and `Forwarded`, and cookies do not cross the origin every tenant shares.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use slipway_tests::{TestStack, pack_dir, repo_root};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use uuid::Uuid;
+
+async fn raw_echo(stack: &TestStack) -> anyhow::Result<Uuid> {
+    let function_id = stack.init("raw-echo").await?;
+    let archive = pack_dir(
+        &repo_root().join("tests/functions/raw-echo"),
+        &BTreeMap::new(),
+    )?;
+    let (deployment, _) = stack.deploy(function_id, archive).await?;
+    stack.wait_active(deployment).await?;
+    Ok(function_id)
+}
+
+/// Sends `head` (request line and headers, without the blank line) as written, on a connection
+/// of its own, and reads the whole answer: (head, body).
+async fn exchange(stack: &TestStack, head: &str) -> anyhow::Result<(String, String)> {
+    let address = stack.base_url.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(address).await?;
+    socket
+        .write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await?;
+    let mut answer = Vec::new();
+    socket.read_to_end(&mut answer).await?;
+    let answer = String::from_utf8(answer)?;
+    let (head, body) = answer.split_once("\r\n\r\n").context("an HTTP answer")?;
+    Ok((head.to_owned(), body.to_owned()))
+}
+
+/// The request line the function received for `target` (a request-target after the
+/// function's id).
+async fn received_line(stack: &TestStack, id: Uuid, target: &str) -> anyhow::Result<String> {
+    let host = stack.base_url.trim_start_matches("http://");
+    let (head, body) = exchange(
+        stack,
+        &format!(
+            "GET /api/v1/functions/invoke/{id}{target} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}",
+            stack.api_key
+        ),
+    )
+    .await?;
+    anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "{head}\n\n{body}");
+    Ok(body.lines().next().unwrap_or_default().to_owned())
+}
+
+#[tokio::test]
+async fn paths_and_queries_reach_the_function_byte_for_byte() -> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let id = raw_echo(&stack).await?;
+    for (target, expected) in [
+        ("", "GET / HTTP/1.1"),
+        ("/", "GET / HTTP/1.1"),
+        ("/a%3Fb", "GET /a%3Fb HTTP/1.1"),
+        (
+            "/a%2Fb/%20c?x=%20y&z=1%26&&",
+            "GET /a%2Fb/%20c?x=%20y&z=1%26&& HTTP/1.1",
+        ),
+        ("?only=query", "GET /?only=query HTTP/1.1"),
+        ("/deep/path/?q", "GET /deep/path/?q HTTP/1.1"),
+    ] {
+        assert_eq!(
+            received_line(&stack, id, target).await?,
+            expected,
+            "{target:?}"
+        );
+    }
+    stack.shutdown().await
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_stay_behind_and_the_caller_is_appended_to_the_forwarding_chain()
+-> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let id = raw_echo(&stack).await?;
+    let host = stack.base_url.trim_start_matches("http://");
+    let (head, body) = exchange(
+        &stack,
+        &format!(
+            "GET /api/v1/functions/invoke/{id}/h HTTP/1.1\r\nHost: {host}\r\n\
+             Authorization: Bearer {}\r\nConnection: X-Secret\r\nX-Secret: hop-only\r\n\
+             Keep-Alive: timeout=5\r\nX-Kept: end-to-end\r\nX-Forwarded-For: 203.0.113.7\r\n\
+             Forwarded: for=203.0.113.7\r\nCookie: console=operator-session",
+            stack.api_key
+        ),
+    )
+    .await?;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let received: Vec<&str> = body.lines().collect();
+    let has = |name: &str| {
+        received
+            .iter()
+            .any(|l| l.to_ascii_lowercase().starts_with(&format!("{name}:")))
+    };
+    let value = |name: &str| {
+        received
+            .iter()
+            .find(|l| l.to_ascii_lowercase().starts_with(&format!("{name}:")))
+            .map(|l| l.split_once(':').unwrap().1.trim().to_owned())
+    };
+    assert_eq!(value("x-kept").as_deref(), Some("end-to-end"), "{body}");
+    for dropped in ["x-secret", "keep-alive", "cookie", "authorization"] {
+        assert!(!has(dropped), "{dropped} reached the function:\n{body}");
+    }
+    assert_eq!(
+        value("x-forwarded-for").as_deref(),
+        Some("203.0.113.7, 127.0.0.1"),
+        "{body}"
+    );
+    assert_eq!(
+        value("forwarded"),
+        Some(format!(
+            "for=203.0.113.7, for=127.0.0.1;proto=http;host=\"{host}\""
+        )),
+        "{body}"
+    );
+
+    // The function's own hop-by-hop options and its cookie stay behind on the way back.
+    let answer_headers: Vec<String> = head.lines().map(str::to_ascii_lowercase).collect();
+    for dropped in ["x-hop:", "set-cookie:"] {
+        assert!(
+            !answer_headers.iter().any(|l| l.starts_with(dropped)),
+            "{dropped} reached the caller:\n{head}"
+        );
+    }
+    assert!(
+        answer_headers
+            .iter()
+            .any(|l| l.starts_with("x-slipway-request-id:")),
+        "{head}"
+    );
+    stack.shutdown().await
+}
