@@ -44,12 +44,19 @@ async fn deploying_v2_switches_traffic_without_a_failed_invocation_and_records_r
         .iter()
         .filter_map(|l| l["phase"].as_str())
         .collect();
-    let first = |phase: &str| phases.iter().position(|p| *p == phase);
+    // Each phase must be there: compared as Options, a missing one (None) would sort first.
+    let first = |phase: &str| {
+        phases
+            .iter()
+            .position(|p| *p == phase)
+            .unwrap_or_else(|| panic!("no {phase} phase in the log: {phases:?}"))
+    };
     assert!(
-        first("push") < first("cache-warm") && first("cache-warm") < first("deploy"),
+        first("build") < first("push")
+            && first("push") < first("cache-warm")
+            && first("cache-warm") < first("deploy"),
         "the image is pulled onto the runtime host between push and start: {phases:?}"
     );
-    assert!(first("cache-warm").is_some());
     assert_eq!(
         stack.invoke(function_id, "").await?,
         (200, "hello from v1\n".into())

@@ -54,10 +54,26 @@ async fn two_workers_deploy_ten_functions_and_run_each_job_once() -> anyhow::Res
     for job in &jobs {
         assert_eq!((job.status.as_str(), job.attempts), ("Done", 1), "{job:?}");
     }
-    let workers: Vec<String> =
-        sqlx::query_scalar("SELECT DISTINCT lock_by FROM apalis.jobs WHERE lock_by IS NOT NULL")
+    // apalis keeps the claimer in lock_by as "<worker name>/<queue>".
+    let claims: Vec<String> =
+        sqlx::query_scalar("SELECT lock_by FROM apalis.jobs WHERE lock_by IS NOT NULL")
             .fetch_all(&stack.pool)
             .await?;
-    eprintln!("jobs were run by {} worker identities", workers.len());
+    let mut by_worker = std::collections::BTreeMap::<&str, usize>::new();
+    for claim in &claims {
+        let worker = claim.split_once('/').map_or(claim.as_str(), |(w, _)| w);
+        *by_worker.entry(worker).or_default() += 1;
+    }
+    eprintln!("jobs run per worker: {by_worker:?}");
+    assert_eq!(
+        claims.len(),
+        jobs.len(),
+        "every job was claimed by a worker"
+    );
+    assert_eq!(
+        by_worker.len(),
+        2,
+        "both workers took a share of the jobs: {by_worker:?}"
+    );
     stack.shutdown().await
 }
