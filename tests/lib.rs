@@ -134,6 +134,10 @@ fn base_images(registry: &str) -> slipway_shared::dockerfile::BaseImageAllowList
     .expect("the base image allow-list parses")
 }
 
+fn loopback() -> Vec<slipway_shared::git::Network> {
+    slipway_shared::git::parse_networks("127.0.0.0/8").expect("a network")
+}
+
 /// Which archive store a stack uses.
 pub enum StoreKind {
     Filesystem,
@@ -242,6 +246,9 @@ impl TestStack {
             archive_limits: options.archive_limits.clone().unwrap_or_default(),
             // The webhook tests serve repositories from the test's own filesystem.
             git_allow_file: true,
+            // The tests' git servers listen on loopback.
+            git_allow_networks: loopback(),
+            git_max_fetch_bytes: 64 * 1024 * 1024,
             secrets_key: Some(secrets_key.clone()),
             function_limits: Default::default(),
             build_base_images: base_images(&registry),
@@ -263,6 +270,7 @@ impl TestStack {
             scheduler: Default::default(),
             signature_max_skew: Duration::from_secs(300),
             git_allow_file: true,
+            git_allow_networks: loopback(),
             secrets_key: Some(secrets_key),
             function_limits: Default::default(),
             build_base_images: base_images(&registry),

@@ -102,6 +102,8 @@ pub struct ApiConfig {
     pub signature_max_skew: Duration,
     /// `SLIPWAY_GIT_ALLOW_FILE`: git bindings may use file:// URLs (single-tenant set-ups).
     pub git_allow_file: bool,
+    /// `SLIPWAY_GIT_ALLOW_NETWORKS`: internal addresses clone URLs may name after all.
+    pub git_allow_networks: Vec<crate::git::Network>,
     /// `SLIPWAY_SECRETS_KEY`: seals git bindings' secrets and credentials; without it no binding
     /// can be made.
     pub secrets_key: Option<SecretsKey>,
@@ -133,6 +135,7 @@ impl ApiConfig {
             scheduler: SchedulerConfig::from_env()?,
             signature_max_skew: duration("SLIPWAY_SIGNATURE_MAX_SKEW", Duration::from_secs(300))?,
             git_allow_file: parsed("SLIPWAY_GIT_ALLOW_FILE", false)?,
+            git_allow_networks: git_allow_networks()?,
             secrets_key: secrets_key()?,
             function_limits: function_limits()?,
             build_base_images: build_base_images()?,
@@ -187,6 +190,10 @@ pub struct WorkerConfig {
     pub archive_limits: ArchiveLimits,
     /// `SLIPWAY_GIT_ALLOW_FILE`: fetch from file:// URLs (the api refuses such bindings otherwise).
     pub git_allow_file: bool,
+    /// `SLIPWAY_GIT_ALLOW_NETWORKS`: internal addresses a fetch may go to after all.
+    pub git_allow_networks: Vec<crate::git::Network>,
+    /// `SLIPWAY_GIT_MAX_FETCH_BYTES`: the most one fetch may write (the pack and its index).
+    pub git_max_fetch_bytes: u64,
     /// `SLIPWAY_SECRETS_KEY`: opens git bindings' credentials.
     pub secrets_key: Option<SecretsKey>,
     /// What a function's instances may use.
@@ -229,6 +236,11 @@ fn function_limits() -> anyhow::Result<LimitPolicy> {
         .validate(&requested)
         .context("the SLIPWAY_FUNCTION_* defaults must lie within their maximums")?;
     Ok(policy)
+}
+
+fn git_allow_networks() -> anyhow::Result<Vec<crate::git::Network>> {
+    crate::git::parse_networks(&var("SLIPWAY_GIT_ALLOW_NETWORKS").unwrap_or_default())
+        .map_err(|e| anyhow::anyhow!("SLIPWAY_GIT_ALLOW_NETWORKS: {e}"))
 }
 
 fn build_base_images() -> anyhow::Result<BaseImageAllowList> {
@@ -285,6 +297,8 @@ impl WorkerConfig {
             )?,
             archive_limits: archive_limits()?,
             git_allow_file: parsed("SLIPWAY_GIT_ALLOW_FILE", false)?,
+            git_allow_networks: git_allow_networks()?,
+            git_max_fetch_bytes: parsed("SLIPWAY_GIT_MAX_FETCH_BYTES", 512 * 1024 * 1024)?,
             secrets_key: secrets_key()?,
             function_limits: function_limits()?,
             build_base_images: build_base_images()?,

@@ -2,7 +2,7 @@
 //! function may contain. Validated once, when the binding is made, so a push never finds a
 //! binding that cannot be fetched for a reason it could have been refused for.
 
-use std::fmt;
+use std::{fmt, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
 
@@ -137,6 +137,155 @@ pub fn clone_url_transport(url: &str) -> Result<Transport, InvalidBinding> {
         }
     }
     Ok(transport)
+}
+
+/// An address range the operator lets git fetch from although it is not public
+/// (`SLIPWAY_GIT_ALLOW_NETWORKS`, e.g. an internal Gitea): `address/prefix`, v4 or v6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    address: IpAddr,
+    prefix: u8,
+}
+
+impl Network {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let (address, prefix) = raw.trim().split_once('/').unwrap_or((raw.trim(), ""));
+        let address: IpAddr = address
+            .parse()
+            .map_err(|_| format!("{raw:?} is not an address/prefix"))?;
+        let bits = if address.is_ipv4() { 32 } else { 128 };
+        let prefix = if prefix.is_empty() {
+            bits
+        } else {
+            prefix
+                .parse()
+                .ok()
+                .filter(|p| *p <= bits)
+                .ok_or_else(|| format!("{raw:?} has no valid prefix length"))?
+        };
+        Ok(Self { address, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.address, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - u32::from(self.prefix))
+                };
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - u32::from(self.prefix))
+                };
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Comma-separated [`Network`]s.
+pub fn parse_networks(raw: &str) -> Result<Vec<Network>, String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(Network::parse)
+        .collect()
+}
+
+/// Not an address of the public internet: loopback, private, shared (CGNAT), link-local (the
+/// cloud metadata address among them), unique-local, multicast, documentation, unspecified,
+/// reserved; IPv4 inside IPv6 is judged as IPv4. A clone URL leading there would make the
+/// worker fetch from the platform's own network on a tenant's behalf.
+pub fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || a == 0
+                || a >= 240
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 198 && (b == 18 || b == 19))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_internal(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || first == 0x2001 && v6.segments()[1] == 0x0db8
+        }
+    }
+}
+
+/// Refuses `ip` if it is internal and no allowed network holds it.
+pub fn check_destination(ip: IpAddr, allowed: &[Network]) -> Result<(), String> {
+    if is_internal(ip) && !allowed.iter().any(|n| n.contains(ip)) {
+        return Err(format!(
+            "{ip} is a loopback, private or link-local address, which Slipway does not fetch from \
+             (an operator may allow it with SLIPWAY_GIT_ALLOW_NETWORKS)"
+        ));
+    }
+    Ok(())
+}
+
+/// The host and port a clone URL connects to (`None` for `file://`): brackets stripped from
+/// IPv6, the transport's default port when none is given.
+pub fn clone_url_host(url: &str) -> Option<(String, u16)> {
+    let (authority, default_port) = match url.split_once("://") {
+        Some(("https", rest)) => (rest.split('/').next()?, 443),
+        Some(("http", rest)) => (rest.split('/').next()?, 80),
+        Some(("ssh", rest)) => (rest.split('/').next()?, 22),
+        Some(_) => return None,
+        // scp-like user@host:path
+        None => (url.split_once(':')?.0, 22),
+    };
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Some(rest) = host_port.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        let port = after.strip_prefix(':').and_then(|p| p.parse().ok());
+        return Some((host.to_owned(), port.unwrap_or(default_port)));
+    }
+    // An scp-like URL never has a port: its colon starts the path.
+    let (host, port) = match host_port.rsplit_once(':') {
+        Some((host, port)) if url.contains("://") => (host, port.parse().ok()),
+        _ => (host_port, None),
+    };
+    Some((host.to_owned(), port.unwrap_or(default_port)))
+}
+
+/// At binding time: a clone URL naming an internal address outright (or `localhost`) is
+/// refused; names are resolved and checked again at every fetch.
+pub fn check_clone_url_host(url: &str, allowed: &[Network]) -> Result<(), InvalidBinding> {
+    let Some((host, _)) = clone_url_host(url) else {
+        return Ok(());
+    };
+    let refuse = |why: String| invalid("clone_url", why);
+    let literal = if host.eq_ignore_ascii_case("localhost") {
+        Some(IpAddr::from([127, 0, 0, 1]))
+    } else {
+        host.parse().ok()
+    };
+    match literal {
+        Some(ip) => check_destination(ip, allowed).map_err(refuse),
+        None => Ok(()),
+    }
 }
 
 pub fn check_credentials(
@@ -309,6 +458,65 @@ mod tests {
         assert!(check_transport_allowed(Transport::File, true).is_ok());
         assert!(check_transport_allowed(Transport::Http, false).is_ok());
         assert!(!allowed_protocols(false).contains("file"));
+    }
+
+    #[test]
+    fn clone_urls_name_their_host_and_port() {
+        for (url, expected) in [
+            ("https://github.com/a/b.git", Some(("github.com", 443))),
+            ("http://10.0.0.5:3000/a/b.git", Some(("10.0.0.5", 3000))),
+            ("https://user@[::1]:8443/a", Some(("::1", 8443))),
+            (
+                "ssh://git@host.example:2222/a.git",
+                Some(("host.example", 2222)),
+            ),
+            ("git@github.com:a/b.git", Some(("github.com", 22))),
+            ("file:///srv/repo.git", None),
+        ] {
+            let got = clone_url_host(url);
+            assert_eq!(
+                got.as_ref().map(|(h, p)| (h.as_str(), *p)),
+                expected,
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn internal_addresses_are_refused_unless_an_operator_allows_them() {
+        let internal = [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "192.0.2.2",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+        ];
+        for ip in internal {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert!(is_internal(ip), "{ip}");
+            assert!(check_destination(ip, &[]).is_err(), "{ip}");
+        }
+        for ip in ["140.82.112.3", "2606:4700::1111", "8.8.8.8"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert!(!is_internal(ip), "{ip}");
+        }
+        let allowed = parse_networks("10.1.0.0/16, ::1").unwrap();
+        assert!(check_destination("10.1.2.3".parse().unwrap(), &allowed).is_ok());
+        assert!(check_destination("10.2.0.1".parse().unwrap(), &allowed).is_err());
+        assert!(check_destination("::1".parse().unwrap(), &allowed).is_ok());
+        assert!(parse_networks("10.0.0.0/33").is_err());
+        assert!(parse_networks("nonsense").is_err());
+        assert!(check_clone_url_host("http://localhost:3000/a.git", &[]).is_err());
+        assert!(check_clone_url_host("https://[::1]/a.git", &[]).is_err());
+        assert!(check_clone_url_host("https://github.com/a.git", &[]).is_ok());
     }
 
     #[test]

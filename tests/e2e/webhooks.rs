@@ -878,3 +878,112 @@ async fn a_push_that_cannot_be_deployed_fails_with_the_reason_and_is_not_retried
     assert_eq!(std::fs::read_dir(stack.store_dir())?.count(), 0);
     stack.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clone_urls_lead_to_no_internal_address_and_a_fetch_writes_a_bounded_amount()
+-> anyhow::Result<()> {
+    // The defaults of a shared platform: no internal network admitted, and a small fetch limit.
+    let stack = TestStack::start_with(StackOptions {
+        store: StoreKind::Filesystem,
+        worker_overrides: Some(|config| {
+            config.git_allow_networks = Vec::new();
+            config.git_max_fetch_bytes = 64 * 1024;
+        }),
+        api_overrides: Some(|config| config.git_allow_networks = Vec::new()),
+        ..Default::default()
+    })
+    .await?;
+    let server = GitServer::start(None).await?;
+    let clone_url = server.create_repository("internal")?;
+    let port = clone_url
+        .trim_start_matches("http://127.0.0.1:")
+        .split('/')
+        .next()
+        .context("the git server's port")?;
+
+    // Internal addresses written out are refused when the binding is made.
+    let function_id = stack.init("internal").await?;
+    for url in [
+        clone_url.clone(),
+        format!("http://localhost:{port}/internal.git"),
+        "https://[::1]/internal.git".to_owned(),
+        "https://10.0.0.1/internal.git".to_owned(),
+        "git@192.168.1.10:acme/internal.git".to_owned(),
+    ] {
+        let (status, body) = bind(
+            &stack,
+            function_id,
+            json!({
+                "provider": "gitea", "repository": "acme/internal", "clone_url": url,
+                "branch": "main", "subdirectory": "functions/hello", "secret": SECRET,
+            }),
+        )
+        .await?;
+        assert_eq!(status, 400, "{url}: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("loopback, private or link-local"),
+            "{url}: {message}"
+        );
+    }
+
+    // What only resolves to one (127.1 is 127.0.0.1 to the resolver) is refused at the fetch,
+    // with Slipway's reason rather than git's; the server would have answered it.
+    let work = new_work_tree()?;
+    commit_hello(work.path(), "internal", "internal")?;
+    let mut noise = Vec::new();
+    for _ in 0..16 * 1024 {
+        noise.extend_from_slice(Uuid::new_v4().as_bytes());
+    }
+    std::fs::write(work.path().join("functions/hello/noise.bin"), noise)?;
+    git(work.path(), &["add", "-A"])?;
+    git(
+        work.path(),
+        &["commit", "--quiet", "-m", "with 256 KiB of noise"],
+    )?;
+    let commit = git(work.path(), &["rev-parse", "HEAD"])?;
+    let committed_at = git(work.path(), &["log", "-1", "--format=%cI"])?;
+    git(work.path(), &["push", "--quiet", &clone_url, "HEAD:main"])?;
+    let file_url = format!("file://{}", server.path_of("internal").display());
+    for (name, url, reason) in [
+        (
+            "shorthand",
+            format!("http://127.1:{port}/internal.git"),
+            "127.0.0.1 is a loopback, private or link-local address",
+        ),
+        (
+            "too-large",
+            file_url,
+            "the repository is larger than the 65536 bytes a fetch may write",
+        ),
+    ] {
+        let function_id = stack.init(name).await?;
+        let repository = format!("acme/{name}");
+        let (status, body) = bind(
+            &stack,
+            function_id,
+            json!({
+                "provider": "gitea", "repository": repository, "clone_url": url,
+                "branch": "main", "subdirectory": "functions/hello", "secret": SECRET,
+            }),
+        )
+        .await?;
+        assert_eq!(status, 201, "{name}: {body}");
+        let push = PushedCommit {
+            repository: &repository,
+            branch: "main",
+            before: None,
+            after: &commit,
+            committed_at: &committed_at,
+        };
+        let (_, body) = deliver_push(&stack, Provider::Gitea, &push, name).await?;
+        let log = stack
+            .wait_settled(queued(&body)?, Duration::from_secs(60))
+            .await?;
+        assert_eq!(log["status"], "failed", "{name}: {log}");
+        let error = log["error"].as_str().unwrap_or_default();
+        assert!(error.contains(reason), "{name}: {error}");
+        assert!(!error.contains("attempts"), "{name} was retried: {error}");
+    }
+    stack.shutdown().await
+}

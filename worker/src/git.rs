@@ -8,7 +8,14 @@
 //!   the command line, where other users of the host could read them;
 //! - a shallow fetch of exactly the pushed commit into a bare repository: no working tree is
 //!   ever written, so nothing in the repository (hooks, symlinks, filters) runs or escapes;
-//! - `git archive` of the commit's tree, validated afterwards like any upload.
+//! - `git archive` of the commit's tree, validated afterwards like any upload;
+//! - the server's name is resolved here and every address checked
+//!   (`slipway_shared::git::check_destination`: no loopback, private or link-local address unless
+//!   the operator allows it), then git is pinned to the checked address (`http.curloptResolve`,
+//!   ssh's `HostName` with the name kept as `HostKeyAlias`), so a name cannot be re-pointed at
+//!   the platform between the check and the connection;
+//! - the fetch may write at most a given number of bytes (`prlimit --fsize`): a repository that
+//!   is too large fails with that reason instead of filling the disk.
 
 use std::{
     path::{Path, PathBuf},
@@ -16,8 +23,12 @@ use std::{
     time::Duration,
 };
 
+use std::net::IpAddr;
+
 use base64::Engine;
-use slipway_shared::git::{GitCredentials, allowed_protocols};
+use slipway_shared::git::{
+    GitCredentials, Network, allowed_protocols, check_destination, clone_url_host,
+};
 use tokio::{io::AsyncReadExt, process::Command};
 
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +72,19 @@ const REFUSALS: [&str; 12] = [
 ];
 
 fn command(repo: &Path, home: &Path, allow_file: bool) -> Command {
-    let mut command = Command::new("git");
+    bounded_command(repo, home, allow_file, None)
+}
+
+/// git, writing no file larger than `max_bytes` if given (`prlimit`, which then execs git).
+fn bounded_command(repo: &Path, home: &Path, allow_file: bool, max_bytes: Option<u64>) -> Command {
+    let mut command = match max_bytes {
+        Some(max) => {
+            let mut prlimit = Command::new("prlimit");
+            prlimit.arg(format!("--fsize={max}")).arg("--").arg("git");
+            prlimit
+        }
+        None => Command::new("git"),
+    };
     command
         .arg("-C")
         .arg(repo)
@@ -85,10 +108,13 @@ async fn run(mut command: Command, what: &str) -> Result<Vec<u8>, GitError> {
     if output.status.success() {
         return Ok(output.stdout);
     }
-    let stderr = String::from_utf8_lossy(&output.stderr)
+    let mut stderr = String::from_utf8_lossy(&output.stderr)
         .replace("\r\n", "\n")
         .trim()
         .to_owned();
+    if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&output.status) {
+        stderr.push_str(&format!(" (killed by signal {signal})"));
+    }
     let message = format!("{what} failed: {stderr}");
     let lowered = stderr.to_lowercase();
     if REFUSALS.iter().any(|r| lowered.contains(r)) {
@@ -98,14 +124,52 @@ async fn run(mut command: Command, what: &str) -> Result<Vec<u8>, GitError> {
     }
 }
 
+/// Where a fetch may go: file URLs (only if allowed), and internal networks the operator
+/// admitted; how much it may write.
+pub struct FetchPolicy<'a> {
+    pub allow_file: bool,
+    pub allowed_networks: &'a [Network],
+    pub max_bytes: u64,
+}
+
+/// The one address of the clone URL's host the fetch will connect to, after checking every
+/// address the name resolves to: one internal address refuses the URL, whatever the others.
+async fn checked_destination(
+    url: &str,
+    allowed: &[Network],
+) -> Result<Option<(String, u16, IpAddr)>, GitError> {
+    let Some((host, port)) = clone_url_host(url) else {
+        return Ok(None);
+    };
+    let addresses: Vec<IpAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(|e| GitError::Unavailable(format!("resolving {host}: {e}")))?
+            .map(|a| a.ip())
+            .collect(),
+    };
+    for ip in &addresses {
+        check_destination(*ip, allowed).map_err(|why| {
+            GitError::Refused(format!("the clone URL's host {host} is refused: {why}"))
+        })?;
+    }
+    let first = *addresses
+        .first()
+        .ok_or_else(|| GitError::Unavailable(format!("{host} resolves to no address")))?;
+    Ok(Some((host, port, first)))
+}
+
 /// Fetches `sha` alone (depth 1) from `url` into a new bare repository under `workdir`.
 pub async fn fetch_commit(
     workdir: &Path,
     url: &str,
     credentials: Option<&GitCredentials>,
     sha: &str,
-    allow_file: bool,
+    policy: &FetchPolicy<'_>,
 ) -> Result<FetchedCommit, GitError> {
+    let allow_file = policy.allow_file;
+    let destination = checked_destination(url, policy.allowed_networks).await?;
     let repo = workdir.join("repo.git");
     let home = workdir.join("home");
     // A retried fetch starts from nothing.
@@ -122,20 +186,34 @@ pub async fn fetch_commit(
     init.args(["init", "--bare", "--quiet"]);
     run(init, "git init").await?;
 
-    let mut fetch = command(&repo, &home, allow_file);
+    // Bounded: git (and its index-pack) may write no file larger than the limit.
+    let mut fetch = bounded_command(&repo, &home, allow_file, Some(policy.max_bytes));
     fetch.args(["fetch", "--quiet", "--depth=1", "--no-tags", "--", url, sha]);
+    let mut config: Vec<(&str, String)> = Vec::new();
+    let mut ssh_pin = String::new();
+    if let Some((host, port, ip)) = &destination {
+        let address = match ip {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("[{v6}]"),
+        };
+        config.push(("http.curloptResolve", format!("{host}:{port}:{address}")));
+        // A name is connected to at the checked address; its host key is still looked up (and
+        // pinned) under the name, as ssh writes it: `[name]:port` off port 22.
+        if host.parse::<IpAddr>().is_err() {
+            let alias = if *port == 22 {
+                host.clone()
+            } else {
+                format!("[{host}]:{port}")
+            };
+            ssh_pin = format!(" -o HostName={ip} -o HostKeyAlias={alias}");
+        }
+    }
     match credentials {
         None => {}
         Some(GitCredentials::Login { username, password }) => {
             let basic =
                 base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
-            fetch
-                .env("GIT_CONFIG_COUNT", "1")
-                .env("GIT_CONFIG_KEY_0", "http.extraHeader")
-                .env(
-                    "GIT_CONFIG_VALUE_0",
-                    format!("Authorization: Basic {basic}"),
-                );
+            config.push(("http.extraHeader", format!("Authorization: Basic {basic}")));
         }
         Some(GitCredentials::SshKey {
             ssh_key,
@@ -157,14 +235,31 @@ pub async fn fetch_commit(
                 "GIT_SSH_COMMAND",
                 format!(
                     "ssh -i '{}' -o IdentitiesOnly=yes -o BatchMode=yes -o LogLevel=ERROR \
-                     -o StrictHostKeyChecking={checking} -o UserKnownHostsFile='{}'",
+                     -o StrictHostKeyChecking={checking} -o UserKnownHostsFile='{}'{ssh_pin}",
                     key.display(),
                     known_hosts.display()
                 ),
             );
         }
     }
-    run(fetch, "fetching the commit").await?;
+    fetch.env("GIT_CONFIG_COUNT", config.len().to_string());
+    for (i, (key, value)) in config.iter().enumerate() {
+        fetch
+            .env(format!("GIT_CONFIG_KEY_{i}"), key)
+            .env(format!("GIT_CONFIG_VALUE_{i}"), value);
+    }
+    run(fetch, "fetching the commit")
+        .await
+        .map_err(|e| match e {
+            // SIGXFSZ: index-pack "died of signal 25", or git itself killed by it.
+            GitError::Unavailable(message) if message.contains("signal 25") => {
+                GitError::Refused(format!(
+                    "the repository is larger than the {} bytes a fetch may write",
+                    policy.max_bytes
+                ))
+            }
+            other => other,
+        })?;
     let fetched = FetchedCommit {
         repo,
         home,

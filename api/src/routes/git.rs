@@ -106,6 +106,8 @@ pub async fn create(
     git::check_repository(&request.repository).map_err(invalid)?;
     let transport = git::clone_url_transport(&request.clone_url).map_err(invalid)?;
     git::check_transport_allowed(transport, state.config.git_allow_file).map_err(invalid)?;
+    git::check_clone_url_host(&request.clone_url, &state.config.git_allow_networks)
+        .map_err(invalid)?;
     git::check_credentials(transport, request.credentials.as_ref()).map_err(invalid)?;
     git::check_branch(&request.branch).map_err(invalid)?;
     let subdirectory = git::normalize_subdirectory(&request.subdirectory).map_err(invalid)?;

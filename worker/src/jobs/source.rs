@@ -78,7 +78,11 @@ async fn fetch(
             &binding.clone_url,
             credentials.as_ref(),
             sha,
-            env.config.git_allow_file,
+            &fetch::FetchPolicy {
+                allow_file: env.config.git_allow_file,
+                allowed_networks: &env.config.git_allow_networks,
+                max_bytes: env.config.git_max_fetch_bytes,
+            },
         )
         .await
         .map_err(git_step)
