@@ -58,6 +58,8 @@ export SLIPWAY_BIND=${SLIPWAY_BIND:-127.0.0.1:8080}
 export SLIPWAY_BUILD_BASE_IMAGES=${SLIPWAY_BUILD_BASE_IMAGES:-$SLIPWAY_BASE_IMAGE,$SLIPWAY_REGISTRY/$SLIPWAY_BASE_IMAGE}
 # One user on one machine: bindings may point at repositories on this filesystem.
 export SLIPWAY_GIT_ALLOW_FILE=${SLIPWAY_GIT_ALLOW_FILE:-true}
+# …and at git servers on this machine's loopback.
+export SLIPWAY_GIT_ALLOW_NETWORKS=${SLIPWAY_GIT_ALLOW_NETWORKS:-127.0.0.0/8}
 # Git secrets are stored sealed under this key; made once, kept with the stack's other state.
 if [ -z "${SLIPWAY_SECRETS_KEY:-}" ]; then
   secrets_key_file=$SLIPWAY_STATE_DIR/secrets.key

@@ -196,8 +196,10 @@ slipway_ensure_packages() {
   # The tests start their own sshd on loopback to serve a repository over ssh; Debian's
   # policy-rc.d (or its absence of an init) keeps the package's own service from starting.
   [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+  # prlimit bounds what a git fetch may write.
   command -v flock >/dev/null 2>&1 && command -v setsid >/dev/null 2>&1 \
-    && command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
+    && command -v runuser >/dev/null 2>&1 && command -v prlimit >/dev/null 2>&1 \
+    || missing+=(util-linux)
   if ((${#missing[@]})); then
     slipway_apt_install "${missing[@]}"
     slipway_note packages installed "$t0"
