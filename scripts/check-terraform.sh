@@ -190,7 +190,7 @@ else
 fi
 PATH_TF=$(command -v terraform || true)
 if [ -n "$PATH_TF" ] && [ "$PATH_TF" != "$VENV/bin/terraform" ]; then
-  path_tf_version=$("$PATH_TF" version 2>/dev/null | head -n 1)
+  path_tf_version=$("$PATH_TF" version 2>/dev/null | sed -n 1p)
   if "$PATH_TF" fmt -check -recursive -diff "$TF_DIR"; then
     fmt_ran+=("$path_tf_version on PATH: clean")
   else
@@ -280,7 +280,7 @@ else
       tests_ok=0
     fi
   done
-  detail="$("$tf_for_validate" version | head -n 1), provider from $TF_PLUGIN_DIR: $validated valid"
+  detail="$("$tf_for_validate" version | sed -n 1p), provider from $TF_PLUGIN_DIR: $validated valid"
   if [ "$validate_failed" -eq 0 ] && [ "$tests_ok" -eq 1 ]; then
     record "6 validate + test" ok "$detail, mocked plan/apply pass"
   else
