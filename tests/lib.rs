@@ -138,6 +138,20 @@ fn loopback() -> Vec<slipway_shared::git::Network> {
     slipway_shared::git::parse_networks("127.0.0.0/8").expect("a network")
 }
 
+/// The API reaches functions through one route into the engine's namespace
+/// (scripts/lib/services.sh); without it every invocation would fail, so say that instead.
+fn functions_are_routed() -> anyhow::Result<()> {
+    let pool = required_env("SLIPWAY_RUNTIME_POOL");
+    let output = std::process::Command::new("ip")
+        .args(["-4", "route", "show", &pool])
+        .output()?;
+    let routes = String::from_utf8_lossy(&output.stdout);
+    if !routes.contains(" via ") {
+        bail!("no route to the functions' pool {pool}: run scripts/test.sh again to restore it");
+    }
+    Ok(())
+}
+
 /// Which archive store a stack uses.
 pub enum StoreKind {
     Filesystem,
@@ -189,6 +203,7 @@ impl TestStack {
 
     pub async fn start_with(options: StackOptions) -> anyhow::Result<Self> {
         slipway_shared::telemetry::init();
+        functions_are_routed()?;
         let db = TestDb::create().await?;
         // Each worker holds one LISTEN connection per queue (ten) for as long as it runs, and a
         // stack may run several workers beside its api.

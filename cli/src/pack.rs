@@ -8,88 +8,19 @@ use std::{
 
 use anyhow::Context;
 use flate2::{Compression, write::GzEncoder};
+use slipway_shared::dockerignore::DockerIgnore;
 
-/// `.dockerignore` patterns: `#` comments, `!` re-includes, `*` and `?` within a path segment,
-/// `**` across segments; a pattern naming a directory covers everything under it.
-struct Ignore {
-    rules: Vec<(bool, Vec<String>)>,
-}
-
-impl Ignore {
-    fn load(dir: &Path) -> anyhow::Result<Self> {
-        let text = match std::fs::read_to_string(dir.join(".dockerignore")) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(e).context("reading .dockerignore"),
-        };
-        let rules = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(|l| {
-                let (include, pattern) = match l.strip_prefix('!') {
-                    Some(p) => (true, p),
-                    None => (false, l),
-                };
-                let segments = pattern
-                    .trim_start_matches("./")
-                    .trim_matches('/')
-                    .split('/')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect();
-                (include, segments)
-            })
-            .collect();
-        Ok(Self { rules })
-    }
-
-    /// The last matching rule decides, as in Docker.
-    fn ignores(&self, relative: &[String]) -> bool {
-        let mut ignored = false;
-        for (include, pattern) in &self.rules {
-            if matches_prefix(pattern, relative) {
-                ignored = !include;
-            }
-        }
-        ignored
-    }
-}
-
-/// Whether `pattern` matches `path` or one of its parent directories.
-fn matches_prefix(pattern: &[String], path: &[String]) -> bool {
-    (1..=path.len()).any(|n| matches(pattern, &path[..n]))
-}
-
-fn matches(pattern: &[String], path: &[String]) -> bool {
-    match (pattern.first(), path.first()) {
-        (None, None) => true,
-        (Some(p), _) if p == "**" => {
-            matches(&pattern[1..], path) || (!path.is_empty() && matches(pattern, &path[1..]))
-        }
-        (Some(p), Some(s)) => {
-            segment_matches(p.as_bytes(), s.as_bytes()) && matches(&pattern[1..], &path[1..])
-        }
-        _ => false,
-    }
-}
-
-fn segment_matches(pattern: &[u8], name: &[u8]) -> bool {
-    match (pattern.first(), name.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => {
-            segment_matches(&pattern[1..], name)
-                || (!name.is_empty() && segment_matches(pattern, &name[1..]))
-        }
-        (Some(b'?'), Some(_)) => segment_matches(&pattern[1..], &name[1..]),
-        (Some(p), Some(n)) if p == n => segment_matches(&pattern[1..], &name[1..]),
-        _ => false,
+fn load_ignore(dir: &Path) -> anyhow::Result<DockerIgnore> {
+    match std::fs::read_to_string(dir.join(".dockerignore")) {
+        Ok(text) => Ok(DockerIgnore::parse(&text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DockerIgnore::default()),
+        Err(e) => Err(e).context("reading .dockerignore"),
     }
 }
 
 /// The directory as a tar.gz, paths relative to it, `.dockerignore` applied.
 pub fn pack_dir(dir: &Path) -> anyhow::Result<Vec<u8>> {
-    let ignore = Ignore::load(dir)?;
+    let ignore = load_ignore(dir)?;
     let mut files = Vec::new();
     collect(dir, PathBuf::new(), &ignore, &mut files)?;
     files.sort();
@@ -103,25 +34,25 @@ pub fn pack_dir(dir: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(builder.into_inner()?.finish()?)
 }
 
+/// The files to pack. An ignored directory is only entered when a `!` rule could re-include
+/// something in it; the Dockerfile and the `.dockerignore` always go, as Docker sends them.
 fn collect(
     root: &Path,
     relative: PathBuf,
-    ignore: &Ignore,
+    ignore: &DockerIgnore,
     out: &mut Vec<PathBuf>,
 ) -> anyhow::Result<()> {
     for entry in std::fs::read_dir(root.join(&relative))? {
         let entry = entry?;
         let path = relative.join(entry.file_name());
-        let segments: Vec<String> = path
-            .components()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned())
-            .collect();
-        if ignore.ignores(&segments) {
-            continue;
-        }
+        let name = path.to_string_lossy();
+        let always = name == "Dockerfile" || name == ".dockerignore";
+        let ignored = !always && ignore.ignores(&name);
         if entry.file_type()?.is_dir() {
-            collect(root, path, ignore, out)?;
-        } else {
+            if !ignored || ignore.has_exceptions() {
+                collect(root, path, ignore, out)?;
+            }
+        } else if !ignored {
             out.push(path);
         }
     }
@@ -157,41 +88,20 @@ pub fn read_env_file(file: &Path) -> anyhow::Result<BTreeMap<String, String>> {
 mod tests {
     use super::*;
 
-    fn path(raw: &str) -> Vec<String> {
-        raw.split('/').map(str::to_owned).collect()
-    }
-
-    #[test]
-    fn dockerignore_patterns() {
-        let ignore = Ignore {
-            rules: vec![
-                (false, path("node_modules")),
-                (false, path("*.log")),
-                (false, path("**/secret?.txt")),
-                (false, path("docs")),
-                (true, path("docs/keep.md")),
-            ],
-        };
-        assert!(ignore.ignores(&path("node_modules/x/y.js")));
-        assert!(ignore.ignores(&path("debug.log")));
-        assert!(
-            !ignore.ignores(&path("src/debug.log")),
-            "*.log is top-level only"
-        );
-        assert!(ignore.ignores(&path("a/b/secret1.txt")));
-        assert!(ignore.ignores(&path("docs/other.md")));
-        assert!(!ignore.ignores(&path("docs/keep.md")));
-        assert!(!ignore.ignores(&path("Dockerfile")));
-    }
-
     #[test]
     fn packs_a_directory_without_what_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").unwrap();
-        std::fs::write(dir.path().join(".dockerignore"), "*.tmp\n").unwrap();
+        std::fs::write(
+            dir.path().join(".dockerignore"),
+            "*.tmp\nwww\n!www/index.html\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("www-notes.tmp"), "x").unwrap();
         std::fs::write(dir.path().join("junk.tmp"), "x").unwrap();
         std::fs::create_dir(dir.path().join("www")).unwrap();
         std::fs::write(dir.path().join("www/index.html"), "hi").unwrap();
+        std::fs::write(dir.path().join("www/drop.html"), "gone").unwrap();
         let archive = pack_dir(dir.path()).unwrap();
         let mut names: Vec<String> = tar::Archive::new(flate2::read::GzDecoder::new(&archive[..]))
             .entries()

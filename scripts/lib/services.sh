@@ -394,6 +394,11 @@ slipway_start_runtime_net() {
   fi
   # Also on reuse: the one route into the namespace is ours to keep.
   ip route replace "$SLIPWAY_RUNTIME_POOL" via "$SLIPWAY_RUNTIME_UPLINK.2" dev "$veth"
+  # Should a stack's route ever be missing, its functions' addresses must fail here, not go
+  # out through the default route: the whole range Slipway takes pools from is unreachable
+  # unless a more specific route leads into some stack's namespace. Shared by every clone on
+  # the machine and harmless, so it stays.
+  ip route replace unreachable 10.224.0.0/12 metric 4000
   export SLIPWAY_RUNTIME_NETNS=$ns SLIPWAY_RUNTIME_POOL
   # The platform's address as the functions' engine sees it: the registry listens here.
   export SLIPWAY_PLATFORM_ADDR=$SLIPWAY_RUNTIME_UPLINK.1

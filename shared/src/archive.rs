@@ -17,6 +17,8 @@ use flate2::read::GzDecoder;
 use sha2::{Digest as _, Sha256};
 use tar::EntryType;
 
+use crate::dockerignore::DockerIgnore;
+
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const UTF8_BOM: &[u8] = &[0xef, 0xbb, 0xbf];
 /// Linux gives up after this many symlinks in one lookup (MAXSYMLINKS); so do we.
@@ -468,6 +470,8 @@ pub fn validate_archive(
 pub struct PreparedContext {
     /// Parser directives removed from the Dockerfile, e.g. `# syntax=docker/dockerfile:1`.
     pub stripped_directives: Vec<String>,
+    /// Entries the archive's `.dockerignore` left out of the context.
+    pub left_out: usize,
 }
 
 /// The directive key of `line` if it is a `<comment>key=value` parser directive, following
@@ -593,15 +597,28 @@ fn fresh_header(original: &tar::Header, kind: EntryType, size: u64) -> tar::Head
 ///
 /// `RUN --mount=type=cache` ids are scoped to `cache_namespace` (the owner): BuildKit shares a
 /// cache mount between every build of the daemon that names the same id.
+///
+/// What the archive's own `.dockerignore` names is left out, as `docker build` leaves it out, so
+/// an upload made with curl builds what the CLI (which applies it when packing) would. The
+/// `Dockerfile` and the `.dockerignore` stay, as Docker sends them too: the frontend reads the
+/// Dockerfile from the context.
 pub fn prepare_build_context(
-    archive: impl Read,
+    archive: &[u8],
     dest: &Path,
     cache_namespace: &str,
 ) -> Result<PreparedContext, ArchiveError> {
+    let ignore = root_file(archive, ".dockerignore")?
+        .map(|text| DockerIgnore::parse(&String::from_utf8_lossy(&text)))
+        .unwrap_or_default();
     let mut output = tar::Builder::new(io::BufWriter::new(std::fs::File::create(dest)?));
     let mut stripped_directives = Vec::new();
+    let mut left_out = 0;
     let (result, _) = walk(archive, &ArchiveLimits::unlimited(), |checked, entry| {
         let path = checked.path.as_str();
+        if path != "Dockerfile" && path != ".dockerignore" && ignore.ignores(path) {
+            left_out += 1;
+            return Ok(());
+        }
         match (checked.kind, &checked.link) {
             (EntryType::Symlink | EntryType::Link, Some(target)) => {
                 let mut header = fresh_header(entry.header(), checked.kind, 0);
@@ -655,7 +672,24 @@ pub fn prepare_build_context(
     output.into_inner()?.flush()?;
     Ok(PreparedContext {
         stripped_directives,
+        left_out,
     })
+}
+
+/// The contents of a regular file at the archive's root (the last such entry, as extraction
+/// would leave it).
+fn root_file(archive: &[u8], name: &str) -> Result<Option<Vec<u8>>, ArchiveError> {
+    let mut found = None;
+    let (result, _) = walk(archive, &ArchiveLimits::unlimited(), |checked, entry| {
+        if checked.path == name && checked.link.is_none() {
+            let mut contents = Vec::new();
+            entry.read_to_end(&mut contents).map_err(not_tar)?;
+            found = Some(contents);
+        }
+        Ok(())
+    });
+    result?;
+    Ok(found)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Slipway's common crate: domain types and state machines (`domain`, pure), every SQL statement
 //! (`db`), the job contract between enqueuers and the worker (`jobs`), typed configuration
 //! (`config`), archive validation (`archive`) and what a Dockerfile may do (`dockerfile`,
-//! `build_rules`), archive storage (`store`), reading the registry
+//! `build_rules`, `dockerignore`), archive storage (`store`), reading the registry
 //! (`registry`), what a git binding may hold (`git`), and secrets sealed at rest (`secrets`).
 //!
 //! Architecture invariant: nothing here talks to BuildKit or a container runtime.
@@ -11,6 +11,7 @@ pub mod build_rules;
 pub mod config;
 pub mod db;
 pub mod dockerfile;
+pub mod dockerignore;
 pub mod domain;
 pub mod git;
 pub mod integrity;

@@ -291,3 +291,45 @@ fn print_phase_timings(deployment: &Value) {
         span("pushed_at", "deployed_at"),
     );
 }
+
+#[tokio::test]
+async fn an_uploaded_archive_builds_without_what_its_dockerignore_names() -> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let function_id = stack.init("ignoring").await?;
+    // Uploaded as curl would: the archive still holds what .dockerignore names.
+    let archive = slipway_tests::pack_dir(
+        &slipway_tests::repo_root().join("examples/hello"),
+        &[
+            (
+                ".dockerignore",
+                "# not for the image\nwww/secret.txt\nwww/logs\n!www/logs/keep.txt\n",
+            ),
+            ("www/secret.txt", "s3cret\n"),
+            ("www/logs/drop.txt", "drop\n"),
+            ("www/logs/keep.txt", "keep\n"),
+        ]
+        .into(),
+    )?;
+    let (deployment, _) = stack.deploy(function_id, archive).await?;
+    let log = stack.wait_active(deployment).await?;
+    assert!(
+        log["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["message"] == "left 2 entries out of the context, as .dockerignore says"),
+        "{log}"
+    );
+    for (path, expected) in [
+        ("/secret.txt", None),
+        ("/logs/drop.txt", None),
+        ("/logs/keep.txt", Some("keep\n")),
+    ] {
+        let (status, body) = stack.invoke(function_id, path).await?;
+        match expected {
+            Some(content) => assert_eq!((status, body.as_str()), (200, content), "{path}"),
+            None => assert_eq!(status, 404, "{path} reached the image: {body}"),
+        }
+    }
+    stack.shutdown().await
+}

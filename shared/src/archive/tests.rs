@@ -760,3 +760,34 @@ fn the_build_context_is_refused_for_what_validation_refuses() {
         "archive_not_tar"
     );
 }
+
+#[test]
+fn the_context_leaves_out_what_the_archives_dockerignore_names() {
+    let tar = Tar::new()
+        .file("Dockerfile", b"FROM scratch\nCOPY . /\n")
+        .file(
+            ".dockerignore",
+            b"# not for the image\nwww/secret.txt\nwww/logs\n!www/logs/keep.txt\nDockerfile\n",
+        )
+        .file("www/index.html", b"hi")
+        .file("www/secret.txt", b"s3cret")
+        .file("www/logs/drop.txt", b"drop")
+        .file("www/logs/keep.txt", b"keep")
+        .finish();
+    let archive = gz(&tar);
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("context.tar");
+    let prepared = prepare_build_context(&archive[..], &dest, "tenant").unwrap();
+    assert_eq!(prepared.left_out, 2);
+    let names: Vec<String> = read_context(&dest).into_iter().map(|e| e.0).collect();
+    assert_eq!(
+        names,
+        [
+            "Dockerfile",
+            ".dockerignore",
+            "www/index.html",
+            "www/logs/keep.txt"
+        ],
+        "the Dockerfile and .dockerignore stay, whatever the file says"
+    );
+}

@@ -124,6 +124,18 @@ async fn build(
     for directive in &prepared.stripped_directives {
         log_info(env, deployment.id, PHASE, format!("ignored parser directive `{directive}`: Slipway builds with its own Dockerfile frontend")).await;
     }
+    if prepared.left_out > 0 {
+        log_info(
+            env,
+            deployment.id,
+            PHASE,
+            format!(
+                "left {} entries out of the context, as .dockerignore says",
+                prepared.left_out
+            ),
+        )
+        .await;
+    }
 
     let request = BuildRequest {
         context_tar: context_path,
