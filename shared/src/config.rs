@@ -391,6 +391,12 @@ pub struct SchedulerConfig {
     pub cron_quota: String,
     pub cron_purge: String,
     pub cron_digest: String,
+    pub cron_retention: String,
+    /// How long invocation events, webhook deliveries and deployment logs are kept
+    /// (`SLIPWAY_RETENTION_EVENTS`, `_DELIVERIES`, `_LOGS`); the active version's logs stay.
+    pub retention_events: Duration,
+    pub retention_deliveries: Duration,
+    pub retention_logs: Duration,
     /// An Active function with no invocation for this long releases its instance.
     pub idle_after: Duration,
     /// An idle function untouched for this long is scheduled for deletion (`stale_function`).
@@ -415,6 +421,10 @@ impl Default for SchedulerConfig {
             cron_quota: "0 30 3 * * *".into(),
             cron_purge: "0 */5 * * * *".into(),
             cron_digest: "0 */10 * * * *".into(),
+            cron_retention: "0 15 * * * *".into(),
+            retention_events: Duration::from_secs(30 * 86_400),
+            retention_deliveries: Duration::from_secs(30 * 86_400),
+            retention_logs: Duration::from_secs(30 * 86_400),
             idle_after: Duration::from_secs(15 * 60),
             stale_after: Duration::from_secs(90 * 86_400),
             deletion_grace: Duration::from_secs(7 * 86_400),
@@ -436,6 +446,10 @@ impl SchedulerConfig {
             cron_quota: cron("SLIPWAY_CRON_QUOTA", d.cron_quota),
             cron_purge: cron("SLIPWAY_CRON_PURGE", d.cron_purge),
             cron_digest: cron("SLIPWAY_CRON_DIGEST", d.cron_digest),
+            cron_retention: cron("SLIPWAY_CRON_RETENTION", d.cron_retention),
+            retention_events: duration("SLIPWAY_RETENTION_EVENTS", d.retention_events)?,
+            retention_deliveries: duration("SLIPWAY_RETENTION_DELIVERIES", d.retention_deliveries)?,
+            retention_logs: duration("SLIPWAY_RETENTION_LOGS", d.retention_logs)?,
             idle_after: duration("SLIPWAY_IDLE_AFTER", d.idle_after)?,
             stale_after: duration("SLIPWAY_STALE_AFTER", d.stale_after)?,
             deletion_grace: duration("SLIPWAY_DELETION_GRACE", d.deletion_grace)?,

@@ -70,15 +70,18 @@ pub enum Sweep {
     Purge,
     /// Serving digests are checked at the registry.
     Digest,
+    /// Invocation events, webhook deliveries and deployment logs past their retention go.
+    Retention,
 }
 
 impl Sweep {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Idle,
         Self::Stale,
         Self::Quota,
         Self::Purge,
         Self::Digest,
+        Self::Retention,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -88,6 +91,7 @@ impl Sweep {
             Self::Quota => "quota",
             Self::Purge => "purge",
             Self::Digest => "digest",
+            Self::Retention => "retention",
         }
     }
 
@@ -102,6 +106,7 @@ impl Sweep {
             Self::Quota => &config.cron_quota,
             Self::Purge => &config.cron_purge,
             Self::Digest => &config.cron_digest,
+            Self::Retention => &config.cron_retention,
         }
     }
 }
@@ -248,6 +253,24 @@ async fn run(
             VerifyJob::enqueue_all(&jobs, conn).await?;
             due
         }
+        Sweep::Retention => {
+            let pruned = db::sweeps::prune_by_age(
+                conn,
+                now,
+                db::sweeps::Retention {
+                    events: config.retention_events,
+                    deliveries: config.retention_deliveries,
+                    logs: config.retention_logs,
+                },
+                config.batch,
+            )
+            .await?;
+            return Ok(json!({
+                "events": pruned.events,
+                "deliveries": pruned.deliveries,
+                "logs": pruned.logs,
+            }));
+        }
     };
     Ok(json!({ "functions": functions.len() }))
 }
@@ -309,10 +332,14 @@ mod tests {
             verify_every: Duration::from_secs(60),
             purge_retry_after: Duration::from_secs(60),
             batch: 10,
+            ..Default::default()
         };
         let error = Schedules::parse(&config).err().unwrap().to_string();
         assert!(error.contains("SLIPWAY_CRON_PURGE"), "{error}");
         config.cron_purge = "0 */5 * * * *".into();
-        assert_eq!(Schedules::parse(&config).unwrap().iter().count(), 5);
+        assert_eq!(
+            Schedules::parse(&config).unwrap().iter().count(),
+            Sweep::ALL.len()
+        );
     }
 }

@@ -30,6 +30,7 @@ fn every_minute() -> SchedulerConfig {
         cron_quota: "0 * * * * *".into(),
         cron_purge: "0 * * * * *".into(),
         cron_digest: "0 * * * * *".into(),
+        cron_retention: "0 * * * * *".into(),
         stale_after: 90 * DAY,
         deletion_grace: 7 * DAY,
         default_function_quota: 100,
@@ -83,15 +84,15 @@ async fn three_replicas_fire_each_tick_exactly_once_and_catch_up_once() -> anyho
         );
         fired_total += fired;
     }
-    assert_eq!(fired_total, 21 * 5);
+    assert_eq!(fired_total, 21 * Sweep::ALL.len());
     let counts = ticks_per_sweep(&stack).await?;
-    assert_eq!(counts.len(), 5);
+    assert_eq!(counts.len(), Sweep::ALL.len());
     assert!(counts.values().all(|n| *n == 21), "{counts:?}");
 
     // Every replica down for ten minutes: one catch-up tick per sweep, not ten.
     clock.advance(Duration::from_secs(10 * 60));
     let (a, b, c) = tokio::join!(replicas[0].tick(), replicas[1].tick(), replicas[2].tick());
-    assert_eq!(a?.len() + b?.len() + c?.len(), 5);
+    assert_eq!(a?.len() + b?.len() + c?.len(), Sweep::ALL.len());
     let counts = ticks_per_sweep(&stack).await?;
     assert!(counts.values().all(|n| *n == 22), "{counts:?}");
     // And nothing more at the same instant.
@@ -389,7 +390,10 @@ async fn operators_list_and_fire_schedules_and_nobody_else_does() -> anyhow::Res
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["idle", "stale", "quota", "purge", "digest"]);
+    assert_eq!(
+        names,
+        ["idle", "stale", "quota", "purge", "digest", "retention"]
+    );
     assert!(listed["schedules"][3]["next_fire_at"].is_string());
     assert_eq!(listed["schedules"][3]["last_fire_at"], Value::Null);
 
@@ -502,5 +506,81 @@ async fn an_idle_function_is_released_and_its_next_invocation_wakes_it() -> anyh
         runtime_lines.last().unwrap().starts_with("woken: "),
         "{runtime_lines:?}"
     );
+    stack.shutdown().await
+}
+
+#[tokio::test]
+async fn old_events_deliveries_and_logs_go_but_the_serving_versions_log_stays() -> anyhow::Result<()>
+{
+    let stack = TestStack::start().await?;
+    let function_id = stack.init("kept").await?;
+    let (serving, _) = stack.deploy(function_id, hello_archive("kept\n")?).await?;
+    stack.wait_active(serving).await?;
+    assert_eq!(stack.invoke(function_id, "").await?.0, 200);
+    let events =
+        slipway_tests::eventually(Duration::from_secs(10), "the event written", || async {
+            let n = stack.count("invocation_events").await?;
+            Ok((n > 0).then_some(n))
+        })
+        .await?;
+    // A delivery and an older deployment's log, both written long ago.
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (provider, delivery_id, event, received_at, response)
+         VALUES ('github', 'ancient', 'push', now() - interval '40 days', '{}')",
+    )
+    .execute(&stack.pool)
+    .await?;
+    let serving_log_lines = stack.count("deployment_logs").await?;
+    sqlx::query("UPDATE deployment_logs SET created_at = now() - interval '40 days'")
+        .execute(&stack.pool)
+        .await?;
+    sqlx::query("UPDATE invocation_events SET created_at = now() - interval '40 days'")
+        .execute(&stack.pool)
+        .await?;
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (provider, delivery_id, event, received_at, response)
+         VALUES ('github', 'recent', 'push', now() - interval '1 day', '{}')",
+    )
+    .execute(&stack.pool)
+    .await?;
+
+    let config = SchedulerConfig {
+        cron_retention: "0 * * * * *".into(),
+        ..Default::default()
+    };
+    let fired = schedule::fire(
+        &stack.pool,
+        &config,
+        Sweep::Retention,
+        Utc::now(),
+        "test",
+        true,
+    )
+    .await?
+    .unwrap();
+    assert_eq!(fired["events"], events, "{fired}");
+    assert_eq!(fired["deliveries"], 1, "{fired}");
+    assert_eq!(fired["logs"], 0, "the serving version's log stays: {fired}");
+    assert_eq!(stack.count("invocation_events").await?, 0);
+    assert_eq!(stack.count("deployment_logs").await?, serving_log_lines);
+    let left: Vec<String> = sqlx::query_scalar("SELECT delivery_id FROM webhook_deliveries")
+        .fetch_all(&stack.pool)
+        .await?;
+    assert_eq!(left, ["recent"]);
+
+    // Once another version serves, the old one's ancient log goes.
+    let (next, _) = stack.deploy(function_id, hello_archive("next\n")?).await?;
+    stack.wait_active(next).await?;
+    let fired = schedule::fire(
+        &stack.pool,
+        &config,
+        Sweep::Retention,
+        Utc::now() + chrono::TimeDelta::seconds(1),
+        "test",
+        true,
+    )
+    .await?
+    .unwrap();
+    assert_eq!(fired["logs"], serving_log_lines, "{fired}");
     stack.shutdown().await
 }

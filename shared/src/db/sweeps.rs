@@ -271,3 +271,73 @@ pub async fn last_tick(conn: &mut PgConnection, sweep: &str) -> sqlx::Result<Opt
     .fetch_optional(conn)
     .await
 }
+
+/// How long each kind of record is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub events: Duration,
+    pub deliveries: Duration,
+    pub logs: Duration,
+}
+
+/// What one retention tick deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub events: u64,
+    pub deliveries: u64,
+    pub logs: u64,
+}
+
+/// Deletes, oldest first and at most `batch` of each, the invocation events, webhook deliveries
+/// and deployment log lines older than their retention. The active version's log stays, however
+/// old: it is what an operator reads about what serves.
+pub async fn prune_by_age(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    retention: Retention,
+    batch: i64,
+) -> sqlx::Result<Pruned> {
+    let events = sqlx::query!(
+        r#"DELETE FROM invocation_events WHERE id IN (
+             SELECT id FROM invocation_events
+             WHERE created_at < $1::timestamptz - $2::float8 * interval '1 second'
+             ORDER BY created_at LIMIT $3)"#,
+        now,
+        secs(retention.events),
+        batch
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    let deliveries = sqlx::query!(
+        r#"DELETE FROM webhook_deliveries WHERE (provider, delivery_id) IN (
+             SELECT provider, delivery_id FROM webhook_deliveries
+             WHERE received_at < $1::timestamptz - $2::float8 * interval '1 second'
+             ORDER BY received_at LIMIT $3)"#,
+        now,
+        secs(retention.deliveries),
+        batch
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    let logs = sqlx::query!(
+        r#"DELETE FROM deployment_logs WHERE id IN (
+             SELECT l.id FROM deployment_logs l
+             WHERE l.created_at < $1::timestamptz - $2::float8 * interval '1 second'
+               AND NOT EXISTS (
+                   SELECT 1 FROM deployments d WHERE d.id = l.deployment_id AND d.is_active)
+             ORDER BY l.created_at LIMIT $3)"#,
+        now,
+        secs(retention.logs),
+        batch
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(Pruned {
+        events,
+        deliveries,
+        logs,
+    })
+}
