@@ -223,6 +223,47 @@ async fn bound_over_file(
     Ok((function_id, server, clone_url))
 }
 
+/// Binds a new function `name` to `url`'s `subdirectory` through Gitea, delivers the push of
+/// `(commit, committed_at)`, and checks that its deployment failed at once, without retries,
+/// for `reason`; returns the function.
+async fn failed_push(
+    stack: &TestStack,
+    name: &str,
+    url: &str,
+    subdirectory: &str,
+    (commit, committed_at): (&str, &str),
+    reason: &str,
+) -> anyhow::Result<Uuid> {
+    let function_id = stack.init(name).await?;
+    let repository = format!("acme/{name}");
+    let (status, body) = bind(
+        stack,
+        function_id,
+        json!({
+            "provider": "gitea", "repository": repository, "clone_url": url,
+            "branch": "main", "subdirectory": subdirectory, "secret": SECRET,
+        }),
+    )
+    .await?;
+    anyhow::ensure!(status == 201, "{name}: {body}");
+    let push = PushedCommit {
+        repository: &repository,
+        branch: "main",
+        before: None,
+        after: commit,
+        committed_at,
+    };
+    let (_, body) = deliver_push(stack, Provider::Gitea, &push, name).await?;
+    let log = stack
+        .wait_settled(queued(&body)?, Duration::from_secs(60))
+        .await?;
+    anyhow::ensure!(log["status"] == "failed", "{name}: {log}");
+    let error = log["error"].as_str().unwrap_or_default();
+    anyhow::ensure!(error.contains(reason), "{name}: {error}");
+    anyhow::ensure!(!error.contains("attempts"), "{name} was retried: {error}");
+    Ok(function_id)
+}
+
 fn new_work_tree() -> anyhow::Result<tempfile::TempDir> {
     let work = tempfile::tempdir()?;
     git(work.path(), &["init", "--quiet", "--initial-branch=main"])?;
@@ -844,33 +885,8 @@ async fn a_push_that_cannot_be_deployed_fails_with_the_reason_and_is_not_retried
             "not found",
         ),
     ] {
-        let function_id = stack.init(name).await?;
-        let repository = format!("acme/{name}");
-        let (status, body) = bind(
-            &stack,
-            function_id,
-            json!({
-                "provider": "gitea", "repository": repository, "clone_url": url,
-                "branch": "main", "subdirectory": subdirectory, "secret": SECRET,
-            }),
-        )
-        .await?;
-        assert_eq!(status, 201, "{body}");
-        let push = PushedCommit {
-            repository: &repository,
-            branch: "main",
-            before: None,
-            after: &commit,
-            committed_at: &committed_at,
-        };
-        let (_, body) = deliver_push(&stack, Provider::Gitea, &push, name).await?;
-        let log = stack
-            .wait_settled(queued(&body)?, Duration::from_secs(60))
-            .await?;
-        assert_eq!(log["status"], "failed", "{name}: {log}");
-        let error = log["error"].as_str().unwrap_or_default();
-        assert!(error.contains(reason), "{name}: {error}");
-        assert!(!error.contains("attempts"), "{name} was retried: {error}");
+        let pushed = (commit.as_str(), committed_at.as_str());
+        let function_id = failed_push(&stack, name, url, subdirectory, pushed, reason).await?;
         let function = stack.function(function_id).await?;
         assert_eq!(function["state"], "Failed", "{name}: {function}");
     }
@@ -957,33 +973,8 @@ async fn clone_urls_lead_to_no_internal_address_and_a_fetch_writes_a_bounded_amo
             "the repository is larger than the 65536 bytes a fetch may write",
         ),
     ] {
-        let function_id = stack.init(name).await?;
-        let repository = format!("acme/{name}");
-        let (status, body) = bind(
-            &stack,
-            function_id,
-            json!({
-                "provider": "gitea", "repository": repository, "clone_url": url,
-                "branch": "main", "subdirectory": "functions/hello", "secret": SECRET,
-            }),
-        )
-        .await?;
-        assert_eq!(status, 201, "{name}: {body}");
-        let push = PushedCommit {
-            repository: &repository,
-            branch: "main",
-            before: None,
-            after: &commit,
-            committed_at: &committed_at,
-        };
-        let (_, body) = deliver_push(&stack, Provider::Gitea, &push, name).await?;
-        let log = stack
-            .wait_settled(queued(&body)?, Duration::from_secs(60))
-            .await?;
-        assert_eq!(log["status"], "failed", "{name}: {log}");
-        let error = log["error"].as_str().unwrap_or_default();
-        assert!(error.contains(reason), "{name}: {error}");
-        assert!(!error.contains("attempts"), "{name} was retried: {error}");
+        let pushed = (commit.as_str(), committed_at.as_str());
+        failed_push(&stack, name, &url, "functions/hello", pushed, reason).await?;
     }
     stack.shutdown().await
 }
