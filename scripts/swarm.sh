@@ -16,12 +16,27 @@
 #   netns slwsw-ID-lan       a bridge and nothing else: no address, no route. An nft bridge filter
 #                            lets through only IPv4 between the nodes and the root side's address.
 #   netns slwsw-ID-<node>    eth0 = <lan>.11/.12/.13, only the lan's connected route; dockerd runs
-#                            here with --iptables=true, so its rules stay in this namespace.
+#                            here with --iptables=true, so its rules stay in this namespace, and
+#                            so does the node's function firewall (below).
 #   veth  slwswID            in the root namespace, <lan>.1: Slipway (API, workers, tests) reaches
 #                            the nodes through it, and the nodes reach the root namespace at <lan>.1.
 # The root namespace's iptables/nft rules and sysctls are never touched; the only things this script
 # adds there are the veth (with its connected route) and, without SLIPWAY_REGISTRY, a registry
 # process listening on <lan>.1.
+#
+# Every node runs scripts/lib/function-firewall.sh in its namespace, as the single engine does
+# (bridges docker_gwbridge, uplink eth0), applied whenever up or start-node starts, reuses or
+# repairs the node's dockerd; a node whose firewall cannot be applied fails the command. A task
+# has two interfaces: its overlay (its function's own network, which the firewall leaves alone)
+# and docker_gwbridge, its default route, which all tasks of all tenants on the node share. So:
+#   - a published port (`--publish mode=host`) admits only <lan>.1, the root namespace: other
+#     nodes and anything else on the lan are dropped;
+#   - a task reaches nothing through docker_gwbridge: not another task on it (bridged traffic is
+#     filtered: net.bridge.bridge-nf-call-iptables=1 in the node's namespace, where that setting
+#     lives), not its node (gateway, eth0, published ports), not other nodes, not <lan>.1;
+#   - SLIPWAY_FUNCTION_EGRESS / SLIPWAY_FUNCTION_EGRESS_ALLOW widen that as on the single engine
+#     (the nodes have no default route, so `public` reaches nothing beyond the allowances; the
+#     lan and the registry stay closed under it).
 #
 # Knobs (all optional):
 #   SLIPWAY_STATE_DIR            state root (default <repo>/.slipway); cluster state in swarm/
@@ -33,6 +48,8 @@
 #   SLIPWAY_SWARM_STORAGE_DRIVER the nodes' storage driver (overlay2)
 #   SLIPWAY_SWARM_HEARTBEAT      the dispatcher heartbeat, e.g. 1s (Docker's 5s): a stopped or cut
 #                                node is Down after about three of them
+#   SLIPWAY_FUNCTION_EGRESS, SLIPWAY_FUNCTION_EGRESS_ALLOW
+#                                the tasks' egress, passed to every node's function firewall
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib/services.sh
@@ -480,6 +497,20 @@ swarm_mount_points() {
   done
 }
 
+# The node's function firewall (see the header), in the node's network namespace. Its rules live
+# in the namespace and outlast the node's dockerd; re-applying replaces them atomically.
+swarm_apply_firewall() { # node
+  local node=$1 ns log=$SWARM_LOGS/$1-firewall.log reg_host=${SWARM_REGISTRY%:*}
+  ns=$(swarm_ns "$node")
+  SLIPWAY_FUNCTION_BRIDGES=docker_gwbridge SLIPWAY_UPLINK=eth0 \
+    SLIPWAY_PLATFORM_SOURCES="$SWARM_HOST_ADDR/32" \
+    SLIPWAY_FUNCTION_EGRESS="${SLIPWAY_FUNCTION_EGRESS:-none}" \
+    SLIPWAY_FUNCTION_EGRESS_ALLOW="${SLIPWAY_FUNCTION_EGRESS_ALLOW:-}" \
+    SLIPWAY_HOST_ADDRESSES="$SWARM_LAN $reg_host/32" \
+    ip netns exec "$ns" bash "$SLIPWAY_REPO/scripts/lib/function-firewall.sh" >>"$log" 2>&1 \
+    || slipway_fail "swarm $node" "$log" "could not apply the function firewall in netns $ns"
+}
+
 swarm_start_node() { # node
   local node=$1 node_dir node_sock node_exec ns log t0 how=reused pid
   t0=$(slipway_now_ms)
@@ -506,6 +537,8 @@ swarm_start_node() { # node
       rm -f "$node_sock" "$node_dir/docker.pid"
       # Its own key.json: nodes sharing /etc/docker/key.json would share one engine identity.
       printf '{"deprecated-key-path": "%s"}\n' "$node_dir/key.json" >"$node_dir/daemon.json"
+      # Before dockerd as well: a node with swarm state rejoins and may get tasks at once.
+      swarm_apply_firewall "$node"
       slipway_say "swarm $node: starting dockerd in netns $ns on $node_sock"
       slipway_spawn "swarm $node dockerd" "$log" \
         nsenter --net="/run/netns/$ns" -- unshare -m -u --propagation private -- \
@@ -522,6 +555,9 @@ swarm_start_node() { # node
       slipway_wait_for "swarm $node dockerd" 60 "$log" "$SLIPWAY_SPAWNED_PID" swarm_answers "$node"
     fi
   fi
+  # Every time: a reused engine may have been started by an older script, and dockerd's own
+  # start-up rearranges FORWARD.
+  swarm_apply_firewall "$node"
   slipway_note "swarm $node dockerd" "$how" "$t0"
 }
 

@@ -174,6 +174,20 @@ pub struct TestStack {
     _store_dir: tempfile::TempDir,
 }
 
+/// A `worker_overrides` that runs functions on the swarm of `scripts/swarm.sh` (the test
+/// script starts it and exports `SLIPWAY_SWARM_MANAGER`).
+pub fn on_swarm(config: &mut WorkerConfig) {
+    config.runtime = slipway_shared::config::RuntimeTarget::Swarm {
+        manager: required_env("SLIPWAY_SWARM_MANAGER"),
+    };
+}
+
+/// An `api_overrides` for a stack on the swarm: invocations wait for a lost instance to be
+/// placed again, as `SLIPWAY_RUNTIME=swarm` makes the api do.
+pub fn api_on_swarm(config: &mut ApiConfig) {
+    config.unreachable_wait = Duration::from_secs(30);
+}
+
 pub struct StackOptions {
     pub store: StoreKind,
     pub workers: usize,
@@ -182,6 +196,17 @@ pub struct StackOptions {
     pub worker_overrides: Option<fn(&mut WorkerConfig)>,
     /// Changes to the api's configuration.
     pub api_overrides: Option<fn(&mut ApiConfig)>,
+}
+
+impl StackOptions {
+    /// Functions on the swarm of `scripts/swarm.sh`.
+    pub fn swarm() -> Self {
+        Self {
+            worker_overrides: Some(on_swarm),
+            api_overrides: Some(api_on_swarm),
+            ..Default::default()
+        }
+    }
 }
 
 impl Default for StackOptions {
@@ -239,6 +264,7 @@ impl TestStack {
         let secrets_key = slipway_shared::secrets::SecretsKey::generate()?;
         let mut worker_config = WorkerConfig {
             docker_host: required_env("SLIPWAY_DOCKER_HOST"),
+            runtime: slipway_shared::config::RuntimeTarget::Docker,
             buildkit: "docker".into(),
             registry: registry.clone(),
             registry_kind: slipway_shared::config::RegistryKind::Oci,
@@ -282,6 +308,7 @@ impl TestStack {
             registry_login: registry_login(),
             insecure_registries: vec![registry.clone()],
             wake_timeout: Duration::from_secs(30),
+            unreachable_wait: Duration::ZERO,
             scheduler: Default::default(),
             signature_max_skew: Duration::from_secs(300),
             git_allow_file: true,

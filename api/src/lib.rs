@@ -57,6 +57,9 @@ impl AppState {
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(std::time::Duration::from_secs(30))
+            // Functions are a hop or two away: a connection that takes longer is to an address
+            // nobody holds any more (a node cut off), not to a slow function.
+            .connect_timeout(std::time::Duration::from_secs(3))
             .build()
             .context("building the invocation client")?;
         let events = events::EventRecorder::start(pool.clone(), config.record_events);

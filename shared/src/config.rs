@@ -96,6 +96,11 @@ pub struct ApiConfig {
     /// How long an invocation of an Inactive function waits for it to wake before a 503 with
     /// `Retry-After`.
     pub wake_timeout: Duration,
+    /// `SLIPWAY_UNREACHABLE_WAIT`: how long an invocation whose instance refuses connections
+    /// waits for the engine to put it somewhere else (then 503 with `Retry-After`). Zero
+    /// answers 502 at once: one engine never moves an instance, so its address is not stale
+    /// but broken. Defaults to the wake timeout when `SLIPWAY_RUNTIME=swarm`.
+    pub unreachable_wait: Duration,
     /// The scheduler's sweeps, which operators list and fire through the api.
     pub scheduler: SchedulerConfig,
     /// How far a signed request's timestamp may be from the server's clock, either way.
@@ -132,6 +137,14 @@ impl ApiConfig {
             registry_login: registry_login()?,
             insecure_registries: insecure_registries(),
             wake_timeout: duration("SLIPWAY_WAKE_TIMEOUT", Duration::from_secs(30))?,
+            unreachable_wait: duration(
+                "SLIPWAY_UNREACHABLE_WAIT",
+                if var("SLIPWAY_RUNTIME").as_deref() == Some("swarm") {
+                    duration("SLIPWAY_WAKE_TIMEOUT", Duration::from_secs(30))?
+                } else {
+                    Duration::ZERO
+                },
+            )?,
             scheduler: SchedulerConfig::from_env()?,
             signature_max_skew: duration("SLIPWAY_SIGNATURE_MAX_SKEW", Duration::from_secs(300))?,
             git_allow_file: parsed("SLIPWAY_GIT_ALLOW_FILE", false)?,
@@ -148,6 +161,8 @@ impl ApiConfig {
 pub struct WorkerConfig {
     /// The Docker engine that runs functions (and, with `buildkit = "docker"`, builds them).
     pub docker_host: String,
+    /// `SLIPWAY_RUNTIME`: where function instances run.
+    pub runtime: RuntimeTarget,
     /// `docker` (the engine's embedded BuildKit), `tcp://host:port` or `unix:///path`.
     pub buildkit: String,
     /// `host:port` of the OCI registry images are pushed to.
@@ -269,10 +284,33 @@ fn archive_limits() -> anyhow::Result<ArchiveLimits> {
     })
 }
 
+/// Where function instances run (`SLIPWAY_RUNTIME`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeTarget {
+    /// `docker`: containers on the engine at `SLIPWAY_DOCKER_HOST`, the one that builds.
+    Docker,
+    /// `swarm`: services on the Docker Swarm whose manager answers at `SLIPWAY_SWARM_MANAGER`
+    /// (a Docker host URL); the engine places them.
+    Swarm { manager: String },
+}
+
+impl RuntimeTarget {
+    fn from_env() -> anyhow::Result<Self> {
+        match var("SLIPWAY_RUNTIME").as_deref().unwrap_or("docker") {
+            "docker" => Ok(Self::Docker),
+            "swarm" => Ok(Self::Swarm {
+                manager: required("SLIPWAY_SWARM_MANAGER")?,
+            }),
+            other => bail!("SLIPWAY_RUNTIME must be docker or swarm, not {other:?}"),
+        }
+    }
+}
+
 impl WorkerConfig {
     pub fn from_env() -> anyhow::Result<Self> {
         let config = Self {
             docker_host: required("SLIPWAY_DOCKER_HOST")?,
+            runtime: RuntimeTarget::from_env()?,
             buildkit: var("SLIPWAY_BUILDKIT").unwrap_or_else(|| "docker".into()),
             registry: required("SLIPWAY_REGISTRY")?,
             registry_kind: RegistryConfig::from_env()?.kind,

@@ -19,5 +19,6 @@ mod rollback;
 mod scheduler;
 mod signing;
 mod store;
+mod swarm;
 mod webhooks;
 mod workers;

@@ -21,7 +21,7 @@ use anyhow::Context;
 use apalis::prelude::*;
 use apalis_postgres::{Config, PostgresStorage, Pubsub};
 use slipway_shared::{
-    config::{RegistryConfig, WorkerConfig},
+    config::{RegistryConfig, RuntimeTarget, WorkerConfig},
     jobs::{
         BuildJob, CacheWarmJob, DeployJob, PurgeJob, PushJob, ReleaseJob, RollbackJob, RuntimeJob,
         SourceJob, VerifyJob, WakeJob,
@@ -35,7 +35,7 @@ use crate::{
     buildkit::{BuildkitAddr, BuildkitClient},
     jobs::RunJob,
     registry::Registry,
-    runtime::DockerRuntime,
+    runtime::{DockerRuntime, Runtime, SwarmRuntime},
 };
 
 /// Everything a job handler may use.
@@ -45,7 +45,7 @@ pub struct Environment {
     pub docker: bollard::Docker,
     pub buildkit: BuildkitClient,
     pub registry: Registry,
-    pub runtime: DockerRuntime,
+    pub runtime: Runtime,
     pub config: WorkerConfig,
     buildkit_addr: BuildkitAddr,
 }
@@ -73,7 +73,14 @@ impl Environment {
                 login: config.registry_login.clone(),
                 insecure: config.insecure_registries.clone(),
             })?,
-            runtime: DockerRuntime::new(docker.clone())?,
+            runtime: match &config.runtime {
+                RuntimeTarget::Docker => Runtime::Docker(DockerRuntime::new(docker.clone())?),
+                RuntimeTarget::Swarm { manager } => Runtime::Swarm(SwarmRuntime::new(
+                    runtime::connect(manager).context("SLIPWAY_SWARM_MANAGER")?,
+                    DockerRuntime::new(docker.clone())?,
+                    config.start_timeout,
+                )),
+            },
             docker,
             config,
             buildkit_addr,

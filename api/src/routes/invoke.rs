@@ -282,9 +282,12 @@ async fn proxy(
         .map(|q| format!("?{q}"))
         .unwrap_or_default();
 
-    // A request that raced a traffic switch may find the old container already stopped: nothing
-    // reached it, so resolving the route again and resending is safe for any method.
+    // A request that raced a traffic switch may find the old container already stopped, or one
+    // whose node died may find nothing at the recorded address until the engine has placed the
+    // task again: nothing reached the function, so resolving the route again and resending is
+    // safe for any method.
     let mut attempt = 0;
+    let mut refused_since: Option<std::time::Instant> = None;
     let mut event = None;
     let upstream = loop {
         attempt += 1;
@@ -313,9 +316,33 @@ async fn proxy(
             .await;
         match sent {
             Ok(response) => break response,
-            Err(e) if e.is_connect() && attempt < 3 => {
+            Err(e) if e.is_connect() => {
+                let waited = refused_since
+                    .get_or_insert_with(std::time::Instant::now)
+                    .elapsed();
+                let wait = state.config.unreachable_wait;
+                if attempt >= 3 && waited >= wait {
+                    warn!(endpoint = %target.endpoint, path, error = %e.without_url(), "function unreachable");
+                    if wait.is_zero() {
+                        event.fail(502, "function_unreachable");
+                        return Err(ApiError::new(
+                            StatusCode::BAD_GATEWAY,
+                            "function_unreachable",
+                            "the function's container did not answer",
+                        ));
+                    }
+                    event.fail(503, "function_unreachable");
+                    return Err(ApiError::RetryLater {
+                        code: "function_unreachable",
+                        message: format!(
+                            "the function's instance is unreachable and was not placed again within {wait:?}"
+                        ),
+                        retry_after_secs: 5,
+                    });
+                }
                 debug!(endpoint = %target.endpoint, path, error = %e.without_url(), "function endpoint refused the connection; resolving again");
-                tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+                let backoff = std::time::Duration::from_millis(50 * attempt.min(10));
+                tokio::time::sleep(backoff).await;
             }
             Err(e) if e.is_timeout() => {
                 event.fail(504, "function_timeout");

@@ -745,3 +745,27 @@ pub async fn supersede(conn: &mut PgConnection, id: Uuid, newer: Uuid) -> sqlx::
     .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// The instance that serves a function (or would, once the engine places it again).
+pub struct ServingInstance {
+    pub deployment_id: Uuid,
+    pub function_id: Uuid,
+    pub instance_id: String,
+    pub endpoint: Option<String>,
+}
+
+/// Every active deployment with an instance whose function is not Inactive: what an engine
+/// that moves instances by itself (a swarm) must be followed for.
+pub async fn serving_instances(conn: &mut PgConnection) -> sqlx::Result<Vec<ServingInstance>> {
+    sqlx::query_as!(
+        ServingInstance,
+        r#"SELECT d.id AS deployment_id, d.function_id, d.container_id AS "instance_id!",
+                  d.runtime_endpoint AS endpoint
+           FROM deployments d JOIN functions f ON f.id = d.function_id
+           WHERE d.is_active AND d.container_id IS NOT NULL
+             AND f.state IN ('Active', 'Pending', 'Failed')
+           ORDER BY d.function_id"#
+    )
+    .fetch_all(conn)
+    .await
+}

@@ -6,6 +6,9 @@ use std::fmt;
 
 use super::{IllegalTransition, UnknownStatus};
 
+/// The reason's prefix while the engine places a lost instance again.
+const RESCHEDULING: &str = "rescheduling";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ServingState {
     /// Resources are being prepared (first deploy, or waking an inactive function).
@@ -49,12 +52,15 @@ impl ImageFailure {
 pub enum InstanceFailure {
     /// The engine killed the instance for using more memory than its limit.
     OutOfMemory,
+    /// The engine has no node that can take the instance (resources, constraints, nodes down).
+    Unschedulable,
 }
 
 impl InstanceFailure {
     pub fn code(self) -> &'static str {
         match self {
             Self::OutOfMemory => "out_of_memory",
+            Self::Unschedulable => "unschedulable",
         }
     }
 }
@@ -100,6 +106,13 @@ pub enum ServingEvent {
     },
     /// A fresh instance of the serving version answers again (a restart or recycle).
     InstanceReplaced,
+    /// The engine lost the serving instance (its node went down) and is placing it again:
+    /// invocations wait as for a wake.
+    InstanceRescheduling {
+        reason: String,
+    },
+    /// The rescheduled instance runs again, at its new endpoint.
+    InstanceRescheduled,
 }
 
 /// The whole serving view of a function, as stored.
@@ -196,6 +209,18 @@ impl Serving {
             (S::Active, E::InstanceFailed { failure, detail }) => {
                 with_state(S::Failed, Some(format!("{}: {detail}", failure.code())))
             }
+            (S::Pending, E::InstanceFailed { failure, detail }) if self.rescheduling() => {
+                with_state(S::Failed, Some(format!("{}: {detail}", failure.code())))
+            }
+            (S::Active, E::InstanceRescheduling { reason }) => {
+                with_state(S::Pending, Some(format!("{RESCHEDULING}: {reason}")))
+            }
+            (S::Pending, E::InstanceRescheduling { reason }) if self.rescheduling() => {
+                with_state(S::Pending, Some(format!("{RESCHEDULING}: {reason}")))
+            }
+            (S::Pending, E::InstanceRescheduled) if self.rescheduling() => {
+                with_state(S::Active, None)
+            }
             (S::Active, E::InstanceReplaced) => self.clone(),
             (S::Failed, E::InstanceReplaced) if self.failed_by_instance() => {
                 with_state(S::Active, None)
@@ -216,10 +241,20 @@ impl Serving {
     pub fn failed_by_instance(&self) -> bool {
         self.state == ServingState::Failed
             && self.state_reason.as_deref().is_some_and(|reason| {
-                [InstanceFailure::OutOfMemory]
+                [InstanceFailure::OutOfMemory, InstanceFailure::Unschedulable]
                     .iter()
                     .any(|f| reason.starts_with(&format!("{}:", f.code())))
             })
+    }
+
+    /// `Pending` because the engine is placing the serving instance again, not because it is
+    /// being woken or deployed.
+    pub fn rescheduling(&self) -> bool {
+        self.state == ServingState::Pending
+            && self
+                .state_reason
+                .as_deref()
+                .is_some_and(|reason| reason.starts_with(&format!("{RESCHEDULING}:")))
     }
 
     /// Only an active function takes invocations.
@@ -330,6 +365,10 @@ mod tests {
                 detail: "killed at 64 MiB".into(),
             },
             ServingEvent::InstanceReplaced,
+            ServingEvent::InstanceRescheduling {
+                reason: "node down".into(),
+            },
+            ServingEvent::InstanceRescheduled,
         ]
     }
 
@@ -376,6 +415,7 @@ mod tests {
             (S::Pending, E::WakeFailed { .. }) if !in_progress => Some((S::Inactive, update)),
             (S::Active, E::InstanceFailed { .. }) => Some((S::Failed, update)),
             (S::Active, E::InstanceReplaced) => Some((S::Active, update)),
+            (S::Active, E::InstanceRescheduling { .. }) => Some((S::Pending, update)),
             _ => None,
         }
     }
@@ -481,5 +521,41 @@ mod tests {
             assert_eq!(UpdateStatus::parse(u.as_str()), Ok(u));
         }
         assert!(ServingState::parse("active").is_err());
+    }
+
+    #[test]
+    fn a_lost_instance_is_pending_while_rescheduled_and_failed_when_no_node_takes_it() {
+        let active = serving(ServingState::Active, Some(UpdateStatus::Successful));
+        let moving = active
+            .apply(&ServingEvent::InstanceRescheduling {
+                reason: "node worker1 down".into(),
+            })
+            .unwrap();
+        assert_eq!(moving.state, ServingState::Pending);
+        assert!(moving.rescheduling());
+        assert_eq!(
+            moving.state_reason.as_deref(),
+            Some("rescheduling: node worker1 down")
+        );
+        let back = moving.apply(&ServingEvent::InstanceRescheduled).unwrap();
+        assert_eq!(back.state, ServingState::Active);
+        assert_eq!(back.state_reason, None);
+        assert_eq!(back.last_update_status, Some(UpdateStatus::Successful));
+
+        let stuck = moving
+            .apply(&ServingEvent::InstanceFailed {
+                failure: InstanceFailure::Unschedulable,
+                detail: "no suitable node (insufficient resources on 3 nodes)".into(),
+            })
+            .unwrap();
+        assert_eq!(stuck.state, ServingState::Failed);
+        assert!(stuck.failed_by_instance());
+        let placed = stuck.apply(&ServingEvent::InstanceReplaced).unwrap();
+        assert_eq!(placed.state, ServingState::Active);
+
+        // A wake is Pending too, but not the engine's to finish.
+        let waking = serving(ServingState::Pending, Some(UpdateStatus::Successful));
+        assert!(!waking.rescheduling());
+        assert!(waking.apply(&ServingEvent::InstanceRescheduled).is_err());
     }
 }

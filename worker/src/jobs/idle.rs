@@ -15,10 +15,7 @@ use slipway_shared::{
 use tracing::{info, warn};
 
 use super::{RunJob, StepError, cache_warm, log_info, log_lines, recorded_image, verify};
-use crate::{
-    Environment, hooks,
-    runtime::lifecycle::{runtime_step, start_instance},
-};
+use crate::{Environment, hooks, runtime::lifecycle::start_instance};
 
 const PHASE: &str = "runtime";
 
@@ -49,12 +46,15 @@ impl RunJob for ReleaseJob {
         if let Some(hook) = lifecycle.pre_stop {
             hooks::pre_stop(&env, active.id, &endpoint, hook).await;
         }
-        env.runtime.remove(&container).await?;
+        let kept = env.runtime.suspend(&container).await?;
         if let Some(image) = active.image_tag.as_deref().and_then(ImageRef::parse_tagged) {
             env.runtime.remove_images(&image.name()).await?;
         }
         let mut conn = env.pool.acquire().await?;
-        db::deployments::forget_active_container(&mut conn, active.id, &container).await?;
+        // A swarm service kept at zero replicas is still the deployment's, for the wake.
+        if !kept {
+            db::deployments::forget_active_container(&mut conn, active.id, &container).await?;
+        }
         db::logs::append(
             &mut conn,
             active.id,
@@ -134,12 +134,16 @@ async fn wake(
         )));
     }
     cache_warm::pull(env, &image, &digest).await?;
-    if let Some(stale) = &deployment.container_id {
-        env.runtime.remove(stale).await.map_err(runtime_step)?;
-    }
     let suffix = format!("-w{}", &job.request_id.simple().to_string()[..6]);
-    let (instance, _) =
-        start_instance(env, deployment, &image.pinned(&digest), &suffix, PHASE).await?;
+    let (instance, _) = start_instance(
+        env,
+        deployment,
+        &image.pinned(&digest),
+        &suffix,
+        deployment.container_id.as_deref(),
+        PHASE,
+    )
+    .await?;
     let mut tx = env.pool.begin().await?;
     db::functions::lock(&mut tx, deployment.function_id).await?;
     db::functions::transition_serving(&mut tx, deployment.function_id, &ServingEvent::Woken)

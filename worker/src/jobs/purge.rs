@@ -67,7 +67,7 @@ async fn purge_function(env: &Environment, function_id: Uuid) -> Result<(), Step
     }
     let containers = with_retries(env, "listing the function's containers", || async {
         env.runtime
-            .containers_of(function_id)
+            .instances_of(function_id)
             .await
             .map_err(runtime_step)
     })

@@ -93,8 +93,15 @@ async fn replace_instance(
         cache_warm::pull(env, &image, &digest).await?;
     }
     let suffix = format!("-r{}", &job.request_id.simple().to_string()[..6]);
-    let (instance, _) =
-        start_instance(env, deployment, &image.pinned(&digest), &suffix, PHASE).await?;
+    let (instance, _) = start_instance(
+        env,
+        deployment,
+        &image.pinned(&digest),
+        &suffix,
+        None,
+        PHASE,
+    )
+    .await?;
     {
         let mut tx = env.pool.begin().await?;
         db::functions::lock(&mut tx, deployment.function_id).await?;

@@ -8,6 +8,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
+use bollard::auth::DockerCredentials;
 use bollard::{
     Docker,
     models::{ContainerCreateBody, HostConfig, NetworkCreateRequest},
@@ -18,7 +19,7 @@ use bollard::{
     },
 };
 use futures::StreamExt;
-use slipway_shared::registry::PushCredentials;
+use slipway_shared::{domain::PinnedImage, registry::PushCredentials};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -147,7 +148,7 @@ impl DockerRuntime {
     }
 
     /// Who the instance runs as: the image's own user, unless that is root.
-    async fn user_for(&self, image: &str) -> Result<String, RuntimeError> {
+    pub(super) async fn user_for(&self, image: &str) -> Result<String, RuntimeError> {
         let inspected = match self.docker.inspect_image(image).await {
             Ok(inspected) => inspected,
             Err(e) if not_found(&e) => {
@@ -473,12 +474,34 @@ impl DockerRuntime {
         digest: &str,
         credentials: Option<PushCredentials>,
     ) -> Result<(), RuntimeError> {
+        self.pull_with(
+            repository,
+            digest,
+            credentials.map(crate::registry::engine_credentials),
+        )
+        .await
+    }
+
+    pub(super) async fn pull_reference(
+        &self,
+        image: &PinnedImage,
+        credentials: Option<DockerCredentials>,
+    ) -> Result<(), RuntimeError> {
+        self.pull_with(image.name(), image.digest().as_str(), credentials)
+            .await
+    }
+
+    async fn pull_with(
+        &self,
+        repository: &str,
+        digest: &str,
+        credentials: Option<DockerCredentials>,
+    ) -> Result<(), RuntimeError> {
         let options = CreateImageOptions {
             from_image: Some(repository.to_owned()),
             tag: Some(digest.to_owned()),
             ..Default::default()
         };
-        let credentials = credentials.map(crate::registry::engine_credentials);
         let mut progress = self.docker.create_image(Some(options), None, credentials);
         while let Some(step) = progress.next().await {
             match step {

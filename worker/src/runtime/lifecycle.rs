@@ -15,7 +15,7 @@ use slipway_shared::{
 };
 use tracing::info;
 
-use super::{Instance, InstanceSpec, RuntimeError};
+use super::{Instance, InstanceSpec, Runtime, RuntimeError};
 use crate::{
     Environment, hooks,
     jobs::{StepError, log_info, recorded_image, settle_function, with_retries},
@@ -28,8 +28,12 @@ use crate::{
 /// the first applies it). A restart or recycle brings it back.
 pub async fn watch_instances(env: std::sync::Arc<Environment>) {
     use futures::StreamExt;
+    let engine = match &env.runtime {
+        Runtime::Docker(engine) => engine.clone(),
+        Runtime::Swarm(swarm) => return super::placement::follow_tasks(&env, swarm).await,
+    };
     loop {
-        let mut killed = std::pin::pin!(env.runtime.oom_killed());
+        let mut killed = std::pin::pin!(engine.oom_killed());
         while let Some(next) = killed.next().await {
             match next {
                 Ok(container_id) => {
@@ -143,7 +147,7 @@ pub async fn start_and_switch(
     discard_instance(env, deployment.id).await;
 
     let (instance, lifecycle) =
-        start_instance(env, deployment, &image.pinned(&digest), "", phase).await?;
+        start_instance(env, deployment, &image.pinned(&digest), "", None, phase).await?;
 
     let previous = switch_traffic(env, deployment, phase, activation).await?;
     info!(version = deployment.version, endpoint = %instance.endpoint, "active");
@@ -230,12 +234,13 @@ pub async fn verify_before_start(
 /// instance at once (a crash then leaves it findable), waits until it answers and runs the
 /// Initializer the function asked for. Returns the instance (its endpoint may have changed if
 /// the Initializer restarted it) and the function's hooks. If the instance never gets there it
-/// is removed again.
+/// is removed again. `kept` is what a release left of the deployment's instance (a wake).
 pub async fn start_instance(
     env: &Environment,
     deployment: &db::deployments::DeploymentRow,
     image: &PinnedImage,
     suffix: &str,
+    kept: Option<&str>,
     phase: &str,
 ) -> Result<(Instance, Lifecycle), StepError> {
     let sandbox = {
@@ -243,7 +248,12 @@ pub async fn start_instance(
         db::functions::sandbox(&mut conn, deployment.function_id).await?
     };
     let limits = env.config.function_limits.resolve(&sandbox.limits);
-    let spec = instance_spec(deployment, image, suffix, limits, sandbox.read_only_root);
+    let mut spec = instance_spec(deployment, image, suffix, limits, sandbox.read_only_root);
+    spec.registry_auth = env
+        .registry
+        .push_credentials()
+        .await
+        .map_err(registry_step)?;
     log_info(
         env,
         deployment.id,
@@ -259,7 +269,7 @@ pub async fn start_instance(
     )
     .await;
     let mut instance = with_retries(env, "starting the instance", || async {
-        env.runtime.start(&spec).await.map_err(runtime_step)
+        env.runtime.start(&spec, kept).await.map_err(runtime_step)
     })
     .await?;
     {
@@ -347,6 +357,7 @@ fn instance_spec<'a>(
         env,
         limits,
         read_only_root,
+        registry_auth: None,
     }
 }
 

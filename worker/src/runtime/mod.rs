@@ -4,15 +4,25 @@
 //! instances on top of a driver: start one and wait until it is ready (Initializer included),
 //! switch traffic to it, stop the one it replaced.
 //!
-//! Today's driver is one Docker engine (`docker`). A driver for another engine (a Swarm
-//! service, a Kubernetes Deployment) is a sibling of `docker.rs` with the same operations.
+//! Two drivers, chosen by `SLIPWAY_RUNTIME`: one Docker engine (`docker`: a container per
+//! instance) and a Docker Swarm (`swarm`: a service per instance, placed by the engine). A
+//! Kubernetes driver (a Deployment of one replica and a Service per instance, or a Knative
+//! Service) is a sibling file with the same operations and one more arm in [`Runtime`].
 
 pub mod docker;
 pub mod lifecycle;
+mod placement;
+pub mod swarm;
 
 pub use docker::{DockerRuntime, connect};
+pub use swarm::{Observed, SwarmRuntime};
 
-use slipway_shared::domain::{FunctionLimits, PinnedImage};
+use std::time::Duration;
+
+use slipway_shared::{
+    domain::{FunctionLimits, PinnedImage},
+    registry::PushCredentials,
+};
 use uuid::Uuid;
 
 pub const FUNCTION_LABEL: &str = "dev.slipway.function";
@@ -44,6 +54,8 @@ pub struct InstanceSpec<'a> {
     pub limits: FunctionLimits,
     /// A read-only root filesystem with a writable `/tmp`.
     pub read_only_root: bool,
+    /// What the engine pulls the image with.
+    pub registry_auth: Option<PushCredentials>,
 }
 
 /// A started instance: the container and the address the platform reaches it at.
@@ -51,4 +63,127 @@ pub struct InstanceSpec<'a> {
 pub struct Instance {
     pub container_id: String,
     pub endpoint: String,
+}
+
+/// Where instances run. Every job that starts, stops, restarts, releases or wakes an instance
+/// goes through here; an instance's id is a container (docker) or a service (swarm).
+#[derive(Clone)]
+pub enum Runtime {
+    Docker(DockerRuntime),
+    Swarm(SwarmRuntime),
+}
+
+impl Runtime {
+    /// The client that reaches functions on their endpoints (readiness, lifecycle hooks).
+    pub fn http(&self) -> &reqwest::Client {
+        match self {
+            Self::Docker(d) => d.http(),
+            Self::Swarm(s) => s.http(),
+        }
+    }
+
+    /// Starts an instance of `spec`. `kept` is the instance a release left behind, if any: the
+    /// swarm scales that service back to one replica (a wake), the one engine removes what is
+    /// left of it and starts afresh.
+    pub async fn start(
+        &self,
+        spec: &InstanceSpec<'_>,
+        kept: Option<&str>,
+    ) -> Result<Instance, RuntimeError> {
+        match self {
+            Self::Docker(d) => {
+                if let Some(stale) = kept {
+                    d.remove(stale).await?;
+                }
+                d.start(spec).await
+            }
+            Self::Swarm(s) => s.start(spec, kept).await,
+        }
+    }
+
+    pub async fn wait_until_answering(
+        &self,
+        instance: &Instance,
+        timeout: Duration,
+    ) -> Result<Duration, RuntimeError> {
+        match self {
+            Self::Docker(d) => d.wait_until_answering(instance, timeout).await,
+            Self::Swarm(s) => s.wait_until_answering(instance, timeout).await,
+        }
+    }
+
+    /// The same instance afresh; its endpoint may change.
+    pub async fn restart(
+        &self,
+        instance: &Instance,
+        function_id: Uuid,
+    ) -> Result<Instance, RuntimeError> {
+        match self {
+            Self::Docker(d) => d.restart(instance, function_id).await,
+            Self::Swarm(s) => s.restart(instance).await,
+        }
+    }
+
+    /// Stops and removes the instance; one already gone is fine.
+    pub async fn remove(&self, instance_id: &str) -> Result<(), RuntimeError> {
+        match self {
+            Self::Docker(d) => d.remove(instance_id).await,
+            Self::Swarm(s) => s.remove(instance_id).await,
+        }
+    }
+
+    /// Scale to zero. Returns whether the instance is kept for the wake (a swarm service at 0
+    /// replicas) rather than removed (a container).
+    pub async fn suspend(&self, instance_id: &str) -> Result<bool, RuntimeError> {
+        match self {
+            Self::Docker(d) => d.remove(instance_id).await.map(|()| false),
+            Self::Swarm(s) => s.suspend(instance_id).await.map(|()| true),
+        }
+    }
+
+    /// Every instance of the function, running or not, known to the database or not.
+    pub async fn instances_of(&self, function_id: Uuid) -> Result<Vec<String>, RuntimeError> {
+        match self {
+            Self::Docker(d) => d.containers_of(function_id).await,
+            Self::Swarm(s) => s.services_of(function_id).await,
+        }
+    }
+
+    pub async fn remove_network(&self, function_id: Uuid) -> Result<(), RuntimeError> {
+        match self {
+            Self::Docker(d) => d.remove_network(function_id).await,
+            Self::Swarm(s) => s.remove_network(function_id).await,
+        }
+    }
+
+    /// Drops the images of `repository` from the engine that built them (and, with one engine,
+    /// ran them). Swarm nodes keep their pulled copies until their engine's own image GC: the
+    /// manager cannot reach into a node's image store.
+    pub async fn remove_images(&self, repository: &str) -> Result<usize, RuntimeError> {
+        match self {
+            Self::Docker(d) => d.remove_images(repository).await,
+            Self::Swarm(s) => s.builder().remove_images(repository).await,
+        }
+    }
+
+    /// Cache-warm: puts the image where the next instance starts. A swarm node pulls when the
+    /// engine places a task there, and which node that is only the engine knows.
+    pub async fn pull(
+        &self,
+        repository: &str,
+        digest: &str,
+        credentials: Option<PushCredentials>,
+    ) -> Result<(), RuntimeError> {
+        match self {
+            Self::Docker(d) => d.pull(repository, digest, credentials).await,
+            Self::Swarm(_) => Ok(()),
+        }
+    }
+
+    pub async fn logs_tail(&self, instance_id: &str) -> String {
+        match self {
+            Self::Docker(d) => d.logs_tail(instance_id).await,
+            Self::Swarm(s) => s.logs_tail(instance_id).await,
+        }
+    }
 }
