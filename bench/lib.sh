@@ -7,6 +7,8 @@ SLIPWAY_SERVICES_ONLY=1 SLIPWAY_KEEP_SERVICES=1 scripts/test.sh >/dev/null
 set -a
 # shellcheck source=/dev/null
 . .slipway/services.env
+# shellcheck source=/dev/null
+. .slipway/swarm.env
 set +a
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/slipway/target} SQLX_OFFLINE=true
 

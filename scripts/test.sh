@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The single test command (`.ci/run` runs exactly this): installs what is missing, starts (or
 # reuses) Postgres, a Docker engine (runtime + embedded BuildKit), a registry and moto's S3
-# server, makes the offline base image, then runs rustfmt, clippy, the Terraform checks and every
-# test against them.
+# server, makes the offline base image, starts a 3-node Docker Swarm (scripts/swarm.sh), then
+# runs rustfmt, clippy, the Terraform checks and every test against them.
 # On exit it stops what it started (set SLIPWAY_KEEP_SERVICES=1 to leave them running).
 #
 #   SLIPWAY_SERVICES_ONLY=1 scripts/test.sh   # start the services, write .slipway/services.env, exit 0
@@ -14,8 +14,13 @@ source scripts/lib/services.sh
 # shellcheck disable=SC2317  # invoked from the traps
 cleanup() {
   trap - INT TERM EXIT
-  if [ "${SLIPWAY_KEEP_SERVICES:-0}" != 1 ]; then slipway_stop_started; fi
+  if [ "${SLIPWAY_KEEP_SERVICES:-0}" != 1 ]; then
+    # The swarm pulls from the registry below: it goes first.
+    if [ "$swarm_started" = 1 ]; then scripts/swarm.sh down || true; fi
+    slipway_stop_started
+  fi
 }
+swarm_started=0
 trap 'cleanup; exit 130' INT
 trap 'cleanup; exit 143' TERM
 trap 'cleanup' EXIT
@@ -31,6 +36,14 @@ slipway_start_s3
 slipway_make_base_image
 slipway_unlock
 slipway_write_services_env
+# The 3-node Docker Swarm the swarm runtime's tests run on, pulling from the registry above;
+# reused when it is up already, stopped on exit when this script started it.
+[ -f "$SLIPWAY_STATE_DIR/swarm.env" ] || swarm_started=1
+scripts/swarm.sh up
+set -a
+# shellcheck source=/dev/null
+source "$SLIPWAY_STATE_DIR/swarm.env"
+set +a
 slipway_summary
 
 if [ "${SLIPWAY_SERVICES_ONLY:-0}" = 1 ]; then
