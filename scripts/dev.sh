@@ -7,6 +7,8 @@
 # Ctrl-C stops the stack and every service this script started (not those it reused).
 #
 #   SLIPWAY_SERVICES_ONLY=1 scripts/dev.sh   # start the services, write .slipway/services.env, exit 0
+#   SLIPWAY_RUNTIME=swarm scripts/dev.sh     # functions on the 3-node swarm of scripts/swarm.sh
+#                                            # (started if needed; builds stay on the engine above)
 #
 # Any other SLIPWAY_* variable you set is passed through to `slipway dev`.
 set -euo pipefail
@@ -23,8 +25,10 @@ stop_all() {
     kill -TERM "$stack" 2>/dev/null || true
     wait "$stack" 2>/dev/null || true
   fi
+  if [ "$swarm_started" = 1 ]; then scripts/swarm.sh down || true; fi
   slipway_stop_started
 }
+swarm_started=0
 trap 'stop_all; exit 130' INT
 trap 'stop_all; exit 143' TERM
 trap 'stop_all' EXIT
@@ -42,6 +46,18 @@ slipway_unlock
   slipway_detect_s3
   slipway_write_services_env
 )
+case ${SLIPWAY_RUNTIME:-docker} in
+  docker) ;;
+  swarm)
+    [ -f "$SLIPWAY_STATE_DIR/swarm.env" ] || swarm_started=1
+    scripts/swarm.sh up
+    set -a
+    # shellcheck source=/dev/null
+    source "$SLIPWAY_STATE_DIR/swarm.env"
+    set +a
+    ;;
+  *) slipway_die "SLIPWAY_RUNTIME must be docker or swarm, not '$SLIPWAY_RUNTIME'" ;;
+esac
 slipway_summary
 
 if [ "${SLIPWAY_SERVICES_ONLY:-0}" = 1 ]; then

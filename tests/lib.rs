@@ -643,13 +643,14 @@ impl TestStack {
                     );
                 }
             }
+            let network = format!("slipway-fn-{}", function_id.simple());
+            if let slipway_shared::config::RuntimeTarget::Swarm { manager } =
+                &self.worker_config.runtime
+            {
+                swarm_remove_function(manager, &label, &network)?;
+            }
             // Already gone when the test purged the function.
-            docker(&[
-                "network",
-                "rm",
-                &format!("slipway-fn-{}", function_id.simple()),
-            ])
-            .ok();
+            docker(&["network", "rm", &network]).ok();
         }
         // `close` waits for every borrowed connection. A job the worker left running past its
         // shutdown grace still holds one for a while on a loaded machine; a test that never
@@ -662,6 +663,31 @@ impl TestStack {
         }
         Ok(())
     }
+}
+
+/// Removes a function's services and overlay from the swarm (the overlay once its tasks have
+/// stopped).
+fn swarm_remove_function(manager: &str, label: &str, network: &str) -> anyhow::Result<()> {
+    let swarm = |args: &[&str]| {
+        std::process::Command::new("/usr/bin/docker")
+            .arg("-H")
+            .arg(manager)
+            .args(args)
+            .output()
+    };
+    let listed = swarm(&["service", "ls", "-q", "--filter", label])?;
+    for service in String::from_utf8(listed.stdout)?.lines() {
+        swarm(&["service", "rm", service])?;
+    }
+    for _ in 0..50 {
+        let removed = swarm(&["network", "rm", network])?;
+        let stderr = String::from_utf8_lossy(&removed.stderr);
+        if removed.status.success() || stderr.contains("not found") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
 }
 
 /// A request that the harness signs at `send`, as a CI client would: a fresh timestamp and nonce

@@ -55,11 +55,17 @@ async fn warm(
         PHASE,
         &[(
             "info".into(),
-            format!(
-                "{} is on the runtime host ({} ms)",
-                image.pinned(&digest),
-                started.elapsed().as_millis()
-            ),
+            match env.runtime {
+                crate::runtime::Runtime::Docker(_) => format!(
+                    "{} is on the runtime host ({} ms)",
+                    image.pinned(&digest),
+                    started.elapsed().as_millis()
+                ),
+                crate::runtime::Runtime::Swarm(_) => format!(
+                    "{}: the node the swarm places the task on pulls it",
+                    image.pinned(&digest)
+                ),
+            },
         )],
     )
     .await?;

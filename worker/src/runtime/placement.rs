@@ -102,13 +102,12 @@ async fn record(
             }
         }
         Observed::Starting { reason } | Observed::Failed { reason } => {
-            if serving
+            let told = serving
                 .state_reason
                 .as_deref()
-                .is_some_and(|r| r.ends_with(&reason))
-            {
-                (None, None)
-            } else if serving.state == ServingState::Failed {
+                .is_some_and(|r| r.ends_with(&reason));
+            // Failed (unschedulable) stays so until a task runs again.
+            if told || serving.state == ServingState::Failed {
                 (None, None)
             } else {
                 (

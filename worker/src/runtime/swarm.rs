@@ -238,10 +238,10 @@ impl SwarmRuntime {
             .registry_auth
             .clone()
             .map(crate::registry::engine_credentials);
-        if let Some(service) = kept {
-            if let Some(instance) = self.scale(service, 1, credentials.clone()).await? {
-                return Ok(instance);
-            }
+        if let Some(service) = kept
+            && let Some(instance) = self.scale(service, 1, credentials.clone()).await?
+        {
+            return Ok(instance);
         }
         let network = self.ensure_network(spec.function_id).await?;
         let user = self
@@ -407,7 +407,7 @@ impl SwarmRuntime {
         let mut tasks = self.manager.list_tasks(Some(options)).await?;
         // A task id prefix of another service's id would match the filter too.
         tasks.retain(|t| t.service_id.as_deref() == Some(service_id.as_str()));
-        tasks.sort_by_key(|t| std::cmp::Reverse(t.created_at.clone().map(|d| d.to_string())));
+        tasks.sort_by_key(|t| std::cmp::Reverse(t.created_at));
         self.judge(&tasks).await
     }
 
