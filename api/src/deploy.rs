@@ -29,6 +29,8 @@ pub struct DeployRequest {
     pub function_id: Uuid,
     pub archive: Bytes,
     pub env: BTreeMap<String, String>,
+    /// Names in `env` whose values are never shown again.
+    pub secret_env: std::collections::BTreeSet<String>,
 }
 
 pub struct Accepted {
@@ -98,7 +100,24 @@ pub async fn accept(
     let version = update.version;
     let deployment_id = Uuid::new_v4();
     let key = archive_key(function.id, version);
-    let env = serde_json::to_value(&request.env).context("encoding env")?;
+    let function_env = slipway_shared::env::FunctionEnv {
+        vars: request.env.clone(),
+        secret: request.secret_env.clone(),
+    };
+    let secrets_key = state.config.secrets_key.as_ref();
+    let sealed = |context: String| {
+        function_env.seal(secrets_key, &context).map_err(|e| match e {
+            slipway_shared::env::EnvError::NoKey => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "secrets_key_missing",
+                "this server has no SLIPWAY_SECRETS_KEY to seal environment values with; deploy \
+                 without env or ask its operator",
+            ),
+            other => ApiError::Internal(anyhow::Error::new(other).context("sealing env")),
+        })
+    };
+    let env = sealed(slipway_shared::env::deployment_context(deployment_id))?;
+    let function_env = sealed(slipway_shared::env::function_context(function.id))?;
     db::deployments::insert(
         &mut tx,
         &NewDeployment {
@@ -113,7 +132,7 @@ pub async fn accept(
     )
     .await?;
     db::functions::set_status(&mut tx, function.id, update.next_status).await?;
-    db::functions::set_env(&mut tx, function.id, &env).await?;
+    db::functions::set_env(&mut tx, function.id, &function_env).await?;
     BuildJob {
         deployment_id,
         slot_waits: 0,

@@ -10,6 +10,7 @@
 //! already building finishes, but the deploy job never activates it over a newer version that
 //! has served.
 
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use slipway_shared::{
     db::{self, deployments::NewPushDeployment, git::BindingRow},
@@ -106,7 +107,14 @@ pub async fn accept(state: &AppState, delivery: Delivery<'_>) -> Result<Delivery
                 } else if push.deletes_branch() {
                     outcome.skipped.push(skip("branch_deleted"));
                 } else {
-                    match accept_for_binding(&mut tx, binding, push).await? {
+                    match accept_for_binding(
+                        &mut tx,
+                        state.config.secrets_key.as_ref(),
+                        binding,
+                        push,
+                    )
+                    .await?
+                    {
                         Ok(queued) => outcome.deployments.push(queued),
                         Err(reason) => outcome.skipped.push(skip(reason)),
                     }
@@ -128,6 +136,7 @@ pub async fn accept(state: &AppState, delivery: Delivery<'_>) -> Result<Delivery
 /// Accepts the push for one binding, or says why not.
 async fn accept_for_binding(
     tx: &mut sqlx::PgConnection,
+    secrets_key: Option<&slipway_shared::secrets::SecretsKey>,
     binding: &BindingRow,
     push: &Push,
 ) -> Result<Result<QueuedDeployment, &'static str>, ApiError> {
@@ -159,11 +168,21 @@ async fn accept_for_binding(
     let Ok(update) = open_update(tx, &function).await? else {
         return Ok(Err("function_not_deployable"));
     };
-    let env = db::functions::find(tx, function.owner_id, function.id)
-        .await?
-        .map(|f| f.env)
-        .unwrap_or_else(|| serde_json::json!({}));
     let deployment_id = Uuid::new_v4();
+    // The function's current env, sealed again for the new deployment's row.
+    let env = match db::functions::find(tx, function.owner_id, function.id).await? {
+        Some(found) => {
+            let key = secrets_key;
+            slipway_shared::env::FunctionEnv::open(
+                &found.env,
+                key,
+                &slipway_shared::env::function_context(function.id),
+            )
+            .and_then(|env| env.seal(key, &slipway_shared::env::deployment_context(deployment_id)))
+            .context("carrying the function's env over to the pushed deployment")?
+        }
+        None => serde_json::json!({}),
+    };
     db::deployments::insert_from_push(
         tx,
         &NewPushDeployment {

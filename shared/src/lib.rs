@@ -13,6 +13,7 @@ pub mod db;
 pub mod dockerfile;
 pub mod dockerignore;
 pub mod domain;
+pub mod env;
 pub mod git;
 pub mod integrity;
 pub mod jobs;

@@ -16,11 +16,13 @@ use slipway_shared::jobs::{Job, PurgeJob};
 use slipway_tests::{
     StackOptions, TestStack, eventually, hello_archive, pack_dir, repo_root, required_env,
 };
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, RwLock};
 use uuid::Uuid;
 
 /// One node fault at a time: with both workers down nothing could be placed.
 static NODE_FAULTS: Mutex<()> = Mutex::const_new(());
+/// Every test shares the cluster, except the one that leaves no node to place tasks on.
+static CLUSTER: RwLock<()> = RwLock::const_new(());
 
 const NODES: [&str; 3] = ["manager", "worker1", "worker2"];
 
@@ -163,6 +165,7 @@ async fn fire_idle_sweep(stack: &TestStack) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_function_lives_its_whole_life_on_the_swarm() -> anyhow::Result<()> {
+    let _shared = CLUSTER.read().await;
     let stack = swarm_stack().await?;
     let function_id = stack.init("swarmed").await?;
 
@@ -341,6 +344,7 @@ impl Caller {
 /// from elsewhere), that the function comes back on another node, and gives the node back
 /// with `repair`. Returns the time from the fault to the first answer from the new node.
 async fn survives(fault: &str, repair: &str) -> anyhow::Result<Duration> {
+    let _shared = CLUSTER.read().await;
     let _one_at_a_time = NODE_FAULTS.lock().await;
     let stack = swarm_stack().await?;
     let function_id = stack.init(&format!("survivor-{fault}")).await?;
@@ -435,6 +439,7 @@ fn reachable_from_root(target: &str) -> anyhow::Result<bool> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_function_on_the_swarm_reaches_nothing_but_itself() -> anyhow::Result<()> {
+    let _shared = CLUSTER.read().await;
     let stack = swarm_stack().await?;
     let neighbour = swarm_stack().await?;
     let victim = neighbour.init("swarm-victim").await?;
@@ -489,5 +494,96 @@ async fn a_function_on_the_swarm_reaches_nothing_but_itself() -> anyhow::Result<
     assert!(body.contains("capeff=0000000000000000"), "{body}");
 
     neighbour.shutdown().await?;
+    stack.shutdown().await
+}
+
+/// Sets both workers' availability (`drain` or `active`).
+fn workers(availability: &str) -> anyhow::Result<()> {
+    for node in ["worker1", "worker2"] {
+        let name = Command::new("docker")
+            .arg("-H")
+            .arg(
+                std::env::var("SLIPWAY_SWARM_NODES")?
+                    .split(' ')
+                    .find_map(|entry| entry.strip_prefix(&format!("{node}=")))
+                    .context("the node's docker host")?,
+            )
+            .args(["info", "--format", "{{.Name}}"])
+            .output()?;
+        let name = String::from_utf8(name.stdout)?;
+        manager(&[
+            "node",
+            "update",
+            "--availability",
+            availability,
+            name.trim(),
+        ])?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_no_node_can_take_is_failed_with_the_engines_words_until_one_can()
+-> anyhow::Result<()> {
+    let _alone = CLUSTER.write().await;
+    let stack = swarm_stack().await?;
+    let function_id = stack.init("homeless").await?;
+    let (deployment, _) = stack
+        .deploy(function_id, hello_archive("placed\n")?)
+        .await?;
+    stack.wait_active(deployment).await?;
+
+    workers("drain")?;
+    let outcome = async {
+        let failed = eventually(Duration::from_secs(60), "Failed, unschedulable", || async {
+            let function = stack.function(function_id).await?;
+            Ok((function["state"] == "Failed").then_some(function))
+        })
+        .await?;
+        let reason = failed["state_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            reason.starts_with("unschedulable: ") && reason.contains("no suitable node"),
+            "the engine's reason: {failed}"
+        );
+        let (status, body) = stack.invoke(function_id, "").await?;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("function_failed"), "{body}");
+
+        // A first deploy that no node can take fails with the engine's words.
+        let nowhere = stack.init("nowhere").await?;
+        let (first, _) = stack
+            .deploy(nowhere, hello_archive("never placed\n")?)
+            .await?;
+        let settled = stack.wait_settled(first, Duration::from_secs(120)).await?;
+        assert_eq!(settled["status"], "failed", "{settled}");
+        assert!(
+            settled["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("no suitable node")),
+            "{settled}"
+        );
+        assert!(
+            services_of(nowhere)?.is_empty(),
+            "the unplaced service is removed"
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    workers("active")?;
+    outcome?;
+
+    // A node to place it on again: Active, answering.
+    eventually(Duration::from_secs(60), "Active again", || async {
+        let function = stack.function(function_id).await?;
+        Ok((function["state"] == "Active").then_some(()))
+    })
+    .await?;
+    assert_eq!(
+        stack.invoke(function_id, "").await?,
+        (200, "placed\n".into())
+    );
     stack.shutdown().await
 }

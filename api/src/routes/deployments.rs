@@ -66,6 +66,7 @@ async fn read_deploy_form(
     let mut function_id = None;
     let mut archive = None;
     let mut env = None;
+    let mut secret_env = None;
     while let Some(field) = form.next_field().await.map_err(multipart_error)? {
         match field.name().unwrap_or_default() {
             "function_id" => {
@@ -78,10 +79,25 @@ async fn read_deploy_form(
                 let text = field.text().await.map_err(multipart_error)?;
                 env = Some(parse_env(&text)?);
             }
+            "secret_env" => {
+                let text = field.text().await.map_err(multipart_error)?;
+                secret_env = Some(
+                    serde_json::from_str::<std::collections::BTreeSet<String>>(&text).map_err(
+                        |e| {
+                            ApiError::bad_request(
+                                "invalid_env",
+                                format!("secret_env must be a JSON array of names: {e}"),
+                            )
+                        },
+                    )?,
+                );
+            }
             other => {
                 return Err(ApiError::bad_request(
                     "unknown_field",
-                    format!("unexpected form field {other:?}; expected function_id, archive, env"),
+                    format!(
+                        "unexpected form field {other:?}; expected function_id, archive, env, secret_env"
+                    ),
                 ));
             }
         }
@@ -92,10 +108,19 @@ async fn read_deploy_form(
             format!("the form field {name:?} is required"),
         )
     };
+    let env = env.unwrap_or_default();
+    let secret_env = secret_env.unwrap_or_default();
+    if let Some(unknown) = secret_env.iter().find(|name| !env.contains_key(*name)) {
+        return Err(ApiError::bad_request(
+            "invalid_env",
+            format!("secret_env names {unknown:?}, which env does not set"),
+        ));
+    }
     Ok(DeployRequest {
         function_id: function_id.ok_or_else(|| missing("function_id"))?,
         archive: archive.ok_or_else(|| missing("archive"))?,
-        env: env.unwrap_or_default(),
+        env,
+        secret_env,
     })
 }
 

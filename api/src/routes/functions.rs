@@ -9,7 +9,7 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use slipway_shared::{
     db::{self, deployments::DeploymentRow, functions::FunctionRow},
-    domain::{FunctionName, LimitPolicy},
+    domain::FunctionName,
     lifecycle::Lifecycle,
 };
 use uuid::Uuid;
@@ -135,7 +135,9 @@ pub struct FunctionResponse {
     latest_version: i32,
     image_tag: Option<String>,
     image_digest: Option<String>,
+    /// Values of `secret_env` entries are `null`: never shown again.
     env: serde_json::Value,
+    secret_env: Vec<String>,
     created_at: String,
     updated_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -150,8 +152,18 @@ pub struct LimitsView {
 }
 
 impl FunctionResponse {
-    pub fn new(row: FunctionRow, policy: &LimitPolicy) -> Self {
-        let limits = policy.resolve(&row.requested_limits());
+    pub fn new(row: FunctionRow, config: &slipway_shared::config::ApiConfig) -> Self {
+        let limits = config.function_limits.resolve(&row.requested_limits());
+        let env = slipway_shared::env::FunctionEnv::open(
+            &row.env,
+            config.secrets_key.as_ref(),
+            &slipway_shared::env::function_context(row.id),
+        )
+        .unwrap_or_else(|e| {
+            // The function still shows; only its env cannot be read by this process.
+            tracing::warn!(function_id = %row.id, error = %e, "the function's env cannot be opened");
+            slipway_shared::env::FunctionEnv::default()
+        });
         Self {
             id: row.id,
             name: row.name,
@@ -176,7 +188,8 @@ impl FunctionResponse {
             latest_version: row.last_version,
             image_tag: row.image_tag,
             image_digest: row.image_digest,
-            env: row.env,
+            env: env.shown(),
+            secret_env: env.secret.into_iter().collect(),
             created_at: timestamp(row.created_at),
             updated_at: timestamp(row.updated_at),
             deleted_at: row.deleted_at.map(timestamp),
@@ -194,10 +207,7 @@ pub async fn get(
     let row = db::functions::find(&mut conn, caller.user_id, id)
         .await?
         .ok_or_else(ApiError::function_not_found)?;
-    Ok(Json(FunctionResponse::new(
-        row,
-        &state.config.function_limits,
-    )))
+    Ok(Json(FunctionResponse::new(row, &state.config)))
 }
 
 #[derive(Serialize)]
@@ -216,7 +226,7 @@ pub async fn list(
         count: rows.len(),
         functions: rows
             .into_iter()
-            .map(|row| FunctionResponse::new(row, &state.config.function_limits))
+            .map(|row| FunctionResponse::new(row, &state.config))
             .collect(),
     }))
 }

@@ -202,8 +202,5 @@ pub async fn update(
     let function = db::functions::find(&mut conn, caller.user_id, id)
         .await?
         .ok_or_else(ApiError::function_not_found)?;
-    Ok(Json(FunctionResponse::new(
-        function,
-        &state.config.function_limits,
-    )))
+    Ok(Json(FunctionResponse::new(function, &state.config)))
 }

@@ -189,6 +189,24 @@ pub async fn set_env(
     Ok(())
 }
 
+/// Forgets the environment of the function and of every deployment of it: a purged function
+/// keeps its history, never its values.
+pub async fn wipe_env(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE functions SET env = '{}'::jsonb, updated_at = now() WHERE id = $1",
+        id
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "UPDATE deployments SET env = '{}'::jsonb WHERE function_id = $1",
+        id
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Reads the function's serving state; the caller holds the function's lock.
 pub async fn serving(conn: &mut PgConnection, id: Uuid) -> anyhow::Result<Serving> {
     let row = sqlx::query!(

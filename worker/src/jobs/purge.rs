@@ -8,7 +8,7 @@
 //! 2. the runtime's containers (found by label, so a crashed job's leftovers go too);
 //! 3. every image of the function from the registry, by digest, and from the engine's store;
 //! 4. every archive from the object store;
-//! 5. the function becomes a tombstone: status `deleted`, history kept, name reserved, git
+//! 5. the function becomes a tombstone: status `deleted`, history kept (env values wiped), name reserved, git
 //!    bindings (and their secrets) gone.
 //!
 //! Retention (`OldVersions`) runs steps 3 and 4 for versions past the window, but never deletes a
@@ -127,6 +127,7 @@ async fn purge_function(env: &Environment, function_id: Uuid) -> Result<(), Step
             .await?;
     db::deletions::complete(&mut tx, deletion).await?;
     db::git::delete_bindings_of_function(&mut tx, function_id).await?;
+    db::functions::wipe_env(&mut tx, function_id).await?;
     tx.commit().await?;
     info!(
         %function_id,

@@ -248,7 +248,21 @@ pub async fn start_instance(
         db::functions::sandbox(&mut conn, deployment.function_id).await?
     };
     let limits = env.config.function_limits.resolve(&sandbox.limits);
-    let mut spec = instance_spec(deployment, image, suffix, limits, sandbox.read_only_root);
+    let vars = slipway_shared::env::FunctionEnv::open(
+        &deployment.env,
+        env.config.secrets_key.as_ref(),
+        &slipway_shared::env::deployment_context(deployment.id),
+    )
+    .map_err(|e| StepError::Permanent(format!("the deployment's env: {e}")))?
+    .vars;
+    let mut spec = instance_spec(
+        deployment,
+        image,
+        suffix,
+        vars,
+        limits,
+        sandbox.read_only_root,
+    );
     spec.registry_auth = env
         .registry
         .push_credentials()
@@ -333,16 +347,14 @@ fn instance_spec<'a>(
     deployment: &db::deployments::DeploymentRow,
     image: &'a PinnedImage,
     suffix: &str,
+    vars: std::collections::BTreeMap<String, String>,
     limits: slipway_shared::domain::FunctionLimits,
     read_only_root: bool,
 ) -> InstanceSpec<'a> {
-    let env: Vec<String> = deployment
-        .env
-        .as_object()
+    let env: Vec<String> = vars
         .into_iter()
-        .flatten()
-        .filter(|(k, _)| k.as_str() != "PORT")
-        .filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}")))
+        .filter(|(k, _)| k != "PORT")
+        .map(|(k, v)| format!("{k}={v}"))
         .collect();
     let repository = image.name().rsplit('/').next().unwrap_or_default();
     InstanceSpec {
