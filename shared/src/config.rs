@@ -430,6 +430,11 @@ pub struct SchedulerConfig {
     pub cron_purge: String,
     pub cron_digest: String,
     pub cron_retention: String,
+    pub cron_reap: String,
+    /// A deployment in flight this long after its last change, whose job is gone, ended without
+    /// settling it, or is held by a worker silent for this long, is failed by the reaper
+    /// (`SLIPWAY_REAP_AFTER`).
+    pub reap_after: Duration,
     /// How long invocation events, webhook deliveries and deployment logs are kept
     /// (`SLIPWAY_RETENTION_EVENTS`, `_DELIVERIES`, `_LOGS`); the active version's logs stay.
     pub retention_events: Duration,
@@ -460,6 +465,8 @@ impl Default for SchedulerConfig {
             cron_purge: "0 */5 * * * *".into(),
             cron_digest: "0 */10 * * * *".into(),
             cron_retention: "0 15 * * * *".into(),
+            cron_reap: "*/30 * * * * *".into(),
+            reap_after: Duration::from_secs(5 * 60),
             retention_events: Duration::from_secs(30 * 86_400),
             retention_deliveries: Duration::from_secs(30 * 86_400),
             retention_logs: Duration::from_secs(30 * 86_400),
@@ -485,6 +492,8 @@ impl SchedulerConfig {
             cron_purge: cron("SLIPWAY_CRON_PURGE", d.cron_purge),
             cron_digest: cron("SLIPWAY_CRON_DIGEST", d.cron_digest),
             cron_retention: cron("SLIPWAY_CRON_RETENTION", d.cron_retention),
+            cron_reap: cron("SLIPWAY_CRON_REAP", d.cron_reap),
+            reap_after: duration("SLIPWAY_REAP_AFTER", d.reap_after)?,
             retention_events: duration("SLIPWAY_RETENTION_EVENTS", d.retention_events)?,
             retention_deliveries: duration("SLIPWAY_RETENTION_DELIVERIES", d.retention_deliveries)?,
             retention_logs: duration("SLIPWAY_RETENTION_LOGS", d.retention_logs)?,

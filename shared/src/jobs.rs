@@ -289,3 +289,13 @@ pub const ALL_QUEUES: [&str; 11] = [
     ReleaseJob::NAME,
     WakeJob::NAME,
 ];
+
+/// The queues of a deployment's pipeline, whose jobs carry its `deployment_id`: while one of
+/// them is waiting or held by a live worker, the deployment is not stuck.
+pub const PIPELINE_QUEUES: [&str; 5] = [
+    SourceJob::NAME,
+    BuildJob::NAME,
+    PushJob::NAME,
+    CacheWarmJob::NAME,
+    DeployJob::NAME,
+];

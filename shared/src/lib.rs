@@ -21,5 +21,6 @@ pub mod lifecycle;
 pub mod registry;
 pub mod schedule;
 pub mod secrets;
+pub mod settle;
 pub mod store;
 pub mod telemetry;

@@ -72,16 +72,20 @@ pub enum Sweep {
     Digest,
     /// Invocation events, webhook deliveries and deployment logs past their retention go.
     Retention,
+    /// Deployments left in flight by a job that is gone, ended, timed out or lost its worker
+    /// are failed with the reason, and their functions settle.
+    Reap,
 }
 
 impl Sweep {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Idle,
         Self::Stale,
         Self::Quota,
         Self::Purge,
         Self::Digest,
         Self::Retention,
+        Self::Reap,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -92,6 +96,7 @@ impl Sweep {
             Self::Purge => "purge",
             Self::Digest => "digest",
             Self::Retention => "retention",
+            Self::Reap => "reap",
         }
     }
 
@@ -107,6 +112,7 @@ impl Sweep {
             Self::Purge => &config.cron_purge,
             Self::Digest => &config.cron_digest,
             Self::Retention => &config.cron_retention,
+            Self::Reap => &config.cron_reap,
         }
     }
 }
@@ -270,6 +276,33 @@ async fn run(
                 "deliveries": pruned.deliveries,
                 "logs": pruned.logs,
             }));
+        }
+        Sweep::Reap => {
+            let stuck = db::sweeps::stuck_deployments(
+                conn,
+                now,
+                config.reap_after,
+                &crate::jobs::PIPELINE_QUEUES,
+                config.batch,
+            )
+            .await?;
+            let mut failed = 0;
+            for deployment in &stuck {
+                let reason = deployment.reason(config.reap_after);
+                tracing::warn!(deployment_id = %deployment.deployment_id, reason, "reaping a stuck deployment");
+                if crate::settle::fail_deployment(
+                    conn,
+                    deployment.deployment_id,
+                    deployment.function_id,
+                    &deployment.phase(),
+                    &reason,
+                )
+                .await?
+                {
+                    failed += 1;
+                }
+            }
+            return Ok(json!({ "deployments": failed }));
         }
     };
     Ok(json!({ "functions": functions.len() }))

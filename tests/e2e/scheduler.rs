@@ -31,6 +31,7 @@ fn every_minute() -> SchedulerConfig {
         cron_purge: "0 * * * * *".into(),
         cron_digest: "0 * * * * *".into(),
         cron_retention: "0 * * * * *".into(),
+        cron_reap: "0 * * * * *".into(),
         stale_after: 90 * DAY,
         deletion_grace: 7 * DAY,
         default_function_quota: 100,
@@ -392,7 +393,15 @@ async fn operators_list_and_fire_schedules_and_nobody_else_does() -> anyhow::Res
         .collect();
     assert_eq!(
         names,
-        ["idle", "stale", "quota", "purge", "digest", "retention"]
+        [
+            "idle",
+            "stale",
+            "quota",
+            "purge",
+            "digest",
+            "retention",
+            "reap"
+        ]
     );
     assert!(listed["schedules"][3]["next_fire_at"].is_string());
     assert_eq!(listed["schedules"][3]["last_fire_at"], Value::Null);
@@ -582,5 +591,113 @@ async fn old_events_deliveries_and_logs_go_but_the_serving_versions_log_stays() 
     .await?
     .unwrap();
     assert_eq!(fired["logs"], serving_log_lines, "{fired}");
+    stack.shutdown().await
+}
+
+/// The reaper, on each way a deployment gets stuck: its job timed out, its job is gone, the
+/// worker holding its job went silent. A deployment whose job still waits is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reaper_fails_deployments_nothing_will_move_on_and_settles_their_functions()
+-> anyhow::Result<()> {
+    // No worker: every deployment stays where the api left it, its build job waiting.
+    let stack = TestStack::start_with(StackOptions {
+        workers: 0,
+        store: StoreKind::Filesystem,
+        ..Default::default()
+    })
+    .await?;
+    let mut deployments = Vec::new();
+    for name in ["timed-out", "job-gone", "worker-silent", "still-queued"] {
+        let function_id = stack.init(name).await?;
+        let (deployment, _) = stack.deploy(function_id, hello_archive("x\n")?).await?;
+        deployments.push((name, function_id, deployment));
+    }
+    let job_of = |deployment: Uuid| {
+        format!("convert_from(job, 'UTF8')::jsonb ->> 'deployment_id' = '{deployment}'")
+    };
+    let execute = |sql: String| {
+        let pool = stack.pool.clone();
+        async move {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&pool)
+                .await
+                .map(|_| ())
+        }
+    };
+    // The job ran out of time: apalis recorded the timeout and ended it.
+    execute(format!(
+        r#"UPDATE apalis.jobs SET status = 'Failed', last_result = '{{"Err": "task timed out"}}'
+           WHERE {}"#,
+        job_of(deployments[0].2)
+    ))
+    .await?;
+    // The job row is gone.
+    execute(format!(
+        "DELETE FROM apalis.jobs WHERE {}",
+        job_of(deployments[1].2)
+    ))
+    .await?;
+    // A worker claimed the job and then stopped beating.
+    execute(
+        "INSERT INTO apalis.workers (id, worker_type, storage_name, layers, last_seen)
+         VALUES ('dead-worker', 'slipway::build', 'test', '', now() - interval '1 hour')"
+            .into(),
+    )
+    .await?;
+    execute(format!(
+        "UPDATE apalis.jobs SET status = 'Running', lock_by = 'dead-worker', lock_at = now()
+         WHERE {}",
+        job_of(deployments[2].2)
+    ))
+    .await?;
+
+    let config = SchedulerConfig {
+        reap_after: Duration::from_secs(60),
+        ..every_minute()
+    };
+    // Too early: everything changed less than a minute ago.
+    let now = chrono::Utc::now();
+    let early = schedule::fire(&stack.pool, &config, Sweep::Reap, now, "test", true).await?;
+    assert_eq!(early.unwrap()["deployments"], 0);
+
+    let later = now + chrono::TimeDelta::minutes(2);
+    let fired = schedule::fire(&stack.pool, &config, Sweep::Reap, later, "test", true).await?;
+    assert_eq!(fired.unwrap()["deployments"], 3);
+    let expected = [
+        ("timed-out", Some("timed_out: ")),
+        ("job-gone", Some("worker_lost: ")),
+        ("worker-silent", Some("worker_lost: ")),
+        ("still-queued", None),
+    ];
+    for ((name, function_id, deployment), (_, reason)) in deployments.iter().zip(expected) {
+        let log = stack
+            .get(&format!("/api/deployments/{deployment}/logs"))
+            .send()
+            .await?;
+        let log: Value = log.json().await?;
+        let function = stack.function(*function_id).await?;
+        match reason {
+            Some(prefix) => {
+                assert_eq!(log["status"], "failed", "{name}: {log}");
+                let error = log["error"].as_str().unwrap_or_default();
+                assert!(error.starts_with(prefix), "{name}: {error}");
+                // The function settles: nothing served before, so it is Failed with the reason.
+                assert_eq!(function["state"], "Failed", "{name}: {function}");
+                assert_eq!(function["last_update_status"], "Failed", "{name}");
+                assert!(
+                    function["state_reason"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .starts_with(prefix),
+                    "{name}: {function}"
+                );
+            }
+            None => assert_eq!(log["status"], "building", "{name}: {log}"),
+        }
+    }
+    // A second pass finds nothing more.
+    let again = later + chrono::TimeDelta::minutes(1);
+    let fired = schedule::fire(&stack.pool, &config, Sweep::Reap, again, "test", true).await?;
+    assert_eq!(fired.unwrap()["deployments"], 0);
     stack.shutdown().await
 }

@@ -341,3 +341,95 @@ pub async fn prune_by_age(
         logs,
     })
 }
+
+/// A deployment in flight that nothing will move on, and what its newest pipeline job says.
+#[derive(Debug)]
+pub struct StuckDeployment {
+    pub deployment_id: Uuid,
+    pub function_id: Uuid,
+    pub status: String,
+    pub job_queue: Option<String>,
+    pub job_status: Option<String>,
+    pub job_result: Option<String>,
+}
+
+impl StuckDeployment {
+    /// The reason users read: `timed_out` when the job ran out of time, else `worker_lost`.
+    pub fn reason(&self, after: Duration) -> String {
+        let queue = self.job_queue.as_deref().unwrap_or("pipeline");
+        let result = self
+            .job_result
+            .as_deref()
+            .unwrap_or_default()
+            .to_lowercase();
+        match self.job_status.as_deref() {
+            None => "worker_lost: no job carries the deployment any more".into(),
+            Some(_) if result.contains("timed out") || result.contains("timeout") => format!(
+                "timed_out: the {queue} job ran past the worker's job timeout (SLIPWAY_JOB_TIMEOUT)"
+            ),
+            Some(status @ ("Done" | "Failed" | "Killed")) => format!(
+                "worker_lost: the {queue} job ended ({status}) without settling the deployment"
+            ),
+            Some(_) => format!(
+                "worker_lost: the worker holding the {queue} job has not been seen for {}s",
+                after.as_secs()
+            ),
+        }
+    }
+
+    /// The phase its log line goes under.
+    pub fn phase(&self) -> String {
+        match self.status.as_str() {
+            "fetching" => "source",
+            "building" => "build",
+            "pushing" => "push",
+            _ => "deploy",
+        }
+        .into()
+    }
+}
+
+/// Deployments in flight, unchanged for `after`, whose newest pipeline job is gone, ended
+/// without settling them, or is held by a worker silent for `after`; locked, oldest first. A job
+/// still waiting (even for a delayed run) keeps its deployment alive.
+pub async fn stuck_deployments(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    after: Duration,
+    queues: &[&str],
+    batch: i64,
+) -> sqlx::Result<Vec<StuckDeployment>> {
+    let queues: Vec<String> = queues.iter().map(|q| q.to_string()).collect();
+    sqlx::query_as!(
+        StuckDeployment,
+        r#"SELECT d.id AS "deployment_id!", d.function_id AS "function_id!", d.status AS "status!",
+                  j.job_type AS "job_queue?", j.status AS "job_status?",
+                  j.last_result::text AS "job_result?"
+           FROM deployments d
+           LEFT JOIN LATERAL (
+               SELECT jobs.job_type, jobs.status, jobs.last_result, workers.last_seen
+               FROM apalis.jobs jobs
+               LEFT JOIN apalis.workers workers ON workers.id = jobs.lock_by
+               WHERE jobs.job_type = ANY($3)
+                 AND convert_from(jobs.job, 'UTF8')::jsonb ->> 'deployment_id' = d.id::text
+               ORDER BY jobs.run_at DESC
+               LIMIT 1
+           ) j ON true
+           WHERE d.status IN ('fetching', 'building', 'pushing', 'deploying')
+             AND d.updated_at < $1::timestamptz - $2::float8 * interval '1 second'
+             AND (j.status IS NULL
+                  OR j.status IN ('Done', 'Failed', 'Killed')
+                  OR (j.status IN ('Queued', 'Running')
+                      AND (j.last_seen IS NULL
+                           OR j.last_seen < $1::timestamptz - $2::float8 * interval '1 second')))
+           ORDER BY d.updated_at
+           LIMIT $4
+           FOR UPDATE OF d SKIP LOCKED"#,
+        now,
+        secs(after),
+        &queues,
+        batch
+    )
+    .fetch_all(conn)
+    .await
+}

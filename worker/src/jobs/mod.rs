@@ -21,11 +21,9 @@ use std::{future::Future, sync::Arc, time::Duration};
 use anyhow::Context;
 use slipway_shared::{
     db,
-    domain::{
-        DeploymentStatus, Digest, FunctionEvent, FunctionName, FunctionStatus, ImageRef,
-        ServingEvent,
-    },
+    domain::{DeploymentStatus, Digest, FunctionName, ImageRef, ServingEvent},
     jobs::Job,
+    settle,
 };
 use tracing::{error, warn};
 use uuid::Uuid;
@@ -144,68 +142,12 @@ pub async fn fail_deployment(
 ) -> anyhow::Result<()> {
     error!(%deployment_id, phase, reason, "deployment failed");
     let mut tx = env.pool.begin().await?;
-    let function = db::functions::lock(&mut tx, function_id)
-        .await?
-        .context("the deployment's function is gone")?;
-    if db::deployments::fail(&mut tx, deployment_id, reason).await? {
-        settle_function(&mut tx, function_id, deployment_id, &function.status).await?;
-        update_failed(&mut tx, function_id, deployment_id, reason).await?;
-        db::logs::append(
-            &mut tx,
-            deployment_id,
-            phase,
-            &[("error".to_owned(), reason.to_owned())],
-        )
-        .await?;
-    }
+    settle::fail_deployment(&mut tx, deployment_id, function_id, phase, reason).await?;
     tx.commit().await?;
     Ok(())
 }
 
-/// Records a failed update (a deployment or a rollback) in the function's serving state; what
-/// served before keeps serving.
-pub async fn update_failed(
-    conn: &mut sqlx::PgConnection,
-    function_id: Uuid,
-    deployment_id: Uuid,
-    reason: &str,
-) -> anyhow::Result<()> {
-    let others_in_flight =
-        db::deployments::others_in_flight(conn, function_id, deployment_id).await?;
-    db::functions::transition_serving(
-        conn,
-        function_id,
-        &ServingEvent::UpdateFailed {
-            reason: reason.to_owned(),
-            others_in_flight,
-        },
-    )
-    .await?;
-    Ok(())
-}
-
-/// Recomputes the function's lifecycle status after one of its deployments settled.
-pub async fn settle_function(
-    conn: &mut sqlx::PgConnection,
-    function_id: Uuid,
-    deployment_id: Uuid,
-    current: &str,
-) -> anyhow::Result<()> {
-    let current = FunctionStatus::parse(current)?;
-    let others_in_flight =
-        db::deployments::others_in_flight(conn, function_id, deployment_id).await?;
-    let has_active = db::deployments::active_for_function(conn, function_id)
-        .await?
-        .is_some();
-    let next = current.apply(FunctionEvent::DeploymentSettled {
-        others_in_flight,
-        has_active,
-    })?;
-    if next != current {
-        db::functions::set_status(conn, function_id, next).await?;
-    }
-    Ok(())
-}
+pub use settle::{settle_function, update_failed};
 
 /// Runs one step of a deployment's pipeline, fenced: the step runs only if the deployment is
 /// still in `expected` (otherwise another run of the job, or a newer decision, moved it on and
