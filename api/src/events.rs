@@ -2,7 +2,9 @@
 //! a bounded channel (never awaiting the database), and one writer task per api process batches
 //! them into a single upsert every few milliseconds. When the channel is full the event is
 //! dropped and counted, rather than making a caller wait; a crash loses at most what the writer
-//! holds (one batch interval).
+//! holds (one batch interval). A batch the database refuses (it restarts, say) is kept and
+//! written again with backoff, up to `CAPACITY` events, so a row never stays `PENDING` because
+//! its final state met an error.
 
 use std::{
     collections::HashMap,
@@ -78,6 +80,7 @@ impl EventRecorder {
 
 async fn write_batches(pool: PgPool, mut receiver: mpsc::Receiver<Message>) {
     let mut pending: HashMap<Uuid, EventRow> = HashMap::new();
+    let mut backoff = Backoff::default();
     let mut tick = tokio::time::interval(INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -85,21 +88,75 @@ async fn write_batches(pool: PgPool, mut receiver: mpsc::Receiver<Message>) {
             message = receiver.recv() => match message {
                 Some(Message::Event(event)) => {
                     merge(&mut pending, *event);
-                    if pending.len() >= BATCH {
-                        write(&pool, &mut pending).await;
+                    if pending.len() >= BATCH && backoff.due() {
+                        write(&pool, &mut pending, &mut backoff).await;
                     }
                 }
                 Some(Message::Flush(done)) => {
-                    write(&pool, &mut pending).await;
+                    write(&pool, &mut pending, &mut backoff).await;
                     done.send(()).ok();
                 }
                 None => {
-                    write(&pool, &mut pending).await;
+                    write(&pool, &mut pending, &mut backoff).await;
                     return;
                 }
             },
-            _ = tick.tick() => write(&pool, &mut pending).await,
+            _ = tick.tick() => if backoff.due() {
+                write(&pool, &mut pending, &mut backoff).await;
+            },
         }
+    }
+}
+
+/// When the next write may be tried after failures: 50 ms doubling to 5 s.
+#[derive(Default)]
+struct Backoff {
+    failures: u32,
+    next: Option<tokio::time::Instant>,
+}
+
+impl Backoff {
+    fn due(&self) -> bool {
+        self.next
+            .is_none_or(|next| tokio::time::Instant::now() >= next)
+    }
+
+    fn failed(&mut self) {
+        self.failures += 1;
+        let delay = Duration::from_millis(50 << self.failures.min(7)).min(Duration::from_secs(5));
+        self.next = Some(tokio::time::Instant::now() + delay);
+    }
+
+    fn succeeded(&mut self) {
+        *self = Self::default();
+    }
+}
+
+/// Puts a batch the database refused back with what arrived since (newer states win), keeping
+/// at most `CAPACITY` events; returns how many had to be dropped.
+fn requeue(pending: &mut HashMap<Uuid, EventRow>, refused: Vec<EventRow>) -> usize {
+    let mut dropped = 0;
+    for row in refused {
+        if pending.contains_key(&row.id) {
+            // A state that arrived after the refused one is the newer.
+            merge_older(pending, row);
+        } else if pending.len() < CAPACITY {
+            pending.insert(row.id, row);
+        } else {
+            dropped += 1;
+        }
+    }
+    dropped
+}
+
+/// Like `merge`, for a state older than the one held: it only wins over nothing.
+fn merge_older(pending: &mut HashMap<Uuid, EventRow>, older: EventRow) {
+    if let Some(newer) = pending.get(&older.id)
+        && newer.status == "PENDING"
+        && older.status != "PENDING"
+    {
+        // The final state cannot be older than PENDING; keep it.
+        pending.insert(older.id, older);
     }
 }
 
@@ -113,7 +170,7 @@ fn merge(pending: &mut HashMap<Uuid, EventRow>, event: EventRow) {
     }
 }
 
-async fn write(pool: &PgPool, pending: &mut HashMap<Uuid, EventRow>) {
+async fn write(pool: &PgPool, pending: &mut HashMap<Uuid, EventRow>, backoff: &mut Backoff) {
     if pending.is_empty() {
         return;
     }
@@ -123,8 +180,14 @@ async fn write(pool: &PgPool, pending: &mut HashMap<Uuid, EventRow>) {
         db::events::upsert(&mut conn, &rows).await
     }
     .await;
-    if let Err(e) = result {
-        warn!(events = rows.len(), error = %e, "could not write invocation events; dropped");
+    match result {
+        Ok(()) => backoff.succeeded(),
+        Err(e) => {
+            let held = rows.len();
+            let dropped = requeue(pending, rows);
+            backoff.failed();
+            warn!(events = held, dropped, error = %e, "could not write invocation events; will retry");
+        }
     }
 }
 
@@ -167,5 +230,33 @@ mod tests {
         assert_eq!(pending.len(), 2);
         assert_eq!(pending[&a].status, "SUCCESS");
         assert_eq!(pending[&b].status, "PENDING");
+    }
+
+    #[test]
+    fn a_refused_batch_is_kept_behind_newer_states_and_bounded() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut pending = HashMap::new();
+        // Since the refused batch left, `a` finished.
+        merge(&mut pending, event(a, "SUCCESS"));
+        let dropped = requeue(&mut pending, vec![event(a, "PENDING"), event(b, "FAILURE")]);
+        assert_eq!(dropped, 0);
+        assert_eq!(pending[&a].status, "SUCCESS");
+        assert_eq!(pending[&b].status, "FAILURE");
+        // A refused final state is not hidden behind a PENDING that came after it.
+        let c = Uuid::new_v4();
+        merge(&mut pending, event(c, "PENDING"));
+        requeue(&mut pending, vec![event(c, "SUCCESS")]);
+        assert_eq!(pending[&c].status, "SUCCESS");
+
+        let mut full: HashMap<Uuid, EventRow> = (0..CAPACITY)
+            .map(|_| {
+                let id = Uuid::new_v4();
+                (id, event(id, "PENDING"))
+            })
+            .collect();
+        assert_eq!(
+            requeue(&mut full, vec![event(Uuid::new_v4(), "SUCCESS")]),
+            1
+        );
     }
 }
