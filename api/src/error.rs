@@ -63,6 +63,27 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+/// Whether the error is Postgres being unreachable or going away, rather than a fault of ours:
+/// no connection could be had or kept, or the server said it is shutting down or starting
+/// (SQLSTATE classes 08 and 57P).
+fn database_unavailable(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<sqlx::Error>(),
+            Some(
+                sqlx::Error::Io(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+            )
+        ) || cause
+            .downcast_ref::<sqlx::Error>()
+            .and_then(|e| e.as_database_error())
+            .and_then(|e| e.code())
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P"))
+    })
+}
+
 #[derive(Serialize)]
 struct Envelope<'a> {
     error: Body<'a>,
@@ -107,6 +128,22 @@ impl IntoResponse for ApiError {
                     .insert(http::header::RETRY_AFTER, retry_after_secs.into());
                 response
             }
+            Self::Internal(error) if database_unavailable(&error) => {
+                // Postgres restarting or unreachable: nothing was done, and asking again soon
+                // is the right move; the pool reconnects by itself.
+                let mut response = error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database_unavailable",
+                    "the database is unavailable; try again shortly",
+                );
+                response
+                    .headers_mut()
+                    .insert(http::header::RETRY_AFTER, 2.into());
+                response
+                    .extensions_mut()
+                    .insert(InternalErrorReport(Arc::new(error)));
+                response
+            }
             Self::Internal(error) => {
                 let mut response = error_response(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -146,5 +183,38 @@ where
                 rejection.body_text(),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(error: anyhow::Error) -> (StatusCode, bool) {
+        let response = ApiError::Internal(error).into_response();
+        (
+            response.status(),
+            response.headers().contains_key(http::header::RETRY_AFTER),
+        )
+    }
+
+    #[test]
+    fn an_unreachable_database_is_a_503_to_retry_and_other_faults_a_500() {
+        for unavailable in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+        ] {
+            let error = anyhow::Error::new(unavailable).context("loading the function");
+            assert_eq!(status(error), (StatusCode::SERVICE_UNAVAILABLE, true));
+        }
+        assert_eq!(
+            status(anyhow::Error::new(sqlx::Error::RowNotFound)),
+            (StatusCode::INTERNAL_SERVER_ERROR, false)
+        );
+        assert_eq!(
+            status(anyhow::anyhow!("a bug")),
+            (StatusCode::INTERNAL_SERVER_ERROR, false)
+        );
     }
 }

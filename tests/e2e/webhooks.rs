@@ -659,6 +659,66 @@ async fn of_two_quick_pushes_only_the_newer_serves_and_late_deliveries_never_rep
     stack.shutdown().await
 }
 
+/// A `RUN` step that waits until the test releases it: BuildKit runs the step's processes on
+/// this machine, so the test finds its `sleep` by its unique length and ends it; the step
+/// then succeeds. Dropping it releases it too, so a failed test leaves no build behind.
+struct HeldBuildStep {
+    seconds: u64,
+}
+
+impl HeldBuildStep {
+    fn new() -> Self {
+        // Unique enough that no other process on the machine sleeps exactly this long.
+        let seconds = 100_000 + u64::from(Uuid::new_v4().as_u128() as u32 % 800_000);
+        Self { seconds }
+    }
+
+    fn run_line(&self) -> String {
+        format!(
+            "RUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox sleep {} || true\"]",
+            self.seconds
+        )
+    }
+
+    /// The pids of the step's sleep.
+    fn sleepers(&self) -> anyhow::Result<Vec<String>> {
+        let wanted = format!("sleep\0{}\0", self.seconds);
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc")? {
+            let entry = entry?;
+            let pid = entry.file_name().to_string_lossy().into_owned();
+            if !pid.chars().all(|c| c.is_ascii_digit()) {
+                continue;
+            }
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            if String::from_utf8_lossy(&cmdline).contains(&wanted) {
+                pids.push(pid);
+            }
+        }
+        Ok(pids)
+    }
+
+    /// Ends the step's sleep; fails if the step is not running.
+    fn release(&self) -> anyhow::Result<()> {
+        let pids = self.sleepers()?;
+        anyhow::ensure!(!pids.is_empty(), "the held build step is not running");
+        for pid in pids {
+            std::process::Command::new("kill").arg(&pid).status()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for HeldBuildStep {
+    fn drop(&mut self) {
+        for pid in self.sleepers().unwrap_or_default() {
+            std::process::Command::new("kill").arg(&pid).status().ok();
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_build_that_finishes_after_a_newer_version_served_is_never_activated()
 -> anyhow::Result<()> {
@@ -668,18 +728,16 @@ async fn a_build_that_finishes_after_a_newer_version_served_is_never_activated()
 
     let work = new_work_tree()?;
     commit_hello(work.path(), "slow v1", "v1")?;
-    // v1's build takes far longer than v2's whole way to serving, even on a busy machine.
+    // v1's build holds until the test releases it, after v2 serves: a sleep nobody else runs
+    // (so BuildKit cannot answer it from its cache), ended by the test, which the step survives.
+    let held = HeldBuildStep::new();
     let dockerfile = work.path().join("functions/hello/Dockerfile");
     let original = std::fs::read_to_string(&dockerfile)?;
     std::fs::write(
         &dockerfile,
         original.replace(
             "COPY www /www",
-            // A command of its own, so BuildKit cannot answer it from its cache.
-            &format!(
-                "RUN [\"/bin/busybox\", \"sh\", \"-c\", \"sleep 15 # {}\"]\nCOPY www /www",
-                Uuid::new_v4()
-            ),
+            &format!("{}\nCOPY www /www", held.run_line()),
         ),
     )?;
     git(work.path(), &["commit", "--quiet", "-am", "slow build"])?;
@@ -730,6 +788,7 @@ async fn a_build_that_finishes_after_a_newer_version_served_is_never_activated()
     let newer: Uuid = queued(&b2)?;
 
     stack.wait_active(newer).await?;
+    held.release()?;
     let older_log = stack.wait_settled(older, Duration::from_secs(120)).await?;
     assert_eq!(older_log["status"], "superseded", "{older_log}");
     assert_eq!(
