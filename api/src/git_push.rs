@@ -66,12 +66,29 @@ pub struct Delivery<'a> {
     pub bindings: Vec<BindingRow>,
 }
 
+impl Delivery<'_> {
+    /// Where its id is remembered: the bindings it was verified for, so ids never collide
+    /// across tenants.
+    fn scope(&self) -> String {
+        let mut ids: Vec<String> = self.bindings.iter().map(|b| b.id.to_string()).collect();
+        ids.sort();
+        ids.join(",")
+    }
+}
+
 #[tracing::instrument(skip_all, fields(provider = %delivery.provider, delivery_id = delivery.delivery_id))]
 pub async fn accept(state: &AppState, delivery: Delivery<'_>) -> Result<DeliveryOutcome, ApiError> {
     let mut tx = state.pool.begin().await?;
     let provider = delivery.provider.as_str();
-    if let db::git::DeliveryClaim::Seen { response } =
-        db::git::claim_delivery(&mut tx, provider, delivery.delivery_id, delivery.event).await?
+    let scope = delivery.scope();
+    if let db::git::DeliveryClaim::Seen { response } = db::git::claim_delivery(
+        &mut tx,
+        provider,
+        &scope,
+        delivery.delivery_id,
+        delivery.event,
+    )
+    .await?
     {
         // The claim waited for the first delivery's transaction, which stored its answer.
         let mut outcome: DeliveryOutcome =
@@ -123,7 +140,8 @@ pub async fn accept(state: &AppState, delivery: Delivery<'_>) -> Result<Delivery
         }
     }
     let response = serde_json::to_value(&outcome).map_err(anyhow::Error::from)?;
-    db::git::record_delivery_response(&mut tx, provider, delivery.delivery_id, &response).await?;
+    db::git::record_delivery_response(&mut tx, provider, &scope, delivery.delivery_id, &response)
+        .await?;
     tx.commit().await?;
     info!(
         queued = outcome.deployments.len(),

@@ -38,6 +38,10 @@ use tracing::error;
 
 use crate::{buffer::OversizedBody, error::InternalErrorReport};
 
+/// Deliveries past this are refused before anything reads them. GitHub caps payloads at 25 MB;
+/// a push of that size is not a deploy we want.
+const WEBHOOK_BODY_LIMIT: usize = 5 * 1024 * 1024;
+
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
@@ -148,8 +152,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/api/webhooks/{provider}",
-            // GitHub caps payloads at 25 MB; a push of that size is not a deploy we want.
-            post(routes::git::webhook).layer(DefaultBodyLimit::max(5 * 1024 * 1024)),
+            post(routes::git::webhook).layer(DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT)),
+        )
+        .route(
+            "/api/webhooks/{provider}/{binding_id}",
+            post(routes::git::binding_webhook).layer(DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT)),
         )
         .route("/api/deployments/{id}/logs", get(routes::deployments::logs))
         .route("/api/schedules", get(routes::schedules::list))

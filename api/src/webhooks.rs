@@ -64,6 +64,7 @@ pub enum SignatureProblem {
 
 /// The signature (or token) the delivery carries, decoded once and checked against each
 /// candidate binding's secret.
+#[derive(Clone)]
 pub enum Presented {
     Hmac(Vec<u8>),
     Token(String),

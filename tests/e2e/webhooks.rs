@@ -113,14 +113,15 @@ fn delivery(
     (headers, body)
 }
 
-async fn send(
+/// Sends the delivery to `path`, as a provider whose webhook points there would.
+async fn send_to(
     stack: &TestStack,
-    provider: Provider,
+    path: &str,
     (headers, body): (Vec<(String, String)>, Vec<u8>),
 ) -> anyhow::Result<(u16, Value)> {
     let mut request = stack
         .http
-        .post(stack.url(&format!("/api/webhooks/{}", provider.name())))
+        .post(stack.url(path))
         .header("content-type", "application/json")
         .body(body);
     for (name, value) in headers {
@@ -128,7 +129,39 @@ async fn send(
     }
     let response = request.send().await?;
     let status = response.status().as_u16();
-    Ok((status, response.json().await?))
+    let text = response.text().await?;
+    let body = serde_json::from_str(&text)
+        .with_context(|| format!("POST {path} answered {status}: {text:?}"))?;
+    Ok((status, body))
+}
+
+/// Sends the delivery to the URL of the stack's binding of the repository it names, as the
+/// provider configured with that binding's URL would (a random binding's URL when none).
+async fn send(
+    stack: &TestStack,
+    provider: Provider,
+    delivery: (Vec<(String, String)>, Vec<u8>),
+) -> anyhow::Result<(u16, Value)> {
+    let payload: Value = serde_json::from_slice(&delivery.1).unwrap_or_default();
+    let repository = payload["repository"]["full_name"]
+        .as_str()
+        .or_else(|| payload["project"]["path_with_namespace"].as_str())
+        .unwrap_or_default();
+    let binding: Option<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM git_bindings WHERE provider = $1 AND lower(repository) = lower($2)
+         ORDER BY created_at LIMIT 1",
+    )
+    .bind(provider.name())
+    .bind(repository)
+    .fetch_optional(&stack.pool)
+    .await?;
+    let binding = binding.unwrap_or_else(Uuid::new_v4);
+    send_to(
+        stack,
+        &format!("/api/webhooks/{}/{binding}", provider.name()),
+        delivery,
+    )
+    .await
 }
 
 /// Sends `commit` as `provider`'s push under `delivery_id`, signed with the binding's secret.
@@ -295,7 +328,10 @@ async fn deliveries_are_checked_per_provider_and_only_signed_new_pushes_queue_wo
         .await?;
         assert_eq!(status, 201, "{binding}");
         assert!(binding.get("secret").is_none(), "the secret is write-only");
-        assert_eq!(binding["webhook_path"], format!("/api/webhooks/{name}"));
+        assert_eq!(
+            binding["webhook_path"],
+            format!("/api/webhooks/{name}/{}", binding["id"].as_str().unwrap())
+        );
 
         let push = PushedCommit {
             repository: &repository,
@@ -330,10 +366,11 @@ async fn deliveries_are_checked_per_provider_and_only_signed_new_pushes_queue_wo
             repository: "acme/unknown",
             ..push
         };
+        // No binding at that URL: the same answer as a wrong secret.
         let (status, body) = deliver_push(&stack, provider, &unknown, "d-unknown").await?;
         assert_eq!(
             (status, body["error"]["code"].as_str()),
-            (404, Some("unknown_repository")),
+            (401, Some("signature_invalid")),
             "{provider:?}: {body}"
         );
         let push = PushedCommit {
@@ -448,21 +485,30 @@ async fn deliveries_are_checked_per_provider_and_only_signed_new_pushes_queue_wo
     assert_eq!(strict.count("git_bindings").await?, 0);
     strict.shutdown().await?;
 
-    // Bodies that are not a delivery: a clear 4xx in the error envelope, nothing stored.
+    // Bodies that are not a delivery: a clear 4xx in the error envelope, nothing stored. The
+    // body is read only once the binding's secret checked out.
     let before = counts(&stack).await?;
-    let headers = vec![("x-github-event".to_owned(), "push".to_owned())];
-    let (status, body) = send(
-        &stack,
-        Provider::Github,
-        (headers.clone(), b"payload=%7B%7D".to_vec()),
-    )
-    .await?;
+    let github: Uuid =
+        sqlx::query_scalar("SELECT id FROM git_bindings WHERE provider = 'github' LIMIT 1")
+            .fetch_one(&stack.pool)
+            .await?;
+    let github_url = format!("/api/webhooks/github/{github}");
+    let form = b"payload=%7B%7D".to_vec();
+    let headers = vec![
+        ("x-github-event".to_owned(), "push".to_owned()),
+        ("x-github-delivery".to_owned(), "d-form".to_owned()),
+        (
+            "x-hub-signature-256".to_owned(),
+            format!("sha256={}", hmac_hex(SECRET, &form)),
+        ),
+    ];
+    let (status, body) = send_to(&stack, &github_url, (headers.clone(), form)).await?;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (400, Some("invalid_payload")),
         "{body}"
     );
-    let (status, body) = send(&stack, Provider::Github, (headers, vec![b' '; 6 << 20])).await?;
+    let (status, body) = send_to(&stack, &github_url, (headers, vec![b' '; 6 << 20])).await?;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (413, Some("invalid_payload")),
@@ -1035,5 +1081,124 @@ async fn clone_urls_lead_to_no_internal_address_and_a_fetch_writes_a_bounded_amo
         let pushed = (commit.as_str(), committed_at.as_str());
         failed_push(&stack, name, &url, "functions/hello", pushed, reason).await?;
     }
+    stack.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binding_url_serves_its_binding_alone_and_delivery_ids_are_its_own() -> anyhow::Result<()>
+{
+    let stack = TestStack::start_with(StackOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await?;
+    let repository = "acme/shared-name";
+    let binding_of = |body: &Value| -> anyhow::Result<String> {
+        Ok(body["webhook_path"]
+            .as_str()
+            .with_context(|| format!("no webhook_path: {body}"))?
+            .to_owned())
+    };
+    let victim = stack.init("victim").await?;
+    let (status, body) = bind(
+        &stack,
+        victim,
+        json!({"provider": "github", "repository": repository,
+               "clone_url": "https://git.invalid/app.git", "branch": "main", "secret": SECRET}),
+    )
+    .await?;
+    assert_eq!(status, 201, "{body}");
+    let victim_url = binding_of(&body)?;
+
+    // Another tenant binds the same repository name, with a secret of its own.
+    let attacker_key = stack.add_tenant().await?;
+    let response = stack
+        .request_as(&attacker_key, reqwest::Method::POST, "/api/functions/init")
+        .json(&json!({"name": "squatter", "skip_signing": true}))
+        .send()
+        .await?;
+    let attacker_fn: Uuid = response.json::<Value>().await?["id"]
+        .as_str()
+        .context("id")?
+        .parse()?;
+    let attacker_secret = "the-attackers-own-secret";
+    let response = stack
+        .request_as(
+            &attacker_key,
+            reqwest::Method::POST,
+            &format!("/api/functions/{attacker_fn}/git-bindings"),
+        )
+        .json(&json!({"provider": "github", "repository": repository,
+                      "clone_url": "https://git.invalid/app.git", "branch": "main",
+                      "secret": attacker_secret}))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 201);
+    let attacker_url = binding_of(&response.json().await?)?;
+
+    let push = PushedCommit {
+        repository,
+        branch: "main",
+        before: None,
+        after: &"c".repeat(40),
+        committed_at: "2026-11-23T10:00:00Z",
+    };
+    // The attacker squats the delivery id the provider will use for the victim's push.
+    let squat = delivery(Provider::Github, "push", &push, attacker_secret, "d-42");
+    let (status, body) = send_to(&stack, &attacker_url, squat).await?;
+    assert_eq!(status, 202, "{body}");
+    // The real delivery still counts, for the victim's function.
+    let real = delivery(Provider::Github, "push", &push, SECRET, "d-42");
+    let (status, body) = send_to(&stack, &victim_url, real).await?;
+    assert_eq!(status, 202, "{body}");
+    assert_ne!(body["duplicate"], true, "{body}");
+    assert_eq!(body["deployments"][0]["function_id"], victim.to_string());
+
+    // A URL serves its binding only; a missing binding and a wrong secret get the one answer.
+    let refused = [
+        (attacker_url.clone(), SECRET),
+        (victim_url.clone(), attacker_secret),
+        (format!("/api/webhooks/github/{}", Uuid::new_v4()), SECRET),
+        ("/api/webhooks/github/not-a-binding".to_owned(), SECRET),
+    ];
+    let mut answers = Vec::new();
+    for (url, secret) in refused {
+        let (status, body) = send_to(
+            &stack,
+            &url,
+            delivery(Provider::Github, "push", &push, secret, "d-43"),
+        )
+        .await?;
+        answers.push((status, body));
+    }
+    let first = answers[0].clone();
+    assert_eq!(first.0, 401, "{}", first.1);
+    assert_eq!(first.1["error"]["code"], "signature_invalid");
+    for answer in &answers {
+        assert_eq!(*answer, first, "refusals must not differ");
+    }
+
+    // Bindings made now are not served at the shared URL, whose candidates nobody can add to.
+    let shared = delivery(Provider::Github, "push", &push, SECRET, "d-44");
+    let (status, body) = send_to(&stack, "/api/webhooks/github", shared.clone()).await?;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("signature_invalid")),
+        "{body}"
+    );
+    // A binding from before per-binding URLs still works there, its ids its own too.
+    sqlx::query("UPDATE git_bindings SET shared_url = true WHERE function_id = $1")
+        .bind(victim)
+        .execute(&stack.pool)
+        .await?;
+    let newer = PushedCommit {
+        before: Some(push.after),
+        after: &"d".repeat(40),
+        ..push
+    };
+    let legacy = delivery(Provider::Github, "push", &newer, SECRET, "d-45");
+    let (status, body) = send_to(&stack, "/api/webhooks/github", legacy).await?;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["deployments"][0]["function_id"], victim.to_string());
     stack.shutdown().await
 }

@@ -8,6 +8,7 @@
 //! bench/webhook-latency.sh          # SLIPWAY_BENCH_CALLS=1000 by default
 //! ```
 
+use anyhow::Context;
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
@@ -21,7 +22,7 @@ use slipway_tests::{
 const SECRET: &str = "a-webhook-secret-for-the-bench";
 
 /// A GitHub push of commit `n` on top of commit `n - 1`, signed.
-fn push(stack: &TestStack, n: usize, delivery: &str) -> reqwest::RequestBuilder {
+fn push(stack: &TestStack, url: &str, n: usize, delivery: &str) -> reqwest::RequestBuilder {
     let sha = |n: usize| format!("{n:040x}");
     let body = serde_json::to_vec(&json!({
         "ref": "refs/heads/main",
@@ -35,7 +36,7 @@ fn push(stack: &TestStack, n: usize, delivery: &str) -> reqwest::RequestBuilder 
     mac.update(&body);
     stack
         .http
-        .post(stack.url("/api/webhooks/github"))
+        .post(stack.url(url))
         .header("x-github-event", "push")
         .header("x-github-delivery", delivery)
         .header(
@@ -78,6 +79,11 @@ async fn main() -> anyhow::Result<()> {
         "binding: {}",
         binding.text().await?
     );
+    let binding: serde_json::Value = binding.json().await?;
+    let url = binding["webhook_path"]
+        .as_str()
+        .context("webhook_path")?
+        .to_owned();
 
     for _ in 0..50 {
         timed(stack.http.get(stack.url("/healthz")), 200).await?;
@@ -88,8 +94,8 @@ async fn main() -> anyhow::Result<()> {
     for n in 1..=calls {
         health.push(timed(stack.http.get(stack.url("/healthz")), 200).await?);
         let delivery = format!("bench-{n}");
-        new_pushes.push(timed(push(&stack, n, &delivery), 202).await?);
-        redeliveries.push(timed(push(&stack, n, &delivery), 200).await?);
+        new_pushes.push(timed(push(&stack, &url, n, &delivery), 202).await?);
+        redeliveries.push(timed(push(&stack, &url, n, &delivery), 200).await?);
     }
     let superseded: i64 =
         sqlx::query_scalar("SELECT count(*) FROM deployments WHERE status = 'superseded'")

@@ -62,7 +62,7 @@ impl From<BindingRow> for BindingView {
         Self {
             id: row.id,
             function_id: row.function_id,
-            webhook_path: format!("/api/webhooks/{}", row.provider),
+            webhook_path: format!("/api/webhooks/{}/{}", row.provider, row.id),
             provider: row.provider,
             repository: row.repository,
             clone_url: row.clone_url,
@@ -210,14 +210,24 @@ fn binding_not_found() -> ApiError {
     ApiError::not_found("binding_not_found", "no such git binding on this function")
 }
 
-/// `POST /api/webhooks/{provider}`: checks the delivery against the secrets of the repository's
-/// bindings, then accepts it. Nothing is stored for a delivery that is refused.
-pub async fn webhook(
-    State(state): State<AppState>,
-    Path(provider): Path<String>,
-    headers: HeaderMap,
+/// The answer to a delivery that no binding accepts: the same whether the binding does not
+/// exist, belongs to another provider, or was signed with another secret, so nothing tells an
+/// outsider which bindings exist.
+fn not_signed_by_the_binding() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "signature_invalid",
+        "the delivery's signature does not match the secret of a binding served at this URL",
+    )
+}
+
+/// What every delivery is checked for before any secret is opened: a readable body, a known
+/// provider, the event header and a signature in the provider's format.
+fn delivery_headers<'h>(
+    provider: &str,
+    headers: &'h HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<(GitProvider, &'h str, webhooks::Presented, Bytes), ApiError> {
     let body = body.map_err(|rejection| {
         ApiError::new(
             rejection.status(),
@@ -225,39 +235,19 @@ pub async fn webhook(
             format!("the delivery could not be read: {rejection}"),
         )
     })?;
-    let provider = GitProvider::parse(&provider).ok_or_else(|| {
+    let provider = GitProvider::parse(provider).ok_or_else(|| {
         ApiError::not_found(
             "unknown_provider",
             "webhooks are served for github, gitlab and gitea",
         )
     })?;
-    let event = webhooks::event(provider, &headers).ok_or_else(|| {
+    let event = webhooks::event(provider, headers).ok_or_else(|| {
         ApiError::bad_request(
             "event_missing",
             format!("the {provider} event header is missing"),
         )
     })?;
-    let payload: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_payload",
-            format!("not JSON ({e}); set the webhook's content type to application/json"),
-        )
-    })?;
-    let repository = webhooks::repository(provider, &payload).ok_or_else(|| {
-        ApiError::bad_request("invalid_payload", "the payload names no repository")
-    })?;
-
-    let bindings = {
-        let mut conn = state.pool.acquire().await?;
-        db::git::bindings_for_repository(&mut conn, provider.as_str(), repository).await?
-    };
-    if bindings.is_empty() {
-        return Err(ApiError::not_found(
-            "unknown_repository",
-            format!("no function is bound to {provider} repository {repository}"),
-        ));
-    }
-    let presented = webhooks::presented_signature(provider, &headers).map_err(|problem| {
+    let presented = webhooks::presented_signature(provider, headers).map_err(|problem| {
         let (code, message) = match problem {
             SignatureProblem::Missing => ("signature_required", "the delivery is not signed"),
             SignatureProblem::Malformed => (
@@ -267,32 +257,48 @@ pub async fn webhook(
         };
         ApiError::new(StatusCode::UNAUTHORIZED, code, message)
     })?;
-    // Every candidate is checked, so the time taken does not say which secret came close.
-    let key = secrets_key(&state)?;
-    let signed: Vec<bool> = bindings
-        .iter()
-        .map(|b| match key.open(&git::secret_context(b.id), &b.secret_sealed) {
-            Ok(secret) => webhooks::signed_with(&presented, &body, &secret),
-            Err(e) => {
-                warn!(binding_id = %b.id, error = %e, "a binding's secret does not open with SLIPWAY_SECRETS_KEY");
-                false
-            }
-        })
-        .collect();
-    let bindings: Vec<BindingRow> = bindings
-        .into_iter()
-        .zip(signed)
-        .filter_map(|(binding, signed)| signed.then_some(binding))
-        .collect();
-    if bindings.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "signature_invalid",
-            "no binding of this repository has the secret the delivery was signed with",
-        ));
-    }
+    Ok((provider, event, presented, body))
+}
 
-    let delivery_id = webhooks::delivery_id(provider, &headers).ok_or_else(|| {
+fn parse_payload(body: &[u8]) -> Result<serde_json::Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_payload",
+            format!("not JSON ({e}); set the webhook's content type to application/json"),
+        )
+    })
+}
+
+/// Whether `binding`'s secret signed `body`. Off the async executor: a body may be megabytes.
+async fn signed_by(
+    key: &SecretsKey,
+    binding: &BindingRow,
+    presented: &webhooks::Presented,
+    body: &Bytes,
+) -> bool {
+    let secret = match key.open(&git::secret_context(binding.id), &binding.secret_sealed) {
+        Ok(secret) => secret,
+        Err(e) => {
+            warn!(binding_id = %binding.id, error = %e, "a binding's secret does not open with SLIPWAY_SECRETS_KEY");
+            return false;
+        }
+    };
+    let (presented, body) = (presented.clone(), body.clone());
+    tokio::task::spawn_blocking(move || webhooks::signed_with(&presented, &body, &secret))
+        .await
+        .unwrap_or(false)
+}
+
+/// Accepts a verified delivery for `bindings` and answers as the providers expect.
+async fn accept(
+    state: &AppState,
+    provider: GitProvider,
+    event: &str,
+    headers: &HeaderMap,
+    payload: &serde_json::Value,
+    bindings: Vec<BindingRow>,
+) -> Result<Response, ApiError> {
+    let delivery_id = webhooks::delivery_id(provider, headers).ok_or_else(|| {
         ApiError::bad_request(
             "delivery_id_missing",
             format!("the {provider} delivery id header is missing"),
@@ -300,14 +306,14 @@ pub async fn webhook(
     })?;
     let push = if webhooks::is_push(provider, event) {
         Some(
-            webhooks::parse_push(provider, &payload)
+            webhooks::parse_push(provider, payload)
                 .map_err(|e| ApiError::bad_request("invalid_payload", e))?,
         )
     } else {
         None
     };
     let outcome = git_push::accept(
-        &state,
+        state,
         Delivery {
             provider,
             delivery_id,
@@ -323,4 +329,78 @@ pub async fn webhook(
         StatusCode::ACCEPTED
     };
     Ok((status, Json(outcome)).into_response())
+}
+
+/// `POST /api/webhooks/{provider}/{binding_id}`: the binding's own URL. A delivery costs one
+/// lookup, one secret and one HMAC, all before its JSON is read; its id is remembered for this
+/// binding alone.
+pub async fn binding_webhook(
+    State(state): State<AppState>,
+    Path((provider, binding_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let (provider, event, presented, body) = delivery_headers(&provider, &headers, body)?;
+    let key = secrets_key(&state)?;
+    let binding = match Uuid::parse_str(&binding_id) {
+        Ok(id) => {
+            let mut conn = state.pool.acquire().await?;
+            db::git::get_binding(&mut conn, id).await?
+        }
+        Err(_) => None,
+    };
+    let Some(binding) = binding.filter(|b| b.provider == provider.as_str()) else {
+        return Err(not_signed_by_the_binding());
+    };
+    if !signed_by(key, &binding, &presented, &body).await {
+        return Err(not_signed_by_the_binding());
+    }
+    let payload = parse_payload(&body)?;
+    // A hook set on another repository (an organisation's, say) with the same secret: nothing
+    // of this binding's to build.
+    let named = webhooks::repository(provider, &payload).unwrap_or_default();
+    if !named.eq_ignore_ascii_case(&binding.repository) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "repository_not_bound",
+            format!(
+                "the delivery is for {named:?}; this URL serves the binding of {}",
+                binding.repository
+            ),
+        ));
+    }
+    accept(&state, provider, event, &headers, &payload, vec![binding]).await
+}
+
+/// `POST /api/webhooks/{provider}`: the shared URL of bindings made before each had its own.
+/// The delivery is checked against those bindings of the repository it names (a fixed set:
+/// new bindings are not served here); unknown repositories and wrong secrets get the same
+/// answer. Nothing is stored for a delivery that is refused.
+pub async fn webhook(
+    State(state): State<AppState>,
+    Path(provider): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let (provider, event, presented, body) = delivery_headers(&provider, &headers, body)?;
+    let key = secrets_key(&state)?;
+    let payload = parse_payload(&body)?;
+    let repository = webhooks::repository(provider, &payload).ok_or_else(|| {
+        ApiError::bad_request("invalid_payload", "the payload names no repository")
+    })?;
+    let candidates = {
+        let mut conn = state.pool.acquire().await?;
+        db::git::bindings_for_repository(&mut conn, provider.as_str(), repository).await?
+    };
+    // Every candidate is checked, so the time taken does not say which secret came close.
+    let mut bindings = Vec::new();
+    for binding in candidates {
+        if signed_by(key, &binding, &presented, &body).await {
+            bindings.push(binding);
+        }
+    }
+    if bindings.is_empty() {
+        return Err(not_signed_by_the_binding());
+    }
+    accept(&state, provider, event, &headers, &payload, bindings).await
 }

@@ -83,8 +83,9 @@ pub async fn get_binding(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Opti
         .await
 }
 
-/// Every binding of a provider's repository, whichever function it feeds. Providers treat
-/// repository names case-insensitively, and so does this.
+/// Every binding of a provider's repository that the shared URL serves (those made before
+/// bindings had URLs of their own), whichever function it feeds. Providers treat repository
+/// names case-insensitively, and so does this.
 pub async fn bindings_for_repository(
     conn: &mut PgConnection,
     provider: &str,
@@ -94,7 +95,8 @@ pub async fn bindings_for_repository(
         BindingRow,
         r#"SELECT id, function_id, provider, repository, clone_url, branch, subdirectory, secret_sealed,
                   credentials_sealed, created_at
-           FROM git_bindings WHERE provider = $1 AND lower(repository) = lower($2)
+           FROM git_bindings
+           WHERE provider = $1 AND lower(repository) = lower($2) AND shared_url
            ORDER BY created_at, id"#,
         provider,
         repository
@@ -142,14 +144,16 @@ pub enum DeliveryClaim {
 pub async fn claim_delivery(
     conn: &mut PgConnection,
     provider: &str,
+    scope: &str,
     delivery_id: &str,
     event: &str,
 ) -> sqlx::Result<DeliveryClaim> {
     let inserted = sqlx::query!(
-        r#"INSERT INTO webhook_deliveries (provider, delivery_id, event, response)
-           VALUES ($1, $2, $3, 'null'::jsonb)
-           ON CONFLICT (provider, delivery_id) DO NOTHING"#,
+        r#"INSERT INTO webhook_deliveries (provider, scope, delivery_id, event, response)
+           VALUES ($1, $2, $3, $4, 'null'::jsonb)
+           ON CONFLICT (provider, scope, delivery_id) DO NOTHING"#,
         provider,
+        scope,
         delivery_id,
         event
     )
@@ -159,8 +163,10 @@ pub async fn claim_delivery(
         return Ok(DeliveryClaim::New);
     }
     let response = sqlx::query_scalar!(
-        "SELECT response FROM webhook_deliveries WHERE provider = $1 AND delivery_id = $2",
+        "SELECT response FROM webhook_deliveries
+         WHERE provider = $1 AND scope = $2 AND delivery_id = $3",
         provider,
+        scope,
         delivery_id
     )
     .fetch_one(conn)
@@ -171,12 +177,15 @@ pub async fn claim_delivery(
 pub async fn record_delivery_response(
     conn: &mut PgConnection,
     provider: &str,
+    scope: &str,
     delivery_id: &str,
     response: &serde_json::Value,
 ) -> sqlx::Result<()> {
     sqlx::query!(
-        "UPDATE webhook_deliveries SET response = $3 WHERE provider = $1 AND delivery_id = $2",
+        "UPDATE webhook_deliveries SET response = $4
+         WHERE provider = $1 AND scope = $2 AND delivery_id = $3",
         provider,
+        scope,
         delivery_id,
         response
     )

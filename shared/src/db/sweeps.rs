@@ -310,8 +310,8 @@ pub async fn prune_by_age(
     .await?
     .rows_affected();
     let deliveries = sqlx::query!(
-        r#"DELETE FROM webhook_deliveries WHERE (provider, delivery_id) IN (
-             SELECT provider, delivery_id FROM webhook_deliveries
+        r#"DELETE FROM webhook_deliveries WHERE (provider, scope, delivery_id) IN (
+             SELECT provider, scope, delivery_id FROM webhook_deliveries
              WHERE received_at < $1::timestamptz - $2::float8 * interval '1 second'
              ORDER BY received_at LIMIT $3)"#,
         now,
