@@ -432,6 +432,17 @@ impl TestStack {
         Ok(key.expose().to_owned())
     }
 
+    /// A new user with operator rights; its key.
+    pub async fn add_operator(&self) -> anyhow::Result<ApiKey> {
+        let key = ApiKey::generate();
+        let mut conn = self.pool.acquire().await?;
+        let operator =
+            db::users::ensure(&mut conn, &format!("op-{}", Uuid::new_v4().simple())).await?;
+        db::users::insert_api_key(&mut conn, operator, &key).await?;
+        db::users::make_operator(&mut conn, operator).await?;
+        Ok(key)
+    }
+
     /// Any method with another key (see [`Self::add_tenant`]); mutating methods are signed.
     pub fn request_as(&self, key: &str, method: reqwest::Method, path: &str) -> SignedRequest {
         SignedRequest {

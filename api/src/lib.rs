@@ -160,6 +160,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/deployments/{id}/logs", get(routes::deployments::logs))
         .route("/api/schedules", get(routes::schedules::list))
+        .route("/api/ops/queues", get(routes::ops::queues))
+        .route("/api/ops/jobs", get(routes::ops::jobs))
+        .route("/api/ops/jobs/{id}", get(routes::ops::job))
+        .route("/api/ops/jobs/{id}/retry", post(routes::ops::retry))
+        .route("/api/ops/jobs/{id}/cancel", post(routes::ops::cancel))
         .route("/api/v3/events", get(routes::events::list))
         .route("/api/v3/events/{id}", get(routes::events::get))
         .route(

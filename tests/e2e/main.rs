@@ -15,6 +15,7 @@ mod integrity;
 mod isolation;
 mod keys;
 mod log_stream;
+mod ops;
 mod proxy;
 mod rollback;
 mod scheduler;

@@ -10,7 +10,6 @@ use slipway_scheduler::Scheduler;
 use slipway_shared::{
     config::SchedulerConfig,
     db,
-    domain::ApiKey,
     jobs::{Job, PurgeJob, VerifyJob},
     schedule::{self, Clock, ManualClock, Sweep},
     store::function_prefix,
@@ -371,14 +370,7 @@ async fn operators_list_and_fire_schedules_and_nobody_else_does() -> anyhow::Res
     let body: Value = refused.json().await?;
     assert_eq!(body["error"]["code"], "operators_only");
 
-    let operator_key = ApiKey::generate();
-    {
-        let mut conn = stack.conn().await?;
-        let operator =
-            db::users::ensure(&mut conn, &format!("op-{}", Uuid::new_v4().simple())).await?;
-        db::users::insert_api_key(&mut conn, operator, &operator_key).await?;
-        db::users::make_operator(&mut conn, operator).await?;
-    }
+    let operator_key = stack.add_operator().await?;
     let as_operator = |request: reqwest::RequestBuilder| request.bearer_auth(operator_key.expose());
     let listed: Value = as_operator(stack.http.get(stack.url("/api/schedules")))
         .send()

@@ -41,6 +41,24 @@ fn manager(args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8(output.stdout)?)
 }
 
+/// `docker node update`, again while the manager answers "update out of sequence": the node's
+/// own status reports bump its version between our read and our write.
+fn update_node(args: &[&str]) -> anyhow::Result<()> {
+    let mut attempt = 0;
+    loop {
+        let mut command = vec!["node", "update"];
+        command.extend_from_slice(args);
+        match manager(&command) {
+            Ok(_) => return Ok(()),
+            Err(e) if attempt < 20 && format!("{e:#}").contains("out of sequence") => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn swarm_script(args: &[&str]) -> anyhow::Result<()> {
     let status = Command::new(repo_root().join("scripts/swarm.sh"))
         .args(args)
@@ -80,7 +98,7 @@ async fn swarm_stack() -> anyhow::Result<TestStack> {
                 "{{.Spec.Availability}}",
             ])?;
             if availability.trim() != "drain" {
-                manager(&["node", "update", "--availability", "drain", name.trim()])?;
+                update_node(&["--availability", "drain", name.trim()])?;
             }
             anyhow::Ok(())
         })
@@ -511,13 +529,7 @@ fn workers(availability: &str) -> anyhow::Result<()> {
             .args(["info", "--format", "{{.Name}}"])
             .output()?;
         let name = String::from_utf8(name.stdout)?;
-        manager(&[
-            "node",
-            "update",
-            "--availability",
-            availability,
-            name.trim(),
-        ])?;
+        update_node(&["--availability", availability, name.trim()])?;
     }
     Ok(())
 }
@@ -533,8 +545,9 @@ async fn a_function_no_node_can_take_is_failed_with_the_engines_words_until_one_
         .await?;
     stack.wait_active(deployment).await?;
 
-    workers("drain")?;
     let outcome = async {
+        // Inside: the workers come back whatever fails from here on.
+        workers("drain")?;
         let failed = eventually(Duration::from_secs(60), "Failed, unschedulable", || async {
             let function = stack.function(function_id).await?;
             Ok((function["state"] == "Failed").then_some(function))

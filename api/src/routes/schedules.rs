@@ -5,7 +5,6 @@
 use axum::{
     Json,
     extract::{Path, State},
-    http::StatusCode,
 };
 use chrono::Utc;
 use serde::Serialize;
@@ -18,15 +17,7 @@ use super::timestamp;
 use crate::{AppState, auth::Caller, error::ApiError};
 
 fn operators_only(caller: &Caller) -> Result<(), ApiError> {
-    if caller.operator {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "operators_only",
-            "schedules are for operators (slipway create-key <user> --operator)",
-        ))
-    }
+    super::ops::operators_only(caller, "schedules")
 }
 
 #[derive(Serialize)]
