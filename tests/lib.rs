@@ -309,6 +309,8 @@ impl TestStack {
             insecure_registries: vec![registry.clone()],
             wake_timeout: Duration::from_secs(30),
             unreachable_wait: Duration::ZERO,
+            max_concurrent_uploads: 4,
+            max_queued_builds: 20,
             scheduler: Default::default(),
             signature_max_skew: Duration::from_secs(300),
             git_allow_file: true,

@@ -81,15 +81,20 @@ pub async fn accept(
     caller: Caller,
     request: DeployRequest,
 ) -> Result<Accepted, ApiError> {
+    // Ownership and the owner's queue first: nothing is inflated for a function the caller may
+    // not deploy, nor for an owner whose builds already fill their share.
+    let mut tx = state.pool.begin().await?;
+    let function = auth::lock_for_change(&mut tx, &caller, request.function_id).await?;
+    let limit = state.config.max_queued_builds;
+    if db::deployments::in_flight_of_owner(&mut tx, caller.user_id).await? >= limit {
+        return Err(crate::uploads::too_many_builds(limit));
+    }
     let limits = state.config.archive_limits.clone();
     let bytes = request.archive.clone();
     let summary = tokio::task::spawn_blocking(move || archive::validate_archive(&bytes, &limits))
         .await
         .context("archive validation panicked")?
         .map_err(archive_rejection)?;
-
-    let mut tx = state.pool.begin().await?;
-    let function = auth::lock_for_change(&mut tx, &caller, request.function_id).await?;
     check_build_rules(state, &mut tx, caller.user_id, &summary.dockerfile).await?;
     let update = open_update(&mut tx, &function).await?.map_err(|status| {
         ApiError::conflict(

@@ -27,6 +27,13 @@ pub enum ApiError {
         message: String,
         retry_after_secs: u64,
     },
+    /// 429 with `Retry-After`: the caller is past one of its limits for now.
+    #[error("{message}")]
+    Throttled {
+        code: &'static str,
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -117,6 +124,17 @@ impl IntoResponse for ApiError {
                 code,
                 message,
             } => error_response(status, code, &message),
+            Self::Throttled {
+                code,
+                message,
+                retry_after_secs,
+            } => {
+                let mut response = error_response(StatusCode::TOO_MANY_REQUESTS, code, &message);
+                response
+                    .headers_mut()
+                    .insert(http::header::RETRY_AFTER, retry_after_secs.into());
+                response
+            }
             Self::RetryLater {
                 code,
                 message,

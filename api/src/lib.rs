@@ -18,6 +18,7 @@ pub mod rollback;
 pub mod routes;
 pub mod runtime;
 pub mod signing;
+pub mod uploads;
 pub mod wake;
 pub mod webhooks;
 
@@ -52,6 +53,8 @@ pub struct AppState {
     pub events: Arc<events::EventRecorder>,
     /// The ECR registry when images live there; otherwise each image's own host is asked.
     pub ecr: Option<slipway_shared::registry::Registry>,
+    /// Uploads in progress per key (`uploads::limit`).
+    pub uploads: Arc<uploads::UploadSlots>,
 }
 
 impl AppState {
@@ -80,6 +83,7 @@ impl AppState {
             invocations: Arc::default(),
             events,
             ecr,
+            uploads: Arc::default(),
         })
     }
 }
@@ -102,6 +106,12 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/functions/deploy",
             changes_function(&state, post(routes::deployments::deploy))
+                // Outside the signature check, which buffers the body: a key past its
+                // concurrent uploads is refused before anything is read.
+                .layer::<_, Infallible>(middleware::from_fn_with_state(
+                    state.clone(),
+                    uploads::limit,
+                ))
                 .layer::<_, Infallible>(Extension(oversized_upload))
                 .layer(DefaultBodyLimit::max(upload_limit)),
         )

@@ -101,6 +101,12 @@ pub struct ApiConfig {
     /// answers 502 at once: one engine never moves an instance, so its address is not stale
     /// but broken. Defaults to the wake timeout when `SLIPWAY_RUNTIME=swarm`.
     pub unreachable_wait: Duration,
+    /// `SLIPWAY_MAX_CONCURRENT_UPLOADS`: deploy uploads one key may have in progress at once,
+    /// per api process.
+    pub max_concurrent_uploads: usize,
+    /// `SLIPWAY_MAX_QUEUED_BUILDS`: deployments one owner may have in flight (waiting, fetching,
+    /// building, pushing, deploying) before new uploads are refused with 429.
+    pub max_queued_builds: i64,
     /// The scheduler's sweeps, which operators list and fire through the api.
     pub scheduler: SchedulerConfig,
     /// How far a signed request's timestamp may be from the server's clock, either way.
@@ -137,6 +143,8 @@ impl ApiConfig {
             registry_login: registry_login()?,
             insecure_registries: insecure_registries(),
             wake_timeout: duration("SLIPWAY_WAKE_TIMEOUT", Duration::from_secs(30))?,
+            max_concurrent_uploads: parsed("SLIPWAY_MAX_CONCURRENT_UPLOADS", 4)?,
+            max_queued_builds: parsed("SLIPWAY_MAX_QUEUED_BUILDS", 20)?,
             unreachable_wait: duration(
                 "SLIPWAY_UNREACHABLE_WAIT",
                 if var("SLIPWAY_RUNTIME").as_deref() == Some("swarm") {

@@ -14,6 +14,7 @@ mod idempotency;
 mod integrity;
 mod isolation;
 mod keys;
+mod limits;
 mod log_stream;
 mod ops;
 mod proxy;

@@ -746,6 +746,18 @@ pub async fn supersede(conn: &mut PgConnection, id: Uuid, newer: Uuid) -> sqlx::
     Ok(done.rows_affected() == 1)
 }
 
+/// Deployments of the owner's functions still in flight.
+pub async fn in_flight_of_owner(conn: &mut PgConnection, owner_id: Uuid) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM deployments d JOIN functions f ON f.id = d.function_id
+           WHERE f.owner_id = $1
+             AND d.status IN ('fetching', 'building', 'pushing', 'deploying')"#,
+        owner_id
+    )
+    .fetch_one(conn)
+    .await
+}
+
 /// The instance that serves a function (or would, once the engine places it again).
 pub struct ServingInstance {
     pub deployment_id: Uuid,
