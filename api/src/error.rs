@@ -106,6 +106,15 @@ struct Body<'a> {
 #[derive(Clone)]
 pub struct InternalErrorReport(pub Arc<anyhow::Error>);
 
+/// The envelope with `Retry-After`: the caller may ask again after that many seconds.
+fn retry_after(status: StatusCode, code: &str, message: &str, seconds: u64) -> Response {
+    let mut response = error_response(status, code, message);
+    response
+        .headers_mut()
+        .insert(http::header::RETRY_AFTER, seconds.into());
+    response
+}
+
 pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
     (
         status,
@@ -128,35 +137,31 @@ impl IntoResponse for ApiError {
                 code,
                 message,
                 retry_after_secs,
-            } => {
-                let mut response = error_response(StatusCode::TOO_MANY_REQUESTS, code, &message);
-                response
-                    .headers_mut()
-                    .insert(http::header::RETRY_AFTER, retry_after_secs.into());
-                response
-            }
+            } => retry_after(
+                StatusCode::TOO_MANY_REQUESTS,
+                code,
+                &message,
+                retry_after_secs,
+            ),
             Self::RetryLater {
                 code,
                 message,
                 retry_after_secs,
-            } => {
-                let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, code, &message);
-                response
-                    .headers_mut()
-                    .insert(http::header::RETRY_AFTER, retry_after_secs.into());
-                response
-            }
+            } => retry_after(
+                StatusCode::SERVICE_UNAVAILABLE,
+                code,
+                &message,
+                retry_after_secs,
+            ),
             Self::Internal(error) if database_unavailable(&error) => {
                 // Postgres restarting or unreachable: nothing was done, and asking again soon
                 // is the right move; the pool reconnects by itself.
-                let mut response = error_response(
+                let mut response = retry_after(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "database_unavailable",
                     "the database is unavailable; try again shortly",
+                    2,
                 );
-                response
-                    .headers_mut()
-                    .insert(http::header::RETRY_AFTER, 2.into());
                 response
                     .extensions_mut()
                     .insert(InternalErrorReport(Arc::new(error)));

@@ -10,19 +10,20 @@ use futures::StreamExt;
 use slipway_shared::config::ApiConfig;
 use slipway_tests::{StackOptions, StoreKind, TestStack, hello_archive};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_owner_past_its_queued_builds_gets_429_and_nothing_is_stored() -> anyhow::Result<()> {
-    fn two_builds(config: &mut ApiConfig) {
-        config.max_queued_builds = 2;
-    }
-    // No worker: deployments stay in flight.
-    let stack = TestStack::start_with(StackOptions {
+/// A stack without workers (deployments stay in flight) and with the api's limits changed.
+async fn limited(limits: fn(&mut ApiConfig)) -> anyhow::Result<TestStack> {
+    TestStack::start_with(StackOptions {
         store: StoreKind::Filesystem,
         workers: 0,
-        api_overrides: Some(two_builds),
+        api_overrides: Some(limits),
         ..Default::default()
     })
-    .await?;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_past_its_queued_builds_gets_429_and_nothing_is_stored() -> anyhow::Result<()> {
+    let stack = limited(|config| config.max_queued_builds = 2).await?;
     let function_id = stack.init("busy").await?;
     for n in 0..2 {
         stack
@@ -46,16 +47,7 @@ async fn an_owner_past_its_queued_builds_gets_429_and_nothing_is_stored() -> any
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_with_an_upload_in_progress_past_its_limit_gets_429_before_its_body_is_read()
 -> anyhow::Result<()> {
-    fn one_upload(config: &mut ApiConfig) {
-        config.max_concurrent_uploads = 1;
-    }
-    let stack = TestStack::start_with(StackOptions {
-        store: StoreKind::Filesystem,
-        workers: 0,
-        api_overrides: Some(one_upload),
-        ..Default::default()
-    })
-    .await?;
+    let stack = limited(|config| config.max_concurrent_uploads = 1).await?;
     let url = stack.url("/api/functions/deploy");
     // An upload whose body trickles: the first part now, the rest when the test says.
     let (more, rest) = tokio::sync::mpsc::channel::<Bytes>(1);

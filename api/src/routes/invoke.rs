@@ -179,6 +179,18 @@ async fn resolve(state: &AppState, caller: Caller, id: Uuid) -> Result<Target, A
     }
 }
 
+/// Whether the instance a request was sent to no longer serves the function: the route now
+/// leads elsewhere, or nowhere yet.
+async fn instance_lost(state: &AppState, caller: Caller, id: Uuid, endpoint: &str) -> bool {
+    let Ok(mut conn) = state.pool.acquire().await else {
+        return false;
+    };
+    match db::deployments::route(&mut conn, caller.user_id, id).await {
+        Ok(Some(route)) => route.endpoint.as_deref() != Some(endpoint) || route.state != "Active",
+        _ => false,
+    }
+}
+
 /// The instance an invocation goes to.
 struct Target {
     endpoint: String,
@@ -344,18 +356,33 @@ async fn proxy(
                 let backoff = std::time::Duration::from_millis(50 * attempt.min(10));
                 tokio::time::sleep(backoff).await;
             }
-            Err(e) if e.is_timeout() => {
-                event.fail(504, "function_timeout");
-                return Err(ApiError::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "function_timeout",
-                    format!(
-                        "the function did not answer within {:?}",
-                        state.config.invoke_timeout
-                    ),
-                ));
-            }
             Err(e) => {
+                if instance_lost(&state, caller, id, &target.endpoint).await {
+                    // The instance went away while it held the request (its node was cut off
+                    // or stopped) and the engine has placed it elsewhere since. Whether the
+                    // request reached it is unknown, so it is not sent again; the caller may
+                    // retry.
+                    debug!(endpoint = %target.endpoint, path, error = %e.without_url(), "function instance lost mid-request");
+                    event.fail(503, "function_instance_lost");
+                    return Err(ApiError::RetryLater {
+                        code: "function_instance_lost",
+                        message: "the function's instance was lost while it handled the \
+                                  request; it runs elsewhere now: retry"
+                            .into(),
+                        retry_after_secs: 1,
+                    });
+                }
+                if e.is_timeout() {
+                    event.fail(504, "function_timeout");
+                    return Err(ApiError::new(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "function_timeout",
+                        format!(
+                            "the function did not answer within {:?}",
+                            state.config.invoke_timeout
+                        ),
+                    ));
+                }
                 warn!(endpoint = %target.endpoint, path, error = %e.without_url(), "function unreachable");
                 event.fail(502, "function_unreachable");
                 return Err(ApiError::new(
