@@ -14,8 +14,8 @@ use bollard::{
     models::{ContainerCreateBody, HostConfig, NetworkCreateRequest},
     query_parameters::{
         CreateContainerOptions, CreateImageOptions, EventsOptions, InspectContainerOptions,
-        InspectNetworkOptions, ListContainersOptions, ListImagesOptions, LogsOptions,
-        RemoveContainerOptions, RemoveImageOptions, RestartContainerOptions, StopContainerOptions,
+        ListContainersOptions, ListImagesOptions, LogsOptions, RemoveContainerOptions,
+        RemoveImageOptions, RestartContainerOptions, StopContainerOptions,
     },
 };
 use futures::StreamExt;
@@ -25,6 +25,7 @@ use uuid::Uuid;
 
 use super::{
     DEPLOYMENT_LABEL, FUNCTION_LABEL, FUNCTION_PORT, Instance, InstanceSpec, RuntimeError,
+    not_found,
 };
 
 /// Not a bridge name Docker would pick (`br-…`), and the prefix the function firewall matches
@@ -37,16 +38,6 @@ impl From<bollard::errors::Error> for RuntimeError {
     fn from(e: bollard::errors::Error) -> Self {
         Self::Unavailable(e.to_string())
     }
-}
-
-fn not_found(e: &bollard::errors::Error) -> bool {
-    matches!(
-        e,
-        bollard::errors::Error::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
 }
 
 #[derive(Clone)]
@@ -95,21 +86,10 @@ impl DockerRuntime {
         &self.http
     }
 
-    /// The function's network, made on its first instance. Two workers may race here: the
-    /// bridge name is unique per engine, so the loser's create fails and it finds the winner's.
+    /// The function's bridge network, made on its first instance.
     async fn ensure_network(&self, function_id: Uuid) -> Result<String, RuntimeError> {
-        let name = network_name(function_id);
-        match self
-            .docker
-            .inspect_network(&name, None::<InspectNetworkOptions>)
-            .await
-        {
-            Ok(_) => return Ok(name),
-            Err(e) if not_found(&e) => {}
-            Err(e) => return Err(e.into()),
-        }
         let request = NetworkCreateRequest {
-            name: name.clone(),
+            name: network_name(function_id),
             driver: Some("bridge".into()),
             options: Some(HashMap::from([
                 (
@@ -128,23 +108,11 @@ impl DockerRuntime {
             )])),
             ..Default::default()
         };
-        if let Err(created) = self.docker.create_network(request).await {
-            // Someone else made it meanwhile, or the engine refused: only the first is fine.
-            self.docker
-                .inspect_network(&name, None::<InspectNetworkOptions>)
-                .await
-                .map_err(|_| RuntimeError::from(created))?;
-        }
-        Ok(name)
+        super::ensure_network(&self.docker, request).await
     }
 
-    /// Removes the function's network once nothing of it runs; one already gone is fine.
     pub async fn remove_network(&self, function_id: Uuid) -> Result<(), RuntimeError> {
-        match self.docker.remove_network(&network_name(function_id)).await {
-            Ok(()) => Ok(()),
-            Err(e) if not_found(&e) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        super::remove_network(&self.docker, function_id).await
     }
 
     /// Who the instance runs as: the image's own user, unless that is root.

@@ -15,6 +15,8 @@ mod placement;
 pub mod swarm;
 
 pub use docker::{DockerRuntime, connect};
+
+use bollard::{Docker, models::NetworkCreateRequest, query_parameters::InspectNetworkOptions};
 pub use swarm::{Observed, SwarmRuntime};
 
 use std::time::Duration;
@@ -63,6 +65,54 @@ pub struct InstanceSpec<'a> {
 pub struct Instance {
     pub container_id: String,
     pub endpoint: String,
+}
+
+/// A 404 from the engine: the object is not (or no longer) there.
+fn not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+/// The network `request` names, made if the engine has none by that name. Two workers may race:
+/// the names are unique per engine, so the loser's create fails and it finds the winner's.
+async fn ensure_network(
+    engine: &Docker,
+    request: NetworkCreateRequest,
+) -> Result<String, RuntimeError> {
+    let name = request.name.clone();
+    match engine
+        .inspect_network(&name, None::<InspectNetworkOptions>)
+        .await
+    {
+        Ok(_) => return Ok(name),
+        Err(e) if not_found(&e) => {}
+        Err(e) => return Err(e.into()),
+    }
+    if let Err(created) = engine.create_network(request).await {
+        // Someone else made it meanwhile, or the engine refused: only the first is fine.
+        engine
+            .inspect_network(&name, None::<InspectNetworkOptions>)
+            .await
+            .map_err(|_| RuntimeError::from(created))?;
+    }
+    Ok(name)
+}
+
+/// Removes the function's network once nothing of it runs; one already gone is fine.
+async fn remove_network(engine: &Docker, function_id: Uuid) -> Result<(), RuntimeError> {
+    match engine
+        .remove_network(&docker::network_name(function_id))
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(e) if not_found(&e) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Where instances run. Every job that starts, stops, restarts, releases or wakes an instance

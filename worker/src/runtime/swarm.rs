@@ -28,8 +28,8 @@ use bollard::{
         TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
     },
     query_parameters::{
-        InspectNetworkOptions, InspectServiceOptions, ListServicesOptions, ListTasksOptions,
-        LogsOptions, UpdateServiceOptions,
+        InspectServiceOptions, ListServicesOptions, ListTasksOptions, LogsOptions,
+        UpdateServiceOptions,
     },
 };
 use futures::StreamExt;
@@ -39,18 +39,8 @@ use uuid::Uuid;
 
 use super::{
     DEPLOYMENT_LABEL, DockerRuntime, FUNCTION_LABEL, FUNCTION_PORT, Instance, InstanceSpec,
-    RuntimeError, docker::network_name,
+    RuntimeError, docker::network_name, not_found,
 };
-
-fn not_found(e: &bollard::errors::Error) -> bool {
-    matches!(
-        e,
-        bollard::errors::Error::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
-}
 
 /// How often the driver asks the manager while it waits for a task.
 const POLL: Duration = Duration::from_millis(200);
@@ -97,20 +87,10 @@ impl SwarmRuntime {
         &self.builder
     }
 
-    /// The function's overlay. Two workers may race: the loser finds the winner's by name.
+    /// The function's overlay, made on its first instance.
     async fn ensure_network(&self, function_id: Uuid) -> Result<String, RuntimeError> {
-        let name = network_name(function_id);
-        match self
-            .manager
-            .inspect_network(&name, None::<InspectNetworkOptions>)
-            .await
-        {
-            Ok(_) => return Ok(name),
-            Err(e) if not_found(&e) => {}
-            Err(e) => return Err(e.into()),
-        }
         let request = NetworkCreateRequest {
-            name: name.clone(),
+            name: network_name(function_id),
             driver: Some("overlay".into()),
             // Only services join it; no container started by hand can.
             attachable: Some(false),
@@ -120,25 +100,11 @@ impl SwarmRuntime {
             )])),
             ..Default::default()
         };
-        if let Err(created) = self.manager.create_network(request).await {
-            self.manager
-                .inspect_network(&name, None::<InspectNetworkOptions>)
-                .await
-                .map_err(|_| RuntimeError::from(created))?;
-        }
-        Ok(name)
+        super::ensure_network(&self.manager, request).await
     }
 
     pub async fn remove_network(&self, function_id: Uuid) -> Result<(), RuntimeError> {
-        match self
-            .manager
-            .remove_network(&network_name(function_id))
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(e) if not_found(&e) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        super::remove_network(&self.manager, function_id).await
     }
 
     fn service_spec(
