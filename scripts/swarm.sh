@@ -29,14 +29,15 @@
 # repairs the node's dockerd; a node whose firewall cannot be applied fails the command. A task
 # has two interfaces: its overlay (its function's own network, which the firewall leaves alone)
 # and docker_gwbridge, its default route, which all tasks of all tenants on the node share. So:
-#   - a published port (`--publish mode=host`) admits only <lan>.1, the root namespace: other
-#     nodes and anything else on the lan are dropped;
+#   - a published port (`--publish mode=host`) admits only the platform: <lan>.1 (the root
+#     namespace) and the nodes' own addresses (Slipway's api when it runs on the cluster, on the
+#     host network); anything else on the lan, and every task, is dropped;
 #   - a task reaches nothing through docker_gwbridge: not another task on it (bridged traffic is
 #     filtered: net.bridge.bridge-nf-call-iptables=1 in the node's namespace, where that setting
 #     lives), not its node (gateway, eth0, published ports), not other nodes, not <lan>.1;
 #   - SLIPWAY_FUNCTION_EGRESS / SLIPWAY_FUNCTION_EGRESS_ALLOW widen that as on the single engine
 #     (the nodes have no default route, so `public` reaches nothing beyond the allowances; the
-#     lan and the registry stay closed under it).
+#     lan and the registry stay closed under both, whatever the allowances name).
 #
 # Knobs (all optional):
 #   SLIPWAY_STATE_DIR            state root (default <repo>/.slipway); cluster state in swarm/
@@ -497,13 +498,23 @@ swarm_mount_points() {
   done
 }
 
+# The nodes' own addresses, comma-separated CIDRs: Slipway's api may run on any node (the stack
+# of deploy/swarm/stack.yml, on the host network) and open connections to tasks on the others. A
+# task never sends from a node's address into the lan: its traffic out of docker_gwbridge towards
+# the lan is dropped whatever the egress settings (the lan is among SLIPWAY_HOST_ADDRESSES).
+swarm_node_addrs() {
+  local node out=()
+  for node in "${SWARM_NODES[@]}"; do out+=("$(swarm_addr "$node")/32"); done
+  (IFS=,; echo "${out[*]}")
+}
+
 # The node's function firewall (see the header), in the node's network namespace. Its rules live
 # in the namespace and outlast the node's dockerd; re-applying replaces them atomically.
 swarm_apply_firewall() { # node
   local node=$1 ns log=$SWARM_LOGS/$1-firewall.log reg_host=${SWARM_REGISTRY%:*}
   ns=$(swarm_ns "$node")
   SLIPWAY_FUNCTION_BRIDGES=docker_gwbridge SLIPWAY_UPLINK=eth0 \
-    SLIPWAY_PLATFORM_SOURCES="$SWARM_HOST_ADDR/32" \
+    SLIPWAY_PLATFORM_SOURCES="$SWARM_HOST_ADDR/32,$(swarm_node_addrs)" \
     SLIPWAY_FUNCTION_EGRESS="${SLIPWAY_FUNCTION_EGRESS:-none}" \
     SLIPWAY_FUNCTION_EGRESS_ALLOW="${SLIPWAY_FUNCTION_EGRESS_ALLOW:-}" \
     SLIPWAY_HOST_ADDRESSES="$SWARM_LAN $reg_host/32" \

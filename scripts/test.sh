@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The single test command (`.ci/run` runs exactly this): installs what is missing, starts (or
 # reuses) Postgres, a Docker engine (runtime + embedded BuildKit), a registry and moto's S3
-# server, makes the offline base image, starts a 3-node Docker Swarm (scripts/swarm.sh), then
-# runs rustfmt, clippy, the Terraform checks and every test against them.
+# server, makes the offline base image, starts a 3-node Docker Swarm (scripts/swarm.sh), makes
+# Slipway's own image (scripts/image.sh), then runs rustfmt, clippy, the Terraform checks and
+# every test against them.
 # On exit it stops what it started (set SLIPWAY_KEEP_SERVICES=1 to leave them running).
 #
 #   SLIPWAY_SERVICES_ONLY=1 scripts/test.sh   # start the services, write .slipway/services.env, exit 0
@@ -60,6 +61,16 @@ export SLIPWAY_BUILDKIT=docker
 export RUST_LOG=${RUST_LOG:-warn}
 
 failed=()
+# Slipway's own image (release build), in the registry the swarm pulls from: the stack test
+# (tests/e2e/stack.rs) deploys deploy/swarm/stack.yml with it.
+image_t0=$(slipway_now_ms)
+if SLIPWAY_STACK_IMAGE=$(scripts/image.sh --push "$SLIPWAY_REGISTRY/slipway/slipway"); then
+  slipway_say "ok in $(slipway_since "$image_t0")s: scripts/image.sh -> $SLIPWAY_STACK_IMAGE"
+else
+  slipway_say "FAILED after $(slipway_since "$image_t0")s: scripts/image.sh"
+  failed+=("scripts/image.sh")
+fi
+export SLIPWAY_STACK_IMAGE
 run() {
   slipway_say "\$ $*"
   local t0

@@ -100,6 +100,23 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// A database with no schema at all, for what must apply the migrations itself.
+    pub async fn create_empty() -> anyhow::Result<Self> {
+        let admin_url = required_env("DATABASE_URL");
+        let name = format!("slipway_test_{}", Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&admin_url).await?;
+        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await?;
+        Ok(Self {
+            url: database_url(&admin_url, &name),
+            name,
+            admin_url,
+        })
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
@@ -163,10 +180,8 @@ pub struct TestStack {
     pub db: TestDb,
     pub pool: PgPool,
     pub store: Arc<ArchiveStore>,
-    pub base_url: String,
-    pub api_key: String,
+    pub api: ApiClient,
     pub user_id: Uuid,
-    pub http: reqwest::Client,
     pub registry: String,
     pub worker_config: WorkerConfig,
     stop: watch::Sender<bool>,
@@ -343,10 +358,8 @@ impl TestStack {
             db,
             pool,
             store,
-            base_url,
-            api_key: key.expose().to_owned(),
+            api: ApiClient::new(&base_url, key.expose())?,
             user_id,
-            http: reqwest::Client::builder().no_proxy().build()?,
             registry,
             worker_config,
             stop,
@@ -387,7 +400,134 @@ impl TestStack {
         self.tasks.push(worker);
     }
 
-    async fn wait_healthy(&self) -> anyhow::Result<()> {
+    /// Another user of the same stack (another tenant), with a key of its own.
+    pub async fn add_tenant(&self) -> anyhow::Result<String> {
+        let key = ApiKey::generate();
+        let mut conn = self.pool.acquire().await?;
+        let user_id =
+            db::users::ensure(&mut conn, &format!("tenant-{}", Uuid::new_v4().simple())).await?;
+        db::users::insert_api_key(&mut conn, user_id, &key).await?;
+        Ok(key.expose().to_owned())
+    }
+
+    /// A new user with operator rights; its key.
+    pub async fn add_operator(&self) -> anyhow::Result<ApiKey> {
+        let key = ApiKey::generate();
+        let mut conn = self.pool.acquire().await?;
+        let operator =
+            db::users::ensure(&mut conn, &format!("op-{}", Uuid::new_v4().simple())).await?;
+        db::users::insert_api_key(&mut conn, operator, &key).await?;
+        db::users::make_operator(&mut conn, operator).await?;
+        Ok(key)
+    }
+
+    /// The filesystem store's directory (meaningless for an S3 stack).
+    pub fn store_dir(&self) -> &Path {
+        self._store_dir.path()
+    }
+
+    pub async fn conn(&self) -> anyhow::Result<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+        Ok(self.pool.acquire().await?)
+    }
+
+    /// Counts rows of a table, for "nothing was written" assertions.
+    pub async fn count(&self, table: &str) -> anyhow::Result<i64> {
+        let sql = format!("SELECT count(*) FROM {table}");
+        Ok(sqlx::query_scalar(AssertSqlSafe(sql))
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// Stops the stack and removes the containers its functions left running.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.stop.send(true).ok();
+        for task in self.tasks.drain(..) {
+            task.await
+                .context("a stack task panicked")?
+                .context("a stack task ended with an error")?;
+        }
+        let functions: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM functions")
+            .fetch_all(&self.pool)
+            .await?;
+        for function_id in functions {
+            let label = format!("label=dev.slipway.function={function_id}");
+            let containers = docker(&["ps", "-aq", "--filter", &label])?;
+            for container in containers.lines() {
+                // A release the worker started may be removing it at this very moment.
+                if let Err(e) = docker(&["rm", "-f", container]) {
+                    let message = format!("{e:#}");
+                    anyhow::ensure!(
+                        message.contains("No such container")
+                            || message.contains("already in progress"),
+                        "removing {container} of function {function_id}: {message}"
+                    );
+                }
+            }
+            let network = format!("slipway-fn-{}", function_id.simple());
+            if let slipway_shared::config::RuntimeTarget::Swarm { manager } =
+                &self.worker_config.runtime
+            {
+                swarm_remove_function(manager, &label, &network)?;
+            }
+            // Already gone when the test purged the function.
+            docker(&["network", "rm", &network]).ok();
+        }
+        // `close` waits for every borrowed connection. A job the worker left running past its
+        // shutdown grace still holds one for a while on a loaded machine; a test that never
+        // gives one back must fail rather than hang.
+        if tokio::time::timeout(Duration::from_secs(60), self.pool.close())
+            .await
+            .is_err()
+        {
+            anyhow::bail!("a pooled connection was still borrowed a minute after shutdown");
+        }
+        Ok(())
+    }
+}
+
+/// Removes a function's services and overlay from the swarm (the overlay once its tasks have
+/// stopped).
+fn swarm_remove_function(manager: &str, label: &str, network: &str) -> anyhow::Result<()> {
+    let swarm = |args: &[&str]| {
+        std::process::Command::new("/usr/bin/docker")
+            .arg("-H")
+            .arg(manager)
+            .args(args)
+            .output()
+    };
+    let listed = swarm(&["service", "ls", "-q", "--filter", label])?;
+    for service in String::from_utf8(listed.stdout)?.lines() {
+        swarm(&["service", "rm", service])?;
+    }
+    for _ in 0..50 {
+        let removed = swarm(&["network", "rm", network])?;
+        let stderr = String::from_utf8_lossy(&removed.stderr);
+        if removed.status.success() || stderr.contains("not found") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
+
+/// Slipway's REST API as a client sees it: the harness's own stack (through [`TestStack`]'s
+/// `Deref`), or a Slipway running elsewhere (the stack of deploy/swarm/stack.yml).
+pub struct ApiClient {
+    pub base_url: String,
+    pub api_key: String,
+    pub http: reqwest::Client,
+}
+
+impl ApiClient {
+    pub fn new(base_url: &str, api_key: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            api_key: api_key.to_owned(),
+            http: reqwest::Client::builder().no_proxy().build()?,
+        })
+    }
+
+    pub async fn wait_healthy(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(r) = self
@@ -424,27 +564,6 @@ impl TestStack {
         self.request(reqwest::Method::DELETE, path)
     }
 
-    /// Another user of the same stack (another tenant), with a key of its own.
-    pub async fn add_tenant(&self) -> anyhow::Result<String> {
-        let key = ApiKey::generate();
-        let mut conn = self.pool.acquire().await?;
-        let user_id =
-            db::users::ensure(&mut conn, &format!("tenant-{}", Uuid::new_v4().simple())).await?;
-        db::users::insert_api_key(&mut conn, user_id, &key).await?;
-        Ok(key.expose().to_owned())
-    }
-
-    /// A new user with operator rights; its key.
-    pub async fn add_operator(&self) -> anyhow::Result<ApiKey> {
-        let key = ApiKey::generate();
-        let mut conn = self.pool.acquire().await?;
-        let operator =
-            db::users::ensure(&mut conn, &format!("op-{}", Uuid::new_v4().simple())).await?;
-        db::users::insert_api_key(&mut conn, operator, &key).await?;
-        db::users::make_operator(&mut conn, operator).await?;
-        Ok(key)
-    }
-
     /// Any method with another key (see [`Self::add_tenant`]); mutating methods are signed.
     pub fn request_as(&self, key: &str, method: reqwest::Method, path: &str) -> SignedRequest {
         SignedRequest {
@@ -464,11 +583,6 @@ impl TestStack {
     /// Any method with the stack's key; mutating methods are signed when sent.
     pub fn request(&self, method: reqwest::Method, path: &str) -> SignedRequest {
         self.request_as(&self.api_key, method, path)
-    }
-
-    /// The filesystem store's directory (meaningless for an S3 stack).
-    pub fn store_dir(&self) -> &Path {
-        self._store_dir.path()
     }
 
     /// `POST /api/functions/init` with the default `skip_signing: false`; returns the function
@@ -618,89 +732,14 @@ impl TestStack {
             .json()
             .await?)
     }
-
-    pub async fn conn(&self) -> anyhow::Result<sqlx::pool::PoolConnection<sqlx::Postgres>> {
-        Ok(self.pool.acquire().await?)
-    }
-
-    /// Counts rows of a table, for "nothing was written" assertions.
-    pub async fn count(&self, table: &str) -> anyhow::Result<i64> {
-        let sql = format!("SELECT count(*) FROM {table}");
-        Ok(sqlx::query_scalar(AssertSqlSafe(sql))
-            .fetch_one(&self.pool)
-            .await?)
-    }
-
-    /// Stops the stack and removes the containers its functions left running.
-    pub async fn shutdown(mut self) -> anyhow::Result<()> {
-        self.stop.send(true).ok();
-        for task in self.tasks.drain(..) {
-            task.await
-                .context("a stack task panicked")?
-                .context("a stack task ended with an error")?;
-        }
-        let functions: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM functions")
-            .fetch_all(&self.pool)
-            .await?;
-        for function_id in functions {
-            let label = format!("label=dev.slipway.function={function_id}");
-            let containers = docker(&["ps", "-aq", "--filter", &label])?;
-            for container in containers.lines() {
-                // A release the worker started may be removing it at this very moment.
-                if let Err(e) = docker(&["rm", "-f", container]) {
-                    let message = format!("{e:#}");
-                    anyhow::ensure!(
-                        message.contains("No such container")
-                            || message.contains("already in progress"),
-                        "removing {container} of function {function_id}: {message}"
-                    );
-                }
-            }
-            let network = format!("slipway-fn-{}", function_id.simple());
-            if let slipway_shared::config::RuntimeTarget::Swarm { manager } =
-                &self.worker_config.runtime
-            {
-                swarm_remove_function(manager, &label, &network)?;
-            }
-            // Already gone when the test purged the function.
-            docker(&["network", "rm", &network]).ok();
-        }
-        // `close` waits for every borrowed connection. A job the worker left running past its
-        // shutdown grace still holds one for a while on a loaded machine; a test that never
-        // gives one back must fail rather than hang.
-        if tokio::time::timeout(Duration::from_secs(60), self.pool.close())
-            .await
-            .is_err()
-        {
-            anyhow::bail!("a pooled connection was still borrowed a minute after shutdown");
-        }
-        Ok(())
-    }
 }
 
-/// Removes a function's services and overlay from the swarm (the overlay once its tasks have
-/// stopped).
-fn swarm_remove_function(manager: &str, label: &str, network: &str) -> anyhow::Result<()> {
-    let swarm = |args: &[&str]| {
-        std::process::Command::new("/usr/bin/docker")
-            .arg("-H")
-            .arg(manager)
-            .args(args)
-            .output()
-    };
-    let listed = swarm(&["service", "ls", "-q", "--filter", label])?;
-    for service in String::from_utf8(listed.stdout)?.lines() {
-        swarm(&["service", "rm", service])?;
+impl std::ops::Deref for TestStack {
+    type Target = ApiClient;
+
+    fn deref(&self) -> &ApiClient {
+        &self.api
     }
-    for _ in 0..50 {
-        let removed = swarm(&["network", "rm", network])?;
-        let stderr = String::from_utf8_lossy(&removed.stderr);
-        if removed.status.success() || stderr.contains("not found") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    Ok(())
 }
 
 /// A request that the harness signs at `send`, as a CI client would: a fresh timestamp and nonce

@@ -57,6 +57,8 @@ operator commands (DATABASE_URL):
   purge <function-id>  purge a function scheduled for deletion now, without waiting for the end
                        of its grace period (the worker runs it; safe to repeat)
 
+  --version            print the version
+
 configuration comes from the environment; see README.md";
 
 #[tokio::main]
@@ -107,6 +109,10 @@ async fn main() -> anyhow::Result<()> {
         [command, ..] if CLIENT_COMMANDS.contains(command) => {
             let ok = client_command(&args).await?;
             std::process::exit(if ok { 0 } else { 1 });
+        }
+        ["--version" | "version"] => {
+            println!("slipway {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
         }
         ["help" | "--help" | "-h"] => {
             println!("{USAGE}");

@@ -101,6 +101,12 @@ rules=$(
   fi
   echo "-A SLIPWAY-FORWARD -o $bridges -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"
   echo "-A SLIPWAY-FORWARD -i $bridges -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"
+  # The host's own addresses (SLIPWAY_HOST_ADDRESSES: on a swarm, the nodes' lan, where the
+  # platform's own processes may listen and admit the nodes as their callers) stay closed
+  # whatever an allowance says.
+  for cidr in ${SLIPWAY_HOST_ADDRESSES:-}; do
+    echo "-A SLIPWAY-FORWARD -i $bridges -d $cidr -j DROP"
+  done
   IFS=, read -ra admitted <<<"$allow"
   for cidr in "${admitted[@]}"; do
     cidr=${cidr// /}

@@ -22,6 +22,40 @@ fn required(name: &str) -> anyhow::Result<String> {
     var(name).with_context(|| format!("{name} must be set"))
 }
 
+/// A secret setting: `NAME`, or what the file named by `NAME_FILE` holds. Swarm and Docker
+/// secrets arrive as files under /run/secrets, and a secret kept in a service's environment
+/// shows in `docker inspect` to whoever can reach the engine.
+fn secret(name: &str) -> anyhow::Result<Option<String>> {
+    secret_from(name, var(name), var(&format!("{name}_FILE")))
+}
+
+fn secret_from(
+    name: &str,
+    value: Option<String>,
+    file: Option<String>,
+) -> anyhow::Result<Option<String>> {
+    let file_setting = format!("{name}_FILE");
+    match (value, file) {
+        (Some(_), Some(_)) => bail!("set {name} or {file_setting}, not both"),
+        (Some(value), None) => Ok(Some(value)),
+        (None, None) => Ok(None),
+        (None, Some(path)) => {
+            let raw = std::fs::read_to_string(&path)
+                .with_context(|| format!("{file_setting}={path} cannot be read"))?;
+            // Files written by `echo` or an editor end in a newline that is not the secret's.
+            let value = raw.trim_end_matches(['\r', '\n']);
+            if value.trim().is_empty() {
+                bail!("{file_setting}={path} is empty");
+            }
+            Ok(Some(value.to_owned()))
+        }
+    }
+}
+
+fn required_secret(name: &str) -> anyhow::Result<String> {
+    secret(name)?.with_context(|| format!("{name} (or {name}_FILE) must be set"))
+}
+
 fn parsed<T: FromStr>(name: &str, default: T) -> anyhow::Result<T>
 where
     T::Err: std::fmt::Display,
@@ -51,7 +85,7 @@ pub struct DatabaseConfig {
 impl DatabaseConfig {
     pub fn from_env() -> anyhow::Result<Self> {
         Ok(Self {
-            url: SecretString::from(required("DATABASE_URL")?),
+            url: SecretString::from(required_secret("DATABASE_URL")?),
             // A worker holds one LISTEN connection per job queue (ten) while it runs, on top of
             // what its jobs, the api and the scheduler use when they share a process.
             max_connections: parsed("SLIPWAY_DB_MAX_CONNECTIONS", 50)?,
@@ -272,7 +306,7 @@ fn build_base_images() -> anyhow::Result<BaseImageAllowList> {
 }
 
 fn secrets_key() -> anyhow::Result<Option<SecretsKey>> {
-    var("SLIPWAY_SECRETS_KEY")
+    secret("SLIPWAY_SECRETS_KEY")?
         .map(|raw| SecretsKey::parse(&raw))
         .transpose()
         .context("SLIPWAY_SECRETS_KEY")
@@ -415,16 +449,17 @@ fn insecure_registries() -> Vec<String> {
 }
 
 fn registry_login() -> anyhow::Result<Option<RegistryLogin>> {
-    match (
-        var("SLIPWAY_REGISTRY_USERNAME"),
-        var("SLIPWAY_REGISTRY_PASSWORD"),
-    ) {
-        (None, None) => Ok(None),
-        (Some(username), Some(password)) => Ok(Some(RegistryLogin {
+    // The password is read only with a username: a stack keeps its secret file mounted even for
+    // registries without a login (ECR), whatever that file holds.
+    match var("SLIPWAY_REGISTRY_USERNAME") {
+        Some(username) => Ok(Some(RegistryLogin {
             username,
-            password: SecretString::from(password),
+            password: SecretString::from(required_secret("SLIPWAY_REGISTRY_PASSWORD")?),
         })),
-        _ => bail!("set both SLIPWAY_REGISTRY_USERNAME and SLIPWAY_REGISTRY_PASSWORD, or neither"),
+        None if var("SLIPWAY_REGISTRY_PASSWORD").is_some() => {
+            bail!("set both SLIPWAY_REGISTRY_USERNAME and SLIPWAY_REGISTRY_PASSWORD, or neither")
+        }
+        None => Ok(None),
     }
 }
 
@@ -533,4 +568,36 @@ pub fn unique_worker_name() -> String {
         std::process::id(),
         rand::random::<u32>()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::secret_from;
+
+    #[test]
+    fn a_secret_comes_from_its_setting_or_from_the_file_its_file_setting_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("database-url");
+        std::fs::write(&path, "postgres://u:p@db/slipway\n").unwrap();
+        let file = Some(path.display().to_string());
+
+        let from_file = secret_from("DATABASE_URL", None, file.clone()).unwrap();
+        assert_eq!(from_file.as_deref(), Some("postgres://u:p@db/slipway"));
+        let direct = secret_from("DATABASE_URL", Some("postgres://x".into()), None).unwrap();
+        assert_eq!(direct.as_deref(), Some("postgres://x"));
+        assert_eq!(secret_from("DATABASE_URL", None, None).unwrap(), None);
+
+        let both = secret_from("DATABASE_URL", Some("postgres://x".into()), file).unwrap_err();
+        assert!(format!("{both:#}").contains("not both"), "{both:#}");
+        let missing = dir.path().join("absent").display().to_string();
+        let unreadable = secret_from("DATABASE_URL", None, Some(missing)).unwrap_err();
+        assert!(
+            format!("{unreadable:#}").contains("DATABASE_URL_FILE="),
+            "{unreadable:#}"
+        );
+        let empty_path = dir.path().join("empty");
+        std::fs::write(&empty_path, "\n").unwrap();
+        let empty = secret_from("DATABASE_URL", None, Some(empty_path.display().to_string()));
+        assert!(format!("{:#}", empty.unwrap_err()).contains("is empty"));
+    }
 }

@@ -21,6 +21,7 @@ mod proxy;
 mod rollback;
 mod scheduler;
 mod signing;
+mod stack;
 mod store;
 mod swarm;
 mod webhooks;

@@ -22,11 +22,11 @@ use uuid::Uuid;
 /// One node fault at a time: with both workers down nothing could be placed.
 static NODE_FAULTS: Mutex<()> = Mutex::const_new(());
 /// Every test shares the cluster, except the one that leaves no node to place tasks on.
-static CLUSTER: RwLock<()> = RwLock::const_new(());
+pub(crate) static CLUSTER: RwLock<()> = RwLock::const_new(());
 
 const NODES: [&str; 3] = ["manager", "worker1", "worker2"];
 
-fn manager(args: &[&str]) -> anyhow::Result<String> {
+pub(crate) fn manager(args: &[&str]) -> anyhow::Result<String> {
     let output = Command::new("docker")
         .arg("-H")
         .arg(required_env("SLIPWAY_SWARM_MANAGER"))

@@ -1,4 +1,7 @@
 //! `slipway-worker`: runs jobs; run as many replicas as needed against one Postgres.
+// The release build's layout of the job handlers' futures (apalis's service stack around them)
+// nests deeper than the default limit of 128.
+#![recursion_limit = "256"]
 
 use std::sync::Arc;
 
