@@ -6,6 +6,7 @@ mod bad_input;
 mod crash;
 mod deletion;
 mod deploy_flow;
+mod ecr;
 mod env;
 mod events;
 mod faults;

@@ -1,5 +1,9 @@
-//! Amazon ECR through its own API (aws-sdk-ecr): `DescribeImages` for what a tag or digest is,
-//! `BatchDeleteImage` for purges, `GetAuthorizationToken` for the engine's pushes. Credentials
+//! Amazon ECR through its own API (aws-sdk-ecr): `CreateRepository` before a function's first
+//! push (ECR refuses pushes to repositories that do not exist), `DescribeImages` for what a tag or
+//! digest is, `BatchDeleteImage` for purges, `GetAuthorizationToken` for the engine's pushes.
+//! `SLIPWAY_REGISTRY` may carry a path (`<account>.dkr.ecr.<region>.amazonaws.com/slipway/functions`):
+//! every function's repository is then named below it (`slipway/functions/<name>-<id8>`), which
+//! is what the IAM policies of deploy/terraform grant. Credentials
 //! and region come from the usual AWS environment; `SLIPWAY_ECR_ENDPOINT` points the client
 //! elsewhere (moto in tests). A repository that does not exist holds nothing: reads answer
 //! "not there" and deletes succeed, as they are retried after crashes.
@@ -19,7 +23,8 @@ use crate::domain::{Digest, ImageRef};
 
 #[derive(Clone)]
 pub struct EcrRegistry {
-    /// `<account>.dkr.ecr.<region>.amazonaws.com`, as in image references.
+    /// `SLIPWAY_REGISTRY`: `<account>.dkr.ecr.<region>.amazonaws.com[/path]`, as in image
+    /// references.
     host: String,
     endpoint: Option<String>,
     /// Built on first use: loading the AWS configuration is asynchronous and the registry is
@@ -59,6 +64,46 @@ impl EcrRegistry {
         &self.host
     }
 
+    /// The registry's server, without the path: what the engine logs in to.
+    fn server(&self) -> &str {
+        self.host
+            .split_once('/')
+            .map_or(&self.host, |(server, _)| server)
+    }
+
+    /// ECR's name for `image`'s repository: everything between the server and the tag.
+    fn repository_name(image: &ImageRef) -> String {
+        let name = image.name();
+        match name.split_once('/') {
+            Some((_, repository)) => repository.to_owned(),
+            None => image.repository.clone(),
+        }
+    }
+
+    /// Creates `image`'s repository unless it exists: scanned on push, tags mutable (Slipway pins
+    /// digests and verifies its tags itself). Safe to repeat.
+    pub async fn ensure_repository(&self, image: &ImageRef) -> Result<(), RegistryError> {
+        let answer = self
+            .client()
+            .await
+            .create_repository()
+            .repository_name(Self::repository_name(image))
+            .image_scanning_configuration(
+                aws_sdk_ecr::types::ImageScanningConfiguration::builder()
+                    .scan_on_push(true)
+                    .build(),
+            )
+            .send()
+            .await;
+        match answer {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e)) if e.err().is_repository_already_exists_exception() => {
+                Ok(())
+            }
+            Err(e) => Err(classify("CreateRepository", e)),
+        }
+    }
+
     /// The SDK client, for what Slipway does not wrap (tests create repositories with it).
     pub async fn client(&self) -> &Client {
         self.client
@@ -85,7 +130,7 @@ impl EcrRegistry {
             .client()
             .await
             .describe_images()
-            .repository_name(&image.repository)
+            .repository_name(Self::repository_name(image))
             .image_ids(id)
             .send()
             .await;
@@ -134,7 +179,7 @@ impl EcrRegistry {
             .client()
             .await
             .batch_delete_image()
-            .repository_name(&image.repository)
+            .repository_name(Self::repository_name(image))
             .image_ids(id)
             .send()
             .await;
@@ -157,7 +202,7 @@ impl EcrRegistry {
                 } else {
                     Err(RegistryError::Refused(format!(
                         "BatchDeleteImage {}@{digest}: {}",
-                        image.repository,
+                        Self::repository_name(image),
                         refused.join("; ")
                     )))
                 }
@@ -192,7 +237,7 @@ impl EcrRegistry {
         Ok(PushCredentials {
             username: username.to_owned(),
             password: password.to_owned(),
-            server: self.host.clone(),
+            server: self.server().to_owned(),
         })
     }
 }

@@ -93,6 +93,15 @@ impl Registry {
         }
     }
 
+    /// Makes sure `image`'s repository can be pushed to: ECR needs it created first; an OCI
+    /// registry makes repositories on push.
+    pub async fn ensure_repository(&self, image: &ImageRef) -> Result<(), RegistryError> {
+        match self {
+            Self::Oci(_) => Ok(()),
+            Self::Ecr(r) => r.ensure_repository(image).await,
+        }
+    }
+
     /// Where the recorded tag and digest stand now: see [`Verification`].
     pub async fn verify(
         &self,

@@ -95,6 +95,15 @@ async fn build(
     )
     .await;
     let image = image_of(env, deployment)?;
+    // ECR refuses pushes to a repository that does not exist, whoever pushes: a standalone
+    // buildkitd while it exports, or the engine in the push phase.
+    with_retries(env, "preparing the image repository", || async {
+        env.registry
+            .ensure_repository(&image)
+            .await
+            .map_err(super::push::registry_step)
+    })
+    .await?;
 
     let key = deployment.archive_key.as_deref().ok_or_else(|| {
         StepError::Permanent(format!("version {} has no archive", deployment.version))

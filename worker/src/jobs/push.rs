@@ -34,7 +34,7 @@ impl RunJob for PushJob {
     }
 }
 
-fn registry_step(e: RegistryError) -> StepError {
+pub(super) fn registry_step(e: RegistryError) -> StepError {
     match e {
         RegistryError::Unavailable(m) => StepError::Transient(anyhow::anyhow!(m)),
         RegistryError::Refused(m) => {

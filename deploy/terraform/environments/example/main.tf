@@ -174,6 +174,11 @@ module "cluster" {
 
   api_node_group        = var.api_node_group
   api_target_group_arns = [module.alb.api_target_group_arn]
+  service_role_arns = {
+    api       = module.iam.api_role_arn
+    worker    = module.iam.worker_role_arn
+    scheduler = module.iam.scheduler_role_arn
+  }
 
   function_egress             = var.function_egress
   function_egress_allow_cidrs = var.function_egress_allow_cidrs

@@ -124,7 +124,7 @@ output "database" {
 }
 
 output "stack_environment" {
-  description = "Non-secret SLIPWAY_* environment for deploy/swarm/stack.yml. DATABASE_URL and SLIPWAY_SECRETS_KEY come from secret_arns at start. SLIPWAY_REGISTRY is the functions repository's namespace: see README, Known gaps."
+  description = "Non-secret SLIPWAY_* environment for deploy/swarm/stack.yml. DATABASE_URL and SLIPWAY_SECRETS_KEY come from secret_arns at start. SLIPWAY_REGISTRY is the functions repository's URL: each function's repository is created below it."
   value = {
     AWS_REGION            = local.region
     SLIPWAY_BIND          = "0.0.0.0:${local.api_port}"

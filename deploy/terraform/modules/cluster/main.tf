@@ -94,6 +94,7 @@ locals {
     swarm_address_pool      = var.swarm_address_pool
     function_address_pool   = var.function_address_pool
     function_firewall       = local.function_firewall
+    service_role_arns       = var.service_role_arns
   })) }
 }
 

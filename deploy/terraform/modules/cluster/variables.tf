@@ -190,3 +190,8 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "service_role_arns" {
+  description = "Duty roles of Slipway's services (api, worker, scheduler): the user-data writes an AWS profile slipway-<service> for each into /etc/slipway/aws/config."
+  type        = map(string)
+}

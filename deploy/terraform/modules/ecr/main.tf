@@ -2,15 +2,12 @@
 #   <name>/slipway    Slipway's own image (api, worker, scheduler, cli), pushed by a person or CI.
 #   <name>/functions  where the worker pushes function images.
 #
-# NOTE on repository names. As of this commit Slipway names one repository per function,
-# `<SLIPWAY_REGISTRY>/<function-name>-<first 8 hex of its id>` (shared/src/domain/image.rs),
-# and never creates repositories. ECR refuses a push to a repository that does not exist, so
-# the worker needs either a repository per function made beforehand, or ECR's create-on-push
-# (a repository creation template with applied_for = ["CREATE_ON_PUSH"], which needs an AWS
-# provider newer than the 5.x line pinned here). The IAM policies (modules/iam) already cover
-# `<name>/functions` and everything under `<name>/functions/`, so the intended layout is
-# SLIPWAY_REGISTRY=<registry>/<name>/functions with one repository per function below it; see
-# deploy/terraform/README.md ("Known gaps").
+# Repository names: with SLIPWAY_REGISTRY=<registry>/<name>/functions, Slipway names each
+# function's repository `<name>/functions/<function-name>-<first 8 hex of its id>` and creates
+# it (CreateRepository, scan on push) before its first push (shared/src/registry/ecr.rs); the
+# worker's policy (modules/iam) grants that on `<name>/functions` and everything under it.
+# Those repositories get no lifecycle policy from here: nothing in them expires but what
+# Slipway prunes itself.
 
 locals {
   # ECR lifecycle policy for both repositories. It ONLY ever expires UNTAGGED images.

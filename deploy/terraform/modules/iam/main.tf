@@ -396,10 +396,13 @@ data "aws_iam_policy_document" "worker" {
     sid    = "PushPullPruneFunctionImages"
     effect = "Allow"
     # Push (the engine, with the token above), pull (cache-warm, and builds FROM the owner's
-    # own functions), DescribeImages (tag and digest after a push, verification) and
-    # BatchDeleteImage (Slipway prunes the manifests of versions it no longer retains).
+    # own functions), CreateRepository (each function's repository, below the functions
+    # repository's name, before its first push), DescribeImages (tag and digest after a push,
+    # verification) and BatchDeleteImage (Slipway prunes the manifests of versions it no longer
+    # retains).
     actions = distinct(concat(local.ecr_push_actions, local.ecr_pull_actions, [
       "ecr:BatchDeleteImage",
+      "ecr:CreateRepository",
       "ecr:DescribeImages",
     ]))
     resources = var.function_repository_arns
