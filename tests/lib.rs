@@ -7,7 +7,7 @@
 //! own on the engine, as anywhere.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use slipway_shared::{
     config::{ApiConfig, WorkerConfig},
     db,
-    domain::ApiKey,
+    domain::{ApiKey, SigningSecret},
     store::ArchiveStore,
 };
 use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, postgres::PgPoolOptions};
@@ -184,6 +184,8 @@ pub struct TestStack {
     pub user_id: Uuid,
     pub registry: String,
     pub worker_config: WorkerConfig,
+    /// `SLIPWAY_SECRETS_KEY` of the stack's api and workers.
+    pub secrets_key: slipway_shared::secrets::SecretsKey,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
     _store_dir: tempfile::TempDir,
@@ -265,18 +267,21 @@ impl TestStack {
         };
         let store = Arc::new(store);
 
+        // The api seals git secrets and signing secrets with it and the workers open them: one
+        // key per stack.
+        let secrets_key = slipway_shared::secrets::SecretsKey::generate()?;
         let key = ApiKey::generate();
-        let user_id = {
+        let secret = SigningSecret::generate();
+        let (user_id, key_id) = {
             let mut conn = pool.acquire().await?;
             let user_id =
                 db::users::ensure(&mut conn, &format!("user-{}", Uuid::new_v4().simple())).await?;
-            db::users::insert_api_key(&mut conn, user_id, &key).await?;
-            user_id
+            let sealed = secret.seal(&secrets_key, key.prefix())?;
+            let key_id = db::users::insert_api_key(&mut conn, user_id, &key, Some(&sealed)).await?;
+            (user_id, key_id)
         };
 
         let registry = required_env("SLIPWAY_REGISTRY");
-        // The api seals git secrets with it and the workers open them: one key per stack.
-        let secrets_key = slipway_shared::secrets::SecretsKey::generate()?;
         let mut worker_config = WorkerConfig {
             docker_host: required_env("SLIPWAY_DOCKER_HOST"),
             runtime: slipway_shared::config::RuntimeTarget::Docker,
@@ -330,7 +335,7 @@ impl TestStack {
             signature_max_skew: Duration::from_secs(300),
             git_allow_file: true,
             git_allow_networks: loopback(),
-            secrets_key: Some(secrets_key),
+            secrets_key: Some(secrets_key.clone()),
             function_limits: Default::default(),
             build_base_images: base_images(&registry),
             registry: Some(registry.clone()),
@@ -358,10 +363,15 @@ impl TestStack {
             db,
             pool,
             store,
-            api: ApiClient::new(&base_url, key.expose())?,
+            api: ApiClient::new(&base_url, key.expose())?.signing_with(
+                key.expose(),
+                key_id,
+                secret.expose(),
+            ),
             user_id,
             registry,
             worker_config,
+            secrets_key,
             stop,
             tasks,
             _store_dir: store_dir,
@@ -400,24 +410,32 @@ impl TestStack {
         self.tasks.push(worker);
     }
 
-    /// Another user of the same stack (another tenant), with a key of its own.
+    /// Another user of the same stack (another tenant), with a key of its own (and its signing
+    /// secret, which `request_as` signs with).
     pub async fn add_tenant(&self) -> anyhow::Result<String> {
-        let key = ApiKey::generate();
         let mut conn = self.pool.acquire().await?;
         let user_id =
             db::users::ensure(&mut conn, &format!("tenant-{}", Uuid::new_v4().simple())).await?;
-        db::users::insert_api_key(&mut conn, user_id, &key).await?;
-        Ok(key.expose().to_owned())
+        Ok(self.add_key(&mut conn, user_id).await?.expose().to_owned())
     }
 
     /// A new user with operator rights; its key.
     pub async fn add_operator(&self) -> anyhow::Result<ApiKey> {
-        let key = ApiKey::generate();
         let mut conn = self.pool.acquire().await?;
         let operator =
             db::users::ensure(&mut conn, &format!("op-{}", Uuid::new_v4().simple())).await?;
-        db::users::insert_api_key(&mut conn, operator, &key).await?;
         db::users::make_operator(&mut conn, operator).await?;
+        self.add_key(&mut conn, operator).await
+    }
+
+    /// A new key of the user, with a signing secret the stack's client signs its requests with.
+    pub async fn add_key(&self, conn: &mut PgConnection, user_id: Uuid) -> anyhow::Result<ApiKey> {
+        let key = ApiKey::generate();
+        let secret = SigningSecret::generate();
+        let sealed = secret.seal(&self.secrets_key, key.prefix())?;
+        let key_id = db::users::insert_api_key(conn, user_id, &key, Some(&sealed)).await?;
+        self.api
+            .remember_signer(key.expose(), key_id, secret.expose());
         Ok(key)
     }
 
@@ -516,6 +534,16 @@ pub struct ApiClient {
     pub base_url: String,
     pub api_key: String,
     pub http: reqwest::Client,
+    /// Key id and signing secret of the keys whose requests are signed v2; any other key signs
+    /// the deprecated v1 way.
+    signers: std::sync::Mutex<HashMap<String, Signer>>,
+}
+
+/// What signs a key's requests the v2 way.
+#[derive(Clone)]
+pub struct Signer {
+    pub key_id: Uuid,
+    pub secret: String,
 }
 
 impl ApiClient {
@@ -524,7 +552,29 @@ impl ApiClient {
             base_url: base_url.trim_end_matches('/').to_owned(),
             api_key: api_key.to_owned(),
             http: reqwest::Client::builder().no_proxy().build()?,
+            signers: Default::default(),
         })
+    }
+
+    /// Signs `key`'s requests with its signing secret (v2).
+    pub fn signing_with(self, key: &str, key_id: Uuid, secret: &str) -> Self {
+        self.remember_signer(key, key_id, secret);
+        self
+    }
+
+    /// The key id and signing secret `key`'s requests are signed with, if it has them.
+    pub fn signer_of(&self, key: &str) -> Option<Signer> {
+        self.signers.lock().unwrap().get(key).cloned()
+    }
+
+    pub fn remember_signer(&self, key: &str, key_id: Uuid, secret: &str) {
+        self.signers.lock().unwrap().insert(
+            key.to_owned(),
+            Signer {
+                key_id,
+                secret: secret.to_owned(),
+            },
+        );
     }
 
     pub async fn wait_healthy(&self) -> anyhow::Result<()> {
@@ -577,6 +627,7 @@ impl ApiClient {
             builder: self.http.request(method, self.url(path)).bearer_auth(key),
             http: self.http.clone(),
             key: key.to_owned(),
+            signer: self.signers.lock().unwrap().get(key).cloned(),
         }
     }
 
@@ -749,6 +800,8 @@ pub struct SignedRequest {
     builder: reqwest::RequestBuilder,
     http: reqwest::Client,
     key: String,
+    /// v2 when set: signed with the key's secret, sent without the key itself.
+    signer: Option<Signer>,
     sign: bool,
 }
 
@@ -807,14 +860,28 @@ impl SignedRequest {
                 Some(query) => format!("{}?{query}", url.path()),
                 None => url.path().to_owned(),
             };
-            let headers = signature_headers(
-                &self.key,
-                request.method().as_str(),
-                &path_and_query,
-                &body,
+            let (method, timestamp, nonce) = (
+                request.method().as_str().to_owned(),
                 chrono::Utc::now().timestamp(),
-                &Uuid::new_v4().simple().to_string(),
+                Uuid::new_v4().simple().to_string(),
             );
+            let headers: Vec<(&str, String)> = match &self.signer {
+                Some(signer) => {
+                    // As the CLI sends them: the key id names the key, no bearer travels.
+                    request.headers_mut().remove(http::header::AUTHORIZATION);
+                    signature_headers_v2(signer, &method, &path_and_query, &body, timestamp, &nonce)
+                        .into()
+                }
+                None => signature_headers(
+                    &self.key,
+                    &method,
+                    &path_and_query,
+                    &body,
+                    timestamp,
+                    &nonce,
+                )
+                .into(),
+            };
             for (name, value) in headers {
                 request.headers_mut().insert(name, value.parse()?);
             }
@@ -845,6 +912,34 @@ pub fn signature_headers(
         (
             "x-slipway-signature",
             format!("v1={}", hex::encode(mac.finalize().into_bytes())),
+        ),
+    ]
+}
+
+/// The four v2 signature headers, computed independently of the API's code from the README's
+/// rules: HMAC-SHA256 under the signing secret of `KEY_ID\n` followed by the v1 string to sign.
+pub fn signature_headers_v2(
+    signer: &Signer,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+    timestamp: i64,
+    nonce: &str,
+) -> [(&'static str, String); 4] {
+    let body_hash = hex::encode(Sha256::digest(body));
+    let string_to_sign = format!(
+        "{}\n{method}\n{path_and_query}\n{timestamp}\n{nonce}\n{body_hash}",
+        signer.key_id
+    );
+    let mut mac = Hmac::<Sha256>::new_from_slice(signer.secret.as_bytes()).expect("any key length");
+    mac.update(string_to_sign.as_bytes());
+    [
+        ("x-slipway-key-id", signer.key_id.to_string()),
+        ("x-slipway-timestamp", timestamp.to_string()),
+        ("x-slipway-nonce", nonce.to_owned()),
+        (
+            "x-slipway-signature",
+            format!("v2={}", hex::encode(mac.finalize().into_bytes())),
         ),
     ]
 }

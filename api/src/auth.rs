@@ -49,18 +49,31 @@ pub(crate) fn bearer_key(headers: &HeaderMap) -> Result<&str, ApiError> {
         .ok_or_else(|| unauthorized("Authorization must be 'Bearer <api key>'"))
 }
 
+/// The live key presented, with its owner; unknown and revoked keys are the same 401.
+pub(crate) async fn key_owner(
+    state: &AppState,
+    key: &str,
+) -> Result<db::users::KeyOwner, ApiError> {
+    let mut conn = state.pool.acquire().await?;
+    db::users::authenticate(&mut conn, &ApiKeyHash::of(key))
+        .await?
+        .ok_or_else(|| unauthorized("unknown or revoked API key"))
+}
+
 /// Looks the presented key up; unknown and revoked keys are the same 401.
 pub(crate) async fn authenticate(state: &AppState, key: &str) -> Result<Caller, ApiError> {
-    let mut conn = state.pool.acquire().await?;
-    let owner = db::users::authenticate(&mut conn, &ApiKeyHash::of(key))
-        .await?
-        .ok_or_else(|| unauthorized("unknown or revoked API key"))?;
-    Ok(Caller {
-        user_id: owner.user_id,
-        key_id: owner.key_id,
-        operator: owner.operator,
-        signature: None,
-    })
+    Ok(Caller::from(key_owner(state, key).await?))
+}
+
+impl From<db::users::KeyOwner> for Caller {
+    fn from(owner: db::users::KeyOwner) -> Self {
+        Self {
+            user_id: owner.user_id,
+            key_id: owner.key_id,
+            operator: owner.operator,
+            signature: None,
+        }
+    }
 }
 
 impl FromRequestParts<AppState> for Caller {

@@ -126,7 +126,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/api/functions/{id}/verify",
-            post(routes::integrity::verify),
+            signed(&state, post(routes::integrity::verify)),
         )
         .route(
             "/api/functions/{id}/deletion-status",
@@ -173,8 +173,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/ops/queues", get(routes::ops::queues))
         .route("/api/ops/jobs", get(routes::ops::jobs))
         .route("/api/ops/jobs/{id}", get(routes::ops::job))
-        .route("/api/ops/jobs/{id}/retry", post(routes::ops::retry))
-        .route("/api/ops/jobs/{id}/cancel", post(routes::ops::cancel))
+        .route(
+            "/api/ops/jobs/{id}/retry",
+            signed(&state, post(routes::ops::retry)),
+        )
+        .route(
+            "/api/ops/jobs/{id}/cancel",
+            signed(&state, post(routes::ops::cancel)),
+        )
         .route("/api/v3/events", get(routes::events::list))
         .route("/api/v3/events/{id}", get(routes::events::get))
         .route(

@@ -1,12 +1,14 @@
 //! Signed requests. A function created with `skip_signing: false` (the default) takes mutating
-//! requests only when they carry an HMAC-SHA256 signature made with the caller's API key, so a
-//! request altered or replayed on the way (by a logging proxy, a CI log, a shell history) is
-//! refused even though it carries a valid bearer key.
+//! requests only when they carry an HMAC-SHA256 signature, so a request altered or replayed on
+//! the way (by a logging proxy, a CI log, a shell history) is refused; key management and the
+//! operators' actions always need one.
 //!
 //! ```text
+//! X-Slipway-Key-Id:    <the key's id>                       (v2)
 //! X-Slipway-Timestamp: <unix seconds>
 //! X-Slipway-Nonce:     <16-128 of A-Z a-z 0-9 _ ->, never reused with the same key
-//! X-Slipway-Signature: v1=<hex HMAC-SHA256(api key, string to sign)>
+//! X-Slipway-Signature: v2=<hex HMAC-SHA256(signing secret, KEY_ID "\n" string to sign)>
+//!                      v1=<hex HMAC-SHA256(api key, string to sign)>   (deprecated)
 //!
 //! string to sign = METHOD "\n" PATH_AND_QUERY "\n" TIMESTAMP "\n" NONCE "\n" hex(SHA-256(body))
 //! ```
@@ -14,6 +16,12 @@
 //! `METHOD` as sent (upper case), `PATH_AND_QUERY` exactly as in the request line (no decoding or
 //! reordering), `TIMESTAMP` and `NONCE` exactly as in their headers, the body hash in lower-case
 //! hex (`e3b0c442…` for an empty body), no trailing newline.
+//!
+//! v2 signs with the key's signing secret, which is shown once when the key is made and never
+//! travels: a v2 request needs no `Authorization` at all (the key id names the key), so a request
+//! captured whole, headers included, holds nothing that signs another. v1 signed with the bearer
+//! key itself, which every request carries; it is accepted only for keys made before signing
+//! secrets existed, answered with `Deprecation: true`, until their owners rotate them.
 //!
 //! The work is split so each use case decides for its own function: the middleware [`verify`]
 //! checks any signature that is present and records it in the [`Caller`]; the use case, once it
@@ -31,7 +39,7 @@ use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use http::{HeaderMap, HeaderName, Method, StatusCode};
 use sha2::{Digest, Sha256};
-use slipway_shared::db;
+use slipway_shared::{db, domain::SigningSecret};
 use tracing::warn;
 use uuid::Uuid;
 
@@ -45,6 +53,7 @@ use crate::{
 pub const TIMESTAMP_HEADER: HeaderName = HeaderName::from_static("x-slipway-timestamp");
 pub const NONCE_HEADER: HeaderName = HeaderName::from_static("x-slipway-nonce");
 pub const SIGNATURE_HEADER: HeaderName = HeaderName::from_static("x-slipway-signature");
+pub const KEY_ID_HEADER: HeaderName = HeaderName::from_static("x-slipway-key-id");
 
 /// Proof that this request was signed with the API key it presented, at `signed_at`, with a
 /// nonce not seen before for that key.
@@ -70,6 +79,19 @@ pub fn require_signature(
     ))
 }
 
+/// The check of routes that always change something that matters beyond one function (keys,
+/// the operators' actions): only signed requests pass.
+pub fn require_signed(caller: &Caller) -> Result<(), ApiError> {
+    if caller.signature().is_some() {
+        return Ok(());
+    }
+    Err(rejection(
+        "signature_required",
+        "this route takes only signed requests: send X-Slipway-Key-Id, X-Slipway-Timestamp, \
+         X-Slipway-Nonce and X-Slipway-Signature (see the README, \"Signed requests\")",
+    ))
+}
+
 /// The string the HMAC covers.
 pub fn string_to_sign(
     method: &str,
@@ -82,11 +104,28 @@ pub fn string_to_sign(
     format!("{method}\n{path_and_query}\n{timestamp}\n{nonce}\n{body_hash}")
 }
 
+/// What v2 signs: the key id, then the string to sign, so a signature names its key.
+pub fn string_to_sign_v2(key_id: Uuid, string_to_sign: &str) -> String {
+    format!("{key_id}\n{string_to_sign}")
+}
+
 /// `v1=<hex>`, the value of `X-Slipway-Signature` for `string_to_sign` under `api_key`.
 pub fn signature_header(api_key: &str, string_to_sign: &str) -> String {
     format!(
         "v1={}",
         hex::encode(mac(api_key, string_to_sign).finalize().into_bytes())
+    )
+}
+
+/// `v2=<hex>`: `string_to_sign_v2` under the key's signing secret.
+pub fn signature_header_v2(signing_secret: &str, string_to_sign_v2: &str) -> String {
+    format!(
+        "v2={}",
+        hex::encode(
+            mac(signing_secret, string_to_sign_v2)
+                .finalize()
+                .into_bytes()
+        )
     )
 }
 
@@ -110,9 +149,19 @@ fn malformed(message: impl Into<String>) -> ApiError {
     rejection("signature_malformed", message)
 }
 
-/// The three headers, parsed.
+/// Which signature a request carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    /// Under the bearer key (deprecated).
+    V1,
+    /// Under the signing secret of the key `X-Slipway-Key-Id` names.
+    V2 { key_id: Uuid },
+}
+
+/// The signature headers, parsed.
 #[derive(Debug)]
 struct Presented {
+    scheme: Scheme,
     timestamp: String,
     signed_at: i64,
     nonce: String,
@@ -156,14 +205,42 @@ fn presented(headers: &HeaderMap) -> Result<Option<Presented>, ApiError> {
             "X-Slipway-Nonce must be 16 to 128 characters of A-Z, a-z, 0-9, '_' and '-'",
         ));
     }
-    let signature = signature
-        .strip_prefix("v1=")
-        .filter(|hex| hex.len() == 64)
-        .and_then(|hex| hex::decode(hex).ok())
+    let (version, hex_digits) = signature
+        .split_once('=')
+        .filter(|(_, hex)| hex.len() == 64)
         .ok_or_else(|| {
-            malformed("X-Slipway-Signature must be 'v1=' and 64 hex digits of HMAC-SHA256")
+            malformed(
+                "X-Slipway-Signature must be 'v2=' (or 'v1=') and 64 hex digits of HMAC-SHA256",
+            )
         })?;
+    let signature = hex::decode(hex_digits)
+        .map_err(|_| malformed("X-Slipway-Signature must be 64 hex digits after the '='"))?;
+    let key_id = match headers.get(KEY_ID_HEADER) {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|raw| Uuid::try_parse(raw).ok())
+                .ok_or_else(|| malformed("X-Slipway-Key-Id must be the key's id (a UUID)"))?,
+        ),
+    };
+    let scheme = match (version, key_id) {
+        ("v2", Some(key_id)) => Scheme::V2 { key_id },
+        ("v2", None) => {
+            return Err(malformed(
+                "a v2 signature names its key: send X-Slipway-Key-Id with the key's id",
+            ));
+        }
+        ("v1", _) => Scheme::V1,
+        _ => {
+            return Err(malformed(
+                "X-Slipway-Signature must be 'v2=' (or the deprecated 'v1=') and 64 hex digits",
+            ));
+        }
+    };
     Ok(Some(Presented {
+        scheme,
         timestamp,
         signed_at,
         nonce,
@@ -183,21 +260,107 @@ fn is_mutating(method: &Method) -> bool {
 /// inside the route's `DefaultBodyLimit`, since it buffers the body to hash it.
 pub async fn verify(State(state): State<AppState>, request: Request, next: Next) -> Response {
     match verified(&state, request).await {
-        Ok(request) => next.run(request).await,
+        Ok((request, scheme)) => {
+            let mut response = next.run(request).await;
+            if scheme == Some(Scheme::V1) {
+                // RFC 9745: the v1 scheme will go; the README says how to rotate.
+                response
+                    .headers_mut()
+                    .insert("deprecation", http::HeaderValue::from_static("true"));
+            }
+            response
+        }
         Err(error) => error.into_response(),
     }
 }
 
-async fn verified(state: &AppState, request: Request) -> Result<Request, ApiError> {
-    if !is_mutating(request.method()) {
-        return Ok(request);
-    }
-    let Some(presented) = presented(request.headers())? else {
-        return Ok(request);
+/// Signing secrets are sealed with `SLIPWAY_SECRETS_KEY`: without it they can be neither made
+/// nor checked.
+pub(crate) fn secrets_key_missing() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "secrets_key_missing",
+        "this Slipway has no SLIPWAY_SECRETS_KEY, which seals keys' signing secrets",
+    )
+}
+
+/// The caller a signed request speaks for, and the secret its signature must be made with.
+async fn signer(
+    state: &AppState,
+    headers: &HeaderMap,
+    scheme: Scheme,
+) -> Result<(Caller, String), ApiError> {
+    let bearer = match headers.get(http::header::AUTHORIZATION) {
+        None => None,
+        Some(_) => Some(auth::bearer_key(headers)?),
     };
     // An unknown key is a plain 401 whatever the signature says.
-    let key = auth::bearer_key(request.headers())?.to_owned();
-    let mut caller: Caller = auth::authenticate(state, &key).await?;
+    let owner = match (bearer, scheme) {
+        (Some(key), _) => auth::key_owner(state, key).await?,
+        (None, Scheme::V2 { key_id }) => {
+            let mut conn = state.pool.acquire().await?;
+            db::users::live_key(&mut conn, key_id)
+                .await?
+                .ok_or_else(|| auth::unauthorized("unknown or revoked API key"))?
+        }
+        (None, Scheme::V1) => {
+            return Err(auth::unauthorized(
+                "a v1 signature is checked against Authorization: Bearer <api key>, which is missing",
+            ));
+        }
+    };
+    let secret = match (scheme, owner.signing_secret.as_deref()) {
+        (Scheme::V2 { key_id }, Some(sealed)) if key_id == owner.key_id => {
+            let secrets_key = state
+                .config
+                .secrets_key
+                .as_ref()
+                .ok_or_else(secrets_key_missing)?;
+            SigningSecret::open(sealed, secrets_key, &owner.prefix).map_err(|e| {
+                ApiError::Internal(anyhow::anyhow!(
+                    "the signing secret of key {} does not open: {e}",
+                    owner.key_id
+                ))
+            })?
+        }
+        (Scheme::V2 { .. }, Some(_)) => {
+            return Err(rejection(
+                "signature_invalid",
+                "X-Slipway-Key-Id names another key than the one in Authorization",
+            ));
+        }
+        (Scheme::V2 { .. }, None) => {
+            return Err(rejection(
+                "signature_invalid",
+                "this key has no signing secret (it was made before them): sign with v1 until \
+                 you rotate it",
+            ));
+        }
+        (Scheme::V1, Some(_)) => {
+            return Err(rejection(
+                "signature_scheme_retired",
+                "this key has a signing secret: sign with it (v2); v1 signatures, made with the \
+                 key itself, are refused for it",
+            ));
+        }
+        (Scheme::V1, None) => bearer
+            .expect("v1 was checked to carry a bearer key")
+            .to_owned(),
+    };
+    Ok((auth::Caller::from(owner), secret))
+}
+
+async fn verified(
+    state: &AppState,
+    request: Request,
+) -> Result<(Request, Option<Scheme>), ApiError> {
+    if !is_mutating(request.method()) {
+        return Ok((request, None));
+    }
+    let Some(presented) = presented(request.headers())? else {
+        return Ok((request, None));
+    };
+    let (mut caller, secret) = signer(state, request.headers(), presented.scheme).await?;
 
     let now = Utc::now();
     let skew = state.config.signature_max_skew;
@@ -232,10 +395,14 @@ async fn verified(state: &AppState, request: Request) -> Result<Request, ApiErro
         &presented.nonce,
         &body,
     );
-    if !signature_matches(&key, &string_to_sign, &presented.signature) {
+    let signed = match presented.scheme {
+        Scheme::V1 => string_to_sign,
+        Scheme::V2 { key_id } => string_to_sign_v2(key_id, &string_to_sign),
+    };
+    if !signature_matches(&secret, &signed, &presented.signature) {
         return Err(rejection(
             "signature_invalid",
-            "X-Slipway-Signature does not match this request signed with this API key",
+            "X-Slipway-Signature does not match this request signed with this key's secret",
         ));
     }
 
@@ -259,7 +426,7 @@ async fn verified(state: &AppState, request: Request) -> Result<Request, ApiErro
     parts.extensions.insert(caller);
     // Also on its own, for code that wants `Option<Extension<VerifiedSignature>>`.
     parts.extensions.insert(verified);
-    Ok(buffer::rebuild(parts, body))
+    Ok((buffer::rebuild(parts, body), Some(presented.scheme)))
 }
 
 #[cfg(test)]

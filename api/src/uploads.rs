@@ -62,14 +62,19 @@ fn key_prefix(key: &str) -> String {
 }
 
 /// Middleware on the upload route, outside the body buffering: a key past its concurrent
-/// uploads gets 429 before its body is read. A request without a key passes on, to be refused
-/// by authentication.
+/// uploads gets 429 before its body is read. A request without a key (or key id) passes on, to
+/// be refused by authentication.
 pub async fn limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let Ok(key) = auth::bearer_key(request.headers()) else {
-        return next.run(request).await;
+    // A v2-signed upload may name its key only by id (README, "Signed requests").
+    let key = match auth::bearer_key(request.headers()) {
+        Ok(key) => key_prefix(key),
+        Err(_) => match request.headers().get(crate::signing::KEY_ID_HEADER) {
+            Some(id) => format!("id:{}", String::from_utf8_lossy(id.as_bytes())),
+            None => return next.run(request).await,
+        },
     };
     let limit = state.config.max_concurrent_uploads;
-    match state.uploads.take(key_prefix(key), limit) {
+    match state.uploads.take(key, limit) {
         Some(_slot) => next.run(request).await,
         None => ApiError::Throttled {
             code: "too_many_uploads",

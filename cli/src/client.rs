@@ -15,16 +15,25 @@ use anyhow::{Context, bail};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use slipway_api::signing::{
-    NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, signature_header, string_to_sign,
+    KEY_ID_HEADER, NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, signature_header,
+    signature_header_v2, string_to_sign, string_to_sign_v2,
 };
 use uuid::Uuid;
 
 use crate::progress::Progress;
 
+/// What signs requests the v2 way: the key's id and its signing secret, which never travels.
+pub struct Signer {
+    pub key_id: Uuid,
+    pub secret: String,
+}
+
 /// Where the API is and who we are: the environment wins over `slipway login`'s file.
 pub struct Client {
     url: String,
     key: String,
+    /// `None` for a key made before signing secrets: signed v1, with the key itself.
+    signer: Option<Signer>,
     http: reqwest::Client,
     pub json: bool,
     progress: std::sync::Mutex<Progress>,
@@ -38,8 +47,9 @@ fn credentials_file() -> PathBuf {
     base.join("slipway").join("credentials")
 }
 
-/// `slipway login --url URL --key KEY`: stores both for later commands (mode 0600).
-pub fn login(url: &str, key: &str) -> anyhow::Result<()> {
+/// `slipway login --url URL --key KEY [--key-id ID --signing-secret-env VAR]`: stores them for
+/// later commands (mode 0600).
+pub fn login(url: &str, key: &str, signer: Option<&Signer>) -> anyhow::Result<()> {
     let file = credentials_file();
     std::fs::create_dir_all(file.parent().unwrap_or(Path::new(".")))?;
     let mut out = std::fs::OpenOptions::new()
@@ -50,6 +60,13 @@ pub fn login(url: &str, key: &str) -> anyhow::Result<()> {
         .open(&file)
         .with_context(|| format!("writing {}", file.display()))?;
     writeln!(out, "SLIPWAY_URL={url}\nSLIPWAY_API_KEY={key}")?;
+    if let Some(signer) = signer {
+        writeln!(
+            out,
+            "SLIPWAY_KEY_ID={}\nSLIPWAY_SIGNING_SECRET={}",
+            signer.key_id, signer.secret
+        )?;
+    }
     println!("credentials stored in {}", file.display());
     Ok(())
 }
@@ -72,16 +89,33 @@ impl Client {
             .filter_map(|l| l.split_once('='))
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
-        let setting = |name: &str| {
+        let optional = |name: &str| {
             std::env::var(name)
                 .ok()
                 .filter(|v| !v.is_empty())
                 .or_else(|| stored.get(name).cloned())
+        };
+        let setting = |name: &str| {
+            optional(name)
                 .with_context(|| format!("{name} is not set; run `slipway login` or export it"))
+        };
+        let signer = match (
+            optional("SLIPWAY_KEY_ID"),
+            optional("SLIPWAY_SIGNING_SECRET"),
+        ) {
+            (Some(id), Some(secret)) => Some(Signer {
+                key_id: id
+                    .parse()
+                    .with_context(|| format!("SLIPWAY_KEY_ID={id:?} is not a key id"))?,
+                secret,
+            }),
+            (None, None) => None,
+            _ => bail!("set both SLIPWAY_KEY_ID and SLIPWAY_SIGNING_SECRET, or neither"),
         };
         Ok(Self {
             url: setting("SLIPWAY_URL")?.trim_end_matches('/').to_owned(),
             key: setting("SLIPWAY_API_KEY")?,
+            signer,
             http: reqwest::Client::builder().no_proxy().build()?,
             json,
             progress: std::sync::Mutex::new(Progress::detect(json)),
@@ -115,11 +149,25 @@ impl Client {
         } else {
             body.into()
         };
-        let mut request = self
-            .request(method, path)
+        let url = format!("{}{path}", self.url);
+        // v2 requests name the key by id and carry no bearer key: captured whole, they hold
+        // nothing that could sign another request.
+        let request = match &self.signer {
+            Some(signer) => self
+                .http
+                .request(method, url)
+                .header(KEY_ID_HEADER, signer.key_id.to_string())
+                .header(
+                    SIGNATURE_HEADER,
+                    signature_header_v2(&signer.secret, &string_to_sign_v2(signer.key_id, &signed)),
+                ),
+            None => self
+                .request(method, path)
+                .header(SIGNATURE_HEADER, signature_header(&self.key, &signed)),
+        };
+        let mut request = request
             .header(TIMESTAMP_HEADER, timestamp)
             .header(NONCE_HEADER, nonce)
-            .header(SIGNATURE_HEADER, signature_header(&self.key, &signed))
             .header("idempotency-key", idempotency_key)
             .body(body);
         if let Some(content_type) = content_type {

@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use slipway_shared::{
     config::{ApiConfig, DatabaseConfig, StoreConfig, WorkerConfig},
     db,
-    domain::{ApiKey, ApiKeyHash},
+    domain::{ApiKey, ApiKeyHash, SigningSecret},
     jobs::{Job, PurgeJob},
     store::ArchiveStore,
     telemetry,
@@ -24,8 +24,10 @@ use tracing::info;
 const USAGE: &str = "usage: slipway <command>
 
 client commands (SLIPWAY_URL and SLIPWAY_API_KEY, or `slipway login`; add --json for the API's JSON):
-  login --url URL --key KEY
-                       remember the API and key for the commands below
+  login --url URL --key KEY [--key-id ID --signing-secret-env VAR]
+                       remember the API, the key and (read from $VAR) its signing secret for the
+                       commands below; without a signing secret requests are signed the
+                       deprecated v1 way, which keys made before signing secrets still use
   init NAME [--skip-signing]
                        create a function (or find the one of that name)
   deploy DIR|ARCHIVE --function NAME|ID [--env-file FILE] [--wait]
@@ -50,7 +52,9 @@ operator commands (DATABASE_URL):
   dev                  migrate, then run the API, a worker and the scheduler in one process
   migrate              apply database migrations and exit
   create-key <user> [--operator]
-                       create the user if needed and print a new API key for it; --operator
+                       create the user if needed and print a new API key for it, its id and its
+                       signing secret (SLIPWAY_API_KEY=, SLIPWAY_KEY_ID=, SLIPWAY_SIGNING_SECRET=
+                       lines, shown once); --operator
                        also lets the user list and fire the scheduler's sweeps
   quota <user> <n|default>
                        set the user's function quota, or go back to SLIPWAY_DEFAULT_FUNCTION_QUOTA
@@ -79,7 +83,7 @@ async fn main() -> anyhow::Result<()> {
         ["create-key", user, flags @ ..] if flags.iter().all(|f| *f == "--operator") => {
             let pool = db::connect(&DatabaseConfig::from_env()?).await?;
             let key = create_key(&pool, user, !flags.is_empty()).await?;
-            println!("{}", key.expose());
+            print!("{}", key.env_lines());
             Ok(())
         }
         ["quota", user, quota] => {
@@ -203,7 +207,18 @@ async fn client_command(raw: &[String]) -> anyhow::Result<bool> {
     if command == "login" {
         let url = args.value("url").context("--url is required")?;
         let key = args.value("key").context("--key is required")?;
-        client::login(url, key)?;
+        let signer = match (args.value("key-id"), args.value("signing-secret-env")) {
+            (Some(id), Some(var)) => Some(client::Signer {
+                key_id: id
+                    .parse()
+                    .with_context(|| format!("--key-id: {id:?} is not a key id"))?,
+                secret: std::env::var(var)
+                    .with_context(|| format!("--signing-secret-env: ${var} is not set"))?,
+            }),
+            (None, None) => None,
+            _ => bail!("--key-id and --signing-secret-env go together"),
+        };
+        client::login(url, key, signer.as_ref())?;
         return Ok(true);
     }
     let client = client::Client::from_env(args.has("json"))?;
@@ -305,16 +320,57 @@ fn git_binding(args: &Args) -> anyhow::Result<serde_json::Value> {
     Ok(binding)
 }
 
-async fn create_key(pool: &PgPool, user: &str, operator: bool) -> anyhow::Result<ApiKey> {
+/// A key as `create-key` and `slipway dev` hand it out: the bearer key, its id and the signing
+/// secret its requests are signed with (README, "Signed requests").
+struct IssuedKey {
+    key: String,
+    key_id: uuid::Uuid,
+    signing_secret: String,
+}
+
+impl IssuedKey {
+    /// `NAME=value` lines, for a shell to `source` or a pipeline to store as secrets.
+    fn env_lines(&self) -> String {
+        format!(
+            "SLIPWAY_API_KEY={}\nSLIPWAY_KEY_ID={}\nSLIPWAY_SIGNING_SECRET={}\n",
+            self.key, self.key_id, self.signing_secret
+        )
+    }
+
+    fn from_env_lines(text: &str) -> Option<Self> {
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix('=').map(str::to_owned))
+        };
+        Some(Self {
+            key: value("SLIPWAY_API_KEY")?,
+            key_id: value("SLIPWAY_KEY_ID")?.parse().ok()?,
+            signing_secret: value("SLIPWAY_SIGNING_SECRET")?,
+        })
+    }
+}
+
+async fn create_key(pool: &PgPool, user: &str, operator: bool) -> anyhow::Result<IssuedKey> {
+    let secrets_key = slipway_shared::config::secrets_key()?.context(
+        "SLIPWAY_SECRETS_KEY (or _FILE) must be set: it seals the key's signing secret, as the api's does",
+    )?;
     let mut tx = pool.begin().await?;
     let user_id = db::users::ensure(&mut tx, user).await?;
     if operator {
         db::users::make_operator(&mut tx, user_id).await?;
     }
     let key = ApiKey::generate();
-    db::users::insert_api_key(&mut tx, user_id, &key).await?;
+    let secret = SigningSecret::generate();
+    let sealed = secret
+        .seal(&secrets_key, key.prefix())
+        .map_err(|e| anyhow::anyhow!("sealing the signing secret: {e}"))?;
+    let key_id = db::users::insert_api_key(&mut tx, user_id, &key, Some(&sealed)).await?;
     tx.commit().await?;
-    Ok(key)
+    Ok(IssuedKey {
+        key: key.expose().to_owned(),
+        key_id,
+        signing_secret: secret.expose().to_owned(),
+    })
 }
 
 /// Enqueues the purge if the function is scheduled for deletion; the job itself re-checks that.
@@ -339,20 +395,17 @@ async fn purge(pool: &PgPool, function_id: uuid::Uuid) -> anyhow::Result<()> {
 
 /// Reuses the key already written to the dev env file while it is still valid, so restarting
 /// `slipway dev` does not invalidate a shell that sourced the file.
-async fn dev_key(pool: &PgPool, env_file: Option<&Path>) -> anyhow::Result<String> {
+async fn dev_key(pool: &PgPool, env_file: Option<&Path>) -> anyhow::Result<IssuedKey> {
     if let Some(existing) = env_file
         .and_then(|f| std::fs::read_to_string(f).ok())
-        .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("SLIPWAY_API_KEY=").map(str::to_owned))
-        })
+        .and_then(|text| IssuedKey::from_env_lines(&text))
     {
         let mut conn = pool.acquire().await?;
-        if db::users::key_is_live(&mut conn, &ApiKeyHash::of(&existing)).await? {
+        if db::users::key_is_live(&mut conn, &ApiKeyHash::of(&existing.key)).await? {
             return Ok(existing);
         }
     }
-    Ok(create_key(pool, "dev", true).await?.expose().to_owned())
+    create_key(pool, "dev", true).await
 }
 
 async fn dev() -> anyhow::Result<()> {
@@ -368,7 +421,8 @@ async fn dev() -> anyhow::Result<()> {
     let url = format!("http://{}", api_config.bind);
     if let Some(file) = &env_file {
         let text = format!(
-            "SLIPWAY_URL={url}\nSLIPWAY_API_KEY={key}\nSLIPWAY_REGISTRY={}\n",
+            "SLIPWAY_URL={url}\n{}SLIPWAY_REGISTRY={}\n",
+            key.env_lines(),
             worker_config.registry
         );
         std::fs::write(file, text).with_context(|| format!("writing {file}"))?;

@@ -17,12 +17,17 @@ fn slipway_with(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> Output {
+    let signer = stack
+        .signer_of(&stack.api_key)
+        .expect("the stack's key has a signing secret");
     std::process::Command::new(env!("CARGO_BIN_EXE_slipway"))
         .args(args)
         .envs(env.iter().copied())
         .current_dir(repo_root())
         .env("SLIPWAY_URL", &stack.base_url)
         .env("SLIPWAY_API_KEY", &stack.api_key)
+        .env("SLIPWAY_KEY_ID", signer.key_id.to_string())
+        .env("SLIPWAY_SIGNING_SECRET", &signer.secret)
         .env("HOME", home)
         .env_remove("XDG_CONFIG_HOME")
         .env("RUST_LOG", "warn")

@@ -305,7 +305,9 @@ fn build_base_images() -> anyhow::Result<BaseImageAllowList> {
         .map_err(|e| anyhow::anyhow!("SLIPWAY_BUILD_BASE_IMAGES: {e}"))
 }
 
-fn secrets_key() -> anyhow::Result<Option<SecretsKey>> {
+/// `SLIPWAY_SECRETS_KEY` (or `_FILE`), for what seals secrets outside the api and the worker
+/// (`slipway create-key` seals signing secrets).
+pub fn secrets_key() -> anyhow::Result<Option<SecretsKey>> {
     secret("SLIPWAY_SECRETS_KEY")?
         .map(|raw| SecretsKey::parse(&raw))
         .transpose()

@@ -18,7 +18,7 @@ async fn a_user_never_sees_another_users_functions() -> anyhow::Result<()> {
     {
         let mut conn = stack.conn().await?;
         let other = db::users::ensure(&mut conn, "mallory").await?;
-        db::users::insert_api_key(&mut conn, other, &other_key).await?;
+        db::users::insert_api_key(&mut conn, other, &other_key, None).await?;
     }
     let as_other = |path: String| {
         stack

@@ -129,7 +129,7 @@ async fn invocations_are_recorded_with_their_outcome_and_only_their_owner_reads_
         let mut conn = stack.conn().await?;
         let other =
             db::users::ensure(&mut conn, &format!("eve-{}", Uuid::new_v4().simple())).await?;
-        db::users::insert_api_key(&mut conn, other, &other_key).await?;
+        db::users::insert_api_key(&mut conn, other, &other_key, None).await?;
     }
     let theirs = stack
         .http

@@ -82,7 +82,7 @@ async fn retried_init_deploy_and_rollback_get_the_first_answer_and_change_nothin
     {
         let mut conn = stack.conn().await?;
         let mallory = db::users::ensure(&mut conn, "mallory").await?;
-        db::users::insert_api_key(&mut conn, mallory, &mallory_key).await?;
+        db::users::insert_api_key(&mut conn, mallory, &mallory_key, None).await?;
     }
     let theirs = stack
         .http

@@ -121,10 +121,18 @@ async fn a_created_key_works_is_listed_by_prefix_only_and_stops_at_once_when_rev
     }
 
     // A user may revoke the key they are using; the next request is a stranger's.
+    let unnamed_key = unnamed["key"].as_str().unwrap();
+    stack.api.remember_signer(
+        unnamed_key,
+        unnamed["id"].as_str().unwrap().parse()?,
+        unnamed["signing_secret"].as_str().unwrap(),
+    );
     let response = stack
-        .http
-        .delete(stack.url(&format!("/api/keys/{}", unnamed["id"].as_str().unwrap())))
-        .bearer_auth(unnamed["key"].as_str().unwrap())
+        .request_as(
+            unnamed_key,
+            reqwest::Method::DELETE,
+            &format!("/api/keys/{}", unnamed["id"].as_str().unwrap()),
+        )
         .send()
         .await?;
     assert_eq!(response.status(), 200);
@@ -147,15 +155,18 @@ async fn nobody_lists_or_revokes_another_users_keys() -> anyhow::Result<()> {
     {
         let mut conn = stack.conn().await?;
         let mallory = db::users::ensure(&mut conn, "mallory").await?;
-        db::users::insert_api_key(&mut conn, mallory, &mallory_key).await?;
+        db::users::insert_api_key(&mut conn, mallory, &mallory_key, None).await?;
     }
     let mine: Value = stack.get("/api/keys").send().await?.json().await?;
     let my_key_id = mine["keys"][0]["id"].as_str().unwrap().to_owned();
 
+    // Signed (mallory's key predates signing secrets: v1), so the answer is about the key.
     let response = stack
-        .http
-        .delete(stack.url(&format!("/api/keys/{my_key_id}")))
-        .bearer_auth(mallory_key.expose())
+        .request_as(
+            mallory_key.expose(),
+            reqwest::Method::DELETE,
+            &format!("/api/keys/{my_key_id}"),
+        )
         .send()
         .await?;
     assert_eq!(response.status(), 404);

@@ -22,12 +22,8 @@ async fn operators_see_queues_and_jobs_and_retry_or_cancel_them_coherently() -> 
             .get(stack.url(path))
             .bearer_auth(operator_key.expose())
     };
-    let post = |path: &str| {
-        stack
-            .http
-            .post(stack.url(path))
-            .bearer_auth(operator_key.expose())
-    };
+    // The operators' actions are signed, as every change is.
+    let post = |path: &str| stack.request_as(operator_key.expose(), reqwest::Method::POST, path);
 
     // Tenants are refused.
     for path in ["/api/ops/queues", "/api/ops/jobs"] {

@@ -398,7 +398,12 @@ async fn operators_list_and_fire_schedules_and_nobody_else_does() -> anyhow::Res
     assert!(listed["schedules"][3]["next_fire_at"].is_string());
     assert_eq!(listed["schedules"][3]["last_fire_at"], Value::Null);
 
-    let run = as_operator(stack.http.post(stack.url("/api/schedules/purge/run")))
+    let run = stack
+        .request_as(
+            operator_key.expose(),
+            reqwest::Method::POST,
+            "/api/schedules/purge/run",
+        )
         .send()
         .await?;
     assert_eq!(run.status(), 200);
@@ -412,7 +417,12 @@ async fn operators_list_and_fire_schedules_and_nobody_else_does() -> anyhow::Res
     assert_eq!(listed["schedules"][3]["last_manual"], true);
     assert_eq!(listed["schedules"][3]["last_fire_at"], run["fire_at"]);
 
-    let unknown = as_operator(stack.http.post(stack.url("/api/schedules/sometimes/run")))
+    let unknown = stack
+        .request_as(
+            operator_key.expose(),
+            reqwest::Method::POST,
+            "/api/schedules/sometimes/run",
+        )
         .send()
         .await?;
     assert_eq!(unknown.status(), 404);

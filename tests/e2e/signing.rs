@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use slipway_shared::{db, domain::ApiKey};
 use slipway_tests::{
-    StackOptions, StoreKind, TestStack, eventually, hello_archive, repo_root, signature_headers,
+    Signer, StackOptions, StoreKind, TestStack, eventually, hello_archive, repo_root,
+    signature_headers, signature_headers_v2,
 };
 use uuid::Uuid;
 
@@ -44,40 +45,54 @@ async fn a_function_that_does_not_skip_signing_takes_only_fresh_matching_signatu
     let (content_type, body) = deploy_form(function_id, &hello_archive("signed\n")?);
     let path = "/api/functions/deploy";
     let now = chrono::Utc::now().timestamp();
-    let sign = |key: &str, body: &[u8], at: i64, nonce: &str| {
-        signature_headers(key, "POST", path, body, at, nonce)
+    let signer = stack
+        .signer_of(&stack.api_key)
+        .expect("the stack's key signs v2");
+    let sign = |signer: &Signer, body: &[u8], at: i64, nonce: &str| {
+        signature_headers_v2(signer, "POST", path, body, at, nonce)
     };
     let other_key = ApiKey::generate();
+    let wrong_secret = Signer {
+        key_id: signer.key_id,
+        secret: format!("ss_{}", "x".repeat(40)),
+    };
     let right_nonce = nonce();
-    let right = sign(&stack.api_key, &body, now, &right_nonce);
+    let right = sign(&signer, &body, now, &right_nonce);
     let mut tampered_body = body.clone();
     tampered_body.push(b'\n');
-    let short_nonce = sign(&stack.api_key, &body, now, "short");
+    let short_nonce = sign(&signer, &body, now, "short");
 
     type Headers = Vec<(&'static str, String)>;
     let cases: Vec<(&str, Headers, u16, &str)> = vec![
         ("missing", vec![], 401, "signature_required"),
         (
-            "another key's signature",
-            sign(other_key.expose(), &body, now, &nonce()).to_vec(),
+            "another secret's signature",
+            sign(&wrong_secret, &body, now, &nonce()).to_vec(),
             401,
             "signature_invalid",
         ),
         (
+            // What anyone holding the bearer key alone could make.
+            "v1, made with the key itself",
+            signature_headers(&stack.api_key, "POST", path, &body, now, &nonce()).to_vec(),
+            401,
+            "signature_scheme_retired",
+        ),
+        (
             "signed for another body",
-            sign(&stack.api_key, &tampered_body, now, &nonce()).to_vec(),
+            sign(&signer, &tampered_body, now, &nonce()).to_vec(),
             401,
             "signature_invalid",
         ),
         (
             "stale",
-            sign(&stack.api_key, &body, now - 400, &nonce()).to_vec(),
+            sign(&signer, &body, now - 400, &nonce()).to_vec(),
             401,
             "signature_expired",
         ),
         (
             "from the future",
-            sign(&stack.api_key, &body, now + 400, &nonce()).to_vec(),
+            sign(&signer, &body, now + 400, &nonce()).to_vec(),
             401,
             "signature_expired",
         ),
@@ -89,7 +104,13 @@ async fn a_function_that_does_not_skip_signing_takes_only_fresh_matching_signatu
         ),
         (
             "signature header missing",
-            right[..2].to_vec(),
+            right[..3].to_vec(),
+            401,
+            "signature_malformed",
+        ),
+        (
+            "key id missing",
+            right[1..].to_vec(),
             401,
             "signature_malformed",
         ),
@@ -150,8 +171,8 @@ async fn a_function_that_does_not_skip_signing_takes_only_fresh_matching_signatu
         .unsigned()
         .header("content-type", "application/json")
         .body(r#"{"version":9}"#);
-    for (name, value) in signature_headers(
-        &stack.api_key,
+    for (name, value) in signature_headers_v2(
+        &signer,
         "POST",
         &rollback,
         br#"{"version":9}"#,
@@ -163,11 +184,12 @@ async fn a_function_that_does_not_skip_signing_takes_only_fresh_matching_signatu
     let answer: Value = request.send().await?.json().await?;
     assert_eq!(answer["error"]["code"], "signature_invalid");
 
-    // A signature made with a key that authenticates someone else is still that user's request.
+    // A key made before signing secrets still signs v1, with a deprecation notice; a signature
+    // made with a key that authenticates someone else is still that user's request.
     {
         let mut conn = stack.conn().await?;
         let mallory = db::users::ensure(&mut conn, "mallory").await?;
-        db::users::insert_api_key(&mut conn, mallory, &other_key).await?;
+        db::users::insert_api_key(&mut conn, mallory, &other_key, None).await?;
     }
     let at = chrono::Utc::now().timestamp();
     let mut request = stack
@@ -181,6 +203,11 @@ async fn a_function_that_does_not_skip_signing_takes_only_fresh_matching_signatu
     }
     let response = request.send().await?;
     assert_eq!(response.status(), 404, "mallory cannot see the function");
+    assert_eq!(
+        response.headers().get("deprecation").map(|v| v.as_bytes()),
+        Some(&b"true"[..]),
+        "v1 is answered as deprecated"
+    );
     assert_eq!(stack.count("deployments").await?, 1);
     stack.shutdown().await
 }
@@ -224,8 +251,12 @@ async fn a_function_that_skips_signing_takes_unsigned_requests_but_never_a_bad_s
         .header("content-type", content_type.as_str())
         .body(body.clone());
     let now = chrono::Utc::now().timestamp();
-    for (name, value) in signature_headers(
-        "sk_wrong",
+    let wrong_secret = Signer {
+        key_id: stack.signer_of(&stack.api_key).expect("v2").key_id,
+        secret: format!("ss_{}", "w".repeat(40)),
+    };
+    for (name, value) in signature_headers_v2(
+        &wrong_secret,
         "POST",
         "/api/functions/deploy",
         &body,
@@ -270,11 +301,16 @@ async fn the_readme_curl_and_openssl_example_is_accepted() -> anyhow::Result<()>
     }
 
     let nonces_before = stack.count("request_nonces").await?;
+    let signer = stack
+        .signer_of(&stack.api_key)
+        .expect("the stack's key signs v2");
     let output = tokio::process::Command::new("bash")
         .args(["-euo", "pipefail", "-c", script])
         .current_dir(repo_root())
         .env("SLIPWAY_URL", &stack.base_url)
         .env("SLIPWAY_API_KEY", &stack.api_key)
+        .env("SLIPWAY_KEY_ID", signer.key_id.to_string())
+        .env("SLIPWAY_SIGNING_SECRET", &signer.secret)
         .env("id", function_id.to_string())
         .output()
         .await?;
@@ -303,5 +339,140 @@ async fn the_readme_curl_and_openssl_example_is_accepted() -> anyhow::Result<()>
         Ok(jobs.iter().all(|j| j.status == "Done").then_some(()))
     })
     .await?;
+    stack.shutdown().await
+}
+
+/// What a captured request gives whoever captured it, every header included: nothing that signs
+/// another request. A v2 request carries no bearer key and its secret never travels; the bearer
+/// key (which reads carry) cannot sign for a key that has a secret, nor manage keys, nor verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_captured_request_lets_nobody_sign_another() -> anyhow::Result<()> {
+    let stack = TestStack::start_with(StackOptions {
+        store: StoreKind::Filesystem,
+        workers: 0,
+        ..Default::default()
+    })
+    .await?;
+    let function_id = stack.init("captured").await?;
+    let signer = stack
+        .signer_of(&stack.api_key)
+        .expect("the stack's key signs v2");
+    let rollback = format!("/api/functions/{function_id}/rollback");
+    let body = br#"{"version":9}"#;
+    let captured = signature_headers_v2(
+        &signer,
+        "POST",
+        &rollback,
+        body,
+        chrono::Utc::now().timestamp(),
+        &nonce(),
+    );
+    let send = |path: &str, body: &'static [u8], headers: &[(&'static str, String)]| {
+        let mut request = stack
+            .http
+            .post(stack.url(path))
+            .header("content-type", "application/json")
+            .body(body);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        request.send()
+    };
+    let code = |answer: Value| answer["error"]["code"].as_str().unwrap_or("").to_owned();
+
+    // As captured (no Authorization header at all): it is a valid request, once.
+    let first = send(&rollback, body, &captured).await?;
+    assert_eq!(first.status(), 404, "past the signature: no version 9");
+    assert_eq!(code(first.json().await?), "version_not_found");
+    let again = send(&rollback, body, &captured).await?;
+    assert_eq!(code(again.json().await?), "signature_replayed");
+    // Its headers on another body or another route sign nothing.
+    let other_body = send(&rollback, br#"{"version":1}"#, &captured).await?;
+    assert_eq!(code(other_body.json().await?), "signature_invalid");
+    let other_route = send(
+        &format!("/api/functions/{function_id}/cancel-deletion"),
+        body,
+        &captured,
+    )
+    .await?;
+    assert_eq!(code(other_route.json().await?), "signature_invalid");
+
+    // The bearer key, as every read carries it: a v1 signature made with it is refused …
+    let bearer_signed = signature_headers(
+        &stack.api_key,
+        "POST",
+        &rollback,
+        body,
+        chrono::Utc::now().timestamp(),
+        &nonce(),
+    );
+    let mut request = stack
+        .http
+        .post(stack.url(&rollback))
+        .bearer_auth(&stack.api_key)
+        .header("content-type", "application/json")
+        .body(&body[..]);
+    for (name, value) in bearer_signed {
+        request = request.header(name, value);
+    }
+    assert_eq!(
+        code(request.send().await?.json().await?),
+        "signature_scheme_retired"
+    );
+    // … and unsigned it mints no key, revokes none, and verifies (which can fail a function)
+    // nothing.
+    for (method, path) in [
+        (reqwest::Method::POST, "/api/keys".to_owned()),
+        (
+            reqwest::Method::DELETE,
+            format!("/api/keys/{}", signer.key_id),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/api/functions/{function_id}/verify"),
+        ),
+    ] {
+        let response = stack
+            .request(method.clone(), &path)
+            .unsigned()
+            .send()
+            .await?;
+        assert_eq!(response.status(), 401, "{method} {path}");
+        assert_eq!(
+            code(response.json().await?),
+            "signature_required",
+            "{method} {path}"
+        );
+    }
+    assert_eq!(stack.count("api_keys").await?, 1, "no key was minted");
+
+    // Signed, a new key comes with its own signing secret, shown once, and signs on its own.
+    let created: Value = stack
+        .post("/api/keys")
+        .json(&json!({"name": "rotated"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let secret = created["signing_secret"]
+        .as_str()
+        .expect("a signing secret");
+    let new_signer = Signer {
+        key_id: created["id"].as_str().expect("an id").parse()?,
+        secret: secret.to_owned(),
+    };
+    let init = br#"{"name":"by-the-new-key"}"#;
+    let headers = signature_headers_v2(
+        &new_signer,
+        "POST",
+        "/api/functions/init",
+        init,
+        chrono::Utc::now().timestamp(),
+        &nonce(),
+    );
+    let made = send("/api/functions/init", init, &headers).await?;
+    assert_eq!(made.status(), 201);
+    let listed = stack.get("/api/keys").send().await?.text().await?;
+    assert!(!listed.contains(secret), "listings never show a secret");
     stack.shutdown().await
 }

@@ -19,7 +19,7 @@ use slipway_shared::{
 use uuid::Uuid;
 
 use super::functions::parse_id;
-use crate::{AppState, auth::Caller, error::ApiError};
+use crate::{AppState, auth::Caller, error::ApiError, signing};
 
 const REGISTRY_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -50,6 +50,8 @@ pub async fn verify(
             .await?
             .ok_or_else(ApiError::function_not_found)?
     };
+    // Verification can fail a function (on_tag_overwrite = fail): it changes state.
+    signing::require_signature(caller.signature(), function.skip_signing)?;
     let nothing_to_verify = || {
         ApiError::conflict(
             "nothing_to_verify",

@@ -1,5 +1,6 @@
-//! API keys: create (the key is shown once), list (prefixes only), revoke. A caller manages only
-//! their own keys; the first key of a user comes from `slipway create-key`.
+//! API keys: create (the key and its signing secret are shown once), list (prefixes only),
+//! revoke; creating and revoking take signed requests only. A caller manages only their own
+//! keys; the first key of a user comes from `slipway create-key`.
 
 use axum::{
     Json,
@@ -11,12 +12,12 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use slipway_shared::{
     db::{self, users::ApiKeyRow},
-    domain::ApiKey,
+    domain::{ApiKey, SigningSecret},
 };
 use uuid::Uuid;
 
 use super::timestamp;
-use crate::{AppState, auth::Caller, error::ApiError};
+use crate::{AppState, auth::Caller, error::ApiError, signing};
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -49,6 +50,8 @@ impl From<ApiKeyRow> for KeySummary {
 pub struct CreatedKey {
     /// The whole key: this answer is the only time it exists outside its owner's hands.
     key: String,
+    /// What signs the key's requests (v2); shown here once, never sent on a request.
+    signing_secret: String,
     #[serde(flatten)]
     summary: KeySummary,
 }
@@ -79,16 +82,42 @@ pub async fn create(
     caller: Caller,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    // A key mints keys that outlive its own revocation: only with proof of its signing secret.
+    signing::require_signed(&caller)?;
     let request = parse_create(&body)?;
     let key = ApiKey::generate();
+    let secret = SigningSecret::generate();
+    let sealed = seal_signing_secret(&state, &secret, &key)?;
     let mut conn = state.pool.acquire().await?;
-    let row =
-        db::users::create_api_key(&mut conn, caller.user_id, &key, request.name.as_deref()).await?;
+    let row = db::users::create_api_key(
+        &mut conn,
+        caller.user_id,
+        &key,
+        Some(&sealed),
+        request.name.as_deref(),
+    )
+    .await?;
     let body = CreatedKey {
         key: key.expose().to_owned(),
+        signing_secret: secret.expose().to_owned(),
         summary: row.into(),
     };
     Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+fn seal_signing_secret(
+    state: &AppState,
+    secret: &SigningSecret,
+    key: &ApiKey,
+) -> Result<String, ApiError> {
+    let secrets_key = state
+        .config
+        .secrets_key
+        .as_ref()
+        .ok_or_else(crate::signing::secrets_key_missing)?;
+    secret
+        .seal(secrets_key, key.prefix())
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("sealing a signing secret: {e}")))
 }
 
 #[derive(Serialize)]
@@ -117,6 +146,7 @@ pub async fn revoke(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<KeySummary>, ApiError> {
+    signing::require_signed(&caller)?;
     let not_found = || ApiError::not_found("key_not_found", "no such API key");
     let id = Uuid::parse_str(&id).map_err(|_| not_found())?;
     let mut conn = state.pool.acquire().await?;

@@ -20,7 +20,7 @@ use slipway_shared::{
 use uuid::Uuid;
 
 use super::timestamp;
-use crate::{AppState, auth::Caller, error::ApiError};
+use crate::{AppState, auth::Caller, error::ApiError, signing};
 
 /// What "finished lately" means in the queues overview.
 const RECENT: std::time::Duration = std::time::Duration::from_secs(5 * 60);
@@ -284,6 +284,7 @@ pub async fn retry(
     Path(id): Path<String>,
 ) -> Result<Json<JobDetail>, ApiError> {
     operators_only(&caller, "jobs")?;
+    signing::require_signed(&caller)?;
     let mut tx = state.pool.begin().await?;
     let job = locked(&mut tx, &id).await?;
     if !["Failed", "Killed"].contains(&job.state.as_str()) {
@@ -320,6 +321,7 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Json<JobDetail>, ApiError> {
     operators_only(&caller, "jobs")?;
+    signing::require_signed(&caller)?;
     let mut tx = state.pool.begin().await?;
     let job = locked(&mut tx, &id).await?;
     let reason = "cancelled_by_operator: the job was cancelled before it ran";

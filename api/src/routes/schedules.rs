@@ -14,7 +14,7 @@ use slipway_shared::{
 };
 
 use super::timestamp;
-use crate::{AppState, auth::Caller, error::ApiError};
+use crate::{AppState, auth::Caller, error::ApiError, signing};
 
 fn operators_only(caller: &Caller) -> Result<(), ApiError> {
     super::ops::operators_only(caller, "schedules")
@@ -74,6 +74,7 @@ pub async fn run(
     Path(name): Path<String>,
 ) -> Result<Json<RunResult>, ApiError> {
     operators_only(&caller)?;
+    signing::require_signed(&caller)?;
     let sweep = Sweep::parse(&name).ok_or_else(|| {
         ApiError::not_found(
             "schedule_not_found",

@@ -19,12 +19,17 @@ pub async fn ensure(conn: &mut PgConnection, name: &str) -> sqlx::Result<Uuid> {
     .await
 }
 
+/// Stores a key for the user with its signing secret, sealed (`SigningSecret::seal`); `None`
+/// only for a key of the deprecated v1 signing scheme (what keys made before signing secrets are).
 pub async fn insert_api_key(
     conn: &mut PgConnection,
     user_id: Uuid,
     key: &ApiKey,
+    signing_secret: Option<&str>,
 ) -> sqlx::Result<Uuid> {
-    Ok(create_api_key(conn, user_id, key, None).await?.id)
+    Ok(create_api_key(conn, user_id, key, signing_secret, None)
+        .await?
+        .id)
 }
 
 /// An API key as its owner may see it: never the key or its hash.
@@ -41,16 +46,19 @@ pub async fn create_api_key(
     conn: &mut PgConnection,
     user_id: Uuid,
     key: &ApiKey,
+    signing_secret: Option<&str>,
     name: Option<&str>,
 ) -> sqlx::Result<ApiKeyRow> {
     sqlx::query_as!(
         ApiKeyRow,
-        r#"INSERT INTO api_keys (id, user_id, prefix, key_hash, name) VALUES ($1, $2, $3, $4, $5)
+        r#"INSERT INTO api_keys (id, user_id, prefix, key_hash, signing_secret, name)
+           VALUES ($1, $2, $3, $4, $5, $6)
            RETURNING id, prefix, name, created_at, revoked_at"#,
         Uuid::new_v4(),
         user_id,
         key.prefix(),
         &key.hash().0[..],
+        signing_secret,
         name
     )
     .fetch_one(conn)
@@ -89,12 +97,16 @@ pub async fn revoke_api_key(
 }
 
 /// A live key and its owner.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct KeyOwner {
     pub key_id: Uuid,
     pub user_id: Uuid,
     /// May list and fire the scheduler's sweeps.
     pub operator: bool,
+    /// `sk_xxxxxxxx`, what its signing secret is sealed for.
+    pub prefix: String,
+    /// What signs the key's requests, sealed; `None` for a key of the deprecated v1 scheme.
+    pub signing_secret: Option<String>,
 }
 
 /// The live key matching a presented key's hash, if any.
@@ -104,10 +116,24 @@ pub async fn authenticate(
 ) -> sqlx::Result<Option<KeyOwner>> {
     sqlx::query_as!(
         KeyOwner,
-        r#"SELECT k.id AS key_id, k.user_id, u.operator FROM api_keys k
+        r#"SELECT k.id AS key_id, k.user_id, u.operator, k.prefix, k.signing_secret FROM api_keys k
            JOIN users u ON u.id = k.user_id
            WHERE k.key_hash = $1 AND k.revoked_at IS NULL"#,
         &hash.0[..]
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// The live key with this id, for a request signed with its signing secret and sent without the
+/// key itself.
+pub async fn live_key(conn: &mut PgConnection, key_id: Uuid) -> sqlx::Result<Option<KeyOwner>> {
+    sqlx::query_as!(
+        KeyOwner,
+        r#"SELECT k.id AS key_id, k.user_id, u.operator, k.prefix, k.signing_secret FROM api_keys k
+           JOIN users u ON u.id = k.user_id
+           WHERE k.id = $1 AND k.revoked_at IS NULL"#,
+        key_id
     )
     .fetch_optional(conn)
     .await

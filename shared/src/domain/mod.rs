@@ -9,7 +9,7 @@ mod limits;
 mod serving;
 mod status;
 
-pub use api_key::{ApiKey, ApiKeyHash};
+pub use api_key::{ApiKey, ApiKeyHash, SigningSecret};
 pub use deletion::{DeletionReason, days_remaining};
 pub use function_name::{FunctionName, FunctionNameError};
 pub use image::{Digest, DigestError, ImageRef, PinnedImage, Verification};
