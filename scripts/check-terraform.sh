@@ -320,6 +320,11 @@ locals {
     swarm_address_pool      = "172.24.0.0/16"
     function_address_pool   = "172.20.0.0/16"
     function_firewall       = local.firewall["public"]
+    service_role_arns = {
+      api       = "arn:aws:iam::123456789012:role/slipway-check-api"
+      worker    = "arn:aws:iam::123456789012:role/slipway-check-worker"
+      scheduler = "arn:aws:iam::123456789012:role/slipway-check-scheduler"
+    }
   }) }
 }
 output "firewall_none" { value = local.firewall["none"] }

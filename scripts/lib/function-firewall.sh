@@ -121,7 +121,10 @@ rules=$(
   echo "-A SLIPWAY-FORWARD -i $bridges -j DROP"
   echo "-A SLIPWAY-FORWARD -o $bridges -j DROP"
   echo "-A SLIPWAY-FORWARD -j RETURN"
-  # The host's own addresses, the bridges' gateways included, are nobody's to call.
+  # The host's own addresses, the bridges' gateways included, are nobody's to call; what comes
+  # back from a function on a connection the host opened (the platform on a node's host network
+  # calling a task of that node) is an answer, not a call.
+  echo "-A SLIPWAY-INPUT -i $bridges -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"
   echo "-A SLIPWAY-INPUT -i $bridges -j DROP"
   echo "-A SLIPWAY-INPUT -j RETURN"
   echo 'COMMIT'

@@ -438,10 +438,17 @@ async fn slipway_runs_on_the_swarm_from_its_own_image_and_a_killed_worker_loses_
     api.wait_active(first)
         .await
         .with_context(|| stack.logs("worker"))?;
-    assert_eq!(
-        api.invoke(function_id, "/").await?,
-        (200, "served by the stack\n".into())
-    );
+    // Through the api of each worker node: one of them may run on the function's own node,
+    // the other reaches it across the lan.
+    for node in ["WORKER1", "WORKER2"] {
+        let addr = required_env(&format!("SLIPWAY_SWARM_ADDR_{node}"));
+        let api = ApiClient::new(&format!("http://{addr}:{api_port}"), &key)?;
+        assert_eq!(
+            api.invoke(function_id, "/").await?,
+            (200, "served by the stack\n".into()),
+            "through the api on {node}"
+        );
+    }
 
     // A deploy whose build takes a while (content of its own, so BuildKit has nothing cached);
     // the worker that holds it is killed while the slow step runs.
