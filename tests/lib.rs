@@ -328,6 +328,7 @@ impl TestStack {
             registry_login: registry_login(),
             insecure_registries: vec![registry.clone()],
             wake_timeout: Duration::from_secs(30),
+            invoke_domain: None,
             unreachable_wait: Duration::ZERO,
             max_concurrent_uploads: 4,
             max_queued_builds: 20,

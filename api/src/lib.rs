@@ -220,6 +220,11 @@ pub fn router(state: AppState) -> Router {
                 "no such route",
             )
         })
+        // Outermost but for logging: a function's own origin never reaches an API route.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            routes::invoke::own_origin,
+        ))
         .layer(middleware::from_fn(log_internal_errors))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -130,6 +130,10 @@ pub struct ApiConfig {
     /// How long an invocation of an Inactive function waits for it to wake before a 503 with
     /// `Retry-After`.
     pub wake_timeout: Duration,
+    /// `SLIPWAY_INVOKE_DOMAIN` (e.g. `fn.example.com`): functions are also served on origins of
+    /// their own, `<function id>.<domain>`, where their cookies are theirs alone. Unset: only
+    /// the shared path-based route.
+    pub invoke_domain: Option<String>,
     /// `SLIPWAY_UNREACHABLE_WAIT`: how long an invocation whose instance refuses connections
     /// waits for the engine to put it somewhere else (then 503 with `Retry-After`). Zero
     /// answers 502 at once: one engine never moves an instance, so its address is not stale
@@ -177,6 +181,7 @@ impl ApiConfig {
             registry_login: registry_login()?,
             insecure_registries: insecure_registries(),
             wake_timeout: duration("SLIPWAY_WAKE_TIMEOUT", Duration::from_secs(30))?,
+            invoke_domain: invoke_domain()?,
             max_concurrent_uploads: parsed("SLIPWAY_MAX_CONCURRENT_UPLOADS", 4)?,
             max_queued_builds: parsed("SLIPWAY_MAX_QUEUED_BUILDS", 20)?,
             unreachable_wait: duration(
@@ -298,6 +303,25 @@ fn function_limits() -> anyhow::Result<LimitPolicy> {
 fn git_allow_networks() -> anyhow::Result<Vec<crate::git::Network>> {
     crate::git::parse_networks(&var("SLIPWAY_GIT_ALLOW_NETWORKS").unwrap_or_default())
         .map_err(|e| anyhow::anyhow!("SLIPWAY_GIT_ALLOW_NETWORKS: {e}"))
+}
+
+fn invoke_domain() -> anyhow::Result<Option<String>> {
+    let Some(raw) = var("SLIPWAY_INVOKE_DOMAIN") else {
+        return Ok(None);
+    };
+    let domain = raw.trim().trim_matches('.').to_ascii_lowercase();
+    let label_ok = |label: &str| {
+        (1..=63).contains(&label.len())
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    if !domain.split('.').all(label_ok) || !domain.contains('.') {
+        bail!("SLIPWAY_INVOKE_DOMAIN={raw:?} is not a DNS name like fn.example.com");
+    }
+    Ok(Some(domain))
 }
 
 fn build_base_images() -> anyhow::Result<BaseImageAllowList> {

@@ -140,3 +140,87 @@ async fn hop_by_hop_headers_stay_behind_and_the_caller_is_appended_to_the_forwar
     );
     stack.shutdown().await
 }
+
+fn with_invoke_domain(config: &mut slipway_shared::config::ApiConfig) {
+    config.invoke_domain = Some("fn.slipway.test".into());
+}
+
+/// With `SLIPWAY_INVOKE_DOMAIN`, `<id>.<domain>` is the function's own origin: every path is the
+/// function's (the API's routes are not there), and cookies pass both ways, since no other
+/// tenant shares the origin.
+#[tokio::test]
+async fn a_function_on_its_own_origin_gets_every_path_and_its_cookies() -> anyhow::Result<()> {
+    let stack = TestStack::start_with(slipway_tests::StackOptions {
+        api_overrides: Some(with_invoke_domain),
+        ..Default::default()
+    })
+    .await?;
+    let id = raw_echo(&stack).await?;
+    let port = stack
+        .base_url
+        .rsplit_once(':')
+        .context("a port")?
+        .1
+        .to_owned();
+    let on_origin = |label: String, target: &str, key: &str, extra: &str| {
+        format!(
+            "GET {target} HTTP/1.1\r\nHost: {label}.fn.slipway.test:{port}\r\n\
+             Authorization: Bearer {key}{extra}"
+        )
+    };
+    let own = id.simple().to_string();
+
+    let (head, body) = exchange(
+        &stack,
+        &on_origin(
+            own.clone(),
+            "/a%3Fb?x=1",
+            &stack.api_key,
+            "\r\nCookie: session=tenant",
+        ),
+    )
+    .await?;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(
+        body.lines().next(),
+        Some("GET /a%3Fb?x=1 HTTP/1.1"),
+        "{body}"
+    );
+    assert!(
+        body.to_ascii_lowercase().contains("cookie: session=tenant"),
+        "{body}"
+    );
+    assert!(
+        !body.to_ascii_lowercase().contains("authorization"),
+        "{body}"
+    );
+    assert!(
+        head.to_ascii_lowercase().contains("set-cookie: tenant=1"),
+        "the function's cookie reaches the caller on its own origin:\n{head}"
+    );
+
+    for (target, first_line) in [
+        ("/", "GET / HTTP/1.1"),
+        ("/api/keys", "GET /api/keys HTTP/1.1"),
+    ] {
+        let (head, body) =
+            exchange(&stack, &on_origin(own.clone(), target, &stack.api_key, "")).await?;
+        assert!(head.starts_with("HTTP/1.1 200"), "{target}: {head}");
+        assert_eq!(
+            body.lines().next(),
+            Some(first_line),
+            "an API path is the function's: {body}"
+        );
+    }
+
+    // Not a function, not the caller's function, not a caller: the same answers as the route's.
+    let (head, body) = exchange(&stack, &on_origin("nope".into(), "/", &stack.api_key, "")).await?;
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    assert!(body.contains("function_not_found"), "{body}");
+    let other = stack.add_tenant().await?;
+    let (head, _) = exchange(&stack, &on_origin(own.clone(), "/", &other, "")).await?;
+    assert!(head.starts_with("HTTP/1.1 404"), "another tenant: {head}");
+    let (head, _) = exchange(&stack, &on_origin(own, "/", "sk_nope_nope", "")).await?;
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    stack.shutdown().await
+}

@@ -8,6 +8,11 @@
 //! `Set-Cookie` is dropped (a function's cookie would otherwise be the API origin's, readable
 //! and writable by every other function). Logs carry paths, never query strings.
 //!
+//! With `SLIPWAY_INVOKE_DOMAIN` set, each function also has an origin of its own,
+//! `<function id>.<domain>` (as Lambda function URLs and Cloud Run give each function a host):
+//! there every path is the function's, and its cookies pass both ways, since no one else's
+//! pages share that origin. API routes are not served on those hosts.
+//!
 //! This is the api's one data-plane duty. Each routed invocation is recorded as an event
 //! (`events`), off the request path.
 
@@ -15,9 +20,10 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::{
     body::Body,
-    extract::{ConnectInfo, Path, Request, State},
+    extract::{ConnectInfo, FromRequestParts, Path, Request, State},
     http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
-    response::Response,
+    middleware::Next,
+    response::{IntoResponse, Response},
 };
 use chrono::Utc;
 use futures::StreamExt;
@@ -33,10 +39,22 @@ pub const REQUEST_ID_HEADER: &str = "x-slipway-request-id";
 pub const EVENT_ID_HEADER: &str = "x-slipway-event-id";
 const FC_REQUEST_ID_HEADER: &str = "x-fc-request-id";
 
+/// Which origin an invocation came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// `/api/v1/functions/invoke/{id}`: the API's own origin, shared by every tenant.
+    Shared,
+    /// `<function id>.<SLIPWAY_INVOKE_DOMAIN>`: the function's alone.
+    Own,
+}
+
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus the caller's platform
-/// credentials, which the function must never see, and cookies, which belong to the shared
-/// origin (see the module's doc).
-fn forwardable(name: &HeaderName) -> bool {
+/// credentials, which the function must never see, and, on the shared origin, cookies, which
+/// belong to that origin (see the module's doc).
+fn forwardable(name: &HeaderName, origin: Origin) -> bool {
+    if origin == Origin::Own && matches!(name.as_str(), "cookie" | "set-cookie") {
+        return true;
+    }
     !matches!(
         name.as_str(),
         "connection"
@@ -69,11 +87,11 @@ fn connection_options(headers: &HeaderMap) -> Vec<HeaderName> {
 }
 
 /// The headers of `from` that go on to the next hop.
-fn end_to_end(from: &HeaderMap) -> HeaderMap {
+fn end_to_end(from: &HeaderMap, origin: Origin) -> HeaderMap {
     let options = connection_options(from);
     let mut headers = HeaderMap::with_capacity(from.len());
     for (name, value) in from {
-        if forwardable(name) && !options.contains(name) {
+        if forwardable(name, origin) && !options.contains(name) {
             headers.append(name.clone(), value.clone());
         }
     }
@@ -131,7 +149,7 @@ pub async fn invoke_root(
     Path(id): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    proxy(state, caller, &id, request).await
+    shared_origin(state, caller, &id, request).await
 }
 
 pub async fn invoke_path(
@@ -140,7 +158,61 @@ pub async fn invoke_path(
     Path((id, _decoded)): Path<(String, String)>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    proxy(state, caller, &id, request).await
+    shared_origin(state, caller, &id, request).await
+}
+
+async fn shared_origin(
+    state: AppState,
+    caller: Caller,
+    raw_id: &str,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let id = Uuid::parse_str(raw_id).map_err(|_| ApiError::function_not_found())?;
+    let path = function_path(request.uri().path(), raw_id);
+    proxy(state, caller, id, path, Origin::Shared, request).await
+}
+
+/// The function a request's `Host` names under `domain` (`<id>.<domain>[:port]`), if it names
+/// one: `Some(None)` for a host under the domain whose label is no function id.
+fn function_host(host: &str, domain: &str) -> Option<Option<Uuid>> {
+    let host = host.rsplit_once(':').map_or(host, |(name, port)| {
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            name
+        } else {
+            host
+        }
+    });
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let label = host.strip_suffix(domain)?.strip_suffix('.')?;
+    Some(Uuid::parse_str(label).ok().filter(|_| !label.contains('.')))
+}
+
+/// Outermost middleware: a request for `<function id>.<SLIPWAY_INVOKE_DOMAIN>` is an invocation
+/// on the function's own origin, whatever its path; every other request goes on to the API.
+pub async fn own_origin(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(domain) = state.config.invoke_domain.as_deref() else {
+        return next.run(request).await;
+    };
+    // HTTP/2 and absolute-form requests carry the host in the URI, HTTP/1.1 in Host.
+    let host = request.uri().host().map(str::to_owned).or_else(|| {
+        request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+    });
+    let Some(named) = host.as_deref().and_then(|host| function_host(host, domain)) else {
+        return next.run(request).await;
+    };
+    let answer = async {
+        let id = named.ok_or_else(ApiError::function_not_found)?;
+        let (mut parts, body) = request.into_parts();
+        let caller = Caller::from_request_parts(&mut parts, &state).await?;
+        let request = Request::from_parts(parts, body);
+        let path = request.uri().path().to_owned();
+        proxy(state.clone(), caller, id, path, Origin::Own, request).await
+    };
+    answer.await.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// The endpoint of the function's active instance. An Inactive function is woken and the
@@ -261,12 +333,12 @@ fn serving(route: &db::deployments::Route) -> Result<Serving, ApiError> {
 async fn proxy(
     state: AppState,
     caller: Caller,
-    raw_id: &str,
+    id: Uuid,
+    path: String,
+    origin: Origin,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let id = Uuid::parse_str(raw_id).map_err(|_| ApiError::function_not_found())?;
     let (parts, body) = request.into_parts();
-    let path = function_path(parts.uri.path(), raw_id);
     let path = path.as_str();
     let body = axum::body::to_bytes(body, MAX_REQUEST_BYTES)
         .await
@@ -278,7 +350,7 @@ async fn proxy(
             )
         })?;
     let request_id = Uuid::new_v4().to_string();
-    let mut headers = end_to_end(&parts.headers);
+    let mut headers = end_to_end(&parts.headers, origin);
     let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
@@ -397,7 +469,7 @@ async fn proxy(
 
     let mut response = Response::builder().status(upstream.status());
     if let Some(out) = response.headers_mut() {
-        *out = end_to_end(upstream.headers());
+        *out = end_to_end(upstream.headers(), origin);
         if let Some(length) = upstream.headers().get(header::CONTENT_LENGTH) {
             out.insert(header::CONTENT_LENGTH, length.clone());
         }
@@ -524,5 +596,49 @@ impl Drop for Event {
             row.completed_at = Some(Utc::now());
             self.recorder.record(row);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_function_host_is_its_id_under_the_invoke_domain() {
+        let id = Uuid::new_v4();
+        let domain = "fn.example.com";
+        for host in [
+            format!("{}.fn.example.com", id.simple()),
+            format!("{id}.fn.example.com:8443"),
+            format!("{}.FN.Example.com.", id.simple()),
+        ] {
+            assert_eq!(function_host(&host, domain), Some(Some(id)), "{host}");
+        }
+        assert_eq!(function_host("nope.fn.example.com", domain), Some(None));
+        assert_eq!(
+            function_host(&format!("a.{}.fn.example.com", id.simple()), domain),
+            Some(None),
+            "one label only"
+        );
+        for elsewhere in [
+            "api.example.com",
+            "fn.example.com",
+            "example.com",
+            "evilfn.example.com",
+        ] {
+            assert_eq!(function_host(elsewhere, domain), None, "{elsewhere}");
+        }
+    }
+
+    #[test]
+    fn cookies_cross_only_a_functions_own_origin() {
+        let cookie = HeaderName::from_static("cookie");
+        let set_cookie = HeaderName::from_static("set-cookie");
+        assert!(!forwardable(&cookie, Origin::Shared));
+        assert!(!forwardable(&set_cookie, Origin::Shared));
+        assert!(forwardable(&cookie, Origin::Own));
+        assert!(forwardable(&set_cookie, Origin::Own));
+        let authorization = HeaderName::from_static("authorization");
+        assert!(!forwardable(&authorization, Origin::Own));
     }
 }
