@@ -101,6 +101,24 @@ impl TestDb {
 }
 
 impl TestDb {
+    /// A migrated database on another server than `DATABASE_URL`'s.
+    pub async fn create_on(admin_url: &str) -> anyhow::Result<Self> {
+        let name = format!("slipway_test_{}", Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(admin_url).await?;
+        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await?;
+        let url = database_url(admin_url, &name);
+        let pool = PgPool::connect(&url).await?;
+        db::migrate(&pool).await?;
+        pool.close().await;
+        Ok(Self {
+            url,
+            name,
+            admin_url: admin_url.to_owned(),
+        })
+    }
+
     /// A database with no schema at all, for what must apply the migrations itself.
     pub async fn create_empty() -> anyhow::Result<Self> {
         let admin_url = required_env("DATABASE_URL");
@@ -213,6 +231,8 @@ pub struct StackOptions {
     pub worker_overrides: Option<fn(&mut WorkerConfig)>,
     /// Changes to the api's configuration.
     pub api_overrides: Option<fn(&mut ApiConfig)>,
+    /// Another Postgres server than `DATABASE_URL`'s (its admin URL), e.g. one a test restarts.
+    pub postgres_admin_url: Option<String>,
 }
 
 impl StackOptions {
@@ -234,6 +254,7 @@ impl Default for StackOptions {
             archive_limits: None,
             worker_overrides: None,
             api_overrides: None,
+            postgres_admin_url: None,
         }
     }
 }
@@ -246,11 +267,16 @@ impl TestStack {
     pub async fn start_with(options: StackOptions) -> anyhow::Result<Self> {
         slipway_shared::telemetry::init();
         functions_are_routed()?;
-        let db = TestDb::create().await?;
+        let db = match &options.postgres_admin_url {
+            Some(admin_url) => TestDb::create_on(admin_url).await?,
+            None => TestDb::create().await?,
+        };
         // Each worker holds one LISTEN connection per queue (ten) for as long as it runs, and a
         // stack may run several workers beside its api.
         let pool = PgPoolOptions::new()
             .max_connections(60)
+            // As db::connect: a Postgres that is down is a 503 after this, not a hang.
+            .acquire_timeout(Duration::from_secs(10))
             .connect(&db.url)
             .await?;
         let store_dir = tempfile::tempdir()?;

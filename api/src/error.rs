@@ -70,25 +70,9 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
-/// Whether the error is Postgres being unreachable or going away, rather than a fault of ours:
-/// no connection could be had or kept, or the server said it is shutting down or starting
-/// (SQLSTATE classes 08 and 57P).
+/// Whether the error is Postgres being unreachable or going away (`db::unavailable`).
 fn database_unavailable(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| {
-        matches!(
-            cause.downcast_ref::<sqlx::Error>(),
-            Some(
-                sqlx::Error::Io(_)
-                    | sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::WorkerCrashed
-            )
-        ) || cause
-            .downcast_ref::<sqlx::Error>()
-            .and_then(|e| e.as_database_error())
-            .and_then(|e| e.code())
-            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P"))
-    })
+    error.chain().any(slipway_shared::db::unavailable_in)
 }
 
 #[derive(Serialize)]

@@ -18,6 +18,7 @@ mod keys;
 mod limits;
 mod log_stream;
 mod ops;
+mod postgres_restart;
 mod proxy;
 mod rollback;
 mod scheduler;

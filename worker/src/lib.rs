@@ -22,6 +22,7 @@ use apalis::prelude::*;
 use apalis_postgres::{Config, PostgresStorage, Pubsub};
 use slipway_shared::{
     config::{RegistryConfig, RuntimeTarget, WorkerConfig},
+    db,
     jobs::{
         BuildJob, CacheWarmJob, DeployJob, PurgeJob, PushJob, ReleaseJob, RollbackJob, RuntimeJob,
         SourceJob, VerifyJob, WakeJob,
@@ -141,7 +142,26 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     info!(name = %env.config.name, "worker starting");
-    let mut monitor = Monitor::new();
+    // A queue's worker ends when its backend cannot poll (Postgres restarting, a connection
+    // reset). Without a restart it would stay dead while the process looks alive, and its jobs
+    // would wait for ever. Restarted, it polls again once Postgres answers: for as long as
+    // Postgres is unavailable (each failed poll waits out the pool's acquire timeout, so this
+    // does not spin), and a few times for anything else.
+    let mut monitor = Monitor::new().should_restart(|worker, error| {
+        let unavailable = match error {
+            WorkerError::BackendError(cause) => db::unavailable_in(cause.as_ref()),
+            _ => false,
+        };
+        let restart = unavailable || worker.restarts() < 3;
+        warn!(
+            worker = worker.name(),
+            restarts = worker.restarts(),
+            %error,
+            restart,
+            "a queue worker stopped on an error"
+        );
+        restart
+    });
     monitor = register::<SourceJob>(monitor, &env);
     monitor = register::<BuildJob>(monitor, &env);
     monitor = register::<PushJob>(monitor, &env);

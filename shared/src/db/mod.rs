@@ -31,6 +31,37 @@ pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
         .context("connecting to Postgres (DATABASE_URL)")
 }
 
+/// Whether `error` is Postgres being unreachable or going away rather than a fault of ours: no
+/// connection could be had or kept, or the server said it is shutting down or starting (SQLSTATE
+/// classes 08 and 57P). Asking again later is the right move; the pool reconnects by itself.
+pub fn unavailable(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+    ) || error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code.starts_with("08") || code.starts_with("57P"))
+}
+
+/// Whether any cause in the chain from `error` is [`unavailable`].
+pub fn unavailable_in(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(current) = cause {
+        if current
+            .downcast_ref::<sqlx::Error>()
+            .is_some_and(unavailable)
+        {
+            return true;
+        }
+        cause = current.source();
+    }
+    false
+}
+
 /// Applies Slipway's migrations, then apalis-postgres's own (schema `apalis`, with its own
 /// history table), so one command brings a database to the version this binary expects.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
