@@ -204,6 +204,8 @@ pub struct TestStack {
     pub worker_config: WorkerConfig,
     /// `SLIPWAY_SECRETS_KEY` of the stack's api and workers.
     pub secrets_key: slipway_shared::secrets::SecretsKey,
+    /// Whether the api has that key, and so checks v2 signatures (see `start_with`).
+    signs_v2: bool,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
     _store_dir: tempfile::TempDir,
@@ -373,6 +375,15 @@ impl TestStack {
         if let Some(change) = options.api_overrides {
             change(&mut api_config);
         }
+        // An api without a secrets key can check no signing secret: the stack's key is then one
+        // of the deprecated v1 scheme, as keys made before signing secrets are.
+        let signs_v2 = api_config.secrets_key.is_some();
+        if !signs_v2 {
+            sqlx::query("UPDATE api_keys SET signing_secret = NULL WHERE id = $1")
+                .bind(key_id)
+                .execute(&pool)
+                .await?;
+        }
 
         let listener = tokio::net::TcpListener::bind(api_config.bind).await?;
         let base_url = format!("http://{}", listener.local_addr()?);
@@ -390,15 +401,19 @@ impl TestStack {
             db,
             pool,
             store,
-            api: ApiClient::new(&base_url, key.expose())?.signing_with(
-                key.expose(),
-                key_id,
-                secret.expose(),
-            ),
+            api: {
+                let api = ApiClient::new(&base_url, key.expose())?;
+                if signs_v2 {
+                    api.signing_with(key.expose(), key_id, secret.expose())
+                } else {
+                    api
+                }
+            },
             user_id,
             registry,
             worker_config,
             secrets_key,
+            signs_v2,
             stop,
             tasks,
             _store_dir: store_dir,
@@ -455,9 +470,14 @@ impl TestStack {
         self.add_key(&mut conn, operator).await
     }
 
-    /// A new key of the user, with a signing secret the stack's client signs its requests with.
+    /// A new key of the user, with a signing secret the stack's client signs its requests with
+    /// (a v1 key when the api has no secrets key).
     pub async fn add_key(&self, conn: &mut PgConnection, user_id: Uuid) -> anyhow::Result<ApiKey> {
         let key = ApiKey::generate();
+        if !self.signs_v2 {
+            db::users::insert_api_key(conn, user_id, &key, None).await?;
+            return Ok(key);
+        }
         let secret = SigningSecret::generate();
         let sealed = secret.seal(&self.secrets_key, key.prefix())?;
         let key_id = db::users::insert_api_key(conn, user_id, &key, Some(&sealed)).await?;
@@ -894,8 +914,8 @@ impl SignedRequest {
             );
             let headers: Vec<(&str, String)> = match &self.signer {
                 Some(signer) => {
-                    // As the CLI sends them: the key id names the key, no bearer travels.
-                    request.headers_mut().remove(http::header::AUTHORIZATION);
+                    // With the bearer key too (the API checks that both name the same key);
+                    // the CLI's requests and the signing tests go without it.
                     signature_headers_v2(signer, &method, &path_and_query, &body, timestamp, &nonce)
                         .into()
                 }
