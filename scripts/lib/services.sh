@@ -360,9 +360,13 @@ slipway_start_runtime_net() {
     slipway_need_root "creating the functions' network namespace"
     ip netns del "$ns" 2>/dev/null || true
     ip link del "$veth" 2>/dev/null || true
-    # A /30 and a /16 nobody here routes yet, so two clones on one machine never overlap.
+    # A /30 and a /16 nobody here routes yet, so two clones on one machine never overlap. The
+    # search starts from the state dir's hash: another stack whose uplink is down for a moment
+    # (its address then invisible here) is still unlikely to be handed the same /30.
     SLIPWAY_RUNTIME_UPLINK=
-    for ((n = 0; n < 256; n++)); do
+    local first=$((16#${hash:0:2})) i
+    for ((i = 0; i < 256; i++)); do
+      n=$(((first + i) % 256))
       if ! ip -4 addr show | grep -q " 10\.223\.$n\.[0-9]*/30"; then
         SLIPWAY_RUNTIME_UPLINK=10.223.$n
         break
