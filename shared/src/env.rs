@@ -139,7 +139,10 @@ mod tests {
         let plain = json!({"GREETING": "hi"});
         let opened = FunctionEnv::open(&plain, None, "functions.env:x").unwrap();
         assert_eq!(opened.vars["GREETING"], "hi");
-        assert_eq!(sample().shown(), json!({"GREETING": "hi", "TOKEN": null}));
+        assert_eq!(
+            sample().shown(),
+            json!({"GREETING": "hello-there", "TOKEN": null})
+        );
         // No variables: nothing to seal, no key needed.
         assert_eq!(FunctionEnv::default().seal(None, "c").unwrap(), json!({}));
         assert!(sample().seal(None, "c").is_err());
