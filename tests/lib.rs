@@ -85,52 +85,34 @@ impl TestDb {
     pub async fn create() -> anyhow::Result<Self> {
         let admin_url = required_env("DATABASE_URL");
         let template = template(&admin_url).await?;
-        let name = format!("slipway_test_{}", Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(&admin_url).await?;
-        sqlx::query(AssertSqlSafe(format!(
-            "CREATE DATABASE {name} TEMPLATE {template}"
-        )))
-        .execute(&mut admin)
-        .await?;
-        Ok(Self {
-            url: database_url(&admin_url, &name),
-            name,
-            admin_url,
-        })
+        Self::create_with(&admin_url, &format!("TEMPLATE {template}")).await
     }
-}
 
-impl TestDb {
     /// A migrated database on another server than `DATABASE_URL`'s.
     pub async fn create_on(admin_url: &str) -> anyhow::Result<Self> {
-        let name = format!("slipway_test_{}", Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(admin_url).await?;
-        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await?;
-        let url = database_url(admin_url, &name);
-        let pool = PgPool::connect(&url).await?;
+        let created = Self::create_with(admin_url, "").await?;
+        let pool = PgPool::connect(&created.url).await?;
         db::migrate(&pool).await?;
         pool.close().await;
-        Ok(Self {
-            url,
-            name,
-            admin_url: admin_url.to_owned(),
-        })
+        Ok(created)
     }
 
     /// A database with no schema at all, for what must apply the migrations itself.
     pub async fn create_empty() -> anyhow::Result<Self> {
-        let admin_url = required_env("DATABASE_URL");
+        Self::create_with(&required_env("DATABASE_URL"), "").await
+    }
+
+    /// `CREATE DATABASE <fresh name> <options>` on the server of `admin_url`.
+    async fn create_with(admin_url: &str, options: &str) -> anyhow::Result<Self> {
         let name = format!("slipway_test_{}", Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(&admin_url).await?;
-        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        let mut admin = PgConnection::connect(admin_url).await?;
+        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name} {options}")))
             .execute(&mut admin)
             .await?;
         Ok(Self {
-            url: database_url(&admin_url, &name),
+            url: database_url(admin_url, &name),
             name,
-            admin_url,
+            admin_url: admin_url.to_owned(),
         })
     }
 }
