@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context;
-use bytes::Bytes;
 use http::StatusCode;
 use slipway_shared::{
     archive::{self, ArchiveError},
@@ -27,10 +26,17 @@ use crate::{
 
 pub struct DeployRequest {
     pub function_id: Uuid,
-    pub archive: Bytes,
+    pub archive: UploadedArchive,
     pub env: BTreeMap<String, String>,
     /// Names in `env` whose values are never shown again.
     pub secret_env: std::collections::BTreeSet<String>,
+}
+
+/// An uploaded archive, on disk until it is stored: uploads never sit whole in the API's memory.
+/// The file is removed when this is dropped.
+pub struct UploadedArchive {
+    pub file: tempfile::NamedTempFile,
+    pub length: u64,
 }
 
 pub struct Accepted {
@@ -90,11 +96,17 @@ pub async fn accept(
         return Err(crate::uploads::too_many_builds(limit));
     }
     let limits = state.config.archive_limits.clone();
-    let bytes = request.archive.clone();
-    let summary = tokio::task::spawn_blocking(move || archive::validate_archive(&bytes, &limits))
-        .await
-        .context("archive validation panicked")?
-        .map_err(archive_rejection)?;
+    let file = request
+        .archive
+        .file
+        .reopen()
+        .context("reopening the uploaded archive")?;
+    let length = request.archive.length;
+    let summary =
+        tokio::task::spawn_blocking(move || archive::validate_archive_file(&file, length, &limits))
+            .await
+            .context("archive validation panicked")?
+            .map_err(archive_rejection)?;
     check_build_rules(state, &mut tx, caller.user_id, &summary.dockerfile).await?;
     let update = open_update(&mut tx, &function).await?.map_err(|status| {
         ApiError::conflict(
@@ -131,7 +143,7 @@ pub async fn accept(
             version,
             archive_key: &key,
             archive_sha256: &summary.sha256,
-            archive_bytes: request.archive.len() as i64,
+            archive_bytes: request.archive.length as i64,
             env: &env,
         },
     )
@@ -150,7 +162,7 @@ pub async fn accept(
     // commit fails, so no object outlives its rolled-back deployment.
     state
         .store
-        .put(&key, request.archive)
+        .put_file(&key, request.archive.file.path())
         .await
         .context("storing the archive")?;
     if let Err(e) = tx.commit().await {

@@ -18,9 +18,8 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use axum::{
-    body::{Body, Bytes},
+    body::Body,
     extract::{FromRequestParts, OriginalUri, Request, State},
-    http::request::Parts,
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -33,7 +32,12 @@ use slipway_shared::db::{
 use tracing::{Instrument, Span, warn};
 use uuid::Uuid;
 
-use crate::{AppState, auth::Caller, buffer, error::ApiError};
+use crate::{
+    AppState,
+    auth::Caller,
+    body::{self, BodyDigests},
+    error::ApiError,
+};
 
 pub const IDEMPOTENCY_KEY_HEADER: HeaderName = HeaderName::from_static("idempotency-key");
 pub const REPLAYED_HEADER: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -87,10 +91,10 @@ async fn run(state: AppState, request: Request, next: Next) -> Result<Response, 
     let caller = Caller::from_request_parts(&mut parts, &state)
         .await
         .map_err(IntoResponse::into_response)?;
-    let (parts, body) = buffer::buffer(Request::from_parts(parts, body))
+    let (request, digests) = body::digests(Request::from_parts(parts, body))
         .await
         .map_err(IntoResponse::into_response)?;
-    let request_hash = fingerprint(&parts, &body);
+    let request_hash = fingerprint(&request, &digests);
 
     let claim = async {
         let mut conn = state.pool.acquire().await?;
@@ -127,7 +131,6 @@ async fn run(state: AppState, request: Request, next: Next) -> Result<Response, 
             ..
         }) => Ok(replay(stored)),
         Claim::Claimed { claim_id } => {
-            let request = buffer::rebuild(parts, body);
             let outcome = Outcome {
                 state,
                 user_id: caller.user_id,
@@ -228,120 +231,26 @@ fn replay(stored: StoredResponse) -> Response {
     response
 }
 
-/// What makes two requests "the same": method, path with query, and body. A multipart body is
-/// hashed with its boundary replaced by a fixed one, since every client picks a fresh random
-/// boundary per attempt (RFC 2046 forbids the boundary inside the parts, so nothing else moves).
-fn fingerprint(parts: &Parts, body: &Bytes) -> [u8; 32] {
-    let path_and_query = parts
-        .extensions
+/// What makes two requests "the same": method, path with query, and body, whatever multipart
+/// boundary the client picked this time.
+fn fingerprint(request: &Request, digests: &BodyDigests) -> [u8; 32] {
+    let path_and_query = request
+        .extensions()
         .get::<OriginalUri>()
-        .map_or(&parts.uri, |original| &original.0)
+        .map_or(request.uri(), |original| &original.0)
         .path_and_query()
         .map_or("/", |p| p.as_str());
-    let content_type = parts
-        .headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    let body_hash = hex::encode(body_hash(content_type, body));
-    Sha256::digest(format!("{}\n{path_and_query}\n{body_hash}", parts.method)).into()
-}
-
-fn body_hash(content_type: Option<&str>, body: &[u8]) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    match content_type.and_then(multipart_boundary) {
-        Some(boundary) => {
-            let delimiter = format!("--{boundary}");
-            let mut rest = body;
-            while let Some(at) = find(rest, delimiter.as_bytes()) {
-                hasher.update(&rest[..at]);
-                hasher.update(b"--slipway-boundary");
-                rest = &rest[at + delimiter.len()..];
-            }
-            hasher.update(rest);
-        }
-        None => hasher.update(body),
-    }
-    hasher.finalize().into()
-}
-
-fn multipart_boundary(content_type: &str) -> Option<&str> {
-    let mut params = content_type.split(';');
-    let essence = params.next()?.trim();
-    if !essence
-        .get(..10)
-        .is_some_and(|p| p.eq_ignore_ascii_case("multipart/"))
-    {
-        return None;
-    }
-    params.find_map(|param| {
-        let (name, value) = param.split_once('=')?;
-        name.trim()
-            .eq_ignore_ascii_case("boundary")
-            .then(|| value.trim().trim_matches('"'))
-            .filter(|b| !b.is_empty())
-    })
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    let (&first, _) = needle.split_first()?;
-    let mut from = 0;
-    while let Some(offset) = haystack[from..].iter().position(|&b| b == first) {
-        let at = from + offset;
-        if haystack[at..].starts_with(needle) {
-            return Some(at);
-        }
-        from = at + 1;
-    }
-    None
+    let body_hash = hex::encode(digests.boundary_free);
+    Sha256::digest(format!(
+        "{}\n{path_and_query}\n{body_hash}",
+        request.method()
+    ))
+    .into()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn form(boundary: &str, archive: &str) -> Vec<u8> {
-        format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"function_id\"\r\n\r\nabc\r\n\
-             --{boundary}\r\nContent-Disposition: form-data; name=\"archive\"\r\n\r\n{archive}\r\n\
-             --{boundary}--\r\n"
-        )
-        .into_bytes()
-    }
-
-    #[test]
-    fn multipart_bodies_compare_by_content_not_by_boundary() {
-        let a = form("XyZ123", "tarball");
-        let b = form("------------------------d74496d66958873e", "tarball");
-        let c = form("XyZ123", "tarbalL");
-        let ct = |b: &str| format!("multipart/form-data; boundary={b}");
-        let hash_a = body_hash(Some(&ct("XyZ123")), &a);
-        assert_eq!(
-            hash_a,
-            body_hash(
-                Some(&ct("\"------------------------d74496d66958873e\"")),
-                &b
-            )
-        );
-        assert_ne!(hash_a, body_hash(Some(&ct("XyZ123")), &c));
-        // Other bodies are hashed as they are.
-        assert_ne!(hash_a, body_hash(Some("application/json"), &a));
-        assert_eq!(
-            body_hash(None, b"{}"),
-            <[u8; 32]>::from(Sha256::digest(b"{}"))
-        );
-    }
-
-    #[test]
-    fn boundaries_are_read_from_multipart_content_types_only() {
-        assert_eq!(
-            multipart_boundary("multipart/form-data; charset=utf-8; Boundary=\"a b\""),
-            Some("a b")
-        );
-        assert_eq!(multipart_boundary("Multipart/Mixed;boundary=x"), Some("x"));
-        assert_eq!(multipart_boundary("application/json; boundary=x"), None);
-        assert_eq!(multipart_boundary("multipart/form-data"), None);
-        assert_eq!(multipart_boundary("multipart/form-data; boundary="), None);
-    }
 
     #[test]
     fn keys_are_short_visible_ascii() {

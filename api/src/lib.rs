@@ -6,7 +6,7 @@
 //! invocations to an endpoint the worker recorded.
 
 pub mod auth;
-pub mod buffer;
+pub mod body;
 pub mod deletion;
 pub mod deploy;
 pub mod error;
@@ -37,7 +37,7 @@ use sqlx::PgPool;
 use tower_http::trace::TraceLayer;
 use tracing::error;
 
-use crate::{buffer::OversizedBody, error::InternalErrorReport};
+use crate::{body::OversizedBody, error::InternalErrorReport};
 
 /// Deliveries past this are refused before anything reads them. GitHub caps payloads at 25 MB;
 /// a push of that size is not a deploy we want.
@@ -106,8 +106,11 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/functions/deploy",
             changes_function(&state, post(routes::deployments::deploy))
-                // Outside the signature check, which buffers the body: a key past its
-                // concurrent uploads is refused before anything is read.
+                // Outside the signature and idempotency checks, which need the body's digests:
+                // the upload goes to disk once, hashed on the way, and never sits in memory.
+                .layer::<_, Infallible>(middleware::from_fn(body::spool))
+                // Outside the spooling: an upload without a live key, or past its key's
+                // concurrent uploads, is refused before anything is read.
                 .layer::<_, Infallible>(middleware::from_fn_with_state(
                     state.clone(),
                     uploads::limit,

@@ -30,7 +30,6 @@
 use std::time::Duration;
 
 use axum::{
-    body::Bytes,
     extract::{OriginalUri, Request, State},
     middleware::Next,
     response::{IntoResponse, Response},
@@ -46,7 +45,7 @@ use uuid::Uuid;
 use crate::{
     AppState,
     auth::{self, Caller},
-    buffer,
+    body,
     error::ApiError,
 };
 
@@ -100,7 +99,19 @@ pub fn string_to_sign(
     nonce: &str,
     body: &[u8],
 ) -> String {
-    let body_hash = hex::encode(Sha256::digest(body));
+    let body_sha256 = Sha256::digest(body).into();
+    string_to_sign_with_digest(method, path_and_query, timestamp, nonce, &body_sha256)
+}
+
+/// [`string_to_sign`] of a body known by its SHA-256 (a spooled upload).
+fn string_to_sign_with_digest(
+    method: &str,
+    path_and_query: &str,
+    timestamp: &str,
+    nonce: &str,
+    body_sha256: &[u8; 32],
+) -> String {
+    let body_hash = hex::encode(body_sha256);
     format!("{method}\n{path_and_query}\n{timestamp}\n{nonce}\n{body_hash}")
 }
 
@@ -257,7 +268,8 @@ fn is_mutating(method: &Method) -> bool {
 
 /// Middleware for mutating routes: verifies a signature when the request carries one, and lets
 /// unsigned requests through untouched (the use case decides whether it needed one). It must sit
-/// inside the route's `DefaultBodyLimit`, since it buffers the body to hash it.
+/// inside the route's `DefaultBodyLimit`, since it buffers the body to hash it (unless [`body::spool`]
+/// already has).
 pub async fn verify(State(state): State<AppState>, request: Request, next: Next) -> Response {
     match verified(&state, request).await {
         Ok((request, scheme)) => {
@@ -380,20 +392,19 @@ async fn verified(
         ));
     }
 
-    let (mut parts, body): (_, Bytes) = buffer::buffer(request).await?;
-    let path_and_query = parts
-        .extensions
+    let (mut request, digests) = body::digests(request).await?;
+    let path_and_query = request
+        .extensions()
         .get::<OriginalUri>()
-        .map_or(&parts.uri, |original| &original.0)
+        .map_or(request.uri(), |original| &original.0)
         .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
-    let string_to_sign = string_to_sign(
-        parts.method.as_str(),
-        &path_and_query,
+        .map_or("/", |p| p.as_str());
+    let string_to_sign = string_to_sign_with_digest(
+        request.method().as_str(),
+        path_and_query,
         &presented.timestamp,
         &presented.nonce,
-        &body,
+        &digests.sha256,
     );
     let signed = match presented.scheme {
         Scheme::V1 => string_to_sign,
@@ -423,10 +434,10 @@ async fn verified(
         signed_at,
     };
     caller.signature = Some(verified);
-    parts.extensions.insert(caller);
+    request.extensions_mut().insert(caller);
     // Also on its own, for code that wants `Option<Extension<VerifiedSignature>>`.
-    parts.extensions.insert(verified);
-    Ok((buffer::rebuild(parts, body), Some(presented.scheme)))
+    request.extensions_mut().insert(verified);
+    Ok((request, Some(presented.scheme)))
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! key are read at once by this process, and each owner has at most
 //! `SLIPWAY_MAX_QUEUED_BUILDS` deployments in flight (checked in the deploy transaction). Past
 //! either, the request answers 429 with `Retry-After` before its body is read or anything is
-//! stored, so one key cannot hold every upload slot or fill the build queue for the others.
+//! stored, so one key cannot hold every upload slot or fill the build queue for the others. An
+//! upload naming no live key is refused before its body is read, too.
 
 use std::{
     collections::HashMap,
@@ -15,18 +16,21 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
+use slipway_shared::db;
+use uuid::Uuid;
+
 use crate::{AppState, auth, error::ApiError};
 
 /// Uploads in progress per key, in this process.
 #[derive(Default)]
 pub struct UploadSlots {
-    held: Mutex<HashMap<String, usize>>,
+    held: Mutex<HashMap<Uuid, usize>>,
 }
 
 /// Gives its slot back when the upload's request is done, however it ends.
 struct Slot {
     slots: Arc<UploadSlots>,
-    key: String,
+    key: Uuid,
 }
 
 impl Drop for Slot {
@@ -42,9 +46,9 @@ impl Drop for Slot {
 }
 
 impl UploadSlots {
-    fn take(self: &Arc<Self>, key: String, limit: usize) -> Option<Slot> {
+    fn take(self: &Arc<Self>, key: Uuid, limit: usize) -> Option<Slot> {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        let count = held.entry(key.clone()).or_insert(0);
+        let count = held.entry(key).or_insert(0);
         if *count >= limit {
             return None;
         }
@@ -56,25 +60,38 @@ impl UploadSlots {
     }
 }
 
-/// The key's public part (`sk_xxxxxxxx`): enough to tell keys apart, nothing to authenticate.
-fn key_prefix(key: &str) -> String {
-    key.splitn(3, '_').take(2).collect::<Vec<_>>().join("_")
+/// The live key an upload names, looked up before its body is read: by its bearer value, or by
+/// `X-Slipway-Key-Id` for a v2-signed upload that carries no bearer (its signature, which covers
+/// the body, is checked once the body is spooled). Unknown and revoked keys are the same 401.
+async fn uploader(state: &AppState, headers: &http::HeaderMap) -> Result<Uuid, ApiError> {
+    if headers.contains_key(http::header::AUTHORIZATION) {
+        return Ok(auth::key_owner(state, auth::bearer_key(headers)?)
+            .await?
+            .key_id);
+    }
+    let key_id = headers
+        .get(crate::signing::KEY_ID_HEADER)
+        .and_then(|id| id.to_str().ok())
+        .and_then(|id| Uuid::parse_str(id).ok())
+        .ok_or_else(|| {
+            auth::unauthorized("missing Authorization: Bearer <api key> or X-Slipway-Key-Id")
+        })?;
+    let mut conn = state.pool.acquire().await?;
+    db::users::live_key(&mut conn, key_id)
+        .await?
+        .map(|owner| owner.key_id)
+        .ok_or_else(|| auth::unauthorized("unknown or revoked API key"))
 }
 
-/// Middleware on the upload route, outside the body buffering: a key past its concurrent
-/// uploads gets 429 before its body is read. A request without a key (or key id) passes on, to
-/// be refused by authentication.
+/// Middleware on the upload route, outside the body spooling: an upload that names no live key,
+/// or whose key is past its concurrent uploads, is refused (401, 429) before its body is read.
 pub async fn limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    // A v2-signed upload may name its key only by id (README, "Signed requests").
-    let key = match auth::bearer_key(request.headers()) {
-        Ok(key) => key_prefix(key),
-        Err(_) => match request.headers().get(crate::signing::KEY_ID_HEADER) {
-            Some(id) => format!("id:{}", String::from_utf8_lossy(id.as_bytes())),
-            None => return next.run(request).await,
-        },
+    let key_id = match uploader(&state, request.headers()).await {
+        Ok(key_id) => key_id,
+        Err(error) => return error.into_response(),
     };
     let limit = state.config.max_concurrent_uploads;
-    match state.uploads.take(key, limit) {
+    match state.uploads.take(key_id, limit) {
         Some(_slot) => next.run(request).await,
         None => ApiError::Throttled {
             code: "too_many_uploads",
@@ -105,13 +122,13 @@ mod tests {
     #[test]
     fn a_key_holds_at_most_its_slots_and_gets_them_back() {
         let slots = Arc::new(UploadSlots::default());
-        let first = slots.take("sk_a".into(), 2).unwrap();
-        let _second = slots.take("sk_a".into(), 2).unwrap();
-        assert!(slots.take("sk_a".into(), 2).is_none());
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let first = slots.take(a, 2).unwrap();
+        let _second = slots.take(a, 2).unwrap();
+        assert!(slots.take(a, 2).is_none());
         // Another key is not affected.
-        assert!(slots.take("sk_b".into(), 2).is_some());
+        assert!(slots.take(b, 2).is_some());
         drop(first);
-        assert!(slots.take("sk_a".into(), 2).is_some());
-        assert_eq!(key_prefix("sk_abcdefgh_secretpart"), "sk_abcdefgh");
+        assert!(slots.take(a, 2).is_some());
     }
 }

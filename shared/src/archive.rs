@@ -417,42 +417,71 @@ fn walk<R: Read>(
     (result, stream.inflated)
 }
 
+/// Hashes what is read through it, so an archive read once from disk is also its own digest.
+struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        self.hasher.update(&buf[..read]);
+        Ok(read)
+    }
+}
+
 /// Validation plus the number of bytes inflated before it stopped (for tests and figures).
+/// `input` is read once, front to back: an upload spooled to disk is never held in memory.
 fn validate_counting(
-    bytes: &[u8],
+    input: impl Read,
+    compressed_bytes: u64,
     limits: &ArchiveLimits,
 ) -> (Result<ArchiveSummary, ArchiveError>, Option<u64>) {
-    if bytes.len() as u64 > limits.max_compressed_bytes {
+    if compressed_bytes > limits.max_compressed_bytes {
         let error = ArchiveError::TooLarge {
             limit: limits.max_compressed_bytes,
         };
         return (Err(error), None);
     }
-    if !bytes.starts_with(&GZIP_MAGIC) {
+    let mut input = Hashing {
+        inner: input,
+        hasher: Sha256::new(),
+    };
+    let mut magic = [0u8; 2];
+    if input.read_exact(&mut magic).is_err() || magic != GZIP_MAGIC {
         return (Err(ArchiveError::NotGzip), None);
     }
     let mut dockerfile = Vec::new();
-    let (result, inflated) = walk(bytes, limits, |checked, entry| {
-        let copied = if checked.path == "Dockerfile" {
-            dockerfile.clear();
-            io::copy(entry, &mut dockerfile).map_err(not_tar)?
-        } else {
-            io::copy(entry, &mut io::sink()).map_err(not_tar)?
-        };
-        // A tar cut inside an entry's data reads as a short entry, not as an error.
-        if copied != entry.size() {
-            return Err(ArchiveError::NotTar(format!(
-                "the entry {:?} is truncated",
-                checked.path
-            )));
-        }
-        Ok(())
-    });
-    let summary = result.map(|tree| ArchiveSummary {
-        entries: tree.entries,
-        uncompressed_bytes: inflated,
-        sha256: hex::encode(Sha256::digest(bytes)),
-        dockerfile,
+    let (result, inflated) = walk(
+        io::Cursor::new(magic).chain(&mut input),
+        limits,
+        |checked, entry| {
+            let copied = if checked.path == "Dockerfile" {
+                dockerfile.clear();
+                io::copy(entry, &mut dockerfile).map_err(not_tar)?
+            } else {
+                io::copy(entry, &mut io::sink()).map_err(not_tar)?
+            };
+            // A tar cut inside an entry's data reads as a short entry, not as an error.
+            if copied != entry.size() {
+                return Err(ArchiveError::NotTar(format!(
+                    "the entry {:?} is truncated",
+                    checked.path
+                )));
+            }
+            Ok(())
+        },
+    );
+    let summary = result.and_then(|tree| {
+        // The digest covers every byte stored, including any after the gzip member.
+        io::copy(&mut input, &mut io::sink()).map_err(not_tar)?;
+        Ok(ArchiveSummary {
+            entries: tree.entries,
+            uncompressed_bytes: inflated,
+            sha256: hex::encode(input.hasher.finalize()),
+            dockerfile,
+        })
     });
     (summary, Some(inflated))
 }
@@ -462,7 +491,16 @@ pub fn validate_archive(
     bytes: &[u8],
     limits: &ArchiveLimits,
 ) -> Result<ArchiveSummary, ArchiveError> {
-    validate_counting(bytes, limits).0
+    validate_counting(bytes, bytes.len() as u64, limits).0
+}
+
+/// [`validate_archive`] for an upload of `length` bytes on disk, read once, never loaded whole.
+pub fn validate_archive_file(
+    file: &std::fs::File,
+    length: u64,
+    limits: &ArchiveLimits,
+) -> Result<ArchiveSummary, ArchiveError> {
+    validate_counting(io::BufReader::with_capacity(64 << 10, file), length, limits).0
 }
 
 /// A build context ready for BuildKit.

@@ -8,16 +8,16 @@ use axum::{
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
-use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use slipway_shared::db;
+use tokio::io::AsyncWriteExt as _;
 use uuid::Uuid;
 
 use super::{log_stream, timestamp};
 use crate::{
     AppState,
     auth::Caller,
-    deploy::{self, DeployRequest},
+    deploy::{self, DeployRequest, UploadedArchive},
     error::ApiError,
 };
 
@@ -124,27 +124,39 @@ async fn read_deploy_form(
     })
 }
 
-/// Reads the archive field, refusing it as soon as it passes the limit rather than after
-/// buffering all of it.
-async fn read_capped(mut field: Field<'_>, limit: u64) -> Result<Bytes, ApiError> {
-    let mut buffer = BytesMut::new();
+/// Writes the archive field to a temporary file, refusing it as soon as it passes the limit.
+async fn read_capped(mut field: Field<'_>, limit: u64) -> Result<UploadedArchive, ApiError> {
+    let spool_failed = |e: std::io::Error| {
+        ApiError::Internal(anyhow::Error::new(e).context("writing the archive"))
+    };
+    let named = tokio::task::spawn_blocking(tempfile::NamedTempFile::new)
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .map_err(spool_failed)?;
+    let mut file = tokio::fs::File::from_std(named.as_file().try_clone().map_err(spool_failed)?);
+    let mut length = 0u64;
     while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-        if (buffer.len() + chunk.len()) as u64 > limit {
+        length += chunk.len() as u64;
+        if length > limit {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "archive_too_large",
                 format!("the archive exceeds {limit} bytes compressed"),
             ));
         }
-        buffer.extend_from_slice(&chunk);
+        file.write_all(&chunk).await.map_err(spool_failed)?;
     }
-    if buffer.is_empty() {
+    file.flush().await.map_err(spool_failed)?;
+    if length == 0 {
         return Err(ApiError::bad_request(
             "archive_empty",
             "the archive is empty",
         ));
     }
-    Ok(buffer.freeze())
+    Ok(UploadedArchive {
+        file: named,
+        length,
+    })
 }
 
 /// Environment variables as Lambda takes them: names `[A-Za-z_][A-Za-z0-9_]*`, string values,

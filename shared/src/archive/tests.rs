@@ -496,7 +496,7 @@ fn a_gzip_bomb_stops_one_byte_past_the_limit() {
     assert!(bomb.len() < 512 << 10, "the bomb is {} bytes", bomb.len());
     let limits = ArchiveLimits::default();
     let started = Instant::now();
-    let (result, inflated) = validate_counting(&bomb, &limits);
+    let (result, inflated) = validate_counting(&bomb[..], bomb.len() as u64, &limits);
     let elapsed = started.elapsed();
     let error = result.unwrap_err();
     assert!(

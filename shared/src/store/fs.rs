@@ -17,9 +17,12 @@ fn other(e: std::io::Error) -> StoreError {
     StoreError::Other(e.into())
 }
 
-/// Writes `bytes` to a temporary file next to `path`, syncs it and renames it into place, so a
-/// reader (or a crash) never leaves half an archive under a key.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes the object with `fill` to a temporary file next to `path`, syncs it and renames it into
+/// place, so a reader (or a crash) never leaves half an archive under a key.
+fn write_atomically(
+    path: &Path,
+    fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let parent = path
         .parent()
         .ok_or_else(|| std::io::Error::other("a key always has a parent"))?;
@@ -28,7 +31,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let temporary = parent.join(format!(".{}.tmp", uuid::Uuid::new_v4().simple()));
     let written = (|| {
         let mut file = std::fs::File::create_new(&temporary)?;
-        file.write_all(bytes)?;
+        fill(&mut file)?;
         file.sync_all()?;
         std::fs::rename(&temporary, path)
     })();
@@ -58,10 +61,23 @@ impl FsArchiveStore {
 
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
         let path = self.path(key)?;
-        tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
+        tokio::task::spawn_blocking(move || write_atomically(&path, |file| file.write_all(&bytes)))
             .await
             .map_err(|e| StoreError::Other(e.into()))?
             .map_err(other)
+    }
+
+    pub async fn put_file(&self, key: &str, source: &Path) -> Result<(), StoreError> {
+        let path = self.path(key)?;
+        let source = source.to_owned();
+        tokio::task::spawn_blocking(move || {
+            write_atomically(&path, |file| {
+                std::io::copy(&mut std::fs::File::open(&source)?, file).map(drop)
+            })
+        })
+        .await
+        .map_err(|e| StoreError::Other(e.into()))?
+        .map_err(other)
     }
 
     pub async fn get(&self, key: &str) -> Result<Bytes, StoreError> {

@@ -89,6 +89,14 @@ impl ArchiveStore {
         }
     }
 
+    /// [`Self::put`] of the file at `source`, streamed rather than loaded.
+    pub async fn put_file(&self, key: &str, source: &std::path::Path) -> Result<(), StoreError> {
+        match self {
+            Self::Fs(s) => s.put_file(key, source).await,
+            Self::S3(s) => s.put_file(key, source).await,
+        }
+    }
+
     /// The object at `key`; [`StoreError::NotFound`] if there is none.
     pub async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
         match self {

@@ -82,12 +82,25 @@ impl S3ArchiveStore {
 
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
         check_key(key)?;
+        self.put_body(key, ByteStream::from(bytes)).await
+    }
+
+    /// Streams the file: the SDK re-reads it from its path on a retry, so nothing is buffered.
+    pub async fn put_file(&self, key: &str, source: &std::path::Path) -> Result<(), StoreError> {
+        check_key(key)?;
+        let body = ByteStream::from_path(source)
+            .await
+            .map_err(|e| StoreError::Other(e.into()))?;
+        self.put_body(key, body).await
+    }
+
+    async fn put_body(&self, key: &str, body: ByteStream) -> Result<(), StoreError> {
         self.client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .content_type("application/gzip")
-            .body(ByteStream::from(bytes))
+            .body(body)
             .send()
             .await
             .map_err(classify)?;
