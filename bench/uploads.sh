@@ -15,7 +15,7 @@ mib=${SLIPWAY_BENCH_UPLOAD_MIB:-45}
 work=$(mktemp -d)
 api_pid=
 cleanup() {
-  [ -n "$api_pid" ] && kill "$api_pid" 2>/dev/null || true
+  if [ -n "$api_pid" ]; then kill "$api_pid" 2>/dev/null || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
