@@ -1,13 +1,14 @@
 //! Per-key limits on uploads: an owner whose deployments in flight reached
 //! `SLIPWAY_MAX_QUEUED_BUILDS` gets 429 with `Retry-After` and nothing is stored; a key with
 //! `SLIPWAY_MAX_CONCURRENT_UPLOADS` uploads still being read gets 429 before its body is read.
-//! Other keys are not affected.
+//! Other keys are not affected. An upload that names no live key is refused before its body
+//! is read: nothing of it reaches the disk the API spools uploads to.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use slipway_shared::config::ApiConfig;
+use slipway_shared::{config::ApiConfig, db};
 use slipway_tests::{StackOptions, StoreKind, TestStack, hello_archive};
 
 /// A stack without workers (deployments stay in flight) and with the api's limits changed.
@@ -41,6 +42,71 @@ async fn an_owner_past_its_queued_builds_gets_429_and_nothing_is_stored() -> any
         .list(&format!("functions/{function_id}/"))
         .await?;
     assert_eq!(archives.len(), 2, "{archives:?}");
+    stack.shutdown().await
+}
+
+/// A multipart upload whose body never ends: only the test decides when it stops.
+fn endless_upload() -> reqwest::Body {
+    let first_part =
+        Bytes::from_static(b"--b\r\nContent-Disposition: form-data; name=\"archive\"\r\n\r\n");
+    let forever = futures::stream::pending::<Bytes>();
+    reqwest::Body::wrap_stream(
+        futures::stream::once(async move { first_part })
+            .chain(forever)
+            .map(Ok::<_, std::io::Error>),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_naming_no_live_key_is_refused_before_its_body_is_read() -> anyhow::Result<()> {
+    let stack = limited(|_| {}).await?;
+    let url = stack.url("/api/functions/deploy");
+    let within = |request: reqwest::RequestBuilder| async move {
+        // The body never ends, so only an answer given before reading it arrives at all.
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            request
+                .header("content-type", "multipart/form-data; boundary=b")
+                .body(endless_upload())
+                .send(),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("the API read on instead of answering"))?
+        .map_err(anyhow::Error::from)
+    };
+    let revoked = stack.add_tenant().await?;
+    {
+        let mut conn = stack.pool.acquire().await?;
+        let hash = slipway_shared::domain::ApiKeyHash::of(&revoked);
+        let owner = db::users::authenticate(&mut conn, &hash)
+            .await?
+            .expect("a live key");
+        db::users::revoke_api_key(&mut conn, owner.user_id, owner.key_id).await?;
+    }
+    let cases = [
+        ("no key", stack.http.post(&url)),
+        (
+            "an unknown bearer key",
+            stack.http.post(&url).bearer_auth("sk_nothere_0123456789"),
+        ),
+        (
+            "a revoked bearer key",
+            stack.http.post(&url).bearer_auth(&revoked),
+        ),
+        (
+            "an unknown key id",
+            stack
+                .http
+                .post(&url)
+                .header("x-slipway-key-id", uuid::Uuid::new_v4().to_string()),
+        ),
+    ];
+    for (case, request) in cases {
+        let answer = within(request).await?;
+        assert_eq!(answer.status(), 401, "{case}");
+        let body: serde_json::Value = answer.json().await?;
+        assert_eq!(body["error"]["code"], "unauthorized", "{case}");
+    }
     stack.shutdown().await
 }
 
