@@ -293,6 +293,7 @@ async fn run(
                 if crate::settle::fail_deployment(
                     conn,
                     deployment.deployment_id,
+                    None,
                     deployment.function_id,
                     &deployment.phase(),
                     &reason,

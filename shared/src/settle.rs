@@ -12,10 +12,12 @@ use crate::{
 
 /// Marks the deployment failed with `reason` (if it is still in flight) and settles its
 /// function: lifecycle status, the failed update, a log line. The previously active version,
-/// if any, is untouched and keeps serving. Returns whether this call failed it.
+/// if any, is untouched and keeps serving. Returns whether this call failed it. `run_token`: the
+/// claim of the job run that failed it (`None` for the reaper, which holds none).
 pub async fn fail_deployment(
     conn: &mut PgConnection,
     deployment_id: Uuid,
+    run_token: Option<Uuid>,
     function_id: Uuid,
     phase: &str,
     reason: &str,
@@ -23,7 +25,7 @@ pub async fn fail_deployment(
     let function = db::functions::lock(conn, function_id)
         .await?
         .context("the deployment's function is gone")?;
-    if !db::deployments::fail(conn, deployment_id, reason).await? {
+    if !db::deployments::fail(conn, deployment_id, run_token, reason).await? {
         return Ok(false);
     }
     settle_function(conn, function_id, deployment_id, &function.status).await?;

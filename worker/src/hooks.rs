@@ -145,13 +145,18 @@ async fn restart_instance(
         .map_err(runtime_step)?;
     {
         let mut conn = env.pool.acquire().await?;
-        db::deployments::record_instance(
+        let recorded = db::deployments::record_instance(
             &mut conn,
             deployment.id,
+            deployment.run_token,
             &restarted.container_id,
             &restarted.endpoint,
         )
         .await?;
+        if !recorded {
+            env.runtime.remove(&restarted.container_id).await.ok();
+            return Err(StepError::LostClaim);
+        }
     }
     env.runtime
         .wait_until_answering(&restarted, env.config.start_timeout)

@@ -339,9 +339,11 @@ pub async fn cancel(
     {
         // The log line goes under the cancelled stage: `slipway::build` → `build`.
         let phase = job.queue.strip_prefix("slipway::").unwrap_or("deploy");
+        // An operator's cancel overrides whichever run holds the deployment.
         settle::fail_deployment(
             &mut tx,
             deployment_id,
+            None,
             deployment.function_id,
             phase,
             reason,

@@ -43,6 +43,9 @@ pub struct DeploymentRow {
     pub committed_at: Option<DateTime<Utc>>,
     /// The newer deployment that overtook this one (status `superseded`).
     pub superseded_by: Option<Uuid>,
+    /// The claim of the job run that last took charge of the deployment ([`claim_run`]); a
+    /// handler's writes pass it on and apply only while it is still the stored one.
+    pub run_token: Option<Uuid>,
 }
 
 pub struct NewDeployment<'a> {
@@ -135,11 +138,34 @@ pub async fn count(conn: &mut PgConnection, function_id: Uuid) -> sqlx::Result<i
     .await
 }
 
+/// A run of one of the deployment's jobs takes charge of it, if it is in `status`: a fresh
+/// token, which every later write of the run passes as `run_token`. Any earlier run still
+/// going on (the same job re-delivered beside it) finds its token gone at its next write.
+///
+/// Writes below that take `run_token: Option<Uuid>` apply with `Some` only while it is the
+/// stored token; `None` is for writers that hold no run's claim (the reaper, a function lock).
+pub async fn claim_run(
+    conn: &mut PgConnection,
+    id: Uuid,
+    status: DeploymentStatus,
+) -> sqlx::Result<Option<Uuid>> {
+    sqlx::query_scalar!(
+        r#"UPDATE deployments SET run_token = gen_random_uuid()
+           WHERE id = $1 AND status = $2
+           RETURNING run_token AS "run_token!""#,
+        id,
+        status.as_str()
+    )
+    .fetch_optional(conn)
+    .await
+}
+
 /// Moves `id` from `from` to `to` if it is still in `from`. Returns false when another run
-/// already moved it: the caller then drops its result.
+/// already moved it or took it over: the caller then drops its result.
 pub async fn transition(
     conn: &mut PgConnection,
     id: Uuid,
+    run_token: Option<Uuid>,
     from: DeploymentStatus,
     to: DeploymentStatus,
 ) -> sqlx::Result<bool> {
@@ -149,10 +175,11 @@ pub async fn transition(
              is_active = ($3 = 'active'),
              built_at = CASE WHEN $2 = 'building' AND $3 = 'pushing' THEN now() ELSE built_at END,
              updated_at = now()
-           WHERE id = $1 AND status = $2"#,
+           WHERE id = $1 AND status = $2 AND ($4::uuid IS NULL OR run_token = $4)"#,
         id,
         from.as_str(),
-        to.as_str()
+        to.as_str(),
+        run_token
     )
     .execute(conn)
     .await?;
@@ -201,16 +228,18 @@ pub async fn claim_build_slot(
 pub async fn record_push(
     conn: &mut PgConnection,
     id: Uuid,
+    run_token: Option<Uuid>,
     image_tag: &str,
     image_digest: &str,
 ) -> sqlx::Result<bool> {
     let done = sqlx::query!(
         r#"UPDATE deployments SET status = 'deploying', image_tag = $2, image_digest = $3,
              pushed_at = now(), updated_at = now()
-           WHERE id = $1 AND status = 'pushing'"#,
+           WHERE id = $1 AND status = 'pushing' AND ($4::uuid IS NULL OR run_token = $4)"#,
         id,
         image_tag,
-        image_digest
+        image_digest,
+        run_token
     )
     .execute(conn)
     .await?;
@@ -219,22 +248,25 @@ pub async fn record_push(
 
 /// Remembers the instance as soon as it exists, so a crash leaves no untracked one: its
 /// container and the address the platform reaches it at (its own, on its function's network).
+/// False when another run took the deployment over: the instance is then the caller's to remove.
 pub async fn record_instance(
     conn: &mut PgConnection,
     id: Uuid,
+    run_token: Option<Uuid>,
     container_id: &str,
     endpoint: &str,
-) -> sqlx::Result<()> {
-    sqlx::query!(
+) -> sqlx::Result<bool> {
+    let done = sqlx::query!(
         r#"UPDATE deployments SET container_id = $2, runtime_endpoint = $3, updated_at = now()
-           WHERE id = $1"#,
+           WHERE id = $1 AND ($4::uuid IS NULL OR run_token = $4)"#,
         id,
         container_id,
-        endpoint
+        endpoint,
+        run_token
     )
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }
 
 /// The active deployment (id, function) whose instance is `container_id`, if that container is
@@ -254,11 +286,16 @@ pub async fn active_with_container(
 
 /// deploying → active. The partial unique index refuses a second active deployment, so the
 /// caller deactivates the previous one first, in the same transaction.
-pub async fn activate(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<bool> {
+pub async fn activate(
+    conn: &mut PgConnection,
+    id: Uuid,
+    run_token: Option<Uuid>,
+) -> sqlx::Result<bool> {
     let done = sqlx::query!(
         r#"UPDATE deployments SET status = 'active', is_active = true, deployed_at = now(), updated_at = now()
-           WHERE id = $1 AND status = 'deploying'"#,
-        id
+           WHERE id = $1 AND status = 'deploying' AND ($2::uuid IS NULL OR run_token = $2)"#,
+        id,
+        run_token
     )
     .execute(conn)
     .await?;
@@ -266,11 +303,17 @@ pub async fn activate(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<bool> {
 }
 
 /// inactive → active, for a rollback; the same index rule as `activate` applies.
-pub async fn reinstate(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<bool> {
+pub async fn reinstate(
+    conn: &mut PgConnection,
+    id: Uuid,
+    run_token: Option<Uuid>,
+) -> sqlx::Result<bool> {
     let done = sqlx::query!(
         r#"UPDATE deployments SET status = 'active', is_active = true, deployed_at = now(), updated_at = now()
-           WHERE id = $1 AND status = 'inactive' AND prune_started_at IS NULL"#,
-        id
+           WHERE id = $1 AND status = 'inactive' AND prune_started_at IS NULL
+             AND ($2::uuid IS NULL OR run_token = $2)"#,
+        id,
+        run_token
     )
     .execute(conn)
     .await?;
@@ -336,12 +379,19 @@ pub async fn clear_container(
 }
 
 /// Any in-flight status → failed, with the reason users will read.
-pub async fn fail(conn: &mut PgConnection, id: Uuid, error: &str) -> sqlx::Result<bool> {
+pub async fn fail(
+    conn: &mut PgConnection,
+    id: Uuid,
+    run_token: Option<Uuid>,
+    error: &str,
+) -> sqlx::Result<bool> {
     let done = sqlx::query!(
         r#"UPDATE deployments SET status = 'failed', is_active = false, error = $2, updated_at = now()
-           WHERE id = $1 AND status IN ('fetching', 'building', 'pushing', 'deploying')"#,
+           WHERE id = $1 AND status IN ('fetching', 'building', 'pushing', 'deploying')
+             AND ($3::uuid IS NULL OR run_token = $3)"#,
         id,
-        error
+        error,
+        run_token
     )
     .execute(conn)
     .await?;
@@ -629,6 +679,7 @@ pub async fn insert_from_push(
 pub async fn record_fetched(
     conn: &mut PgConnection,
     id: Uuid,
+    run_token: Option<Uuid>,
     archive_key: &str,
     archive_sha256: &str,
     archive_bytes: i64,
@@ -637,12 +688,13 @@ pub async fn record_fetched(
     let done = sqlx::query!(
         r#"UPDATE deployments SET status = 'building', archive_key = $2, archive_sha256 = $3,
              archive_bytes = $4, commit_message = $5, updated_at = now()
-           WHERE id = $1 AND status = 'fetching'"#,
+           WHERE id = $1 AND status = 'fetching' AND ($6::uuid IS NULL OR run_token = $6)"#,
         id,
         archive_key,
         archive_sha256,
         archive_bytes,
-        commit_message
+        commit_message,
+        run_token
     )
     .execute(conn)
     .await?;
@@ -734,12 +786,19 @@ pub async fn newer_served(
 }
 
 /// An in-flight deployment → superseded by `newer`.
-pub async fn supersede(conn: &mut PgConnection, id: Uuid, newer: Uuid) -> sqlx::Result<bool> {
+pub async fn supersede(
+    conn: &mut PgConnection,
+    id: Uuid,
+    run_token: Option<Uuid>,
+    newer: Uuid,
+) -> sqlx::Result<bool> {
     let done = sqlx::query!(
         r#"UPDATE deployments SET status = 'superseded', superseded_by = $2, updated_at = now()
-           WHERE id = $1 AND status IN ('fetching', 'building', 'pushing', 'deploying')"#,
+           WHERE id = $1 AND status IN ('fetching', 'building', 'pushing', 'deploying')
+             AND ($3::uuid IS NULL OR run_token = $3)"#,
         id,
-        newer
+        newer,
+        run_token
     )
     .execute(conn)
     .await?;

@@ -172,6 +172,7 @@ async fn build(
     if db::deployments::transition(
         &mut tx,
         deployment.id,
+        deployment.run_token,
         DeploymentStatus::Building,
         DeploymentStatus::Pushing,
     )

@@ -1,9 +1,12 @@
 //! Job handlers, one file per job, and what they share: the `RunJob` trait, retry with backoff
 //! for transient faults, and the one way a deployment fails.
 //!
-//! Handlers are idempotent and fenced: each re-reads its deployment and does nothing unless it is
-//! still in the status the job expects, and every status change is conditional on that status.
-//! A duplicate run (a re-enqueued orphan whose first run still goes on) therefore cannot win.
+//! Handlers are idempotent and fenced. Each run of a pipeline job claims its deployment
+//! (`db::deployments::claim_run`: a fresh token, only while the deployment is in the status the
+//! job expects), and every write it makes — status changes, instances, the switch, a failure —
+//! applies only while that token is still the stored one. A duplicate run (the queue re-ran the
+//! job after a missed heartbeat while the first run still goes on) takes the claim; the older run
+//! stops at its next write, removes what it made itself, and fails nothing.
 
 mod build;
 mod cache_warm;
@@ -49,6 +52,10 @@ pub enum StepError {
     /// traffic. The deployment ends `superseded`, not failed.
     #[error("version {newer_version} is newer and has already served")]
     Overtaken { newer: Uuid, newer_version: i32 },
+    /// Another run of the job took the deployment over (or it settled meanwhile): this run stops
+    /// without a word on the deployment's outcome, which is no longer its to decide.
+    #[error("another run took the deployment over")]
+    LostClaim,
 }
 
 impl StepError {
@@ -135,24 +142,36 @@ pub async fn log_info(
 /// previously active version, if any, is untouched and keeps serving.
 pub async fn fail_deployment(
     env: &Environment,
-    deployment_id: Uuid,
-    function_id: Uuid,
+    deployment: &db::deployments::DeploymentRow,
     phase: &str,
     reason: &str,
 ) -> anyhow::Result<()> {
-    error!(%deployment_id, phase, reason, "deployment failed");
     let mut tx = env.pool.begin().await?;
-    settle::fail_deployment(&mut tx, deployment_id, function_id, phase, reason).await?;
+    let failed = settle::fail_deployment(
+        &mut tx,
+        deployment.id,
+        deployment.run_token,
+        deployment.function_id,
+        phase,
+        reason,
+    )
+    .await?;
     tx.commit().await?;
+    if failed {
+        error!(deployment_id = %deployment.id, phase, reason, "deployment failed");
+    } else {
+        warn!(deployment_id = %deployment.id, phase, reason, "failure not recorded: another run took the deployment over, or it settled");
+    }
     Ok(())
 }
 
 pub use settle::{settle_function, update_failed};
 
-/// Runs one step of a deployment's pipeline, fenced: the step runs only if the deployment is
-/// still in `expected` (otherwise another run of the job, or a newer decision, moved it on and
-/// this run has nothing to do). A failed step fails the deployment; the job itself succeeds, as it
-/// did its duty — only a failure to record that is a job error.
+/// Runs one step of a deployment's pipeline, fenced: the step runs only if it can claim the
+/// deployment in `expected` (otherwise another run of the job, or a newer decision, moved it on
+/// and this run has nothing to do), and the row it is handed carries the claim for its writes.
+/// A failed step fails the deployment; the job itself succeeds, as it did its duty — only a
+/// failure to record that is a job error.
 pub async fn run_step<F, Fut>(
     env: Arc<Environment>,
     deployment_id: Uuid,
@@ -164,18 +183,10 @@ where
     F: FnOnce(Arc<Environment>, db::deployments::DeploymentRow) -> Fut,
     Fut: Future<Output = Result<(), StepError>>,
 {
-    let deployment = {
-        let mut conn = env.pool.acquire().await?;
-        db::deployments::get(&mut conn, deployment_id)
-            .await?
-            .with_context(|| format!("deployment {deployment_id} does not exist"))?
-    };
-    if deployment.status != expected.as_str() {
-        warn!(%deployment_id, phase, status = %deployment.status, "deployment already moved on; nothing to do");
+    let Some(deployment) = claim(&env, deployment_id, expected, phase).await? else {
         return Ok(());
-    }
-    let function_id = deployment.function_id;
-    let reason = match step(Arc::clone(&env), deployment).await {
+    };
+    let reason = match step(Arc::clone(&env), deployment.clone()).await {
         Ok(()) => return Ok(()),
         Err(StepError::Permanent(reason)) => reason,
         Err(StepError::Transient(e)) => format!("{phase} failed: {e:#}"),
@@ -183,35 +194,60 @@ where
             newer,
             newer_version,
         }) => {
-            return overtake(
+            return overtake(&env, &deployment, newer, newer_version, phase).await;
+        }
+        Err(StepError::LostClaim) => {
+            warn!(%deployment_id, phase, "another run of this job took the deployment over; stopping");
+            log_info(
                 &env,
                 deployment_id,
-                function_id,
-                newer,
-                newer_version,
                 phase,
+                "another run of this job took over; this run stopped",
             )
             .await;
+            return Ok(());
         }
     };
-    fail_deployment(&env, deployment_id, function_id, phase, &reason).await
+    fail_deployment(&env, &deployment, phase, &reason).await
+}
+
+/// Claims the deployment for this run of a job if it is in `expected` (`db::deployments::claim_run`)
+/// and reads it, carrying the claimed token; `None` (logged) when it has moved on.
+pub async fn claim(
+    env: &Environment,
+    deployment_id: Uuid,
+    expected: DeploymentStatus,
+    phase: &str,
+) -> anyhow::Result<Option<db::deployments::DeploymentRow>> {
+    let mut conn = env.pool.acquire().await?;
+    let claimed = db::deployments::claim_run(&mut conn, deployment_id, expected).await?;
+    let mut deployment = db::deployments::get(&mut conn, deployment_id)
+        .await?
+        .with_context(|| format!("deployment {deployment_id} does not exist"))?;
+    let Some(token) = claimed else {
+        warn!(%deployment_id, phase, status = %deployment.status, "deployment already moved on; nothing to do");
+        return Ok(None);
+    };
+    // The token this run claimed, even if a newer run has replaced it in the row since.
+    deployment.run_token = Some(token);
+    Ok(Some(deployment))
 }
 
 /// Ends a deployment that a newer, already served version overtook: `superseded`, and the
 /// function settles as if it had finished, without a failure to report.
 async fn overtake(
     env: &Environment,
-    deployment_id: Uuid,
-    function_id: Uuid,
+    deployment: &db::deployments::DeploymentRow,
     newer: Uuid,
     newer_version: i32,
     phase: &str,
 ) -> anyhow::Result<()> {
+    let (deployment_id, function_id) = (deployment.id, deployment.function_id);
     let mut tx = env.pool.begin().await?;
     let function = db::functions::lock(&mut tx, function_id)
         .await?
         .context("the deployment's function is gone")?;
-    if db::deployments::supersede(&mut tx, deployment_id, newer).await? {
+    if db::deployments::supersede(&mut tx, deployment_id, deployment.run_token, newer).await? {
         settle_function(&mut tx, function_id, deployment_id, &function.status).await?;
         let others_in_flight =
             db::deployments::others_in_flight(&mut tx, function_id, deployment_id).await?;

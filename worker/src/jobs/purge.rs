@@ -41,7 +41,7 @@ impl RunJob for PurgeJob {
         // again (the scheduler's next sweep, or an operator) finishes it.
         outcome.map_err(|e| match e {
             StepError::Permanent(m) => anyhow::anyhow!(m),
-            overtaken @ StepError::Overtaken { .. } => overtaken.into(),
+            other @ (StepError::Overtaken { .. } | StepError::LostClaim) => other.into(),
             StepError::Transient(e) => e,
         })
     }

@@ -87,7 +87,13 @@ async fn push(
 
     let mut tx = env.pool.begin().await?;
     db::functions::lock(&mut tx, deployment.function_id).await?;
-    if db::deployments::record_push(&mut tx, deployment.id, &image.tagged(), digest.as_str())
+    if db::deployments::record_push(
+        &mut tx,
+        deployment.id,
+        deployment.run_token,
+        &image.tagged(),
+        digest.as_str(),
+    )
         .await?
     {
         CacheWarmJob {

@@ -6,15 +6,14 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use slipway_shared::{
     db,
     domain::DeploymentStatus,
-    jobs::{Job, RollbackJob},
+    jobs::RollbackJob,
 };
 use tracing::{error, warn};
 
-use super::{RunJob, StepError, log_info, log_lines, update_failed};
+use super::{RunJob, StepError, claim, log_info, log_lines, update_failed};
 use crate::{
     Environment,
     runtime::lifecycle::{Activation, discard_instance, start_and_switch},
@@ -25,17 +24,16 @@ const PHASE: &str = "rollback";
 impl RunJob for RollbackJob {
     #[tracing::instrument(name = "rollback", skip_all, fields(deployment_id = %self.deployment_id))]
     async fn run(self, env: Arc<Environment>) -> anyhow::Result<()> {
-        let deployment = {
-            let mut conn = env.pool.acquire().await?;
-            db::deployments::get(&mut conn, self.deployment_id)
-                .await?
-                .with_context(|| format!("deployment {} does not exist", self.deployment_id))?
-        };
-        if deployment.status != DeploymentStatus::Inactive.as_str() {
-            warn!(status = %deployment.status, job = Self::NAME, "target is not inactive; nothing to do");
+        let Some(deployment) =
+            claim(&env, self.deployment_id, DeploymentStatus::Inactive, PHASE).await?
+        else {
             return Ok(());
-        }
+        };
         if let Err(e) = rollback(&env, &deployment).await {
+            if let StepError::LostClaim = e {
+                warn!("another run of this rollback took over; stopping");
+                return Ok(());
+            }
             let reason = e.into_reason();
             error!(%reason, "rollback failed");
             discard_instance(&env, deployment.id).await;

@@ -158,6 +158,7 @@ async fn fetch(
         if !db::deployments::record_fetched(
             &mut tx,
             deployment.id,
+            deployment.run_token,
             &key,
             &summary.sha256,
             bytes,

@@ -55,7 +55,7 @@ impl RunJob for VerifyJob {
                 Ok(())
             }
             Err(StepError::Transient(e)) => Err(e),
-            Err(overtaken @ StepError::Overtaken { .. }) => Err(overtaken.into()),
+            Err(other @ (StepError::Overtaken { .. } | StepError::LostClaim)) => Err(other.into()),
         }
     }
 }

@@ -149,7 +149,14 @@ pub async fn start_and_switch(
     let (instance, lifecycle) =
         start_instance(env, deployment, &image.pinned(&digest), "", None, phase).await?;
 
-    let previous = switch_traffic(env, deployment, phase, activation).await?;
+    let previous = match switch_traffic(env, deployment, phase, activation).await {
+        Ok(previous) => previous,
+        Err(e) => {
+            // This run's instance never served: it goes, whatever stopped the switch.
+            remove_own_instance(env, deployment.id, &instance.container_id).await;
+            return Err(e);
+        }
+    };
     info!(version = deployment.version, endpoint = %instance.endpoint, "active");
 
     if let Some(previous) = previous {
@@ -286,15 +293,29 @@ pub async fn start_instance(
         env.runtime.start(&spec, kept).await.map_err(runtime_step)
     })
     .await?;
-    {
+    let recorded = async {
         let mut conn = env.pool.acquire().await?;
         db::deployments::record_instance(
             &mut conn,
             deployment.id,
+            deployment.run_token,
             &instance.container_id,
             &instance.endpoint,
         )
-        .await?;
+        .await
+    }
+    .await;
+    match recorded {
+        Ok(true) => {}
+        Ok(false) => {
+            // Another run took the deployment over: this instance is ours alone to remove.
+            env.runtime.remove(&instance.container_id).await.ok();
+            return Err(StepError::LostClaim);
+        }
+        Err(e) => {
+            env.runtime.remove(&instance.container_id).await.ok();
+            return Err(e.into());
+        }
     }
     let ready = async {
         let waited = env
@@ -326,18 +347,20 @@ pub async fn start_instance(
     match ready {
         Ok(lifecycle) => Ok((instance, lifecycle)),
         Err(e) => {
-            env.runtime.remove(&instance.container_id).await.ok();
-            if let Ok(mut conn) = env.pool.acquire().await {
-                db::deployments::forget_active_container(
-                    &mut conn,
-                    deployment.id,
-                    &instance.container_id,
-                )
-                .await
-                .ok();
-            }
+            remove_own_instance(env, deployment.id, &instance.container_id).await;
             Err(e)
         }
+    }
+}
+
+/// Removes an instance this run started and that never served, and forgets it if the deployment
+/// still records it (a run that took over may already have replaced it).
+async fn remove_own_instance(env: &Environment, deployment_id: uuid::Uuid, container_id: &str) {
+    env.runtime.remove(container_id).await.ok();
+    if let Ok(mut conn) = env.pool.acquire().await {
+        db::deployments::forget_active_container(&mut conn, deployment_id, container_id)
+            .await
+            .ok();
     }
 }
 
@@ -391,14 +414,15 @@ async fn switch_traffic(
     if let Some(previous) = &previous {
         db::deployments::deactivate(&mut tx, previous.id).await?;
     }
+    let token = deployment.run_token;
     let activated = match activation {
-        Activation::NewVersion => db::deployments::activate(&mut tx, deployment.id).await?,
-        Activation::Reinstate => db::deployments::reinstate(&mut tx, deployment.id).await?,
+        Activation::NewVersion => db::deployments::activate(&mut tx, deployment.id, token).await?,
+        Activation::Reinstate => db::deployments::reinstate(&mut tx, deployment.id, token).await?,
     };
     if !activated {
-        return Err(StepError::Permanent(
-            "the deployment was changed while it started".into(),
-        ));
+        // Another run took the deployment over, or it settled meanwhile: either way the outcome
+        // is not this run's to record.
+        return Err(StepError::LostClaim);
     }
     let others_in_flight =
         db::deployments::others_in_flight(&mut tx, deployment.function_id, deployment.id).await?;

@@ -77,9 +77,12 @@ async fn record(
         Observed::Running { endpoint, .. } => {
             let moved = instance.endpoint.as_deref() != Some(endpoint.as_str());
             if moved {
+                // Under the function's lock, and only for the instance that serves: no run's
+                // claim is needed to say where the engine moved it.
                 db::deployments::record_instance(
                     &mut tx,
                     instance.deployment_id,
+                    None,
                     &instance.instance_id,
                     &endpoint,
                 )

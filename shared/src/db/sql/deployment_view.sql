@@ -27,7 +27,8 @@ SELECT
     d.commit_sha,
     d.commit_message,
     d.committed_at,
-    d.superseded_by
+    d.superseded_by,
+    d.run_token
 FROM deployments d
 JOIN functions f ON f.id = d.function_id
 WHERE ($1::uuid IS NULL OR d.id = $1)
