@@ -10,6 +10,7 @@ mod ecr;
 mod env;
 mod events;
 mod faults;
+mod fencing;
 mod hooks;
 mod idempotency;
 mod integrity;

@@ -161,6 +161,16 @@ pub async fn fail_deployment(
         error!(deployment_id = %deployment.id, phase, reason, "deployment failed");
     } else {
         warn!(deployment_id = %deployment.id, phase, reason, "failure not recorded: another run took the deployment over, or it settled");
+        log_info(
+            env,
+            deployment.id,
+            phase,
+            format!(
+                "another run of this job took over, or the deployment settled: this run's \
+                 failure is not recorded ({reason})"
+            ),
+        )
+        .await;
     }
     Ok(())
 }

@@ -94,7 +94,7 @@ async fn push(
         &image.tagged(),
         digest.as_str(),
     )
-        .await?
+    .await?
     {
         CacheWarmJob {
             deployment_id: deployment.id,

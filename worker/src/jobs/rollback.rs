@@ -6,11 +6,7 @@
 
 use std::sync::Arc;
 
-use slipway_shared::{
-    db,
-    domain::DeploymentStatus,
-    jobs::RollbackJob,
-};
+use slipway_shared::{db, domain::DeploymentStatus, jobs::RollbackJob};
 use tracing::{error, warn};
 
 use super::{RunJob, StepError, claim, log_info, log_lines, update_failed};

@@ -1,0 +1,118 @@
+//! Fencing: the same pipeline job run twice at once, as the queue does when it re-runs a job
+//! whose worker missed its heartbeats while the first run still goes on. The newer run takes the
+//! deployment over; the older one stops at its next write without failing anything, and what
+//! serves in the end is one instance, the one the deployment records.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use slipway_shared::{
+    db,
+    jobs::{DeployJob, Job},
+};
+use slipway_tests::{StackOptions, StoreKind, TestStack, containers_of, eventually, pack_dir};
+
+/// The hello function, but its server starts only after `delay_secs`: a deploy run waits that
+/// long for its instance to answer, which is when the test runs the job a second time.
+fn slow_to_answer(greeting: &str, delay_secs: u32) -> anyhow::Result<Vec<u8>> {
+    let dir = tempfile::tempdir()?;
+    std::fs::create_dir(dir.path().join("www"))?;
+    std::fs::write(dir.path().join("www/index.html"), greeting)?;
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!(
+            "FROM slipway/busybox:1\nCOPY www /www\nENTRYPOINT [\"/bin/busybox\", \"sh\", \"-c\", \
+             \"sleep {delay_secs}; exec /bin/busybox httpd -f -p \\\"$PORT\\\" -h /www\"]\n"
+        ),
+    )?;
+    pack_dir(dir.path(), &Default::default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_job_run_twice_at_once_ends_with_one_instance_and_no_failure() -> anyhow::Result<()>
+{
+    let stack = TestStack::start_with(StackOptions {
+        store: StoreKind::Filesystem,
+        ..Default::default()
+    })
+    .await?;
+    let function_id = stack.init("run-twice").await?;
+    let (deployment_id, _) = stack
+        .deploy(function_id, slow_to_answer("once\n", 8)?)
+        .await?;
+
+    // The first run has started and recorded its instance, and waits for it to answer.
+    let first_instance = eventually(
+        Duration::from_secs(180),
+        "the first run's instance",
+        || async {
+            let mut conn = stack.conn().await?;
+            let row = db::deployments::get(&mut conn, deployment_id)
+                .await?
+                .context("the deployment")?;
+            Ok((row.status == "deploying")
+                .then_some(row.container_id)
+                .flatten())
+        },
+    )
+    .await?;
+    // What the queue does to a job whose worker went silent: it is due again, and a worker runs
+    // it while the first run, which nobody stopped, goes on.
+    {
+        let mut conn = stack.conn().await?;
+        let requeued = sqlx::query(
+            "UPDATE apalis.jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL, \
+             run_at = now() WHERE job_type = $1 AND status = 'Running'",
+        )
+        .bind(DeployJob::NAME)
+        .execute(&mut *conn)
+        .await?;
+        assert_eq!(requeued.rows_affected(), 1, "the deploy job was running");
+    }
+
+    let settled = stack.wait_active(deployment_id).await?;
+    assert_eq!(settled["error"], serde_json::Value::Null, "{settled}");
+    let row = {
+        let mut conn = stack.conn().await?;
+        db::deployments::get(&mut conn, deployment_id)
+            .await?
+            .context("the deployment")?
+    };
+    let serving = row.container_id.context("the active version's instance")?;
+    assert_ne!(
+        serving, first_instance,
+        "the newer run's instance serves, not the one the older run started"
+    );
+    // The older run's instance is gone: nothing of the function runs but what serves.
+    let running = eventually(Duration::from_secs(30), "one instance left", || async {
+        let containers = containers_of(function_id)?;
+        Ok((containers.len() == 1).then_some(containers))
+    })
+    .await?;
+    assert!(
+        serving.starts_with(&running[0]) || running[0].starts_with(&serving),
+        "{running:?} against the recorded {serving}"
+    );
+    assert_eq!(
+        stack.invoke(function_id, "").await?,
+        (200, "once\n".to_owned())
+    );
+
+    // The older run said why its outcome does not count; the switch happened once.
+    let log: Vec<String> = {
+        let mut conn = stack.conn().await?;
+        db::logs::list(&mut conn, deployment_id, 0, 10_000)
+            .await?
+            .into_iter()
+            .map(|line| line.message)
+            .collect()
+    };
+    assert!(
+        log.iter()
+            .any(|line| line.contains("another run of this job took over")),
+        "{log:#?}"
+    );
+    let switches = log.iter().filter(|l| l.ends_with("is active")).count();
+    assert_eq!(switches, 1, "{log:#?}");
+    stack.shutdown().await
+}
