@@ -163,6 +163,13 @@ pub enum PurgeJob {
     },
     /// `activated` went live: versions past the retention window lose their image and archive.
     OldVersions { function_id: Uuid, activated: Uuid },
+    /// The reaper's tick: runtime objects no deployment owns (an instance no run recorded, made
+    /// before `created_before`; the network of a function that is gone) are removed.
+    Orphans {
+        created_before: chrono::DateTime<chrono::Utc>,
+        /// At most this many objects go per tick, like every sweep's batch.
+        limit: u32,
+    },
 }
 
 impl Job for PurgeJob {
@@ -171,6 +178,9 @@ impl Job for PurgeJob {
         match self {
             Self::Function { request_id, .. } => format!("purge:function:{request_id}"),
             Self::OldVersions { activated, .. } => format!("purge:versions:{activated}"),
+            Self::Orphans { created_before, .. } => {
+                format!("purge:orphans:{}", created_before.timestamp())
+            }
         }
     }
 }

@@ -303,7 +303,14 @@ async fn run(
                     failed += 1;
                 }
             }
-            return Ok(json!({ "deployments": failed }));
+            // What the runtime holds and no deployment owns goes too; only a worker can see it.
+            PurgeJob::Orphans {
+                created_before: now - config.reap_after,
+                limit: u32::try_from(config.batch).unwrap_or(u32::MAX),
+            }
+            .enqueue(conn)
+            .await?;
+            return Ok(json!({ "deployments": failed, "orphan_sweep": "enqueued" }));
         }
     };
     Ok(json!({ "functions": functions.len() }))

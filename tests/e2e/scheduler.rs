@@ -703,3 +703,110 @@ async fn the_reaper_fails_deployments_nothing_will_move_on_and_settles_their_fun
     assert_eq!(fired.unwrap()["deployments"], 0);
     stack.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reaper_removes_runtime_objects_no_deployment_owns_and_leaves_the_rest()
+-> anyhow::Result<()> {
+    let stack = TestStack::start_with(StackOptions {
+        store: StoreKind::Filesystem,
+        ..Default::default()
+    })
+    .await?;
+    let serving = stack.init("serving").await?;
+    let (deployment, _) = stack.deploy(serving, hello_archive("kept\n")?).await?;
+    stack.wait_active(deployment).await?;
+
+    // Left behind by a run that crashed before recording it: labelled, owned by no deployment.
+    let labelled = |function: Uuid| {
+        [
+            "run".to_owned(),
+            "-d".into(),
+            "--network".into(),
+            "none".into(),
+            "--label".into(),
+            format!("dev.slipway.function={function}"),
+            "--label".into(),
+            format!("dev.slipway.deployment={}", Uuid::new_v4()),
+            "slipway/busybox:1".into(),
+            "sleep".into(),
+            "600".into(),
+        ]
+    };
+    let run = |args: [String; 11]| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        docker(&args).map(|id| id.trim().to_owned())
+    };
+    let orphan = run(labelled(serving))?;
+    // Another installation's on the same engine: a function this database does not know.
+    let foreign_function = Uuid::new_v4();
+    let foreign = run(labelled(foreign_function))?;
+    // The network of a purged function, which still holds its share of the address pool.
+    let purged = stack.init("purged").await?;
+    sqlx::query("UPDATE functions SET status = 'deleted', deleted_at = now() WHERE id = $1")
+        .bind(purged)
+        .execute(&stack.pool)
+        .await?;
+    let network = format!("slipway-fn-{}", purged.simple());
+    docker(&[
+        "network",
+        "create",
+        "--label",
+        &format!("dev.slipway.function={purged}"),
+        &network,
+    ])?;
+
+    let config = SchedulerConfig {
+        reap_after: Duration::from_secs(60),
+        ..every_minute()
+    };
+    // Fires the sweep at `at` and waits until the orphan job it enqueued, and every other purge
+    // job, has run.
+    let (pool, config) = (&stack.pool, &config);
+    let sweep_at = |at: DateTime<Utc>| async move {
+        let purge_jobs = || async {
+            let mut conn = pool.acquire().await?;
+            anyhow::Ok(db::queue::jobs(&mut conn, &[PurgeJob::NAME]).await?)
+        };
+        let before = purge_jobs().await?.len();
+        schedule::fire(pool, config, Sweep::Reap, at, "test", true).await?;
+        eventually(Duration::from_secs(60), "the orphan sweep done", || async {
+            let jobs = purge_jobs().await?;
+            Ok((jobs.len() > before && jobs.iter().all(|j| j.status == "Done")).then_some(()))
+        })
+        .await
+    };
+    // Everything here is younger than `reap_after`: no instance goes yet.
+    let now = Utc::now();
+    sweep_at(now).await?;
+    assert!(
+        containers_of(serving)?
+            .iter()
+            .any(|c| orphan.starts_with(c))
+    );
+
+    // Two minutes on, they are old enough.
+    sweep_at(now + chrono::TimeDelta::minutes(2)).await?;
+    let left = containers_of(serving)?;
+    assert_eq!(left.len(), 1, "only the serving instance is left: {left:?}");
+    assert!(!orphan.starts_with(&left[0]), "the orphan went: {left:?}");
+    assert_eq!(stack.invoke(serving, "").await?, (200, "kept\n".to_owned()));
+    assert_eq!(
+        containers_of(foreign_function)?.len(),
+        1,
+        "another installation's container stays"
+    );
+    let networks = docker(&[
+        "network",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("name={network}"),
+    ])?;
+    assert!(
+        networks.trim().is_empty(),
+        "the purged function's network went: {networks}"
+    );
+
+    docker(&["rm", "-f", &foreign])?;
+    stack.shutdown().await
+}

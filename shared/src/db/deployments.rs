@@ -269,6 +269,21 @@ pub async fn record_instance(
     Ok(done.rows_affected() == 1)
 }
 
+/// Which of `instance_ids` a deployment records as its instance, whatever its status: the rest
+/// belong to no deployment.
+pub async fn recorded_instances(
+    conn: &mut PgConnection,
+    instance_ids: &[String],
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar!(
+        r#"SELECT container_id AS "container_id!" FROM deployments
+           WHERE container_id = ANY($1)"#,
+        instance_ids
+    )
+    .fetch_all(conn)
+    .await
+}
+
 /// The active deployment (id, function) whose instance is `container_id`, if that container is
 /// what serves.
 pub async fn active_with_container(

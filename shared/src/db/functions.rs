@@ -159,6 +159,19 @@ pub async fn allocate_version(conn: &mut PgConnection, id: Uuid) -> sqlx::Result
     .await
 }
 
+/// Which of `ids` are functions of this installation, and whether each is purged (a
+/// tombstone, of which nothing may run). An id not among them is not this installation's: an
+/// engine may be shared, and what it holds for others is theirs.
+pub async fn known(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<Vec<(Uuid, bool)>> {
+    let rows = sqlx::query!(
+        r#"SELECT id, status = 'deleted' AS "purged!" FROM functions WHERE id = ANY($1)"#,
+        ids
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.purged)).collect())
+}
+
 pub async fn set_status(
     conn: &mut PgConnection,
     id: Uuid,

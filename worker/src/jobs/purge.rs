@@ -14,7 +14,7 @@
 //! Retention (`OldVersions`) runs steps 3 and 4 for versions past the window, but never deletes a
 //! digest that the active version, a retained version, or a function in its grace period uses.
 
-use std::sync::Arc;
+use std::{collections::HashSet, sync::Arc};
 
 use anyhow::Context;
 use slipway_shared::{
@@ -36,6 +36,10 @@ impl RunJob for PurgeJob {
         let outcome = match self {
             Self::Function { function_id, .. } => purge_function(&env, function_id).await,
             Self::OldVersions { function_id, .. } => prune_old_versions(&env, function_id).await,
+            Self::Orphans {
+                created_before,
+                limit,
+            } => remove_orphans(&env, created_before, limit as usize).await,
         };
         // A purge that fails is a job error: it changed nothing a user reads, and running it
         // again (the scheduler's next sweep, or an operator) finishes it.
@@ -45,6 +49,90 @@ impl RunJob for PurgeJob {
             StepError::Transient(e) => e,
         })
     }
+}
+
+/// Removes what the runtime holds for this installation's functions that no deployment owns, at
+/// most `limit` objects a tick:
+/// - an instance that no deployment records, made before `created_before`. Every start records
+///   its instance at once, so one this old is a crashed run's leftover or was made behind
+///   Slipway's back; either way nothing routes to it and it must not run on.
+/// - the network of a purged function, once nothing of it is left: it holds its share of the
+///   address pool.
+///
+/// Objects labelled with functions this database does not know are another installation's on
+/// a shared engine, and are left alone.
+async fn remove_orphans(
+    env: &Environment,
+    created_before: chrono::DateTime<chrono::Utc>,
+    limit: usize,
+) -> Result<(), StepError> {
+    let instances = env
+        .runtime
+        .labelled_instances()
+        .await
+        .map_err(runtime_step)?;
+    let networks = env
+        .runtime
+        .function_networks()
+        .await
+        .map_err(runtime_step)?;
+    let mut conn = env.pool.acquire().await?;
+    let labelled: Vec<Uuid> = instances
+        .iter()
+        .filter_map(|i| i.function_id)
+        .chain(networks.iter().map(|(_, function_id)| *function_id))
+        .collect();
+    let known: std::collections::HashMap<Uuid, bool> = db::functions::known(&mut conn, &labelled)
+        .await?
+        .into_iter()
+        .collect();
+    let old: Vec<String> = instances
+        .iter()
+        .filter(|i| i.function_id.is_some_and(|f| known.contains_key(&f)))
+        .filter(|i| i.created.is_some_and(|at| at < created_before))
+        .map(|i| i.id.clone())
+        .collect();
+    let recorded: HashSet<String> = db::deployments::recorded_instances(&mut conn, &old)
+        .await?
+        .into_iter()
+        .collect();
+    drop(conn);
+    let mut budget = limit;
+    let mut removed = HashSet::new();
+    for orphan in instances
+        .iter()
+        .filter(|i| old.contains(&i.id) && !recorded.contains(&i.id))
+        .take(budget)
+    {
+        warn!(
+            instance = %orphan.id,
+            function_id = ?orphan.function_id,
+            deployment_id = ?orphan.deployment_id,
+            "removing a runtime instance that no deployment owns"
+        );
+        env.runtime.remove(&orphan.id).await.map_err(runtime_step)?;
+        removed.insert(orphan.id.as_str());
+        budget -= 1;
+    }
+
+    let purged = |function_id: &Uuid| known.get(function_id) == Some(&true);
+    let still_in_use = |function_id: Uuid| {
+        instances
+            .iter()
+            .any(|i| i.function_id == Some(function_id) && !removed.contains(i.id.as_str()))
+    };
+    for (network, function_id) in networks
+        .iter()
+        .filter(|(_, f)| purged(f) && !still_in_use(*f))
+        .take(budget)
+    {
+        warn!(%network, %function_id, "removing the network of a function that is gone");
+        env.runtime
+            .remove_network(*function_id)
+            .await
+            .map_err(runtime_step)?;
+    }
+    Ok(())
 }
 
 async fn purge_function(env: &Environment, function_id: Uuid) -> Result<(), StepError> {

@@ -381,6 +381,36 @@ impl DockerRuntime {
         }
     }
 
+    /// Every container labelled as a function's, with its labels and age.
+    pub async fn labelled_containers(&self) -> Result<Vec<super::LabelledInstance>, RuntimeError> {
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([(
+                "label".to_owned(),
+                vec![FUNCTION_LABEL.to_owned()],
+            )])),
+            ..Default::default()
+        };
+        let containers = self.docker.list_containers(Some(options)).await?;
+        Ok(containers
+            .into_iter()
+            .filter_map(|c| {
+                Some(super::LabelledInstance {
+                    function_id: super::label_id(c.labels.as_ref(), FUNCTION_LABEL),
+                    deployment_id: super::label_id(c.labels.as_ref(), DEPLOYMENT_LABEL),
+                    created: c
+                        .created
+                        .and_then(|at| chrono::DateTime::from_timestamp(at, 0)),
+                    id: c.id?,
+                })
+            })
+            .collect())
+    }
+
+    pub(super) fn engine(&self) -> &Docker {
+        &self.docker
+    }
+
     /// Every container labelled with the function, running or not: what the database knows of
     /// plus whatever a crashed job left behind.
     pub async fn containers_of(&self, function_id: Uuid) -> Result<Vec<String>, RuntimeError> {

@@ -16,10 +16,14 @@ pub mod swarm;
 
 pub use docker::{DockerRuntime, connect};
 
-use bollard::{Docker, models::NetworkCreateRequest, query_parameters::InspectNetworkOptions};
+use bollard::{
+    Docker,
+    models::NetworkCreateRequest,
+    query_parameters::{InspectNetworkOptions, ListNetworksOptions},
+};
 pub use swarm::{Observed, SwarmRuntime};
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use slipway_shared::{
     domain::{FunctionLimits, PinnedImage},
@@ -115,6 +119,35 @@ async fn remove_network(engine: &Docker, function_id: Uuid) -> Result<(), Runtim
     }
 }
 
+/// An instance the runtime holds, as its labels tell: what the orphan sweep compares with the
+/// deployments the database records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelledInstance {
+    pub id: String,
+    pub function_id: Option<Uuid>,
+    pub deployment_id: Option<Uuid>,
+    pub created: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+fn label_id(labels: Option<&HashMap<String, String>>, label: &str) -> Option<Uuid> {
+    labels?.get(label).and_then(|v| Uuid::parse_str(v).ok())
+}
+
+/// The functions' networks on `engine` (name, function), found by label.
+async fn function_networks(engine: &Docker) -> Result<Vec<(String, Uuid)>, RuntimeError> {
+    let options = ListNetworksOptions {
+        filters: Some(HashMap::from([(
+            "label".to_owned(),
+            vec![FUNCTION_LABEL.to_owned()],
+        )])),
+    };
+    let networks = engine.list_networks(Some(options)).await?;
+    Ok(networks
+        .into_iter()
+        .filter_map(|n| Some((n.name?, label_id(n.labels.as_ref(), FUNCTION_LABEL)?)))
+        .collect())
+}
+
 /// Where instances run. Every job that starts, stops, restarts, releases or wakes an instance
 /// goes through here; an instance's id is a container (docker) or a service (swarm).
 #[derive(Clone)]
@@ -203,6 +236,22 @@ impl Runtime {
         match self {
             Self::Docker(d) => d.remove_network(function_id).await,
             Self::Swarm(s) => s.remove_network(function_id).await,
+        }
+    }
+
+    /// Every instance of every function the runtime holds, running or not.
+    pub async fn labelled_instances(&self) -> Result<Vec<LabelledInstance>, RuntimeError> {
+        match self {
+            Self::Docker(d) => d.labelled_containers().await,
+            Self::Swarm(s) => s.labelled_services().await,
+        }
+    }
+
+    /// Every function network the runtime holds (name, function).
+    pub async fn function_networks(&self) -> Result<Vec<(String, Uuid)>, RuntimeError> {
+        match self {
+            Self::Docker(d) => function_networks(d.engine()).await,
+            Self::Swarm(s) => function_networks(s.manager()).await,
         }
     }
 

@@ -544,6 +544,34 @@ impl SwarmRuntime {
     }
 
     /// Every service labelled with the function.
+    /// Every service labelled as a function's, with its labels and age.
+    pub async fn labelled_services(&self) -> Result<Vec<super::LabelledInstance>, RuntimeError> {
+        let options = ListServicesOptions {
+            filters: Some(HashMap::from([(
+                "label".to_owned(),
+                vec![FUNCTION_LABEL.to_owned()],
+            )])),
+            ..Default::default()
+        };
+        let services = self.manager.list_services(Some(options)).await?;
+        Ok(services
+            .into_iter()
+            .filter_map(|s| {
+                let labels = s.spec.as_ref().and_then(|spec| spec.labels.as_ref());
+                Some(super::LabelledInstance {
+                    function_id: super::label_id(labels, FUNCTION_LABEL),
+                    deployment_id: super::label_id(labels, DEPLOYMENT_LABEL),
+                    created: s.created_at,
+                    id: s.id?,
+                })
+            })
+            .collect())
+    }
+
+    pub(super) fn manager(&self) -> &Docker {
+        &self.manager
+    }
+
     pub async fn services_of(&self, function_id: Uuid) -> Result<Vec<String>, RuntimeError> {
         let options = ListServicesOptions {
             filters: Some(HashMap::from([(
