@@ -40,6 +40,17 @@ async fn an_unreachable_buildkit_is_retried_then_fails_the_deployment_clearly() 
     let error = log["error"].as_str().unwrap();
     assert!(error.contains("still failing after 3 attempts"), "{error}");
     assert!(error.to_lowercase().contains("buildkit"), "{error}");
+    // Each retry shows in the deployment's log with its reason and wait.
+    let retries: Vec<&str> = log["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["message"].as_str())
+        .filter(|m| m.contains("failed (") && m.contains("retrying in"))
+        .collect();
+    assert_eq!(retries.len(), 2, "attempts 1 and 2 were retried: {log}");
+    assert!(retries[0].contains("attempt 1"), "{retries:?}");
+    assert!(retries[1].contains("attempt 2"), "{retries:?}");
     stack.shutdown().await
 }
 

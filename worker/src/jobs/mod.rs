@@ -74,9 +74,28 @@ impl From<sqlx::Error> for StepError {
     }
 }
 
-/// Runs `step` until it succeeds, fails permanently, or has used its attempts; the wait doubles
-/// after each transient failure. apalis-postgres retries without any backoff, so this is where
-/// retrying happens.
+tokio::task_local! {
+    /// The deployment and phase a pipeline step runs for, so a retry deep inside it reaches the
+    /// deployment's log without every caller passing it down.
+    static STEP_LOG: (Uuid, String);
+}
+
+/// The wait before retry `attempt` (1 for the first retry): `base` doubling per attempt up to a
+/// minute, of which a random half is jitter, so the workers that hit the same outage do not come
+/// back in step.
+fn backoff(base: Duration, attempt: u32) -> Duration {
+    use rand::Rng as _;
+    let ceiling = base
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(Duration::from_secs(60));
+    let half = ceiling / 2;
+    half + half.mul_f64(rand::rng().random::<f64>())
+}
+
+/// Runs `step` until it succeeds, fails permanently, or has used its attempts, with exponential
+/// backoff and jitter after each transient failure (the infrastructure: database, registry,
+/// BuildKit, engine). Inside a pipeline step each retry and its reason goes to the deployment's
+/// log. apalis-postgres retries without any backoff, so this is where retrying happens.
 pub async fn with_retries<T, F, Fut>(
     env: &Environment,
     what: &str,
@@ -86,14 +105,21 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, StepError>>,
 {
-    let mut delay = env.config.retry_base;
     let mut attempt = 1;
     loop {
         match step().await {
             Err(StepError::Transient(e)) if attempt < env.config.retry_attempts => {
-                warn!(what, attempt, error = %format!("{e:#}"), ?delay, "transient failure; retrying");
+                let delay = backoff(env.config.retry_base, attempt);
+                let error = format!("{e:#}");
+                warn!(what, attempt, error, ?delay, "transient failure; retrying");
+                if let Ok((deployment_id, phase)) = STEP_LOG.try_with(Clone::clone) {
+                    let line = format!(
+                        "{what}: attempt {attempt} failed ({error}); retrying in {} ms",
+                        delay.as_millis()
+                    );
+                    log_lines(env, deployment_id, &phase, vec![("info".into(), line)]).await;
+                }
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(60));
                 attempt += 1;
             }
             Err(StepError::Transient(e)) => {
@@ -196,7 +222,11 @@ where
     let Some(deployment) = claim(&env, deployment_id, expected, phase).await? else {
         return Ok(());
     };
-    let reason = match step(Arc::clone(&env), deployment.clone()).await {
+    let step_log = (deployment_id, phase.to_owned());
+    let outcome = STEP_LOG
+        .scope(step_log, step(Arc::clone(&env), deployment.clone()))
+        .await;
+    let reason = match outcome {
         Ok(()) => return Ok(()),
         Err(StepError::Permanent(reason)) => reason,
         Err(StepError::Transient(e)) => format!("{phase} failed: {e:#}"),
@@ -325,4 +355,24 @@ pub fn image_of(
         deployment.function_id,
         deployment.version,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_minute_with_up_to_half_of_it_jitter() {
+        let base = Duration::from_millis(200);
+        for (attempt, ceiling) in [(1, 200), (2, 400), (3, 800), (10, 60_000), (40, 60_000)] {
+            let ceiling = Duration::from_millis(ceiling);
+            let waits: Vec<Duration> = (0..200).map(|_| backoff(base, attempt)).collect();
+            assert!(
+                waits.iter().all(|w| *w >= ceiling / 2 && *w <= ceiling),
+                "attempt {attempt}: {waits:?}"
+            );
+            // Jitter: the waits are not all the same.
+            assert!(waits.iter().any(|w| *w != waits[0]), "attempt {attempt}");
+        }
+    }
 }
