@@ -1,6 +1,9 @@
 //! `slipway`: the client for pipelines and people (`client`), operator commands, and
 //! `slipway dev`, the embedded default that runs the API, a worker and the scheduler in one
 //! process against local services (see scripts/dev.sh).
+// `slipway dev` runs the worker's job handlers: their futures (apalis's service stack around
+// them) nest deeper than the default limit of 128, as in `slipway-worker`.
+#![recursion_limit = "256"]
 
 mod client;
 mod pack;
