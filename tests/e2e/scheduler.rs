@@ -713,6 +713,8 @@ async fn the_reaper_removes_runtime_objects_no_deployment_owns_and_leaves_the_re
     })
     .await?;
     let serving = stack.init("serving").await?;
+    let (first, _) = stack.deploy(serving, hello_archive("first\n")?).await?;
+    stack.wait_active(first).await?;
     let (deployment, _) = stack.deploy(serving, hello_archive("kept\n")?).await?;
     stack.wait_active(deployment).await?;
 
@@ -737,6 +739,14 @@ async fn the_reaper_removes_runtime_objects_no_deployment_owns_and_leaves_the_re
         docker(&args).map(|id| id.trim().to_owned())
     };
     let orphan = run(labelled(serving))?;
+    // A worker died while the previous version drained: its instance runs on, and the version,
+    // inactive for long, still names it.
+    let drained = run(labelled(serving))?;
+    sqlx::query("UPDATE deployments SET container_id = $2, updated_at = now() - interval '1 hour' WHERE id = $1")
+        .bind(first)
+        .bind(&drained)
+        .execute(&stack.pool)
+        .await?;
     // Another installation's on the same engine: a function this database does not know.
     let foreign_function = Uuid::new_v4();
     let foreign = run(labelled(foreign_function))?;
@@ -788,7 +798,16 @@ async fn the_reaper_removes_runtime_objects_no_deployment_owns_and_leaves_the_re
     sweep_at(now + chrono::TimeDelta::minutes(2)).await?;
     let left = containers_of(serving)?;
     assert_eq!(left.len(), 1, "only the serving instance is left: {left:?}");
-    assert!(!orphan.starts_with(&left[0]), "the orphan went: {left:?}");
+    assert!(
+        !orphan.starts_with(&left[0]) && !drained.starts_with(&left[0]),
+        "the orphan and the drained instance went: {left:?}"
+    );
+    let forgotten: Option<String> =
+        sqlx::query_scalar("SELECT container_id FROM deployments WHERE id = $1")
+            .bind(first)
+            .fetch_one(&stack.pool)
+            .await?;
+    assert_eq!(forgotten, None, "the inactive version no longer names it");
     assert_eq!(stack.invoke(serving, "").await?, (200, "kept\n".to_owned()));
     assert_eq!(
         containers_of(foreign_function)?.len(),

@@ -269,19 +269,42 @@ pub async fn record_instance(
     Ok(done.rows_affected() == 1)
 }
 
-/// Which of `instance_ids` a deployment records as its instance, whatever its status: the rest
-/// belong to no deployment.
-pub async fn recorded_instances(
+/// Which of `instance_ids` a deployment owns: one that serves or is on its way to serving, or
+/// one that changed since `settled_before` (a version stepping down drains for a moment; a
+/// rollback starts its instance on an inactive deployment). Any other is a leftover: a crash
+/// during the drain, or a run that never recorded its instance.
+pub async fn owned_instances(
     conn: &mut PgConnection,
     instance_ids: &[String],
+    settled_before: DateTime<Utc>,
 ) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar!(
         r#"SELECT container_id AS "container_id!" FROM deployments
-           WHERE container_id = ANY($1)"#,
-        instance_ids
+           WHERE container_id = ANY($1)
+             AND (status IN ('fetching', 'building', 'pushing', 'deploying', 'active')
+                  OR updated_at >= $2)"#,
+        instance_ids,
+        settled_before
     )
     .fetch_all(conn)
     .await
+}
+
+/// A leftover instance is gone: the deployments that still name it (none of them serving or in
+/// flight) forget it.
+pub async fn forget_leftover_instance(
+    conn: &mut PgConnection,
+    instance_id: &str,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"UPDATE deployments SET container_id = NULL, runtime_endpoint = NULL, updated_at = now()
+           WHERE container_id = $1
+             AND status NOT IN ('fetching', 'building', 'pushing', 'deploying', 'active')"#,
+        instance_id
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// The active deployment (id, function) whose instance is `container_id`, if that container is

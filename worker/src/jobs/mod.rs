@@ -208,6 +208,10 @@ pub use settle::{settle_function, update_failed};
 /// and this run has nothing to do), and the row it is handed carries the claim for its writes.
 /// A failed step fails the deployment; the job itself succeeds, as it did its duty — only a
 /// failure to record that is a job error.
+///
+/// Postgres unavailable (a restart, a failover) is no fault of the deployment's: the claim and
+/// the step are run again, with backoff and jitter, for up to `DATABASE_ATTEMPTS` attempts. Steps
+/// are idempotent and fenced, so running one again from the top is safe.
 pub async fn run_step<F, Fut>(
     env: Arc<Environment>,
     deployment_id: Uuid,
@@ -216,16 +220,35 @@ pub async fn run_step<F, Fut>(
     step: F,
 ) -> anyhow::Result<()>
 where
-    F: FnOnce(Arc<Environment>, db::deployments::DeploymentRow) -> Fut,
+    F: Fn(Arc<Environment>, db::deployments::DeploymentRow) -> Fut,
     Fut: Future<Output = Result<(), StepError>>,
 {
-    let Some(deployment) = claim(&env, deployment_id, expected, phase).await? else {
-        return Ok(());
+    let mut attempt = 1;
+    let (deployment, outcome) = loop {
+        let database_down =
+            |e: &anyhow::Error| db::unavailable_in(e.as_ref()) && attempt < DATABASE_ATTEMPTS;
+        let deployment = match claim(&env, deployment_id, expected, phase).await {
+            Ok(Some(deployment)) => deployment,
+            Ok(None) => return Ok(()),
+            Err(e) if database_down(&e) => {
+                wait_for_database(&env, phase, attempt, &e).await;
+                attempt += 1;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let step_log = (deployment_id, phase.to_owned());
+        let outcome = STEP_LOG
+            .scope(step_log, step(Arc::clone(&env), deployment.clone()))
+            .await;
+        match &outcome {
+            Err(StepError::Transient(e)) if database_down(e) => {
+                wait_for_database(&env, phase, attempt, e).await;
+                attempt += 1;
+            }
+            _ => break (deployment, outcome),
+        }
     };
-    let step_log = (deployment_id, phase.to_owned());
-    let outcome = STEP_LOG
-        .scope(step_log, step(Arc::clone(&env), deployment.clone()))
-        .await;
     let reason = match outcome {
         Ok(()) => return Ok(()),
         Err(StepError::Permanent(reason)) => reason,
@@ -249,6 +272,16 @@ where
         }
     };
     fail_deployment(&env, &deployment, phase, &reason).await
+}
+
+/// How often a step meets an unavailable database before it fails the deployment: with the
+/// backoff below, about a minute of outage.
+const DATABASE_ATTEMPTS: u32 = 9;
+
+async fn wait_for_database(env: &Environment, phase: &str, attempt: u32, error: &anyhow::Error) {
+    let delay = backoff(env.config.retry_base, attempt);
+    warn!(phase, attempt, error = %format!("{error:#}"), ?delay, "the database is unavailable; running the step again");
+    tokio::time::sleep(delay).await;
 }
 
 /// Claims the deployment for this run of a job if it is in `expected` (`db::deployments::claim_run`)

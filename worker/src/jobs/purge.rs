@@ -53,9 +53,11 @@ impl RunJob for PurgeJob {
 
 /// Removes what the runtime holds for this installation's functions that no deployment owns, at
 /// most `limit` objects a tick:
-/// - an instance that no deployment records, made before `created_before`. Every start records
-///   its instance at once, so one this old is a crashed run's leftover or was made behind
-///   Slipway's back; either way nothing routes to it and it must not run on.
+/// - an instance made before `created_before` that no deployment owns (`owned_instances`): none
+///   records it (every start records its instance at once, so one this old is a crashed run's
+///   leftover, or was made behind Slipway's back), or only versions that settled before then and
+///   neither serve nor are on their way (a worker died while the previous version drained).
+///   Nothing routes to it and it must not run on.
 /// - the network of a purged function, once nothing of it is left: it holds its share of the
 ///   address pool.
 ///
@@ -92,16 +94,17 @@ async fn remove_orphans(
         .filter(|i| i.created.is_some_and(|at| at < created_before))
         .map(|i| i.id.clone())
         .collect();
-    let recorded: HashSet<String> = db::deployments::recorded_instances(&mut conn, &old)
+    let owned: HashSet<String> = db::deployments::owned_instances(&mut conn, &old, created_before)
         .await?
         .into_iter()
         .collect();
+    // Not held across the engine's stops, which take seconds each.
     drop(conn);
     let mut budget = limit;
     let mut removed = HashSet::new();
     for orphan in instances
         .iter()
-        .filter(|i| old.contains(&i.id) && !recorded.contains(&i.id))
+        .filter(|i| old.contains(&i.id) && !owned.contains(&i.id))
         .take(budget)
     {
         warn!(
@@ -111,6 +114,8 @@ async fn remove_orphans(
             "removing a runtime instance that no deployment owns"
         );
         env.runtime.remove(&orphan.id).await.map_err(runtime_step)?;
+        let mut conn = env.pool.acquire().await?;
+        db::deployments::forget_leftover_instance(&mut conn, &orphan.id).await?;
         removed.insert(orphan.id.as_str());
         budget -= 1;
     }
