@@ -48,8 +48,10 @@ declare -a worker_pids=()
 cleanup() {
   set +e
   [ -n "$invoker_pid" ] && kill "$invoker_pid" 2>/dev/null
-  for pid in $api_pid $scheduler_pid "${worker_pids[@]}"; do kill -9 "$pid" 2>/dev/null; done
-  wait 2>/dev/null
+  for pid in $api_pid $scheduler_pid "${worker_pids[@]}"; do
+    kill -9 "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+  done
   # Whatever the campaign's functions left in the engine goes with it.
   if [ -s "$work/function-ids" ]; then
     while read -r function_id; do
@@ -224,7 +226,8 @@ if [ "$with_registry" = 1 ]; then
   sleep 1
   pkill -f "docker-registry serve $registry_config" || true
   sleep 3
-  setsid docker-registry serve "$registry_config" </dev/null >>"$SLIPWAY_STATE_DIR/logs/registry.log" 2>&1 &
+  # Not a child of this script: the registry outlives the campaign, as it was before.
+  (setsid docker-registry serve "$registry_config" </dev/null >>"$SLIPWAY_STATE_DIR/logs/registry.log" 2>&1 &)
   until curl -fsS -m 2 -u "$SLIPWAY_REGISTRY_USERNAME:$SLIPWAY_REGISTRY_PASSWORD" \
     "http://$SLIPWAY_REGISTRY/v2/" >/dev/null 2>&1; do sleep 0.2; done
   faults_of[registry]=1

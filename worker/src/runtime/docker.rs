@@ -177,7 +177,18 @@ impl DockerRuntime {
             name: Some(spec.name.clone()),
             platform: String::new(),
         };
-        let created = match self.docker.create_container(Some(options), body).await {
+        let mut created = self
+            .docker
+            .create_container(Some(options.clone()), body.clone())
+            .await;
+        if let Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409, ..
+        }) = &created
+            && self.remove_leftover_of(&spec.name, spec.deployment_id).await?
+        {
+            created = self.docker.create_container(Some(options), body).await;
+        }
+        let created = match created {
             Ok(created) => created,
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404,
@@ -379,6 +390,33 @@ impl DockerRuntime {
             }) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The name is taken by a container of the same deployment: a run that died between making
+    /// its instance and recording it left it (the names are the deployment's). Only the run that
+    /// holds the deployment's claim starts instances, so it goes. Returns whether it did; a
+    /// container of anything else keeps its name.
+    async fn remove_leftover_of(
+        &self,
+        name: &str,
+        deployment_id: Uuid,
+    ) -> Result<bool, RuntimeError> {
+        let existing = match self
+            .docker
+            .inspect_container(name, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(existing) => existing,
+            Err(e) if super::not_found(&e) => return Ok(true),
+            Err(e) => return Err(e.into()),
+        };
+        let labels = existing.config.and_then(|c| c.labels);
+        if super::label_id(labels.as_ref(), DEPLOYMENT_LABEL) != Some(deployment_id) {
+            return Ok(false);
+        }
+        tracing::warn!(name, %deployment_id, "removing an earlier run's unrecorded instance");
+        self.remove(existing.id.as_deref().unwrap_or(name)).await?;
+        Ok(true)
     }
 
     /// Every container labelled as a function's, with its labels and age.
