@@ -90,6 +90,10 @@ run cargo clippy --workspace --all-targets --locked -- -D warnings || true
 run scripts/check-terraform.sh || true
 tests=0
 run cargo test --workspace --locked || tests=$?
+# The fault campaign's short version (issue 16): ten kill -9 of workers during deploys and one
+# Postgres restart, on processes of its own; any deployment lost, function stuck, version
+# duplicated, instance orphaned or event lost fails it.
+SLIPWAY_FAULT_KILLS=10 SLIPWAY_FAULT_REGISTRY=0 run bench/faults.sh || true
 
 slipway_summary
 if ((${#failed[@]})); then
