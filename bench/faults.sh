@@ -77,7 +77,8 @@ pg_start() { runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_data" -o "$pg_optio
 pg_start
 psql -q "postgres://postgres@127.0.0.1:$pg_port/postgres" -c "CREATE DATABASE slipway"
 export DATABASE_URL=postgres://postgres@127.0.0.1:$pg_port/slipway
-sql() { psql -qtA "$DATABASE_URL" -c "$1"; }
+# On standard input: the id lists below outgrow what a command line may carry.
+sql() { psql -qtA -v ON_ERROR_STOP=1 "$DATABASE_URL" <<<"$1"; }
 
 # --- Slipway's processes ---------------------------------------------------------------------
 SLIPWAY_SECRETS_KEY=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
@@ -267,13 +268,15 @@ while read -r function_id; do
     [ "$recorded" = 1 ] || orphans=$((orphans + 1))
   done
 done <"$work/function-ids"
-answered=$(sort -u "$work/event-ids" | grep -c . || true)
-events_lost=0
-if [ "$answered" -gt 0 ]; then
-  sort -u "$work/event-ids" | sed "s/.*/('&'::uuid)/" | paste -sd, - >"$work/event-values"
-  events_lost=$(sql "SELECT count(*) FROM (VALUES $(cat "$work/event-values")) AS answered(id)
-                       WHERE NOT EXISTS (SELECT 1 FROM invocation_events e WHERE e.id = answered.id)")
-fi
+sort -u "$work/event-ids" | grep . >"$work/answered" || true
+answered=$(wc -l <"$work/answered")
+# Thousands of ids: through COPY, not on a command line.
+events_lost=$(psql -qtA "$DATABASE_URL" <<SQL
+CREATE TEMP TABLE answered (id uuid);
+\copy answered FROM '$work/answered'
+SELECT count(*) FROM answered a WHERE NOT EXISTS (SELECT 1 FROM invocation_events e WHERE e.id = a.id);
+SQL
+)
 
 median_max() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{ v[NR] = $1 } END { printf "%s s / %s s", v[int((NR + 1) / 2)], v[NR] }'; }
 last_line=$(wc -l <"$work/deployments")

@@ -22,7 +22,8 @@ pub trait Job: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin + 'sta
     const MAX_ATTEMPTS: usize = 1;
 
     /// A key unique per queue for as long as the job row exists: a second enqueue of the same
-    /// work fails instead of duplicating it.
+    /// work is a no-op instead of a duplicate. A step run again after its commit's answer was
+    /// lost (Postgres restarting just then) finds its job already there, and goes on.
     fn dedup_key(&self) -> String;
 
     /// Writes the job on `conn`, usually the transaction that made the change requiring it.
@@ -42,6 +43,18 @@ pub trait Job: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin + 'sta
         let encoded = serde_json::to_vec(self);
         let key = self.dedup_key();
         async move {
+            // Checked first: a unique violation would abort the caller's transaction.
+            let enqueued = sqlx::query_scalar!(
+                r#"SELECT EXISTS (SELECT 1 FROM apalis.jobs
+                                  WHERE job_type = $1 AND idempotency_key = $2) AS "exists!""#,
+                Self::NAME,
+                key
+            )
+            .fetch_one(&mut *conn)
+            .await?;
+            if enqueued {
+                return Ok(());
+            }
             let mut task = TaskBuilder::new(encoded?)
                 .max_attempts(Self::MAX_ATTEMPTS)
                 .idempotency_key(key);
@@ -83,6 +96,8 @@ pub enum EnqueueError {
     Encode(#[from] serde_json::Error),
     #[error("could not write the job: {0}")]
     Queue(#[from] apalis_postgres::Error),
+    #[error("could not read the queue: {0}")]
+    Database(#[from] sqlx::Error),
 }
 
 /// Fetch the pushed commit of a deployment from git, pack its subdirectory as the archive, then
