@@ -184,7 +184,9 @@ impl DockerRuntime {
         if let Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 409, ..
         }) = &created
-            && self.remove_leftover_of(&spec.name, spec.deployment_id).await?
+            && self
+                .remove_leftover_of(&spec.name, spec.deployment_id)
+                .await?
         {
             created = self.docker.create_container(Some(options), body).await;
         }
