@@ -93,6 +93,9 @@ export SLIPWAY_BUILD_BASE_IMAGES=$base_image,$SLIPWAY_REGISTRY/$base_image
 export SLIPWAY_WORKER_HEARTBEAT=1s SLIPWAY_WORKER_MISSED_HEARTBEATS=3
 export SLIPWAY_CRON_REAP='*/5 * * * * *' SLIPWAY_REAP_AFTER=30s
 export SLIPWAY_MAX_QUEUED_BUILDS=1000 SLIPWAY_RETRY_BASE=500ms
+# A solve whose client was killed can leave BuildKit silent on the next one: cancelled and
+# retried after this long without progress (hello's build reports progress within a second).
+export SLIPWAY_BUILD_STALL_TIMEOUT=30s
 mkdir -p "$work/archives" "$work/logs"
 "$bin/slipway" migrate >/dev/null
 eval "$("$bin/slipway" create-key faults)"

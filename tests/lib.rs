@@ -311,6 +311,7 @@ impl TestStack {
             retry_attempts: 3,
             retry_base: Duration::from_millis(200),
             build_network_none: true,
+            build_stall_timeout: Duration::from_secs(120),
             name: slipway_shared::config::unique_worker_name(),
             retained_versions: 10,
             name_reservation: Duration::from_secs(30 * 86_400),

@@ -241,6 +241,9 @@ pub struct WorkerConfig {
     pub retry_base: Duration,
     /// Run build `RUN` steps without a network (needed when dockerd has no bridge).
     pub build_network_none: bool,
+    /// `SLIPWAY_BUILD_STALL_TIMEOUT` (10m): a build that reports no progress for this long is
+    /// cancelled and retried as BuildKit being unavailable.
+    pub build_stall_timeout: Duration,
     /// Unique per process: apalis uses worker names as lease identities and accepts duplicates.
     pub name: String,
     /// How many of each function's newest built versions keep their image and archive, so they
@@ -395,6 +398,7 @@ impl WorkerConfig {
             retry_attempts: parsed("SLIPWAY_RETRY_ATTEMPTS", 5)?,
             retry_base: duration("SLIPWAY_RETRY_BASE", Duration::from_millis(500))?,
             build_network_none: parsed("SLIPWAY_BUILD_NETWORK_NONE", true)?,
+            build_stall_timeout: duration("SLIPWAY_BUILD_STALL_TIMEOUT", Duration::from_secs(600))?,
             name: var("SLIPWAY_WORKER_NAME").unwrap_or_else(unique_worker_name),
             retained_versions: parsed("SLIPWAY_RETAINED_VERSIONS", 10)?,
             name_reservation: duration(

@@ -82,3 +82,42 @@ async fn an_unreachable_registry_is_retried_then_fails_the_deployment_clearly() 
     );
     stack.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_that_makes_no_progress_is_cancelled_and_retried_then_fails_saying_so()
+-> anyhow::Result<()> {
+    fn impatient(config: &mut WorkerConfig) {
+        config.build_stall_timeout = Duration::from_secs(3);
+    }
+    let stack = TestStack::start_with(StackOptions {
+        store: StoreKind::Filesystem,
+        worker_overrides: Some(impatient),
+        ..Default::default()
+    })
+    .await?;
+    // A step that says nothing for longer than the stall timeout: what a hung solve looks like.
+    let dir = tempfile::tempdir()?;
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM slipway/busybox:1\nRUN sleep 30\n",
+    )?;
+    let archive = slipway_tests::pack_dir(dir.path(), &Default::default())?;
+    let function_id = stack.init("stalled").await?;
+    let (deployment, _) = stack.deploy(function_id, archive).await?;
+    let log = stack
+        .wait_settled(deployment, Duration::from_secs(90))
+        .await?;
+    assert_eq!(log["status"], "failed", "{log}");
+    let error = log["error"].as_str().unwrap();
+    assert!(error.contains("made no progress for 3s"), "{error}");
+    assert!(error.contains("still failing after 3 attempts"), "{error}");
+    let retries = log["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["message"].as_str())
+        .filter(|m| m.contains("made no progress") && m.contains("retrying in"))
+        .count();
+    assert_eq!(retries, 2, "{log}");
+    stack.shutdown().await
+}

@@ -99,6 +99,9 @@ pub struct BuildRequest {
     /// to it (`prepare_build_context`); BuildKit's own `BUILDKIT_CACHE_MOUNT_NS` prefixes them
     /// once more, so a rewrite that missed a mount still cannot share another owner's cache.
     pub cache_namespace: String,
+    /// A build that reports no progress for this long is cancelled as BuildKit being
+    /// unavailable (a solve can hang after a client died mid-build), so it is retried.
+    pub stall_timeout: std::time::Duration,
 }
 
 /// What BuildKit reported for a successful build.
@@ -272,6 +275,7 @@ impl BuildkitClient {
             exporter: exporter.to_owned(),
             exporter_attrs,
             frontend_attrs,
+            stall_timeout: request.stall_timeout,
         };
         let result = solve::solve(control, spec, &session, logs).await;
         session.close().await;

@@ -33,6 +33,7 @@ pub(super) struct SolveSpec {
     pub exporter: String,
     pub exporter_attrs: HashMap<String, String>,
     pub frontend_attrs: HashMap<String, String>,
+    pub stall_timeout: std::time::Duration,
 }
 
 /// Runs the build and returns the exporter response.
@@ -57,16 +58,25 @@ pub(super) async fn solve(
     debug!(build_ref, "solving");
 
     let mut progress = Progress::default();
+    let (progressed, last_progress) = tokio::sync::watch::channel(tokio::time::Instant::now());
+    let stall_timeout = spec.stall_timeout;
     let result = {
         let mut solving = control.clone();
         let solve = solving.solve(request);
-        let status = follow_status(control, build_ref, &mut progress, &logs);
+        let status = follow_status(control, build_ref, &mut progress, &logs, &progressed);
         tokio::pin!(solve, status);
         let mut status_done = false;
+        let mut check = tokio::time::interval(std::time::Duration::from_secs(1));
         let result = loop {
             tokio::select! {
-                result = &mut solve => break result,
+                result = &mut solve => break Some(result),
                 () = &mut status, if !status_done => status_done = true,
+                _ = check.tick() => {
+                    if last_progress.borrow().elapsed() > stall_timeout {
+                        // Dropping the solve cancels the request, and BuildKit the build.
+                        break None;
+                    }
+                }
             }
         };
         if !status_done
@@ -83,8 +93,12 @@ pub(super) async fn solve(
     }
 
     match result {
-        Ok(response) => Ok(response.into_inner().exporter_response),
-        Err(status) => Err(classify(&status, &progress, session.has_ended())),
+        Some(Ok(response)) => Ok(response.into_inner().exporter_response),
+        Some(Err(status)) => Err(classify(&status, &progress, session.has_ended())),
+        None => Err(BuildError::Unavailable(format!(
+            "the build made no progress for {}s (SLIPWAY_BUILD_STALL_TIMEOUT) and was cancelled",
+            stall_timeout.as_secs()
+        ))),
     }
 }
 
@@ -93,6 +107,7 @@ async fn follow_status(
     build_ref: String,
     progress: &mut Progress,
     logs: &mpsc::Sender<BuildLogLine>,
+    progressed: &tokio::sync::watch::Sender<tokio::time::Instant>,
 ) {
     let mut stream = match control.status(StatusRequest { r#ref: build_ref }).await {
         Ok(response) => response.into_inner(),
@@ -105,6 +120,7 @@ async fn follow_status(
     while let Some(message) = stream.next().await {
         match message {
             Ok(update) => {
+                progressed.send_replace(tokio::time::Instant::now());
                 for line in progress.update(update) {
                     send(logs, line).await;
                 }

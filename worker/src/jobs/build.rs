@@ -151,6 +151,7 @@ async fn build(
         image_ref: image.tagged(),
         network_none: env.config.build_network_none,
         cache_namespace: deployment.owner_id.simple().to_string(),
+        stall_timeout: env.config.build_stall_timeout,
     };
     let output = with_retries(env, "building", || async {
         let (sender, receiver) = mpsc::channel(256);
