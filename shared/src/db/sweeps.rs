@@ -412,7 +412,9 @@ pub async fn stuck_deployments(
                LEFT JOIN apalis.workers workers ON workers.id = jobs.lock_by
                WHERE jobs.job_type = ANY($3)
                  AND convert_from(jobs.job, 'UTF8')::jsonb ->> 'deployment_id' = d.id::text
-               ORDER BY jobs.run_at DESC
+               -- A job not yet ended speaks for the deployment: run_at has whole seconds, and a
+               -- build waiting for a slot re-enqueues itself within the second it ends.
+               ORDER BY jobs.status IN ('Done', 'Failed', 'Killed'), jobs.run_at DESC
                LIMIT 1
            ) j ON true
            WHERE d.status IN ('fetching', 'building', 'pushing', 'deploying')
