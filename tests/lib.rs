@@ -5,6 +5,9 @@
 //! Each stack gets its own database, cloned from a template migrated once per test process, so
 //! tests run in parallel without seeing each other; their functions each get a network of their
 //! own on the engine, as anywhere.
+// Stacks run the worker's job handlers in-process: their futures (apalis's service stack around
+// them) nest deeper than the default limit of 128, as in `slipway-worker`.
+#![recursion_limit = "256"]
 
 use std::{
     collections::{BTreeMap, HashMap},
