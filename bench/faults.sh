@@ -132,8 +132,9 @@ deploy_all() { # → deployment ids appended to $work/round
       | sed -n 's/.*deployment \([0-9a-f-]*\).*/\1/p' >>"$work/round") &
     deploys+=($!)
   done
-  # Only the uploads: a bare `wait` would wait for Slipway's own processes too.
-  wait "${deploys[@]}"
+  # Only the uploads: a bare `wait` would wait for Slipway's own processes too. An upload the
+  # api refused made no deployment, and the campaign counts deployments: it goes on.
+  wait "${deploys[@]}" || say "an upload of round $version_counter was refused"
   cat "$work/round" >>"$work/deployments"
 }
 in_flight() { # deployment ids file → how many of them are still on their way
