@@ -425,10 +425,7 @@ impl DockerRuntime {
     pub async fn labelled_containers(&self) -> Result<Vec<super::LabelledInstance>, RuntimeError> {
         let options = ListContainersOptions {
             all: true,
-            filters: Some(HashMap::from([(
-                "label".to_owned(),
-                vec![FUNCTION_LABEL.to_owned()],
-            )])),
+            filters: Some(super::any_function_label()),
             ..Default::default()
         };
         let containers = self.docker.list_containers(Some(options)).await?;

@@ -133,13 +133,15 @@ fn label_id(labels: Option<&HashMap<String, String>>, label: &str) -> Option<Uui
     labels?.get(label).and_then(|v| Uuid::parse_str(v).ok())
 }
 
+/// The engine filter for objects labelled as any function's.
+fn any_function_label() -> HashMap<String, Vec<String>> {
+    HashMap::from([("label".to_owned(), vec![FUNCTION_LABEL.to_owned()])])
+}
+
 /// The functions' networks on `engine` (name, function), found by label.
 async fn function_networks(engine: &Docker) -> Result<Vec<(String, Uuid)>, RuntimeError> {
     let options = ListNetworksOptions {
-        filters: Some(HashMap::from([(
-            "label".to_owned(),
-            vec![FUNCTION_LABEL.to_owned()],
-        )])),
+        filters: Some(any_function_label()),
     };
     let networks = engine.list_networks(Some(options)).await?;
     Ok(networks

@@ -547,10 +547,7 @@ impl SwarmRuntime {
     /// Every service labelled as a function's, with its labels and age.
     pub async fn labelled_services(&self) -> Result<Vec<super::LabelledInstance>, RuntimeError> {
         let options = ListServicesOptions {
-            filters: Some(HashMap::from([(
-                "label".to_owned(),
-                vec![FUNCTION_LABEL.to_owned()],
-            )])),
+            filters: Some(super::any_function_label()),
             ..Default::default()
         };
         let services = self.manager.list_services(Some(options)).await?;
