@@ -10,11 +10,14 @@ use slipway_shared::{
     db,
     jobs::{DeployJob, Job},
 };
-use slipway_tests::{StackOptions, StoreKind, TestStack, containers_of, eventually, pack_dir};
+use slipway_tests::{
+    StackOptions, StoreKind, TestStack, containers_of, docker, eventually, pack_dir,
+};
 
-/// The hello function, but its server starts only after `delay_secs`: a deploy run waits that
-/// long for its instance to answer, which is when the test runs the job a second time.
-fn slow_to_answer(greeting: &str, delay_secs: u32) -> anyhow::Result<Vec<u8>> {
+/// The hello function, but its server starts only once `/tmp/go` exists in its container: a
+/// deploy run waits for its instance until the test opens that gate, so the second run of the job
+/// surely starts while the first still waits, however loaded the machine is.
+fn gated(greeting: &str) -> anyhow::Result<Vec<u8>> {
     let dir = tempfile::tempdir()?;
     std::fs::create_dir(dir.path().join("www"))?;
     std::fs::write(dir.path().join("www/index.html"), greeting)?;
@@ -22,7 +25,8 @@ fn slow_to_answer(greeting: &str, delay_secs: u32) -> anyhow::Result<Vec<u8>> {
         dir.path().join("Dockerfile"),
         format!(
             "FROM slipway/busybox:1\nCOPY www /www\nENTRYPOINT [\"/bin/busybox\", \"sh\", \"-c\", \
-             \"sleep {delay_secs}; exec /bin/busybox httpd -f -p \\\"$PORT\\\" -h /www\"]\n"
+             \"until [ -e /tmp/go ]; do sleep 0.2; done; exec /bin/busybox httpd -f -p \\\"$PORT\\\" \
+             -h /www\"]\n"
         ),
     )?;
     pack_dir(dir.path(), &Default::default())
@@ -37,9 +41,7 @@ async fn a_deploy_job_run_twice_at_once_ends_with_one_instance_and_no_failure() 
     })
     .await?;
     let function_id = stack.init("run-twice").await?;
-    let (deployment_id, _) = stack
-        .deploy(function_id, slow_to_answer("once\n", 8)?)
-        .await?;
+    let (deployment_id, _) = stack.deploy(function_id, gated("once\n")?).await?;
 
     // The first run has started and recorded its instance, and waits for it to answer.
     let first_instance = eventually(
@@ -68,6 +70,26 @@ async fn a_deploy_job_run_twice_at_once_ends_with_one_instance_and_no_failure() 
         .execute(&mut *conn)
         .await?;
         assert_eq!(requeued.rows_affected(), 1, "the deploy job was running");
+    }
+    // The second run took the deployment over and recorded an instance of its own; only then do
+    // the instances answer, so the first run is still waiting when it loses its claim.
+    eventually(
+        Duration::from_secs(180),
+        "the second run's instance",
+        || async {
+            let mut conn = stack.conn().await?;
+            let row = db::deployments::get(&mut conn, deployment_id)
+                .await?
+                .context("the deployment")?;
+            Ok(row
+                .container_id
+                .filter(|instance| *instance != first_instance))
+        },
+    )
+    .await?;
+    for container in containers_of(function_id)? {
+        // An instance the takeover already removed has no gate to open.
+        docker(&["exec", &container, "/bin/busybox", "touch", "/tmp/go"]).ok();
     }
 
     let settled = stack.wait_active(deployment_id).await?;
@@ -99,19 +121,23 @@ async fn a_deploy_job_run_twice_at_once_ends_with_one_instance_and_no_failure() 
     );
 
     // The older run said why its outcome does not count; the switch happened once.
-    let log: Vec<String> = {
-        let mut conn = stack.conn().await?;
-        db::logs::list(&mut conn, deployment_id, 0, 10_000)
-            .await?
-            .into_iter()
-            .map(|line| line.message)
-            .collect()
-    };
-    assert!(
-        log.iter()
-            .any(|line| line.contains("another run of this job took over")),
-        "{log:#?}"
-    );
+    let log = eventually(
+        Duration::from_secs(60),
+        "the older run's last word",
+        || async {
+            let mut conn = stack.conn().await?;
+            let log: Vec<String> = db::logs::list(&mut conn, deployment_id, 0, 10_000)
+                .await?
+                .into_iter()
+                .map(|line| line.message)
+                .collect();
+            Ok(log
+                .iter()
+                .any(|line| line.contains("another run of this job took over"))
+                .then_some(log))
+        },
+    )
+    .await?;
     let switches = log.iter().filter(|l| l.ends_with("is active")).count();
     assert_eq!(switches, 1, "{log:#?}");
     stack.shutdown().await
