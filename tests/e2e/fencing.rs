@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use slipway_shared::{
     db,
-    jobs::{DeployJob, Job},
+    jobs::{CacheWarmJob, DeployJob, Job},
 };
 use slipway_tests::{
     StackOptions, StoreKind, TestStack, containers_of, docker, eventually, pack_dir,
@@ -23,11 +23,9 @@ fn gated(greeting: &str) -> anyhow::Result<Vec<u8>> {
     std::fs::write(dir.path().join("www/index.html"), greeting)?;
     std::fs::write(
         dir.path().join("Dockerfile"),
-        format!(
-            "FROM slipway/busybox:1\nCOPY www /www\nENTRYPOINT [\"/bin/busybox\", \"sh\", \"-c\", \
-             \"until [ -e /tmp/go ]; do sleep 0.2; done; exec /bin/busybox httpd -f -p \\\"$PORT\\\" \
-             -h /www\"]\n"
-        ),
+        "FROM slipway/busybox:1\nCOPY www /www\nENTRYPOINT [\"/bin/busybox\", \"sh\", \"-c\", \
+         \"until [ -e /tmp/go ]; do sleep 0.2; done; exec /bin/busybox httpd -f -p \\\"$PORT\\\" \
+         -h /www\"]\n",
     )?;
     pack_dir(dir.path(), &Default::default())
 }
@@ -140,5 +138,85 @@ async fn a_deploy_job_run_twice_at_once_ends_with_one_instance_and_no_failure() 
     .await?;
     let switches = log.iter().filter(|l| l.ends_with("is active")).count();
     assert_eq!(switches, 1, "{log:#?}");
+    stack.shutdown().await
+}
+
+/// Cache-warm hands over to deploy while the deployment stays `deploying`. A cache-warm whose
+/// worker died before the queue heard it finish runs again beside the deploy it already handed
+/// over to: that second run must not take the deployment over, or the deploy, fenced out, would
+/// stop and nothing would ever finish the deployment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_warm_run_again_never_takes_over_from_the_deploy_it_handed_to() -> anyhow::Result<()>
+{
+    let stack = TestStack::start_with(StackOptions {
+        store: StoreKind::Filesystem,
+        ..Default::default()
+    })
+    .await?;
+    let function_id = stack.init("warm-twice").await?;
+    let (deployment_id, _) = stack.deploy(function_id, gated("warmed\n")?).await?;
+
+    let deploy_run = eventually(
+        Duration::from_secs(180),
+        "the deploy's instance",
+        || async {
+            let mut conn = stack.conn().await?;
+            let row = db::deployments::get(&mut conn, deployment_id)
+                .await?
+                .context("the deployment")?;
+            Ok((row.status == "deploying" && row.container_id.is_some())
+                .then_some(row.run_token)
+                .flatten())
+        },
+    )
+    .await?;
+    let redelivered = {
+        let mut conn = stack.conn().await?;
+        sqlx::query_scalar::<_, String>(
+            "UPDATE apalis.jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL, \
+             done_at = NULL, run_at = now() \
+             WHERE job_type = $1 AND status = 'Done' \
+               AND convert_from(job, 'UTF8')::jsonb ->> 'deployment_id' = $2 RETURNING id",
+        )
+        .bind(CacheWarmJob::NAME)
+        .bind(deployment_id.to_string())
+        .fetch_all(&mut *conn)
+        .await?
+    };
+    assert_eq!(redelivered.len(), 1, "the cache-warm job had finished");
+    eventually(
+        Duration::from_secs(120),
+        "the second cache-warm run",
+        || async {
+            let mut conn = stack.conn().await?;
+            let status: String = sqlx::query_scalar("SELECT status FROM apalis.jobs WHERE id = $1")
+                .bind(&redelivered[0])
+                .fetch_one(&mut *conn)
+                .await?;
+            Ok((status == "Done").then_some(()))
+        },
+    )
+    .await?;
+    {
+        let mut conn = stack.conn().await?;
+        let row = db::deployments::get(&mut conn, deployment_id)
+            .await?
+            .context("the deployment")?;
+        assert_eq!(
+            row.run_token,
+            Some(deploy_run),
+            "the deploy still holds the deployment"
+        );
+    }
+
+    for container in containers_of(function_id)? {
+        docker(&["exec", &container, "/bin/busybox", "touch", "/tmp/go"])?;
+    }
+    let settled = stack.wait_active(deployment_id).await?;
+    assert_eq!(settled["error"], serde_json::Value::Null, "{settled}");
+    assert_eq!(
+        stack.invoke(function_id, "").await?,
+        (200, "warmed\n".to_owned())
+    );
     stack.shutdown().await
 }

@@ -528,10 +528,16 @@ async fn old_events_deliveries_and_logs_go_but_the_serving_versions_log_stays() 
     let (serving, _) = stack.deploy(function_id, hello_archive("kept\n")?).await?;
     stack.wait_active(serving).await?;
     assert_eq!(stack.invoke(function_id, "").await?.0, 200);
+    // Completed, not just begun: a completion written after the sweep would bring the row back.
     let events =
-        slipway_tests::eventually(Duration::from_secs(10), "the event written", || async {
+        slipway_tests::eventually(Duration::from_secs(10), "the event completed", || async {
+            let pending: i64 = sqlx::query_scalar(
+                "SELECT count(*) FILTER (WHERE status = 'PENDING') FROM invocation_events",
+            )
+            .fetch_one(&stack.pool)
+            .await?;
             let n = stack.count("invocation_events").await?;
-            Ok((n > 0).then_some(n))
+            Ok((n > 0 && pending == 0).then_some(n))
         })
         .await?;
     // A delivery and an older deployment's log, both written long ago.

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::domain::DeploymentStatus;
+use crate::domain::{DeploymentStatus, PipelineStep};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DeploymentRow {
@@ -138,23 +138,25 @@ pub async fn count(conn: &mut PgConnection, function_id: Uuid) -> sqlx::Result<i
     .await
 }
 
-/// A run of one of the deployment's jobs takes charge of it, if it is in `status`: a fresh
-/// token, which every later write of the run passes as `run_token`. Any earlier run still
-/// going on (the same job re-delivered beside it) finds its token gone at its next write.
+/// A run of one of the deployment's jobs takes charge of it for `step`, if it is in the status
+/// the step runs in and no later step has claimed it: a fresh token, which every later write of
+/// the run passes as `run_token`. Any earlier run still going on (the same job re-delivered
+/// beside it) finds its token gone at its next write.
 ///
 /// Writes below that take `run_token: Option<Uuid>` apply with `Some` only while it is the
 /// stored token; `None` is for writers that hold no run's claim (the reaper, a function lock).
 pub async fn claim_run(
     conn: &mut PgConnection,
     id: Uuid,
-    status: DeploymentStatus,
+    step: PipelineStep,
 ) -> sqlx::Result<Option<Uuid>> {
     sqlx::query_scalar!(
-        r#"UPDATE deployments SET run_token = gen_random_uuid()
-           WHERE id = $1 AND status = $2
+        r#"UPDATE deployments SET run_token = gen_random_uuid(), run_step = $3
+           WHERE id = $1 AND status = $2 AND (run_step IS NULL OR run_step <= $3)
            RETURNING run_token AS "run_token!""#,
         id,
-        status.as_str()
+        step.runs_in().as_str(),
+        step.rank()
     )
     .fetch_optional(conn)
     .await

@@ -19,5 +19,5 @@ pub use serving::{
 };
 pub use status::{
     DeploymentEvent, DeploymentStatus, FunctionEvent, FunctionStatus, IllegalTransition,
-    UnknownStatus,
+    PipelineStep, UnknownStatus,
 };

@@ -203,6 +203,50 @@ impl DeploymentStatus {
     }
 }
 
+/// The steps that work on a deployment, in pipeline order, each run by a job of its own. A run
+/// claims the deployment for its step (`db::deployments::claim_run`). Cache-warm and deploy both
+/// run while it is `deploying`, so the claim records the step too: a re-delivered cache-warm never
+/// takes the deployment over from the deploy that already follows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PipelineStep {
+    Source,
+    Build,
+    Push,
+    CacheWarm,
+    Deploy,
+    Rollback,
+}
+
+impl PipelineStep {
+    /// The status the deployment is in while the step runs.
+    pub const fn runs_in(self) -> DeploymentStatus {
+        match self {
+            Self::Source => DeploymentStatus::Fetching,
+            Self::Build => DeploymentStatus::Building,
+            Self::Push => DeploymentStatus::Pushing,
+            Self::CacheWarm | Self::Deploy => DeploymentStatus::Deploying,
+            Self::Rollback => DeploymentStatus::Inactive,
+        }
+    }
+
+    /// The name its lines carry in the deployment's log.
+    pub const fn phase(self) -> &'static str {
+        match self {
+            Self::Source => "source",
+            Self::Build => "build",
+            Self::Push => "push",
+            Self::CacheWarm => "cache-warm",
+            Self::Deploy => "deploy",
+            Self::Rollback => "rollback",
+        }
+    }
+
+    /// Its place in the pipeline, as stored with a claim.
+    pub const fn rank(self) -> i16 {
+        self as i16
+    }
+}
+
 impl fmt::Display for FunctionStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 use anyhow::Context;
 use slipway_shared::{
     archive, db,
-    domain::DeploymentStatus,
+    domain::{DeploymentStatus, PipelineStep},
     jobs::{BuildJob, Job, PushJob},
     store::StoreError,
 };
@@ -19,18 +19,17 @@ use crate::{
     buildkit::{BuildError, BuildLogLine, BuildRequest},
 };
 
-const PHASE: &str = "build";
+const STEP: PipelineStep = PipelineStep::Build;
+const PHASE: &str = STEP.phase();
 
 impl RunJob for BuildJob {
     #[tracing::instrument(name = "build", skip_all, fields(deployment_id = %self.deployment_id))]
     async fn run(self, env: Arc<Environment>) -> anyhow::Result<()> {
-        let status = DeploymentStatus::Building;
         let slot_waits = self.slot_waits;
         run_step(
             env,
             self.deployment_id,
-            status,
-            PHASE,
+            STEP,
             |env, deployment| async move {
                 if !claim_slot(&env, &deployment, slot_waits).await? {
                     return Ok(());

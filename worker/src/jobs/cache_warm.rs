@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use slipway_shared::{
     db,
-    domain::{DeploymentStatus, Digest, ImageRef},
+    domain::{Digest, ImageRef, PipelineStep},
     jobs::{CacheWarmJob, DeployJob, Job},
 };
 use tokio::time::Instant;
@@ -16,7 +16,8 @@ use super::{RunJob, StepError, recorded_image, run_step, with_retries};
 use crate::Environment;
 use crate::runtime::lifecycle::{registry_step, runtime_step};
 
-const PHASE: &str = "cache-warm";
+const STEP: PipelineStep = PipelineStep::CacheWarm;
+const PHASE: &str = STEP.phase();
 
 impl RunJob for CacheWarmJob {
     #[tracing::instrument(name = "cache-warm", skip_all, fields(deployment_id = %self.deployment_id))]
@@ -24,8 +25,7 @@ impl RunJob for CacheWarmJob {
         run_step(
             env,
             self.deployment_id,
-            DeploymentStatus::Deploying,
-            PHASE,
+            STEP,
             |env, deployment| async move { warm(&env, &deployment).await },
         )
         .await

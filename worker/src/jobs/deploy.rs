@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use slipway_shared::{db, domain::DeploymentStatus, jobs::DeployJob};
+use slipway_shared::{db, domain::PipelineStep, jobs::DeployJob};
 
 use super::{RunJob, StepError, run_step};
 use crate::{
@@ -13,22 +13,21 @@ use crate::{
     runtime::lifecycle::{Activation, discard_instance, overtaken, start_and_switch},
 };
 
-const PHASE: &str = "deploy";
+const STEP: PipelineStep = PipelineStep::Deploy;
+const PHASE: &str = STEP.phase();
 
 impl RunJob for DeployJob {
     #[tracing::instrument(name = "deploy", skip_all, fields(deployment_id = %self.deployment_id))]
     async fn run(self, env: Arc<Environment>) -> anyhow::Result<()> {
-        let status = DeploymentStatus::Deploying;
         run_step(
             env,
             self.deployment_id,
-            status,
-            PHASE,
+            STEP,
             |env, deployment| async move {
                 let outcome = deploy(&env, &deployment).await;
                 if outcome.is_err() {
                     // The new instance never took traffic: nothing may keep running on its behalf.
-                    discard_instance(&env, deployment.id).await;
+                    discard_instance(&env, &deployment).await;
                 }
                 outcome
             },

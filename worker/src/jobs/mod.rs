@@ -24,7 +24,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 use anyhow::Context;
 use slipway_shared::{
     db,
-    domain::{DeploymentStatus, Digest, FunctionName, ImageRef, ServingEvent},
+    domain::{Digest, FunctionName, ImageRef, PipelineStep, ServingEvent},
     jobs::Job,
     settle,
 };
@@ -204,8 +204,8 @@ pub async fn fail_deployment(
 pub use settle::{settle_function, update_failed};
 
 /// Runs one step of a deployment's pipeline, fenced: the step runs only if it can claim the
-/// deployment in `expected` (otherwise another run of the job, or a newer decision, moved it on
-/// and this run has nothing to do), and the row it is handed carries the claim for its writes.
+/// deployment for `step` (otherwise another run of the job, a later step, or a newer decision
+/// moved it on and this run has nothing to do), and the row it is handed carries the claim for its writes.
 /// A failed step fails the deployment; the job itself succeeds, as it did its duty — only a
 /// failure to record that is a job error.
 ///
@@ -215,19 +215,19 @@ pub use settle::{settle_function, update_failed};
 pub async fn run_step<F, Fut>(
     env: Arc<Environment>,
     deployment_id: Uuid,
-    expected: DeploymentStatus,
-    phase: &str,
-    step: F,
+    step: PipelineStep,
+    run: F,
 ) -> anyhow::Result<()>
 where
     F: Fn(Arc<Environment>, db::deployments::DeploymentRow) -> Fut,
     Fut: Future<Output = Result<(), StepError>>,
 {
+    let phase = step.phase();
     let mut attempt = 1;
     let (deployment, outcome) = loop {
         let database_down =
             |e: &anyhow::Error| db::unavailable_in(e.as_ref()) && attempt < DATABASE_ATTEMPTS;
-        let deployment = match claim(&env, deployment_id, expected, phase).await {
+        let deployment = match claim(&env, deployment_id, step).await {
             Ok(Some(deployment)) => deployment,
             Ok(None) => return Ok(()),
             Err(e) if database_down(&e) => {
@@ -239,7 +239,7 @@ where
         };
         let step_log = (deployment_id, phase.to_owned());
         let outcome = STEP_LOG
-            .scope(step_log, step(Arc::clone(&env), deployment.clone()))
+            .scope(step_log, run(Arc::clone(&env), deployment.clone()))
             .await;
         match &outcome {
             Err(StepError::Transient(e)) if database_down(e) => {
@@ -284,16 +284,15 @@ async fn wait_for_database(env: &Environment, phase: &str, attempt: u32, error: 
     tokio::time::sleep(delay).await;
 }
 
-/// Claims the deployment for this run of a job if it is in `expected` (`db::deployments::claim_run`)
-/// and reads it, carrying the claimed token; `None` (logged) when it has moved on.
+/// Claims the deployment for this run of `step` (`db::deployments::claim_run`) and reads it, carrying the claimed token; `None` (logged) when it has moved on.
 pub async fn claim(
     env: &Environment,
     deployment_id: Uuid,
-    expected: DeploymentStatus,
-    phase: &str,
+    step: PipelineStep,
 ) -> anyhow::Result<Option<db::deployments::DeploymentRow>> {
+    let phase = step.phase();
     let mut conn = env.pool.acquire().await?;
-    let claimed = db::deployments::claim_run(&mut conn, deployment_id, expected).await?;
+    let claimed = db::deployments::claim_run(&mut conn, deployment_id, step).await?;
     let mut deployment = db::deployments::get(&mut conn, deployment_id)
         .await?
         .with_context(|| format!("deployment {deployment_id} does not exist"))?;

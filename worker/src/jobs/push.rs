@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use slipway_shared::{
     db,
-    domain::DeploymentStatus,
+    domain::PipelineStep,
     jobs::{CacheWarmJob, Job, PushJob},
 };
 use tracing::info;
@@ -17,17 +17,16 @@ use crate::{
     registry::{RegistryError, push_through_engine},
 };
 
-const PHASE: &str = "push";
+const STEP: PipelineStep = PipelineStep::Push;
+const PHASE: &str = STEP.phase();
 
 impl RunJob for PushJob {
     #[tracing::instrument(name = "push", skip_all, fields(deployment_id = %self.deployment_id))]
     async fn run(self, env: Arc<Environment>) -> anyhow::Result<()> {
-        let status = DeploymentStatus::Pushing;
         run_step(
             env,
             self.deployment_id,
-            status,
-            PHASE,
+            STEP,
             |env, deployment| async move { push(&env, &deployment).await },
         )
         .await

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use slipway_shared::{db, domain::DeploymentStatus, jobs::RollbackJob};
+use slipway_shared::{db, domain::PipelineStep, jobs::RollbackJob};
 use tracing::{error, warn};
 
 use super::{RunJob, StepError, claim, log_info, log_lines, update_failed};
@@ -15,14 +15,13 @@ use crate::{
     runtime::lifecycle::{Activation, discard_instance, start_and_switch},
 };
 
-const PHASE: &str = "rollback";
+const STEP: PipelineStep = PipelineStep::Rollback;
+const PHASE: &str = STEP.phase();
 
 impl RunJob for RollbackJob {
     #[tracing::instrument(name = "rollback", skip_all, fields(deployment_id = %self.deployment_id))]
     async fn run(self, env: Arc<Environment>) -> anyhow::Result<()> {
-        let Some(deployment) =
-            claim(&env, self.deployment_id, DeploymentStatus::Inactive, PHASE).await?
-        else {
+        let Some(deployment) = claim(&env, self.deployment_id, STEP).await? else {
             return Ok(());
         };
         if let Err(e) = rollback(&env, &deployment).await {
@@ -32,7 +31,7 @@ impl RunJob for RollbackJob {
             }
             let reason = e.into_reason();
             error!(%reason, "rollback failed");
-            discard_instance(&env, deployment.id).await;
+            discard_instance(&env, &deployment).await;
             let line = format!(
                 "rollback to version {} failed: {reason}",
                 deployment.version

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use slipway_shared::{
     archive, build_rules, db,
-    domain::DeploymentStatus,
+    domain::PipelineStep,
     git::{self, GitCredentials},
     jobs::{BuildJob, Job, SourceJob},
     store::{StoreError, archive_key},
@@ -22,7 +22,8 @@ use crate::{
     git::{self as fetch, GitError},
 };
 
-const PHASE: &str = "source";
+const STEP: PipelineStep = PipelineStep::Source;
+const PHASE: &str = STEP.phase();
 
 impl RunJob for SourceJob {
     #[tracing::instrument(name = "source", skip_all, fields(deployment_id = %self.deployment_id))]
@@ -30,8 +31,7 @@ impl RunJob for SourceJob {
         run_step(
             env,
             self.deployment_id,
-            DeploymentStatus::Fetching,
-            PHASE,
+            STEP,
             |env, deployment| async move { fetch(&env, &deployment).await },
         )
         .await

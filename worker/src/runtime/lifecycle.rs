@@ -144,7 +144,7 @@ pub async fn start_and_switch(
     verify_before_start(env, deployment, &image, &digest, phase).await?;
 
     // A previous run of this job may have died after starting an instance.
-    discard_instance(env, deployment.id).await;
+    discard_instance(env, deployment).await;
 
     let (instance, lifecycle) =
         start_instance(env, deployment, &image.pinned(&digest), "", None, phase).await?;
@@ -468,15 +468,17 @@ async fn switch_traffic(
     Ok(previous)
 }
 
-/// Removes the deployment's instance, if it has one and is not serving.
-pub async fn discard_instance(env: &Environment, deployment_id: uuid::Uuid) {
+/// Removes the instance `deployment` records, if it has one that is not serving and this run
+/// still holds the claim: an instance recorded after another run took over is that run's.
+pub async fn discard_instance(env: &Environment, deployment: &db::deployments::DeploymentRow) {
+    let deployment_id = deployment.id;
     let Ok(mut conn) = env.pool.acquire().await else {
         return;
     };
     let Ok(Some(row)) = db::deployments::get(&mut conn, deployment_id).await else {
         return;
     };
-    if row.is_active {
+    if row.is_active || row.run_token != deployment.run_token {
         return;
     }
     if let Some(container) = row.container_id {
