@@ -12,7 +12,8 @@
 # Invocations of every function run beside all of it.
 #
 # For each fault it counts deployments lost (not settled within SLIPWAY_FAULT_SETTLE seconds),
-# functions stuck `building` with nothing in flight, duplicated versions (a version twice, or two
+# functions stuck `building` with nothing in flight, deployments the reaper failed (worker_lost,
+# timed_out: a killed run is re-delivered and must finish the deployment itself), duplicated versions (a version twice, or two
 # active deployments), orphaned instances (a container of a campaign function that no deployment
 # records, or a second one serving), events lost (a 2xx invocation whose event id never reached
 # the database) and the time to recover (the fault's end → the round settled and an invocation
@@ -265,6 +266,10 @@ duplicated=$(sql "SELECT (SELECT count(*) FROM (SELECT 1 FROM deployments WHERE 
                                                  GROUP BY function_id, version HAVING count(*) > 1) v)
                        + (SELECT count(*) FROM (SELECT 1 FROM deployments WHERE function_id IN ($function_ids)
                                                  AND is_active GROUP BY function_id HAVING count(*) > 1) a)")
+# The reaper failing a deployment is a giving-up: every run a kill interrupted is re-delivered
+# by the queue and must finish the deployment itself.
+given_up=$(sql "SELECT count(*) FROM deployments WHERE function_id IN ($function_ids)
+                  AND status = 'failed' AND (error LIKE 'worker_lost%' OR error LIKE 'timed_out%')")
 orphans=0
 while read -r function_id; do
   for container in $(docker_cli ps -aq --no-trunc --filter "label=dev.slipway.function=$function_id"); do
@@ -285,7 +290,7 @@ SQL
 median_max() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{ v[NR] = $1 } END { printf "%s s / %s s", v[int((NR + 1) / 2)], v[NR] }'; }
 last_line=$(wc -l <"$work/deployments")
 declare -A last_of=([kill]=$last_kill_line [postgres]=$last_postgres_line [registry]=$last_line)
-bad=$((stuck + duplicated + orphans + events_lost))
+bad=$((stuck + given_up + duplicated + orphans + events_lost))
 printf '\n| fault | faults | deployments | failed | lost | recovery (median / max) |\n'
 printf '| --- | --- | --- | --- | --- | --- |\n'
 for fault in kill postgres registry; do
@@ -296,8 +301,8 @@ for fault in kill postgres registry; do
   printf '| %s | %s | %s | %s | %s | %s |\n' "$label" "${faults_of[$fault]}" "$total" "$failed" "$lost" \
     "$(median_max "${recoveries[$fault]}")"
 done
-printf '\nacross the campaign: stuck functions %s, duplicated versions %s, orphaned instances %s, ' \
-  "$stuck" "$duplicated" "$orphans"
+printf '\nacross the campaign: stuck functions %s, deployments the reaper gave up on %s, ' "$stuck" "$given_up"
+printf 'duplicated versions %s, orphaned instances %s, ' "$duplicated" "$orphans"
 printf 'events lost %s of %s answered invocations\n' "$events_lost" "$answered"
 failures=$(sql "SELECT count(*) || ' × ' || left(error, 120) FROM deployments
                 WHERE function_id IN ($function_ids) AND status = 'failed' GROUP BY left(error, 120)")
