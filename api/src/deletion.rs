@@ -23,7 +23,7 @@ async fn lock_owned(
     function_id: Uuid,
 ) -> Result<(LockedFunction, FunctionStatus), ApiError> {
     let function = auth::lock_for_change(tx, &caller, function_id).await?;
-    let status = FunctionStatus::parse(&function.status).context("stored function status")?;
+    let status = function.status;
     Ok((function, status))
 }
 
@@ -45,7 +45,7 @@ pub async fn schedule(
 ) -> Result<PendingDeletionRow, ApiError> {
     let mut tx = state.pool.begin().await?;
     let (function, status) = lock_owned(&mut tx, caller, function_id).await?;
-    let next = status
+    status
         .apply(FunctionEvent::DeletionRequested)
         .map_err(|_| match status {
             FunctionStatus::Deleted => function_deleted(),
@@ -65,7 +65,13 @@ pub async fn schedule(
         state.config.deletion_grace,
     )
     .await?;
-    db::functions::set_status(&mut tx, function.id, next).await?;
+    db::functions::change_status(
+        &mut tx,
+        function.id,
+        status,
+        FunctionEvent::DeletionRequested,
+    )
+    .await?;
     let scheduled = db::deletions::open_for_function(&mut tx, function.id)
         .await?
         .context("the deletion just scheduled is not there")?;
@@ -111,13 +117,13 @@ pub async fn cancel(
     let has_active = db::deployments::active_for_function(&mut tx, function.id)
         .await?
         .is_some();
-    let restored = status
-        .apply(FunctionEvent::DeletionCancelled {
-            in_flight,
-            has_active,
-        })
+    let cancelled = FunctionEvent::DeletionCancelled {
+        in_flight,
+        has_active,
+    };
+    let restored = db::functions::change_status(&mut tx, function.id, status, cancelled)
+        .await
         .context("restoring the function's status")?;
-    db::functions::set_status(&mut tx, function.id, restored).await?;
     tx.commit().await?;
     Ok(Restored {
         function_id: function.id,

@@ -148,7 +148,13 @@ pub async fn accept(
         },
     )
     .await?;
-    db::functions::set_status(&mut tx, function.id, update.next_status).await?;
+    db::functions::change_status(
+        &mut tx,
+        function.id,
+        update.status,
+        FunctionEvent::DeployRequested,
+    )
+    .await?;
     db::functions::set_env(&mut tx, function.id, &function_env).await?;
     BuildJob {
         deployment_id,
@@ -184,8 +190,9 @@ pub async fn accept(
 /// A new version of a function, opened under its lock.
 pub(crate) struct OpenedUpdate {
     pub version: i32,
-    /// The function's lifecycle status once the deployment is recorded.
-    pub next_status: FunctionStatus,
+    /// The function's lifecycle status before it; `DeployRequested` moves it on once the
+    /// deployment is recorded.
+    pub status: FunctionStatus,
 }
 
 /// Starts an update of the locked function, for an upload or a push: its lifecycle status must
@@ -196,16 +203,13 @@ pub(crate) async fn open_update(
     tx: &mut sqlx::PgConnection,
     function: &db::functions::LockedFunction,
 ) -> anyhow::Result<Result<OpenedUpdate, FunctionStatus>> {
-    let status = FunctionStatus::parse(&function.status).context("stored function status")?;
-    let Ok(next_status) = status.apply(FunctionEvent::DeployRequested) else {
+    let status = function.status;
+    if status.apply(FunctionEvent::DeployRequested).is_err() {
         return Ok(Err(status));
-    };
+    }
     let version = db::functions::allocate_version(tx, function.id).await?;
     db::functions::transition_serving(tx, function.id, &ServingEvent::UpdateStarted)
         .await
         .context("marking the update in progress")?;
-    Ok(Ok(OpenedUpdate {
-        version,
-        next_status,
-    }))
+    Ok(Ok(OpenedUpdate { version, status }))
 }

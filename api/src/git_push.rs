@@ -14,6 +14,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use slipway_shared::{
     db::{self, deployments::NewPushDeployment, git::BindingRow},
+    domain::FunctionEvent,
     git::GitProvider,
     jobs::{Job, SourceJob},
 };
@@ -215,7 +216,13 @@ async fn accept_for_binding(
         },
     )
     .await?;
-    db::functions::set_status(tx, function.id, update.next_status).await?;
+    db::functions::change_status(
+        tx,
+        function.id,
+        update.status,
+        FunctionEvent::DeployRequested,
+    )
+    .await?;
     let superseded =
         db::deployments::supersede_waiting_pushes(tx, function.id, deployment_id, update.version)
             .await?;

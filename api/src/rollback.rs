@@ -19,7 +19,7 @@ use crate::{
 pub struct Accepted {
     pub function_id: Uuid,
     pub name: String,
-    pub status: String,
+    pub status: FunctionStatus,
     pub active_version: Option<i32>,
     pub target_deployment: Uuid,
 }
@@ -33,7 +33,7 @@ pub async fn accept(
 ) -> Result<Accepted, ApiError> {
     let mut tx = state.pool.begin().await?;
     let function = auth::lock_for_change(&mut tx, &caller, function_id).await?;
-    let status = FunctionStatus::parse(&function.status).context("stored function status")?;
+    let status = function.status;
     if matches!(
         status,
         FunctionStatus::PendingDeletion | FunctionStatus::Deleted
@@ -59,9 +59,7 @@ pub async fn accept(
             ),
         ));
     }
-    let target_status =
-        DeploymentStatus::parse(&target.status).context("stored deployment status")?;
-    match target_status {
+    match target.status {
         DeploymentStatus::Active => {
             return Err(ApiError::conflict(
                 "version_already_active",

@@ -27,7 +27,7 @@ pub async fn replace_instance(
 ) -> Result<(), ApiError> {
     let mut tx = state.pool.begin().await?;
     let function = auth::lock_for_change(&mut tx, &caller, function_id).await?;
-    match FunctionStatus::parse(&function.status).context("stored function status")? {
+    match function.status {
         FunctionStatus::Deleted => return Err(function_deleted()),
         FunctionStatus::PendingDeletion => {
             return Err(ApiError::conflict(
@@ -81,7 +81,7 @@ pub async fn update(
 ) -> Result<(), ApiError> {
     let mut tx = state.pool.begin().await?;
     let function = auth::lock_for_change(&mut tx, &caller, function_id).await?;
-    if function.status == FunctionStatus::Deleted.as_str() {
+    if function.status == FunctionStatus::Deleted {
         return Err(function_deleted());
     }
     if let Some(enabled) = changes.enabled {

@@ -6,7 +6,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::{
-    db,
+    db::{self, deployments::StatusChange},
     domain::{FunctionEvent, FunctionStatus, ServingEvent},
 };
 
@@ -25,10 +25,11 @@ pub async fn fail_deployment(
     let function = db::functions::lock(conn, function_id)
         .await?
         .context("the deployment's function is gone")?;
-    if !db::deployments::fail(conn, deployment_id, run_token, reason).await? {
+    let failed = StatusChange::Failed { reason };
+    if !db::deployments::change(conn, deployment_id, run_token, failed).await? {
         return Ok(false);
     }
-    settle_function(conn, function_id, deployment_id, &function.status).await?;
+    settle_function(conn, function_id, deployment_id, function.status).await?;
     update_failed(conn, function_id, deployment_id, reason).await?;
     db::logs::append(
         conn,
@@ -67,20 +68,17 @@ pub async fn settle_function(
     conn: &mut PgConnection,
     function_id: Uuid,
     deployment_id: Uuid,
-    current: &str,
+    current: FunctionStatus,
 ) -> anyhow::Result<()> {
-    let current = FunctionStatus::parse(current)?;
     let others_in_flight =
         db::deployments::others_in_flight(conn, function_id, deployment_id).await?;
     let has_active = db::deployments::active_for_function(conn, function_id)
         .await?
         .is_some();
-    let next = current.apply(FunctionEvent::DeploymentSettled {
+    let settled = FunctionEvent::DeploymentSettled {
         others_in_flight,
         has_active,
-    })?;
-    if next != current {
-        db::functions::set_status(conn, function_id, next).await?;
-    }
+    };
+    db::functions::change_status(conn, function_id, current, settled).await?;
     Ok(())
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use slipway_shared::{
     db,
+    domain::DeploymentStatus,
     jobs::{CacheWarmJob, DeployJob, Job},
 };
 use slipway_tests::{
@@ -50,7 +51,7 @@ async fn a_deploy_job_run_twice_at_once_ends_with_one_instance_and_no_failure() 
             let row = db::deployments::get(&mut conn, deployment_id)
                 .await?
                 .context("the deployment")?;
-            Ok((row.status == "deploying")
+            Ok((row.status == DeploymentStatus::Deploying)
                 .then_some(row.container_id)
                 .flatten())
         },
@@ -164,9 +165,11 @@ async fn a_cache_warm_run_again_never_takes_over_from_the_deploy_it_handed_to() 
             let row = db::deployments::get(&mut conn, deployment_id)
                 .await?
                 .context("the deployment")?;
-            Ok((row.status == "deploying" && row.container_id.is_some())
-                .then_some(row.run_token)
-                .flatten())
+            Ok(
+                (row.status == DeploymentStatus::Deploying && row.container_id.is_some())
+                    .then_some(row.run_token)
+                    .flatten(),
+            )
         },
     )
     .await?;

@@ -11,7 +11,7 @@ use chrono::Utc;
 use serde::Serialize;
 use slipway_shared::{
     db::{self, deletions::PendingDeletionRow},
-    domain::days_remaining,
+    domain::{FunctionStatus, days_remaining},
 };
 use uuid::Uuid;
 
@@ -45,7 +45,7 @@ impl From<&PendingDeletionRow> for DeletionInfo {
 pub struct FunctionBrief {
     uuid: Uuid,
     name: String,
-    status: String,
+    status: FunctionStatus,
 }
 
 #[derive(Serialize)]
@@ -81,7 +81,7 @@ pub struct PendingDeletion {
     id: Uuid,
     function_uuid: Uuid,
     function_name: String,
-    function_status: String,
+    function_status: FunctionStatus,
     #[serde(flatten)]
     info: DeletionInfo,
 }
@@ -105,7 +105,7 @@ pub async fn pending(
             id: row.id,
             function_uuid: row.function_id,
             function_name: row.function_name.clone(),
-            function_status: row.function_status.clone(),
+            function_status: row.function_status,
             info: DeletionInfo::from(row),
         })
         .collect();
@@ -119,7 +119,7 @@ pub async fn pending(
 pub struct DeletionStatus {
     function_uuid: Uuid,
     function_name: String,
-    function_status: String,
+    function_status: FunctionStatus,
     has_pending_deletion: bool,
     deletion_info: Option<DeletionInfo>,
 }
@@ -166,7 +166,7 @@ pub async fn cancel(
         function: FunctionBrief {
             uuid: restored.function_id,
             name: restored.name,
-            status: restored.status.as_str().to_owned(),
+            status: restored.status,
         },
     }))
 }

@@ -9,7 +9,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::{Deserialize, Serialize};
-use slipway_shared::db;
+use slipway_shared::{db, domain::DeploymentStatus};
 use tokio::io::AsyncWriteExt as _;
 use uuid::Uuid;
 
@@ -206,7 +206,7 @@ pub struct DeploymentLogs {
     deployment_id: Uuid,
     function_id: Uuid,
     version: i32,
-    status: String,
+    status: DeploymentStatus,
     error: Option<String>,
     lines: Vec<LogLine>,
     /// Pass as `after` to read only newer lines.

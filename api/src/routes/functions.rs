@@ -9,7 +9,7 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use slipway_shared::{
     db::{self, deployments::DeploymentRow, functions::FunctionRow},
-    domain::FunctionName,
+    domain::{DeploymentStatus, FunctionName, FunctionStatus},
     lifecycle::Lifecycle,
 };
 use uuid::Uuid;
@@ -37,7 +37,7 @@ pub struct InitResponse {
     message: &'static str,
     id: Uuid,
     name: String,
-    status: String,
+    status: FunctionStatus,
     skip_signing: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     deployment_version: Option<i32>,
@@ -111,7 +111,7 @@ pub struct FunctionResponse {
     id: Uuid,
     name: String,
     /// Lifecycle (seed 000): init, building, active, pending_deletion, deleted.
-    status: String,
+    status: FunctionStatus,
     /// Serving (seed 001): Pending, Active, Failed, Inactive; only Active is invocable.
     state: String,
     state_reason: Option<String>,
@@ -278,7 +278,7 @@ pub struct DeploymentSummary {
     image_digest: Option<String>,
     /// None until a pushed commit has been fetched.
     s3_key: Option<String>,
-    status: String,
+    status: DeploymentStatus,
     is_active: bool,
     error: Option<String>,
     created_at: String,
@@ -342,7 +342,7 @@ impl From<DeploymentRow> for DeploymentSummary {
 pub struct DeploymentHistory {
     function_uuid: Uuid,
     function_name: String,
-    function_status: String,
+    function_status: FunctionStatus,
     page: i64,
     per_page: i64,
     count: i64,
@@ -395,7 +395,7 @@ pub struct RollbackRequest {
 pub struct RollbackFunction {
     uuid: Uuid,
     name: String,
-    status: String,
+    status: FunctionStatus,
     /// Still the version serving now; it changes when the rollback job has switched traffic.
     active_version: Option<i32>,
 }

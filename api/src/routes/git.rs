@@ -130,8 +130,8 @@ pub async fn create(
     let mut tx = state.pool.begin().await?;
     let function = auth::lock_for_change(&mut tx, &caller, id).await?;
     if matches!(
-        FunctionStatus::parse(&function.status),
-        Ok(FunctionStatus::PendingDeletion | FunctionStatus::Deleted)
+        function.status,
+        FunctionStatus::PendingDeletion | FunctionStatus::Deleted
     ) {
         return Err(ApiError::conflict(
             "function_not_deployable",

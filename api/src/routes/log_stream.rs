@@ -8,7 +8,7 @@ use std::{convert::Infallible, time::Duration};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::{Stream, StreamExt, stream};
 use serde_json::json;
-use slipway_shared::{db, domain::DeploymentStatus};
+use slipway_shared::db;
 use sqlx::PgPool;
 use tracing::warn;
 use uuid::Uuid;
@@ -79,7 +79,7 @@ async fn next_events(cursor: &mut Cursor) -> anyhow::Result<Vec<Event>> {
         );
     }
     // Settled: active, inactive, failed, or superseded by a newer push.
-    let settled = DeploymentStatus::parse(&deployment.status).is_ok_and(|s| !s.is_in_flight());
+    let settled = !deployment.status.is_in_flight();
     if settled && !full_page {
         cursor.finished = true;
         events.push(Event::default().event("end").json_data(json!({

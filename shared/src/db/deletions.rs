@@ -6,7 +6,10 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::domain::DeletionReason;
+use crate::{
+    db,
+    domain::{DeletionReason, FunctionEvent, FunctionStatus},
+};
 
 /// A scheduled deletion with the function it concerns.
 #[derive(Debug, Clone)]
@@ -14,7 +17,7 @@ pub struct PendingDeletionRow {
     pub id: Uuid,
     pub function_id: Uuid,
     pub function_name: String,
-    pub function_status: String,
+    pub function_status: FunctionStatus,
     pub image_tag: Option<String>,
     pub reason: String,
     pub status: String,
@@ -52,7 +55,7 @@ pub async fn open_for_function(
 ) -> sqlx::Result<Option<PendingDeletionRow>> {
     sqlx::query_as!(
         PendingDeletionRow,
-        r#"SELECT p.id, p.function_id, f.name AS function_name, f.status AS function_status,
+        r#"SELECT p.id, p.function_id, f.name AS function_name, f.status AS "function_status: FunctionStatus",
                   p.image_tag, p.reason, p.status, p.deletion_date, p.scheduled_at
            FROM pending_deletions p JOIN functions f ON f.id = p.function_id
            WHERE p.function_id = $1 AND p.status IN ('pending', 'purging')"#,
@@ -69,7 +72,7 @@ pub async fn open_for_owner(
 ) -> sqlx::Result<Vec<PendingDeletionRow>> {
     sqlx::query_as!(
         PendingDeletionRow,
-        r#"SELECT p.id, p.function_id, f.name AS function_name, f.status AS function_status,
+        r#"SELECT p.id, p.function_id, f.name AS function_name, f.status AS "function_status: FunctionStatus",
                   p.image_tag, p.reason, p.status, p.deletion_date, p.scheduled_at
            FROM pending_deletions p JOIN functions f ON f.id = p.function_id
            WHERE f.owner_id = $1 AND p.status IN ('pending', 'purging')
@@ -121,18 +124,31 @@ pub async fn tombstone_function(
     conn: &mut PgConnection,
     function_id: Uuid,
     reservation: Duration,
-) -> sqlx::Result<bool> {
-    let done = sqlx::query!(
+) -> anyhow::Result<bool> {
+    let status = sqlx::query_scalar!(
+        "SELECT status FROM functions WHERE id = $1 FOR UPDATE",
+        function_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(from) = status.as_deref().map(FunctionStatus::parse).transpose()? else {
+        return Ok(false);
+    };
+    // A purge run again after it tombstoned the function finds nothing left to do.
+    if from != FunctionStatus::PendingDeletion {
+        return Ok(false);
+    }
+    db::functions::change_status(conn, function_id, from, FunctionEvent::Purged).await?;
+    sqlx::query!(
         r#"UPDATE functions
-           SET status = 'deleted', deleted_at = now(), updated_at = now(),
-               name_reserved_until = now() + $2::float8 * interval '1 second'
-           WHERE id = $1 AND status = 'pending_deletion'"#,
+           SET deleted_at = now(), name_reserved_until = now() + $2::float8 * interval '1 second'
+           WHERE id = $1"#,
         function_id,
         reservation.as_secs_f64()
     )
     .execute(conn)
     .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(true)
 }
 
 /// Until when a purged function of this owner still holds `name`, if one does.

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::domain::{DeploymentStatus, PipelineStep};
+use crate::domain::{DeploymentEvent, DeploymentStatus, FunctionStatus, PipelineStep};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DeploymentRow {
@@ -22,7 +22,7 @@ pub struct DeploymentRow {
     pub archive_sha256: Option<String>,
     pub archive_bytes: Option<i64>,
     pub env: serde_json::Value,
-    pub status: String,
+    pub status: DeploymentStatus,
     pub is_active: bool,
     pub image_tag: Option<String>,
     pub image_digest: Option<String>,
@@ -162,26 +162,122 @@ pub async fn claim_run(
     .await
 }
 
-/// Moves `id` from `from` to `to` if it is still in `from`. Returns false when another run
-/// already moved it or took it over: the caller then drops its result.
-pub async fn transition(
+/// A change of one deployment's status, with what the new status records.
+#[derive(Debug, Clone, Copy)]
+pub enum StatusChange<'a> {
+    /// fetching → building, with the archive packed from the pushed commit.
+    Fetched {
+        archive_key: &'a str,
+        archive_sha256: &'a str,
+        archive_bytes: i64,
+        commit_message: &'a str,
+    },
+    /// building → pushing.
+    Built,
+    /// pushing → deploying, with the pushed tag and the registry's manifest digest.
+    Pushed {
+        image_tag: &'a str,
+        image_digest: &'a str,
+    },
+    /// deploying → active. The partial unique index refuses a second active deployment, so the
+    /// caller deactivates the previous one first, in the same transaction.
+    Activated,
+    /// active → inactive: another version took the traffic. Its instance goes after the drain,
+    /// so the endpoint is kept until then.
+    Superseded,
+    /// inactive → active, for a rollback; the same index rule as `Activated` applies.
+    Reinstated,
+    /// Any in-flight status → failed, with the reason users read.
+    Failed { reason: &'a str },
+    /// Any in-flight status → superseded by the newer deployment `by`: it must never serve.
+    Overtaken { by: Uuid },
+}
+
+impl StatusChange<'_> {
+    pub fn event(&self) -> DeploymentEvent {
+        match self {
+            Self::Fetched { .. } => DeploymentEvent::Fetched,
+            Self::Built => DeploymentEvent::Built,
+            Self::Pushed { .. } => DeploymentEvent::Pushed,
+            Self::Activated => DeploymentEvent::Activated,
+            Self::Superseded => DeploymentEvent::Superseded,
+            Self::Reinstated => DeploymentEvent::Reinstated,
+            Self::Failed { .. } => DeploymentEvent::Failed,
+            Self::Overtaken { .. } => DeploymentEvent::Overtaken,
+        }
+    }
+}
+
+/// The one writer of a deployment's status. The change applies only from a status that
+/// `DeploymentStatus::apply` lets take its event, while `run_token` (if given) is still the
+/// stored claim, and never brings back a version whose image retention has begun to remove.
+/// Returns false when it did not apply: another run moved the deployment on or took it over,
+/// and the caller drops its result.
+pub async fn change(
     conn: &mut PgConnection,
     id: Uuid,
     run_token: Option<Uuid>,
-    from: DeploymentStatus,
-    to: DeploymentStatus,
+    change: StatusChange<'_>,
 ) -> sqlx::Result<bool> {
+    let Some((sources, target)) = change.event().moves() else {
+        return Ok(false);
+    };
+    let sources: Vec<&str> = sources.into_iter().map(DeploymentStatus::as_str).collect();
+    let (mut archive_key, mut archive_sha256, mut archive_bytes, mut commit_message) =
+        (None, None, None, None);
+    let (mut image_tag, mut image_digest, mut error, mut superseded_by) = (None, None, None, None);
+    match change {
+        StatusChange::Fetched {
+            archive_key: key,
+            archive_sha256: sha256,
+            archive_bytes: bytes,
+            commit_message: message,
+        } => {
+            (archive_key, archive_sha256) = (Some(key), Some(sha256));
+            (archive_bytes, commit_message) = (Some(bytes), Some(message));
+        }
+        StatusChange::Pushed {
+            image_tag: tag,
+            image_digest: digest,
+        } => (image_tag, image_digest) = (Some(tag), Some(digest)),
+        StatusChange::Failed { reason } => error = Some(reason),
+        StatusChange::Overtaken { by } => superseded_by = Some(by),
+        StatusChange::Built
+        | StatusChange::Activated
+        | StatusChange::Superseded
+        | StatusChange::Reinstated => {}
+    }
     let done = sqlx::query!(
         r#"UPDATE deployments SET
              status = $3,
              is_active = ($3 = 'active'),
-             built_at = CASE WHEN $2 = 'building' AND $3 = 'pushing' THEN now() ELSE built_at END,
+             archive_key = COALESCE($5, archive_key),
+             archive_sha256 = COALESCE($6, archive_sha256),
+             archive_bytes = COALESCE($7, archive_bytes),
+             commit_message = COALESCE($8, commit_message),
+             image_tag = COALESCE($9, image_tag),
+             image_digest = COALESCE($10, image_digest),
+             error = COALESCE($11, error),
+             superseded_by = COALESCE($12, superseded_by),
+             built_at = CASE WHEN $3 = 'pushing' THEN now() ELSE built_at END,
+             pushed_at = CASE WHEN $3 = 'deploying' THEN now() ELSE pushed_at END,
+             deployed_at = CASE WHEN $3 = 'active' THEN now() ELSE deployed_at END,
              updated_at = now()
-           WHERE id = $1 AND status = $2 AND ($4::uuid IS NULL OR run_token = $4)"#,
+           WHERE id = $1 AND status = ANY($2)
+             AND ($4::uuid IS NULL OR run_token = $4)
+             AND ($3 <> 'active' OR prune_started_at IS NULL)"#,
         id,
-        from.as_str(),
-        to.as_str(),
-        run_token
+        &sources as &[&str],
+        target.as_str(),
+        run_token,
+        archive_key,
+        archive_sha256,
+        archive_bytes,
+        commit_message,
+        image_tag,
+        image_digest,
+        error,
+        superseded_by
     )
     .execute(conn)
     .await?;
@@ -224,28 +320,6 @@ pub async fn claim_build_slot(
     .execute(conn)
     .await?;
     Ok(claimed.rows_affected() == 1)
-}
-
-/// Records the pushed tag and the registry's manifest digest, moving pushing → deploying.
-pub async fn record_push(
-    conn: &mut PgConnection,
-    id: Uuid,
-    run_token: Option<Uuid>,
-    image_tag: &str,
-    image_digest: &str,
-) -> sqlx::Result<bool> {
-    let done = sqlx::query!(
-        r#"UPDATE deployments SET status = 'deploying', image_tag = $2, image_digest = $3,
-             pushed_at = now(), updated_at = now()
-           WHERE id = $1 AND status = 'pushing' AND ($4::uuid IS NULL OR run_token = $4)"#,
-        id,
-        image_tag,
-        image_digest,
-        run_token
-    )
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
 }
 
 /// Remembers the instance as soon as it exists, so a crash leaves no untracked one: its
@@ -324,47 +398,11 @@ pub async fn active_with_container(
     Ok(row.map(|r| (r.id, r.function_id)))
 }
 
-/// deploying → active. The partial unique index refuses a second active deployment, so the
-/// caller deactivates the previous one first, in the same transaction.
-pub async fn activate(
-    conn: &mut PgConnection,
-    id: Uuid,
-    run_token: Option<Uuid>,
-) -> sqlx::Result<bool> {
-    let done = sqlx::query!(
-        r#"UPDATE deployments SET status = 'active', is_active = true, deployed_at = now(), updated_at = now()
-           WHERE id = $1 AND status = 'deploying' AND ($2::uuid IS NULL OR run_token = $2)"#,
-        id,
-        run_token
-    )
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
-/// inactive → active, for a rollback; the same index rule as `activate` applies.
-pub async fn reinstate(
-    conn: &mut PgConnection,
-    id: Uuid,
-    run_token: Option<Uuid>,
-) -> sqlx::Result<bool> {
-    let done = sqlx::query!(
-        r#"UPDATE deployments SET status = 'active', is_active = true, deployed_at = now(), updated_at = now()
-           WHERE id = $1 AND status = 'inactive' AND prune_started_at IS NULL
-             AND ($2::uuid IS NULL OR run_token = $2)"#,
-        id,
-        run_token
-    )
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
 /// What a rollback needs to know about one version of a function.
 #[derive(Debug, Clone)]
 pub struct VersionInfo {
     pub id: Uuid,
-    pub status: String,
+    pub status: DeploymentStatus,
     pub image_digest: Option<String>,
     /// Retention has started (or finished) removing its image.
     pub pruned: bool,
@@ -377,25 +415,14 @@ pub async fn version_info(
 ) -> sqlx::Result<Option<VersionInfo>> {
     sqlx::query_as!(
         VersionInfo,
-        r#"SELECT id, status, image_digest, prune_started_at IS NOT NULL AS "pruned!"
+        r#"SELECT id, status AS "status: DeploymentStatus", image_digest,
+                  prune_started_at IS NOT NULL AS "pruned!"
            FROM deployments WHERE function_id = $1 AND version = $2"#,
         function_id,
         version
     )
     .fetch_optional(conn)
     .await
-}
-
-/// active → inactive; the container goes away after the drain, so its endpoint is kept until then.
-pub async fn deactivate(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<bool> {
-    let done = sqlx::query!(
-        r#"UPDATE deployments SET status = 'inactive', is_active = false, updated_at = now()
-           WHERE id = $1 AND status = 'active'"#,
-        id
-    )
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
 }
 
 /// The container `container_id` is gone: nothing answers at the endpoint any more. Conditional
@@ -416,26 +443,6 @@ pub async fn clear_container(
     .execute(conn)
     .await?;
     Ok(())
-}
-
-/// Any in-flight status → failed, with the reason users will read.
-pub async fn fail(
-    conn: &mut PgConnection,
-    id: Uuid,
-    run_token: Option<Uuid>,
-    error: &str,
-) -> sqlx::Result<bool> {
-    let done = sqlx::query!(
-        r#"UPDATE deployments SET status = 'failed', is_active = false, error = $2, updated_at = now()
-           WHERE id = $1 AND status IN ('fetching', 'building', 'pushing', 'deploying')
-             AND ($3::uuid IS NULL OR run_token = $3)"#,
-        id,
-        error,
-        run_token
-    )
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
 }
 
 #[derive(Debug, Clone)]
@@ -483,7 +490,7 @@ pub async fn others_in_flight(
 /// Where an owner's function is served from, for the invocation proxy.
 #[derive(Debug, Clone)]
 pub struct Route {
-    pub function_status: String,
+    pub function_status: FunctionStatus,
     pub enabled: bool,
     pub state: String,
     pub state_reason: Option<String>,
@@ -499,7 +506,7 @@ pub async fn route(
 ) -> sqlx::Result<Option<Route>> {
     sqlx::query_as!(
         Route,
-        r#"SELECT f.status AS function_status, f.enabled, f.state, f.state_reason,
+        r#"SELECT f.status AS "function_status: FunctionStatus", f.enabled, f.state, f.state_reason,
                   d.runtime_endpoint AS "endpoint?", d.id AS "deployment_id?",
                   d.version AS "version?"
            FROM functions f
@@ -612,20 +619,25 @@ pub async fn retire_all(
     function_id: Uuid,
     reason: &str,
 ) -> sqlx::Result<()> {
-    sqlx::query!(
-        r#"UPDATE deployments SET status = 'failed', error = $2, updated_at = now()
-           WHERE function_id = $1 AND status IN ('fetching', 'building', 'pushing', 'deploying')"#,
-        function_id,
-        reason
+    let serving_or_in_flight = sqlx::query!(
+        r#"SELECT id, status AS "status: DeploymentStatus" FROM deployments
+           WHERE function_id = $1
+             AND status IN ('fetching', 'building', 'pushing', 'deploying', 'active')
+           FOR UPDATE"#,
+        function_id
     )
-    .execute(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
+    for deployment in serving_or_in_flight {
+        let step_down = if deployment.status == DeploymentStatus::Active {
+            StatusChange::Superseded
+        } else {
+            StatusChange::Failed { reason }
+        };
+        change(conn, deployment.id, None, step_down).await?;
+    }
     sqlx::query!(
-        r#"UPDATE deployments
-           SET status = CASE WHEN status = 'active' THEN 'inactive' ELSE status END,
-               is_active = false,
-               prune_started_at = COALESCE(prune_started_at, now()),
-               updated_at = now()
+        r#"UPDATE deployments SET prune_started_at = COALESCE(prune_started_at, now()), updated_at = now()
            WHERE function_id = $1"#,
         function_id
     )
@@ -715,32 +727,6 @@ pub async fn insert_from_push(
     Ok(())
 }
 
-/// fetching → building, with the archive packed from the commit.
-pub async fn record_fetched(
-    conn: &mut PgConnection,
-    id: Uuid,
-    run_token: Option<Uuid>,
-    archive_key: &str,
-    archive_sha256: &str,
-    archive_bytes: i64,
-    commit_message: &str,
-) -> sqlx::Result<bool> {
-    let done = sqlx::query!(
-        r#"UPDATE deployments SET status = 'building', archive_key = $2, archive_sha256 = $3,
-             archive_bytes = $4, commit_message = $5, updated_at = now()
-           WHERE id = $1 AND status = 'fetching' AND ($6::uuid IS NULL OR run_token = $6)"#,
-        id,
-        archive_key,
-        archive_sha256,
-        archive_bytes,
-        commit_message,
-        run_token
-    )
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
 /// The newest push a function accepted, against which a later delivery is ordered.
 #[derive(Debug, Clone)]
 pub struct AcceptedPush {
@@ -793,17 +779,23 @@ pub async fn supersede_waiting_pushes(
     newer: Uuid,
     newer_version: i32,
 ) -> sqlx::Result<u64> {
-    let done = sqlx::query!(
-        r#"UPDATE deployments SET status = 'superseded', superseded_by = $2, updated_at = now()
-           WHERE function_id = $1 AND version < $3 AND commit_sha IS NOT NULL
-             AND (status = 'fetching' OR (status = 'building' AND build_started_at IS NULL))"#,
+    let waiting = sqlx::query_scalar!(
+        r#"SELECT id FROM deployments
+           WHERE function_id = $1 AND version < $2 AND commit_sha IS NOT NULL
+             AND (status = 'fetching' OR (status = 'building' AND build_started_at IS NULL))
+           FOR UPDATE"#,
         function_id,
-        newer,
         newer_version
     )
-    .execute(conn)
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(done.rows_affected())
+    let mut superseded = 0;
+    for id in waiting {
+        if change(conn, id, None, StatusChange::Overtaken { by: newer }).await? {
+            superseded += 1;
+        }
+    }
+    Ok(superseded)
 }
 
 /// The newest version above `version` that has already served (id, version): an older one must
@@ -823,26 +815,6 @@ pub async fn newer_served(
     .fetch_optional(conn)
     .await?;
     Ok(row.map(|r| (r.id, r.version)))
-}
-
-/// An in-flight deployment → superseded by `newer`.
-pub async fn supersede(
-    conn: &mut PgConnection,
-    id: Uuid,
-    run_token: Option<Uuid>,
-    newer: Uuid,
-) -> sqlx::Result<bool> {
-    let done = sqlx::query!(
-        r#"UPDATE deployments SET status = 'superseded', superseded_by = $2, updated_at = now()
-           WHERE id = $1 AND status IN ('fetching', 'building', 'pushing', 'deploying')
-             AND ($3::uuid IS NULL OR run_token = $3)"#,
-        id,
-        newer,
-        run_token
-    )
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
 }
 
 /// Deployments of the owner's functions still in flight.

@@ -6,8 +6,8 @@ use uuid::Uuid;
 
 use crate::{
     domain::{
-        FunctionName, FunctionStatus, RequestedLimits, Serving, ServingEvent, ServingState,
-        UpdateStatus,
+        FunctionEvent, FunctionName, FunctionStatus, RequestedLimits, Serving, ServingEvent,
+        ServingState, UpdateStatus,
     },
     lifecycle::Lifecycle,
 };
@@ -18,7 +18,7 @@ pub struct FunctionRow {
     pub id: Uuid,
     pub owner_id: Uuid,
     pub name: String,
-    pub status: String,
+    pub status: FunctionStatus,
     pub skip_signing: bool,
     pub env: serde_json::Value,
     pub last_version: i32,
@@ -131,7 +131,7 @@ pub struct LockedFunction {
     pub id: Uuid,
     pub owner_id: Uuid,
     pub name: String,
-    pub status: String,
+    pub status: FunctionStatus,
     /// Whether mutating requests on the function may come unsigned.
     pub skip_signing: bool,
 }
@@ -141,7 +141,8 @@ pub struct LockedFunction {
 pub async fn lock(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<LockedFunction>> {
     sqlx::query_as!(
         LockedFunction,
-        "SELECT id, owner_id, name, status, skip_signing FROM functions WHERE id = $1 FOR UPDATE",
+        r#"SELECT id, owner_id, name, status AS "status: FunctionStatus", skip_signing
+           FROM functions WHERE id = $1 FOR UPDATE"#,
         id
     )
     .fetch_optional(conn)
@@ -172,19 +173,32 @@ pub async fn known(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<Vec<(U
     Ok(rows.into_iter().map(|r| (r.id, r.purged)).collect())
 }
 
-pub async fn set_status(
+/// The one writer of a function's lifecycle status: applies `event` to `from`
+/// (`FunctionStatus::apply`) and stores the result if the function is still `from`. Run under the
+/// function's lock, like every status change; an illegal transition is an error, never written.
+pub async fn change_status(
     conn: &mut PgConnection,
     id: Uuid,
-    status: FunctionStatus,
-) -> sqlx::Result<()> {
-    sqlx::query!(
-        "UPDATE functions SET status = $2, updated_at = now() WHERE id = $1",
+    from: FunctionStatus,
+    event: FunctionEvent,
+) -> anyhow::Result<FunctionStatus> {
+    let next = from.apply(event)?;
+    if next == from {
+        return Ok(next);
+    }
+    let done = sqlx::query!(
+        "UPDATE functions SET status = $3, updated_at = now() WHERE id = $1 AND status = $2",
         id,
-        status.as_str()
+        from.as_str(),
+        next.as_str()
     )
     .execute(conn)
     .await?;
-    Ok(())
+    anyhow::ensure!(
+        done.rows_affected() == 1,
+        "function {id} is no longer {from}: its status changed without its lock"
+    );
+    Ok(next)
 }
 
 pub async fn set_env(

@@ -74,3 +74,32 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
         .context("applying apalis-postgres's migrations")?;
     Ok(())
 }
+
+/// Statuses are stored as their names and decoded into the domain's enums as rows are read
+/// (`status AS "status: DeploymentStatus"`), so no code past `db` compares them as strings and an
+/// unknown name is an error at the row, not a silent mismatch later.
+macro_rules! status_column {
+    ($status:ty) => {
+        impl sqlx::Type<sqlx::Postgres> for $status {
+            fn type_info() -> sqlx::postgres::PgTypeInfo {
+                <String as sqlx::Type<sqlx::Postgres>>::type_info()
+            }
+
+            fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+                <String as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, sqlx::Postgres> for $status {
+            fn decode(
+                value: sqlx::postgres::PgValueRef<'r>,
+            ) -> Result<Self, sqlx::error::BoxDynError> {
+                let name = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+                Ok(Self::parse(name)?)
+            }
+        }
+    };
+}
+
+status_column!(crate::domain::DeploymentStatus);
+status_column!(crate::domain::FunctionStatus);

@@ -2,14 +2,19 @@
 //! that running the sweep again picks nothing new, and returns what the caller must enqueue.
 //! Times come from the caller's clock (`$now`), never from `now()`, so tests can move time.
 //!
-//! Lifecycle changes made here in SQL mirror `FunctionStatus::apply`: only `init` and `active`
-//! functions may be scheduled for deletion (`DeletionRequested`).
+//! A sweep that changes a function's lifecycle status picks it here and changes it through
+//! `db::functions::change_status`, in the caller's transaction.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
+
+use crate::{
+    db,
+    domain::{DeploymentStatus, FunctionEvent, FunctionStatus, PipelineStep},
+};
 
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
@@ -44,6 +49,21 @@ pub async fn due_purges(
     .await
 }
 
+/// Moves each function a sweep scheduled for deletion to `pending_deletion`, through the one
+/// writer of its status; `status` is what the sweep read under the row lock it still holds.
+async fn request_deletions(
+    conn: &mut PgConnection,
+    scheduled: impl Iterator<Item = (Uuid, String)>,
+) -> anyhow::Result<Vec<Uuid>> {
+    let mut ids = Vec::new();
+    for (id, status) in scheduled {
+        let from = FunctionStatus::parse(&status)?;
+        db::functions::change_status(conn, id, from, FunctionEvent::DeletionRequested).await?;
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
 /// Functions never invoked, or not invoked since `stale_after`, that are idle (Inactive, or
 /// never served): scheduled for deletion with reason `stale_function`.
 pub async fn schedule_stale(
@@ -52,8 +72,8 @@ pub async fn schedule_stale(
     stale_after: Duration,
     grace: Duration,
     batch: i64,
-) -> sqlx::Result<Vec<Uuid>> {
-    sqlx::query_scalar!(
+) -> anyhow::Result<Vec<Uuid>> {
+    let scheduled = sqlx::query!(
         r#"WITH stale AS (
              SELECT f.id FROM functions f
              WHERE f.status IN ('init', 'active')
@@ -74,16 +94,16 @@ pub async fn schedule_stale(
              FROM stale s LEFT JOIN deployments d ON d.function_id = s.id AND d.is_active
              RETURNING function_id
            )
-           UPDATE functions f SET status = 'pending_deletion', updated_at = $1
-           FROM scheduled WHERE f.id = scheduled.function_id
-           RETURNING f.id"#,
+           SELECT f.id AS "id!", f.status AS "status!"
+           FROM functions f JOIN scheduled ON f.id = scheduled.function_id"#,
         now,
         secs(stale_after),
         secs(grace),
         batch
     )
-    .fetch_all(conn)
-    .await
+    .fetch_all(&mut *conn)
+    .await?;
+    request_deletions(conn, scheduled.into_iter().map(|f| (f.id, f.status))).await
 }
 
 /// For each user over their function quota (their own, or `default_quota`), the least recently
@@ -95,8 +115,8 @@ pub async fn schedule_over_quota(
     default_quota: i32,
     grace: Duration,
     batch: i64,
-) -> sqlx::Result<Vec<Uuid>> {
-    sqlx::query_scalar!(
+) -> anyhow::Result<Vec<Uuid>> {
+    let scheduled = sqlx::query!(
         r#"WITH over AS (
              SELECT f.owner_id, count(*) - COALESCE(u.function_quota, $2) AS excess
              FROM functions f JOIN users u ON u.id = f.owner_id
@@ -124,16 +144,16 @@ pub async fn schedule_over_quota(
              FROM chosen c LEFT JOIN deployments d ON d.function_id = c.id AND d.is_active
              RETURNING function_id
            )
-           UPDATE functions f SET status = 'pending_deletion', updated_at = $1
-           FROM scheduled WHERE f.id = scheduled.function_id
-           RETURNING f.id"#,
+           SELECT f.id AS "id!", f.status AS "status!"
+           FROM functions f JOIN scheduled ON f.id = scheduled.function_id"#,
         now,
         default_quota,
         secs(grace),
         batch
     )
-    .fetch_all(conn)
-    .await
+    .fetch_all(&mut *conn)
+    .await?;
+    request_deletions(conn, scheduled.into_iter().map(|f| (f.id, f.status))).await
 }
 
 /// Serving functions whose digest was not checked (or not enqueued for a check) within `every`.
@@ -347,7 +367,7 @@ pub async fn prune_by_age(
 pub struct StuckDeployment {
     pub deployment_id: Uuid,
     pub function_id: Uuid,
-    pub status: String,
+    pub status: DeploymentStatus,
     pub job_queue: Option<String>,
     pub job_status: Option<String>,
     pub job_result: Option<String>,
@@ -379,13 +399,13 @@ impl StuckDeployment {
 
     /// The phase its log line goes under.
     pub fn phase(&self) -> String {
-        match self.status.as_str() {
-            "fetching" => "source",
-            "building" => "build",
-            "pushing" => "push",
-            _ => "deploy",
-        }
-        .into()
+        let step = match self.status {
+            DeploymentStatus::Fetching => PipelineStep::Source,
+            DeploymentStatus::Building => PipelineStep::Build,
+            DeploymentStatus::Pushing => PipelineStep::Push,
+            _ => PipelineStep::Deploy,
+        };
+        step.phase().into()
     }
 }
 
@@ -402,7 +422,7 @@ pub async fn stuck_deployments(
     let queues: Vec<String> = queues.iter().map(|q| q.to_string()).collect();
     sqlx::query_as!(
         StuckDeployment,
-        r#"SELECT d.id AS "deployment_id!", d.function_id AS "function_id!", d.status AS "status!",
+        r#"SELECT d.id AS "deployment_id!", d.function_id AS "function_id!", d.status AS "status!: DeploymentStatus",
                   j.job_type AS "job_queue?", j.status AS "job_status?",
                   j.last_result::text AS "job_result?"
            FROM deployments d

@@ -203,6 +203,36 @@ impl DeploymentStatus {
     }
 }
 
+impl DeploymentEvent {
+    pub const ALL: [Self; 8] = [
+        Self::Fetched,
+        Self::Built,
+        Self::Pushed,
+        Self::Activated,
+        Self::Superseded,
+        Self::Reinstated,
+        Self::Failed,
+        Self::Overtaken,
+    ];
+
+    /// The statuses that take this event, and the one status all of them move to: what a single
+    /// conditional write needs. `None` if no status takes it or they would part ways (a test
+    /// holds `apply` to one target per event).
+    pub fn moves(self) -> Option<(Vec<DeploymentStatus>, DeploymentStatus)> {
+        let mut sources = Vec::new();
+        let mut target = None;
+        for status in DeploymentStatus::ALL {
+            if let Ok(next) = status.apply(self) {
+                if *target.get_or_insert(next) != next {
+                    return None;
+                }
+                sources.push(status);
+            }
+        }
+        Some((sources, target?))
+    }
+}
+
 /// The steps that work on a deployment, in pipeline order, each run by a job of its own. A run
 /// claims the deployment for its step (`db::deployments::claim_run`). Cache-warm and deploy both
 /// run while it is `deploying`, so the claim records the step too: a re-delivered cache-warm never
@@ -247,6 +277,19 @@ impl PipelineStep {
     }
 }
 
+/// Statuses go over the API as their names.
+impl serde::Serialize for FunctionStatus {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for DeploymentStatus {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
 impl fmt::Display for FunctionStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -270,106 +313,214 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_function_state_and_event() {
-        use FunctionStatus::*;
-        let cancelled = |in_flight, has_active| FunctionEvent::DeletionCancelled {
-            in_flight,
-            has_active,
-        };
-        let events = [
+    /// Every function event, with each combination of what its deployments say.
+    fn function_events() -> Vec<FunctionEvent> {
+        let mut events = vec![
             FunctionEvent::DeployRequested,
-            settled(false, false),
-            settled(false, true),
-            settled(true, false),
-            settled(true, true),
             FunctionEvent::DeletionRequested,
-            cancelled(false, false),
-            cancelled(false, true),
-            cancelled(true, false),
-            cancelled(true, true),
             FunctionEvent::Purged,
         ];
-        for state in FunctionStatus::ALL {
-            for event in events {
-                let expected = match (state, event) {
-                    (Init | Building | Active, FunctionEvent::DeployRequested) => Some(Building),
-                    (
-                        Building,
-                        FunctionEvent::DeploymentSettled {
-                            others_in_flight: true,
-                            ..
-                        },
-                    ) => Some(Building),
-                    (
-                        Building,
-                        FunctionEvent::DeploymentSettled {
-                            has_active: true, ..
-                        },
-                    ) => Some(Active),
-                    (Building, FunctionEvent::DeploymentSettled { .. }) => Some(Init),
-                    (PendingDeletion, FunctionEvent::DeploymentSettled { .. }) => {
-                        Some(PendingDeletion)
-                    }
-                    (Deleted, FunctionEvent::DeploymentSettled { .. }) => Some(Deleted),
-                    (Init | Building | Active, FunctionEvent::DeletionRequested) => {
-                        Some(PendingDeletion)
-                    }
-                    (
-                        PendingDeletion,
-                        FunctionEvent::DeletionCancelled {
-                            in_flight: true, ..
-                        },
-                    ) => Some(Building),
-                    (
-                        PendingDeletion,
-                        FunctionEvent::DeletionCancelled {
-                            has_active: true, ..
-                        },
-                    ) => Some(Active),
-                    (PendingDeletion, FunctionEvent::DeletionCancelled { .. }) => Some(Init),
-                    (PendingDeletion, FunctionEvent::Purged) => Some(Deleted),
-                    _ => None,
-                };
-                assert_eq!(state.apply(event).ok(), expected, "{state:?} × {event:?}");
+        for in_flight in [false, true] {
+            for has_active in [false, true] {
+                events.push(settled(in_flight, has_active));
+                events.push(FunctionEvent::DeletionCancelled {
+                    in_flight,
+                    has_active,
+                });
+            }
+        }
+        events
+    }
+
+    /// The statuses reachable from `start` by any sequence of events.
+    fn reachable<S: Copy + Eq + std::hash::Hash, E: Copy>(
+        start: &[S],
+        events: &[E],
+        apply: impl Fn(S, E) -> Result<S, IllegalTransition>,
+    ) -> std::collections::HashSet<S> {
+        let mut seen: std::collections::HashSet<S> = start.iter().copied().collect();
+        let mut pending = start.to_vec();
+        while let Some(status) = pending.pop() {
+            for &event in events {
+                if let Ok(next) = apply(status, event)
+                    && seen.insert(next)
+                {
+                    pending.push(next);
+                }
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn every_function_status_is_reachable_from_init() {
+        let seen = reachable(
+            &[FunctionStatus::Init],
+            &function_events(),
+            FunctionStatus::apply,
+        );
+        assert_eq!(seen.len(), FunctionStatus::ALL.len(), "{seen:?}");
+    }
+
+    #[test]
+    fn a_deleted_function_never_changes_again() {
+        for event in function_events() {
+            let next = FunctionStatus::Deleted.apply(event);
+            assert!(
+                matches!(next, Err(_) | Ok(FunctionStatus::Deleted)),
+                "{event:?} → {next:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_function_scheduled_for_deletion_takes_no_deployment_and_no_build_revives_it() {
+        for status in [FunctionStatus::PendingDeletion, FunctionStatus::Deleted] {
+            assert!(status.apply(FunctionEvent::DeployRequested).is_err());
+            assert!(status.apply(FunctionEvent::DeletionRequested).is_err());
+            for in_flight in [false, true] {
+                for has_active in [false, true] {
+                    assert_eq!(status.apply(settled(in_flight, has_active)), Ok(status));
+                }
             }
         }
     }
 
     #[test]
-    fn every_deployment_state_and_event() {
-        use DeploymentEvent as E;
-        use DeploymentStatus as S;
-        let events = [
-            E::Fetched,
-            E::Built,
-            E::Pushed,
-            E::Activated,
-            E::Superseded,
-            E::Reinstated,
-            E::Failed,
-            E::Overtaken,
-        ];
-        for state in DeploymentStatus::ALL {
-            for event in events {
-                let expected = match (state, event) {
-                    (S::Fetching, E::Fetched) => Some(S::Building),
-                    (S::Building, E::Built) => Some(S::Pushing),
-                    (S::Pushing, E::Pushed) => Some(S::Deploying),
-                    (S::Deploying, E::Activated) => Some(S::Active),
-                    (S::Active, E::Superseded) => Some(S::Inactive),
-                    (S::Inactive, E::Reinstated) => Some(S::Active),
-                    (S::Fetching | S::Building | S::Pushing | S::Deploying, E::Failed) => {
-                        Some(S::Failed)
-                    }
-                    (S::Fetching | S::Building | S::Pushing | S::Deploying, E::Overtaken) => {
-                        Some(S::Superseded)
-                    }
-                    _ => None,
-                };
-                assert_eq!(state.apply(event).ok(), expected, "{state:?} × {event:?}");
+    fn only_a_function_scheduled_for_deletion_is_purged_or_restored() {
+        for status in FunctionStatus::ALL {
+            for event in function_events() {
+                let leaves_deletion = matches!(
+                    event,
+                    FunctionEvent::Purged | FunctionEvent::DeletionCancelled { .. }
+                );
+                if leaves_deletion {
+                    assert_eq!(
+                        status.apply(event).is_ok(),
+                        status == FunctionStatus::PendingDeletion,
+                        "{status:?} × {event:?}"
+                    );
+                }
             }
         }
+    }
+
+    #[test]
+    fn a_settled_or_restored_function_says_what_its_deployments_do() {
+        for in_flight in [false, true] {
+            for has_active in [false, true] {
+                let expected = if in_flight {
+                    FunctionStatus::Building
+                } else if has_active {
+                    FunctionStatus::Active
+                } else {
+                    FunctionStatus::Init
+                };
+                let restored = FunctionEvent::DeletionCancelled {
+                    in_flight,
+                    has_active,
+                };
+                assert_eq!(
+                    FunctionStatus::Building.apply(settled(in_flight, has_active)),
+                    Ok(expected)
+                );
+                assert_eq!(
+                    FunctionStatus::PendingDeletion.apply(restored),
+                    Ok(expected)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_deployment_event_moves_to_one_status_as_the_database_writes_it() {
+        for event in DeploymentEvent::ALL {
+            let (sources, target) = event.moves().unwrap_or_else(|| panic!("{event:?}"));
+            assert!(!sources.is_empty(), "{event:?}");
+            for status in DeploymentStatus::ALL {
+                assert_eq!(
+                    status.apply(event).ok(),
+                    sources.contains(&status).then_some(target),
+                    "{status:?} × {event:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_deployment_status_is_reachable_from_an_accepted_deployment() {
+        // An upload is accepted `building`, a push `fetching`.
+        let starts = [DeploymentStatus::Fetching, DeploymentStatus::Building];
+        let seen = reachable(&starts, &DeploymentEvent::ALL, DeploymentStatus::apply);
+        assert_eq!(seen.len(), DeploymentStatus::ALL.len(), "{seen:?}");
+    }
+
+    #[test]
+    fn a_settled_deployment_never_goes_back_in_flight_and_failed_or_superseded_is_final() {
+        for status in DeploymentStatus::ALL {
+            for event in DeploymentEvent::ALL {
+                let Ok(next) = status.apply(event) else {
+                    continue;
+                };
+                assert!(
+                    status.is_in_flight() || !next.is_in_flight(),
+                    "{status:?} × {event:?} → {next:?}"
+                );
+                assert!(
+                    !matches!(
+                        status,
+                        DeploymentStatus::Failed | DeploymentStatus::Superseded
+                    ),
+                    "{status:?} × {event:?} → {next:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_in_flight_deployment_can_fail_or_be_overtaken_and_only_those() {
+        for status in DeploymentStatus::ALL {
+            for event in [DeploymentEvent::Failed, DeploymentEvent::Overtaken] {
+                assert_eq!(
+                    status.apply(event).is_ok(),
+                    status.is_in_flight(),
+                    "{status:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_deployment_serves_only_once_activated_or_reinstated() {
+        for status in DeploymentStatus::ALL {
+            for event in DeploymentEvent::ALL {
+                if status.apply(event) == Ok(DeploymentStatus::Active) {
+                    assert!(
+                        matches!(
+                            event,
+                            DeploymentEvent::Activated | DeploymentEvent::Reinstated
+                        ),
+                        "{status:?} × {event:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pipeline_steps_run_in_order_through_the_in_flight_statuses() {
+        let steps = [
+            PipelineStep::Source,
+            PipelineStep::Build,
+            PipelineStep::Push,
+            PipelineStep::CacheWarm,
+            PipelineStep::Deploy,
+        ];
+        for pair in steps.windows(2) {
+            assert!(pair[0].rank() < pair[1].rank());
+            assert!(pair[0].runs_in().is_in_flight() && pair[1].runs_in().is_in_flight());
+        }
+        assert_eq!(PipelineStep::Rollback.runs_in(), DeploymentStatus::Inactive);
     }
 
     #[test]

@@ -5,8 +5,9 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use slipway_shared::{
-    archive, db,
-    domain::{DeploymentStatus, PipelineStep},
+    archive,
+    db::{self, deployments::StatusChange},
+    domain::PipelineStep,
     jobs::{BuildJob, Job, PushJob},
     store::StoreError,
 };
@@ -169,12 +170,11 @@ async fn build(
 
     let mut tx = env.pool.begin().await?;
     db::functions::lock(&mut tx, deployment.function_id).await?;
-    if db::deployments::transition(
+    if db::deployments::change(
         &mut tx,
         deployment.id,
         deployment.run_token,
-        DeploymentStatus::Building,
-        DeploymentStatus::Pushing,
+        StatusChange::Built,
     )
     .await?
     {

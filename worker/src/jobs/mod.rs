@@ -23,7 +23,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use slipway_shared::{
-    db,
+    db::{self, deployments::StatusChange},
     domain::{Digest, FunctionName, ImageRef, PipelineStep, ServingEvent},
     jobs::Job,
     settle,
@@ -319,8 +319,9 @@ async fn overtake(
     let function = db::functions::lock(&mut tx, function_id)
         .await?
         .context("the deployment's function is gone")?;
-    if db::deployments::supersede(&mut tx, deployment_id, deployment.run_token, newer).await? {
-        settle_function(&mut tx, function_id, deployment_id, &function.status).await?;
+    let overtaken = StatusChange::Overtaken { by: newer };
+    if db::deployments::change(&mut tx, deployment_id, deployment.run_token, overtaken).await? {
+        settle_function(&mut tx, function_id, deployment_id, function.status).await?;
         let others_in_flight =
             db::deployments::others_in_flight(&mut tx, function_id, deployment_id).await?;
         db::functions::transition_serving(

@@ -16,7 +16,6 @@
 
 use std::{collections::HashSet, sync::Arc};
 
-use anyhow::Context;
 use slipway_shared::{
     db::{self, deployments::PruneTarget},
     domain::{Digest, FunctionStatus, ImageRef},
@@ -217,7 +216,8 @@ async fn purge_function(env: &Environment, function_id: Uuid) -> Result<(), Step
     db::functions::lock(&mut tx, function_id).await?;
     let tombstoned =
         db::deletions::tombstone_function(&mut tx, function_id, env.config.name_reservation)
-            .await?;
+            .await
+            .map_err(StepError::Transient)?;
     db::deletions::complete(&mut tx, deletion).await?;
     db::git::delete_bindings_of_function(&mut tx, function_id).await?;
     db::functions::wipe_env(&mut tx, function_id).await?;
@@ -240,9 +240,7 @@ async fn fence_function(env: &Environment, function_id: Uuid) -> Result<Option<U
         warn!(%function_id, "no such function; nothing to purge");
         return Ok(None);
     };
-    let status = FunctionStatus::parse(&function.status)
-        .context("stored function status")
-        .map_err(StepError::Transient)?;
+    let status = function.status;
     if status != FunctionStatus::PendingDeletion {
         info!(%function_id, %status, "function is not pending deletion; nothing to purge");
         return Ok(None);
@@ -267,9 +265,10 @@ async fn prune_old_versions(env: &Environment, function_id: Uuid) -> Result<(), 
             return Ok(());
         };
         // A function in its grace period keeps everything: a cancel must find it whole.
-        if function.status == FunctionStatus::PendingDeletion.as_str()
-            || function.status == FunctionStatus::Deleted.as_str()
-        {
+        if matches!(
+            function.status,
+            FunctionStatus::PendingDeletion | FunctionStatus::Deleted
+        ) {
             return Ok(());
         }
         let keep = i64::from(env.config.retained_versions);

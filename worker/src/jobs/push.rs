@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use slipway_shared::{
-    db,
+    db::{self, deployments::StatusChange},
     domain::PipelineStep,
     jobs::{CacheWarmJob, Job, PushJob},
 };
@@ -86,12 +86,14 @@ async fn push(
 
     let mut tx = env.pool.begin().await?;
     db::functions::lock(&mut tx, deployment.function_id).await?;
-    if db::deployments::record_push(
+    if db::deployments::change(
         &mut tx,
         deployment.id,
         deployment.run_token,
-        &image.tagged(),
-        digest.as_str(),
+        StatusChange::Pushed {
+            image_tag: &image.tagged(),
+            image_digest: digest.as_str(),
+        },
     )
     .await?
     {

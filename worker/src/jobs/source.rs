@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use slipway_shared::{
-    archive, build_rules, db,
+    archive, build_rules,
+    db::{self, deployments::StatusChange},
     domain::PipelineStep,
     git::{self, GitCredentials},
     jobs::{BuildJob, Job, SourceJob},
@@ -155,14 +156,16 @@ async fn fetch(
     let handed_over = async {
         let mut tx = env.pool.begin().await?;
         db::functions::lock(&mut tx, deployment.function_id).await?;
-        if !db::deployments::record_fetched(
+        if !db::deployments::change(
             &mut tx,
             deployment.id,
             deployment.run_token,
-            &key,
-            &summary.sha256,
-            bytes,
-            &message,
+            StatusChange::Fetched {
+                archive_key: &key,
+                archive_sha256: &summary.sha256,
+                archive_bytes: bytes,
+                commit_message: &message,
+            },
         )
         .await?
         {

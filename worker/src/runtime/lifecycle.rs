@@ -5,7 +5,7 @@
 
 use anyhow::Context;
 use slipway_shared::{
-    db,
+    db::{self, deployments::StatusChange},
     domain::{
         Digest, ImageRef, InstanceFailure, PinnedImage, ServingEvent, ServingState, Verification,
     },
@@ -412,14 +412,13 @@ async fn switch_traffic(
     }
     let previous = db::deployments::active_for_function(&mut tx, deployment.function_id).await?;
     if let Some(previous) = &previous {
-        db::deployments::deactivate(&mut tx, previous.id).await?;
+        db::deployments::change(&mut tx, previous.id, None, StatusChange::Superseded).await?;
     }
-    let token = deployment.run_token;
-    let activated = match activation {
-        Activation::NewVersion => db::deployments::activate(&mut tx, deployment.id, token).await?,
-        Activation::Reinstate => db::deployments::reinstate(&mut tx, deployment.id, token).await?,
+    let to_active = match activation {
+        Activation::NewVersion => StatusChange::Activated,
+        Activation::Reinstate => StatusChange::Reinstated,
     };
-    if !activated {
+    if !db::deployments::change(&mut tx, deployment.id, deployment.run_token, to_active).await? {
         // Another run took the deployment over, or it settled meanwhile: either way the outcome
         // is not this run's to record.
         return Err(StepError::LostClaim);
@@ -441,7 +440,7 @@ async fn switch_traffic(
             &mut tx,
             deployment.function_id,
             deployment.id,
-            &function.status,
+            function.status,
         )
         .await
         .map_err(StepError::Transient)?;

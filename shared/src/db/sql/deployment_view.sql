@@ -10,7 +10,7 @@ SELECT
     d.archive_sha256,
     d.archive_bytes,
     d.env,
-    d.status,
+    d.status AS "status: DeploymentStatus",
     d.is_active,
     d.image_tag,
     d.image_digest,

@@ -4,7 +4,7 @@ SELECT
     f.id,
     f.owner_id,
     f.name,
-    f.status,
+    f.status AS "status: FunctionStatus",
     f.skip_signing,
     f.env,
     f.last_version,
