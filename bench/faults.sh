@@ -8,7 +8,11 @@
 #     SLIPWAY_FAULT_KILLS kills are done;
 #   - Postgres: the cluster restarted in the middle of a round of deploys and invocations;
 #   - registry (SLIPWAY_FAULT_REGISTRY=1, the default): the registry stopped in the middle of a
-#     round and started again 3 s later.
+#     round and started again 3 s later;
+#   - engine (SLIPWAY_FAULT_ENGINE=1, the default): the runtime's dockerd, and with it the
+#     BuildKit embedded in it, frozen (SIGSTOP) for 10 s in the middle of a round's builds, then
+#     let go (SIGCONT). Builds and engine calls hang rather than fail. A restart proper is not
+#     in the campaign: the Docker runtime's instances do not outlive their engine.
 # Invocations of every function run beside all of it.
 #
 # For each fault it counts deployments lost (not settled within SLIPWAY_FAULT_SETTLE seconds),
@@ -31,6 +35,7 @@ kills=${SLIPWAY_FAULT_KILLS:-100}
 functions=${SLIPWAY_FAULT_FUNCTIONS:-4}
 workers=${SLIPWAY_FAULT_WORKERS:-2}
 with_registry=${SLIPWAY_FAULT_REGISTRY:-1}
+with_engine=${SLIPWAY_FAULT_ENGINE:-1}
 settle_bound=${SLIPWAY_FAULT_SETTLE:-300}
 profile=${SLIPWAY_BENCH_PROFILE:-dev}
 
@@ -239,6 +244,20 @@ if [ "$with_registry" = 1 ]; then
   faults_of[registry]=1
   record_round registry "$(settle_round "$(now_ms)")"
 fi
+last_registry_line=$(wc -l <"$work/deployments")
+
+if [ "$with_engine" = 1 ]; then
+  say "engine and its BuildKit: frozen for 10 s during builds"
+  start_fault engine
+  dockerd_pid=$(cat "$SLIPWAY_STATE_DIR/docker/docker.pid")
+  deploy_all
+  sleep 1
+  kill -STOP "$dockerd_pid"
+  sleep 10
+  kill -CONT "$dockerd_pid"
+  faults_of[engine]=1
+  record_round engine "$(settle_round "$(now_ms)")"
+fi
 
 # The reaper and the orphan sweep get their turn (SLIPWAY_REAP_AFTER plus a tick), and the
 # invocations' last events their flush.
@@ -289,15 +308,20 @@ SQL
 
 median_max() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{ v[NR] = $1 } END { printf "%s s / %s s", v[int((NR + 1) / 2)], v[NR] }'; }
 last_line=$(wc -l <"$work/deployments")
-declare -A last_of=([kill]=$last_kill_line [postgres]=$last_postgres_line [registry]=$last_line)
+declare -A last_of=([kill]=$last_kill_line [postgres]=$last_postgres_line [registry]=$last_registry_line
+  [engine]=$last_line)
 bad=$((stuck + given_up + duplicated + orphans + events_lost))
 printf '\n| fault | faults | deployments | failed | lost | recovery (median / max) |\n'
 printf '| --- | --- | --- | --- | --- | --- |\n'
-for fault in kill postgres registry; do
+for fault in kill postgres registry engine; do
   [ -n "${faults_of[$fault]:-}" ] || continue
   read -r total failed lost < <(count_of "$fault" "${first_deployment_line[$fault]}" "${last_of[$fault]}")
   bad=$((bad + lost))
-  label=$([ "$fault" = kill ] && echo "kill -9 of a worker" || echo "$fault restarted")
+  case $fault in
+    kill) label="kill -9 of a worker" ;;
+    engine) label="engine + BuildKit frozen 10 s" ;;
+    *) label="$fault restarted" ;;
+  esac
   printf '| %s | %s | %s | %s | %s | %s |\n' "$label" "${faults_of[$fault]}" "$total" "$failed" "$lost" \
     "$(median_max "${recoveries[$fault]}")"
 done

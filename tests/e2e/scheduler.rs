@@ -131,7 +131,7 @@ async fn a_stale_function_is_scheduled_for_deletion_then_purged_after_its_grace_
     )
     .await?
     .unwrap();
-    assert_eq!(fired["functions"], 1, "{fired}");
+    assert_eq!(fired["functions"], 1, "{fired} {function}");
     let status: Value = stack
         .get(&format!("/api/functions/{function_id}/deletion-status"))
         .send()

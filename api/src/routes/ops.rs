@@ -298,9 +298,7 @@ pub async fn retry(
     }
     if let Some(deployment_id) = pipeline_deployment(&job) {
         let deployment = db::deployments::get(&mut tx, deployment_id).await?;
-        let in_flight = deployment.as_ref().is_some_and(|d| {
-            ["fetching", "building", "pushing", "deploying"].contains(&d.status.as_str())
-        });
+        let in_flight = deployment.as_ref().is_some_and(|d| d.status.is_in_flight());
         if !in_flight {
             return Err(ApiError::conflict(
                 "deployment_settled",

@@ -140,8 +140,7 @@ pub async fn tombstone_function(
     }
     db::functions::change_status(conn, function_id, from, FunctionEvent::Purged).await?;
     sqlx::query!(
-        r#"UPDATE functions
-           SET deleted_at = now(), name_reserved_until = now() + $2::float8 * interval '1 second'
+        r#"UPDATE functions SET name_reserved_until = now() + $2::float8 * interval '1 second'
            WHERE id = $1"#,
         function_id,
         reservation.as_secs_f64()

@@ -186,8 +186,12 @@ pub async fn change_status(
     if next == from {
         return Ok(next);
     }
+    // `deleted_at` goes with the status in one statement: a check constraint ties them.
     let done = sqlx::query!(
-        "UPDATE functions SET status = $3, updated_at = now() WHERE id = $1 AND status = $2",
+        r#"UPDATE functions
+           SET status = $3, updated_at = now(),
+               deleted_at = CASE WHEN $3 = 'deleted' THEN now() ELSE deleted_at END
+           WHERE id = $1 AND status = $2"#,
         id,
         from.as_str(),
         next.as_str()
