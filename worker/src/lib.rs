@@ -96,7 +96,12 @@ impl Environment {
 
 async fn handle<J: RunJob>(job: J, env: Data<Arc<Environment>>) -> Result<(), BoxDynError> {
     let env: Arc<Environment> = (*env).clone();
-    job.run(env).await.map_err(|e| format!("{e:#}").into())
+    job.run(env).await.map_err(|e| {
+        // The queue records it as the job's result; the log is where an operator sees it first.
+        let error = format!("{e:#}");
+        tracing::error!(queue = J::NAME, %error, "job failed");
+        error.into()
+    })
 }
 
 fn storage<J: RunJob>(env: &Environment) -> PollWith<PostgresStorage<J>, Strategy> {
