@@ -25,8 +25,8 @@
 # are not errors of the campaign as long as they say why. The exit status is 1 if any count that
 # must be 0 is not.
 #
-#   bench/faults.sh                                   # 100 kills, Postgres, registry
-#   SLIPWAY_FAULT_KILLS=10 SLIPWAY_FAULT_REGISTRY=0 bench/faults.sh   # the short version CI runs
+#   bench/faults.sh                                   # 100 kills, Postgres, registry, engine
+#   SLIPWAY_FAULT_KILLS=10 SLIPWAY_FAULT_REGISTRY=0 SLIPWAY_FAULT_ENGINE=0 bench/faults.sh  # CI's
 set -euo pipefail
 # shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"

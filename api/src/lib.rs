@@ -177,6 +177,22 @@ pub fn router(state: AppState) -> Router {
         .route("/api/ops/jobs", get(routes::ops::jobs))
         .route("/api/ops/jobs/{id}", get(routes::ops::job))
         .route(
+            "/api/ops/jobs/retry",
+            signed(&state, post(routes::ops::retry_matching)),
+        )
+        .route(
+            "/api/ops/jobs/cancel",
+            signed(&state, post(routes::ops::cancel_matching)),
+        )
+        .route(
+            "/api/ops/queues/{name}/pause",
+            signed(&state, post(routes::ops::pause)),
+        )
+        .route(
+            "/api/ops/queues/{name}/resume",
+            signed(&state, post(routes::ops::resume)),
+        )
+        .route(
             "/api/ops/jobs/{id}/retry",
             signed(&state, post(routes::ops::retry)),
         )

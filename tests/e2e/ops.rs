@@ -146,3 +146,148 @@ async fn operators_see_queues_and_jobs_and_retry_or_cancel_them_coherently() -> 
     assert_eq!(retried["attempts"], 0);
     stack.shutdown().await
 }
+
+/// A paused queue's jobs wait (`Paused`) until it resumes, then run; a bulk cancel over a filter
+/// fails every matching deployment while the serving version keeps serving; a bulk retry skips
+/// jobs whose deployment settled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_pause_and_resume_a_queue_and_act_on_every_matching_job() -> anyhow::Result<()> {
+    let stack = TestStack::start_with(StackOptions {
+        store: StoreKind::Filesystem,
+        ..Default::default()
+    })
+    .await?;
+    let operator_key = stack.add_operator().await?;
+    let get = |path: &str| {
+        stack
+            .http
+            .get(stack.url(path))
+            .bearer_auth(operator_key.expose())
+    };
+    let post = |path: &str| stack.request_as(operator_key.expose(), reqwest::Method::POST, path);
+    let build_jobs = |state: &'static str, deployment: Uuid| {
+        let get = &get;
+        async move {
+            let page: Value = get(&format!(
+                "/api/ops/jobs?queue=slipway::build&state={state}&deployment_id={deployment}"
+            ))
+            .send()
+            .await?
+            .json()
+            .await?;
+            anyhow::Ok(page["jobs"].as_array().map_or(0, Vec::len))
+        }
+    };
+
+    let function_id = stack.init("pausable").await?;
+    let (first, _) = stack.deploy(function_id, hello_archive("first\n")?).await?;
+    stack.wait_active(first).await?;
+
+    // Tenants cannot pause; an unknown queue is not found.
+    let refused = stack
+        .request_as(
+            &stack.api_key,
+            reqwest::Method::POST,
+            "/api/ops/queues/slipway::build/pause",
+        )
+        .send()
+        .await?;
+    assert_eq!(refused.status(), 403);
+    let unknown = post("/api/ops/queues/slipway::nothing/pause")
+        .send()
+        .await?;
+    assert_eq!(unknown.status(), 404);
+
+    let paused = post("/api/ops/queues/slipway::build/pause").send().await?;
+    assert_eq!(paused.status(), 200);
+    let queues: Value = get("/api/ops/queues").send().await?.json().await?;
+    let queue = |name: &str| {
+        queues["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["name"] == name)
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(queue("slipway::build")["paused"], true, "{queues}");
+    assert_eq!(queue("slipway::deploy")["paused"], false, "{queues}");
+
+    // A build enqueued while paused is parked, and stays so: no worker claims it.
+    let (second, _) = stack
+        .deploy(function_id, hello_archive("second\n")?)
+        .await?;
+    assert_eq!(build_jobs("Paused", second).await?, 1);
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(build_jobs("Paused", second).await?, 1);
+    let waiting: Value = stack
+        .get(&format!("/api/deployments/{second}/logs"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(waiting["status"], "building", "{waiting}");
+    assert_eq!(
+        stack.invoke(function_id, "").await?,
+        (200, "first\n".into())
+    );
+
+    let resumed: Value = post("/api/ops/queues/slipway::build/resume")
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(resumed["jobs"], 1, "{resumed}");
+    stack.wait_active(second).await?;
+    assert_eq!(
+        stack.invoke(function_id, "").await?,
+        (200, "second\n".into())
+    );
+
+    // Paused again: a bulk cancel over the function's build jobs fails the waiting deployment.
+    post("/api/ops/queues/slipway::build/pause").send().await?;
+    let (third, _) = stack.deploy(function_id, hello_archive("third\n")?).await?;
+    assert_eq!(build_jobs("Paused", third).await?, 1);
+    let paged = post(&format!(
+        "/api/ops/jobs/cancel?queue=slipway::build&function_id={function_id}&page=1"
+    ))
+    .send()
+    .await?;
+    assert_eq!(paged.status(), 400, "a bulk action takes no page");
+    let cancelled: Value = post(&format!(
+        "/api/ops/jobs/cancel?queue=slipway::build&function_id={function_id}"
+    ))
+    .send()
+    .await?
+    .json()
+    .await?;
+    assert_eq!(cancelled["changed"], 1, "{cancelled}");
+    let settled = stack
+        .wait_settled_as(&stack.api_key, third, std::time::Duration::from_secs(30))
+        .await?;
+    assert_eq!(settled["status"], "failed", "{settled}");
+    assert!(
+        settled["error"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("cancelled_by_operator"),
+        "{settled}"
+    );
+    assert_eq!(
+        stack.invoke(function_id, "").await?,
+        (200, "second\n".into())
+    );
+
+    // Its deployment settled: a bulk retry of the function's killed jobs skips it.
+    let retried: Value = post(&format!(
+        "/api/ops/jobs/retry?function_id={function_id}&state=Killed"
+    ))
+    .send()
+    .await?
+    .json()
+    .await?;
+    assert_eq!(retried["changed"], 0, "{retried}");
+    assert_eq!(retried["skipped"], 1, "{retried}");
+    post("/api/ops/queues/slipway::build/resume").send().await?;
+    stack.shutdown().await
+}

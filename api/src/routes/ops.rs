@@ -1,7 +1,8 @@
 //! The operators' queue API (`/api/ops/…`): every queue's counts by state, how long its oldest
 //! due job has waited and what it finished lately; jobs filtered by queue, state, function or
 //! deployment, newest first; one job with its payload and its deployment; retry of a job that
-//! ended and cancel of one still waiting. Operators only: everyone else gets 403.
+//! ended and cancel of one still waiting, one at a time or every job a filter matches; pause and
+//! resume of a queue. Operators only: everyone else gets 403.
 
 use std::collections::BTreeMap;
 
@@ -24,7 +25,12 @@ use crate::{AppState, auth::Caller, error::ApiError, signing};
 
 /// What "finished lately" means in the queues overview.
 const RECENT: std::time::Duration = std::time::Duration::from_secs(5 * 60);
-const STATES: [&str; 6] = ["Pending", "Queued", "Running", "Done", "Failed", "Killed"];
+/// apalis' states, and `Paused`: a waiting job of a paused queue, which no worker claims.
+const STATES: [&str; 7] = [
+    "Pending", "Paused", "Queued", "Running", "Done", "Failed", "Killed",
+];
+/// What a cancelled job's result and its deployment's error say.
+const CANCELLED: &str = "cancelled_by_operator: the job was cancelled before it ran";
 
 pub fn operators_only(caller: &Caller, what: &str) -> Result<(), ApiError> {
     if caller.operator {
@@ -46,6 +52,8 @@ pub struct QueueView {
     /// Seconds the oldest job that is due has waited to be claimed.
     oldest_waiting_seconds: Option<f64>,
     finished_last_5_minutes: i64,
+    /// Paused: its waiting jobs stay `Paused` until it resumes; what runs goes on.
+    paused: bool,
 }
 
 #[derive(Serialize)]
@@ -62,6 +70,7 @@ pub async fn queues(
     let mut conn = state.pool.acquire().await?;
     let counts = db::queue::counts_by_state(&mut conn).await?;
     let times = db::queue::queue_times(&mut conn, RECENT).await?;
+    let paused = db::queue::paused_queues(&mut conn).await?;
     let queues = ALL_QUEUES
         .iter()
         .map(|&name| {
@@ -78,6 +87,7 @@ pub async fn queues(
                 counts: by_state,
                 oldest_waiting_seconds: time.and_then(|t| t.oldest_waiting_seconds),
                 finished_last_5_minutes: time.map_or(0, |t| t.finished_recently),
+                paused: paused.iter().any(|p| p == name),
             }
         })
         .collect();
@@ -322,31 +332,171 @@ pub async fn cancel(
     signing::require_signed(&caller)?;
     let mut tx = state.pool.begin().await?;
     let job = locked(&mut tx, &id).await?;
-    let reason = "cancelled_by_operator: the job was cancelled before it ran";
-    if !db::queue::cancel_job(&mut tx, &id, reason).await? {
+    if !db::queue::cancel_job(&mut tx, &id, CANCELLED).await? {
         return Err(ApiError::conflict(
             "job_not_cancellable",
             format!(
-                "the job is {}; only Pending jobs are cancelled (a claimed one may be starting)",
+                "the job is {}; only Pending and Paused jobs are cancelled (a claimed one may be \
+                 starting)",
                 job.state
             ),
         ));
     }
-    if let Some(deployment_id) = pipeline_deployment(&job)
-        && let Some(deployment) = db::deployments::get(&mut tx, deployment_id).await?
-    {
-        // The log line goes under the cancelled stage: `slipway::build` → `build`.
-        let phase = job.queue.strip_prefix("slipway::").unwrap_or("deploy");
-        // An operator's cancel overrides whichever run holds the deployment.
-        settle::fail_deployment(
-            &mut tx,
-            deployment_id,
-            None,
-            deployment.function_id,
-            phase,
-            reason,
-        )
-        .await?;
+    if let Some(deployment_id) = pipeline_deployment(&job) {
+        fail_cancelled(&mut tx, &job.queue, deployment_id).await?;
     }
     answer(tx, &id).await
+}
+
+/// The deployment of a cancelled pipeline job fails with `cancelled_by_operator`; whatever served
+/// before keeps serving. An operator's cancel overrides whichever run holds the deployment.
+async fn fail_cancelled(
+    tx: &mut sqlx::PgConnection,
+    queue: &str,
+    deployment_id: Uuid,
+) -> Result<(), ApiError> {
+    let Some(deployment) = db::deployments::get(tx, deployment_id).await? else {
+        return Ok(());
+    };
+    // The log line goes under the cancelled stage: `slipway::build` → `build`.
+    let phase = queue.strip_prefix("slipway::").unwrap_or("deploy");
+    settle::fail_deployment(
+        tx,
+        deployment_id,
+        None,
+        deployment.function_id,
+        phase,
+        CANCELLED,
+    )
+    .await?;
+    Ok(())
+}
+
+/// What a bulk action did.
+#[derive(Serialize)]
+pub struct BulkOutcome {
+    /// Jobs that will run again (retry) or never run (cancel).
+    changed: u64,
+    /// Jobs that matched but were left as they are: pipeline jobs whose deployment has settled
+    /// (retry). A cancel changes every waiting job it matches.
+    skipped: u64,
+}
+
+/// `POST /api/ops/jobs/retry?queue=&state=&function_id=&deployment_id=`: every matching job that
+/// ended runs again, not just one page; pipeline jobs whose deployment settled are skipped.
+pub async fn retry_matching(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<JobQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<BulkOutcome>, ApiError> {
+    operators_only(&caller, "jobs")?;
+    signing::require_signed(&caller)?;
+    let filter = bulk_filter(query)?;
+    let mut tx = state.pool.begin().await?;
+    let (changed, skipped) = db::queue::retry_matching(&mut tx, &filter, &PIPELINE_QUEUES).await?;
+    tx.commit().await?;
+    Ok(Json(BulkOutcome { changed, skipped }))
+}
+
+/// `POST /api/ops/jobs/cancel?queue=&state=&function_id=&deployment_id=`: every matching job
+/// still waiting never runs, and each pipeline job's deployment fails with
+/// `cancelled_by_operator`, in one transaction.
+pub async fn cancel_matching(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<JobQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<BulkOutcome>, ApiError> {
+    operators_only(&caller, "jobs")?;
+    signing::require_signed(&caller)?;
+    let filter = bulk_filter(query)?;
+    let mut tx = state.pool.begin().await?;
+    let cancelled = db::queue::cancel_matching(&mut tx, &filter, CANCELLED).await?;
+    for job in &cancelled {
+        let deployment_id = job.deployment_id.as_deref().map(Uuid::parse_str);
+        if PIPELINE_QUEUES.contains(&job.queue.as_str())
+            && let Some(Ok(deployment_id)) = deployment_id
+        {
+            fail_cancelled(&mut tx, &job.queue, deployment_id).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(Json(BulkOutcome {
+        changed: cancelled.len() as u64,
+        skipped: 0,
+    }))
+}
+
+/// A bulk action's filter: the list's, without its page.
+fn bulk_filter(
+    query: Result<Query<JobQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<JobFilter, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    if query.page.is_some() || query.per_page.is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "a bulk action covers every matching job: it takes no page",
+        ));
+    }
+    filter(&query)
+}
+
+#[derive(Serialize)]
+pub struct QueuePause {
+    name: String,
+    paused: bool,
+    /// Jobs parked (pause) or released to run again (resume) by this call.
+    jobs: u64,
+}
+
+fn known_queue(name: &str) -> Result<(), ApiError> {
+    if ALL_QUEUES.contains(&name) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(
+            "queue_not_found",
+            format!(
+                "no queue {name:?}; the queues are {}",
+                ALL_QUEUES.join(", ")
+            ),
+        ))
+    }
+}
+
+/// `POST /api/ops/queues/{name}/pause`: the queue's waiting jobs, and every one that comes due,
+/// wait until it resumes; jobs already claimed or running go on. Pausing twice changes nothing.
+pub async fn pause(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<QueuePause>, ApiError> {
+    operators_only(&caller, "queues")?;
+    signing::require_signed(&caller)?;
+    known_queue(&name)?;
+    let mut tx = state.pool.begin().await?;
+    let jobs = db::queue::pause_queue(&mut tx, &name, caller.user_id).await?;
+    tx.commit().await?;
+    Ok(Json(QueuePause {
+        name,
+        paused: true,
+        jobs,
+    }))
+}
+
+/// `POST /api/ops/queues/{name}/resume`: the queue's parked jobs wait to be claimed again.
+pub async fn resume(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<QueuePause>, ApiError> {
+    operators_only(&caller, "queues")?;
+    signing::require_signed(&caller)?;
+    known_queue(&name)?;
+    let mut tx = state.pool.begin().await?;
+    let jobs = db::queue::resume_queue(&mut tx, &name).await?;
+    tx.commit().await?;
+    Ok(Json(QueuePause {
+        name,
+        paused: false,
+        jobs,
+    }))
 }

@@ -62,16 +62,17 @@ pub fn unavailable_in(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// Applies Slipway's migrations, then apalis-postgres's own (schema `apalis`, with its own
-/// history table), so one command brings a database to the version this binary expects.
+/// Applies apalis-postgres's migrations (schema `apalis`, with its own history table), then
+/// Slipway's, which may build on the job table (the trigger that parks paused queues' jobs), so
+/// one command brings a database to the version this binary expects.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    apalis_postgres::PostgresStorage::<()>::setup(pool)
+        .await
+        .context("applying apalis-postgres's migrations")?;
     sqlx::migrate!("../migrations")
         .run(pool)
         .await
         .context("applying Slipway's migrations")?;
-    apalis_postgres::PostgresStorage::<()>::setup(pool)
-        .await
-        .context("applying apalis-postgres's migrations")?;
     Ok(())
 }
 

@@ -1,4 +1,5 @@
-//! Read-only views of apalis-postgres's job table, for operators and tests.
+//! apalis-postgres's job table as operators see it: views, and the few changes they make (retry,
+//! cancel, pause and resume a queue), one job or every job a filter matches.
 
 use sqlx::PgConnection;
 
@@ -90,7 +91,8 @@ pub struct JobSummary {
     pub payload: Option<serde_json::Value>,
 }
 
-/// What a list or a bulk action selects.
+/// What a list or a bulk action selects. `function_id` matches a job that names the function, or
+/// the deployment of one (pipeline jobs carry only their deployment).
 #[derive(Debug, Clone, Default)]
 pub struct JobFilter {
     pub queue: Option<String>,
@@ -115,7 +117,10 @@ pub async fn list_jobs(
            FROM apalis.jobs
            WHERE ($1::text IS NULL OR job_type = $1)
              AND ($2::text IS NULL OR status = $2)
-             AND ($3::text IS NULL OR convert_from(job, 'UTF8')::jsonb ->> 'function_id' = $3)
+             AND ($3::text IS NULL OR $3 = COALESCE(
+                   convert_from(job, 'UTF8')::jsonb ->> 'function_id',
+                   (SELECT d.function_id::text FROM deployments d
+                    WHERE d.id::text = convert_from(job, 'UTF8')::jsonb ->> 'deployment_id')))
              AND ($4::text IS NULL OR convert_from(job, 'UTF8')::jsonb ->> 'deployment_id' = $4)
            ORDER BY run_at DESC, id DESC
            LIMIT $5 OFFSET $6"#,
@@ -159,16 +164,154 @@ pub async fn retry_job(conn: &mut PgConnection, id: &str) -> sqlx::Result<bool> 
     Ok(done.rows_affected() == 1)
 }
 
-/// A job still waiting never runs: `Killed`, with the reason as its result.
+/// A job still waiting (or parked in a paused queue) never runs: `Killed`, with the reason as its
+/// result.
 pub async fn cancel_job(conn: &mut PgConnection, id: &str, reason: &str) -> sqlx::Result<bool> {
     let done = sqlx::query!(
         r#"UPDATE apalis.jobs
            SET status = 'Killed', done_at = now(), last_result = jsonb_build_object('Err', $2::text)
-           WHERE id = $1 AND status = 'Pending'"#,
+           WHERE id = $1 AND status IN ('Pending', 'Paused')"#,
         id,
         reason
     )
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Every job `filter` matches that ended (`Failed`, `Killed`) runs again, now, except pipeline
+/// jobs whose deployment has settled (their run would find nothing to do). Returns (retried,
+/// skipped).
+pub async fn retry_matching(
+    conn: &mut PgConnection,
+    filter: &JobFilter,
+    pipeline_queues: &[&str],
+) -> sqlx::Result<(u64, u64)> {
+    let pipeline_queues: Vec<String> = pipeline_queues.iter().map(|q| q.to_string()).collect();
+    let row = sqlx::query!(
+        r#"WITH matching AS (
+             SELECT j.id,
+                    j.job_type = ANY($5) AND NOT EXISTS (
+                        SELECT 1 FROM deployments d
+                        WHERE d.id::text = convert_from(j.job, 'UTF8')::jsonb ->> 'deployment_id'
+                          AND d.status IN ('fetching', 'building', 'pushing', 'deploying')
+                    ) AS settled
+             FROM apalis.jobs j
+             WHERE j.status IN ('Failed', 'Killed')
+               AND ($1::text IS NULL OR j.job_type = $1)
+               AND ($2::text IS NULL OR j.status = $2)
+               AND ($3::text IS NULL OR $3 = COALESCE(
+                   convert_from(j.job, 'UTF8')::jsonb ->> 'function_id',
+                   (SELECT d.function_id::text FROM deployments d
+                    WHERE d.id::text = convert_from(j.job, 'UTF8')::jsonb ->> 'deployment_id')))
+               AND ($4::text IS NULL OR convert_from(j.job, 'UTF8')::jsonb ->> 'deployment_id' = $4)
+             FOR UPDATE OF j
+           ), retried AS (
+             UPDATE apalis.jobs j
+             SET status = 'Pending', attempts = 0, run_at = now(), lock_by = NULL, lock_at = NULL,
+                 done_at = NULL
+             FROM matching m WHERE j.id = m.id AND NOT m.settled
+             RETURNING j.id
+           )
+           SELECT (SELECT count(*) FROM retried) AS "retried!",
+                  (SELECT count(*) FROM matching WHERE settled) AS "skipped!""#,
+        filter.queue,
+        filter.state,
+        filter.function_id.map(|id| id.to_string()),
+        filter.deployment_id.map(|id| id.to_string()),
+        &pipeline_queues
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok((row.retried as u64, row.skipped as u64))
+}
+
+/// A job an operator cancelled: its queue, and the deployment it worked on if it carries one.
+#[derive(Debug, Clone)]
+pub struct CancelledJob {
+    pub id: String,
+    pub queue: String,
+    pub deployment_id: Option<String>,
+}
+
+/// Every job `filter` matches that still waits (or is parked) never runs: `Killed`, with the
+/// reason as its result.
+pub async fn cancel_matching(
+    conn: &mut PgConnection,
+    filter: &JobFilter,
+    reason: &str,
+) -> sqlx::Result<Vec<CancelledJob>> {
+    sqlx::query_as!(
+        CancelledJob,
+        r#"UPDATE apalis.jobs
+           SET status = 'Killed', done_at = now(), last_result = jsonb_build_object('Err', $5::text)
+           WHERE status IN ('Pending', 'Paused')
+             AND ($1::text IS NULL OR job_type = $1)
+             AND ($2::text IS NULL OR status = $2)
+             AND ($3::text IS NULL OR $3 = COALESCE(
+                   convert_from(job, 'UTF8')::jsonb ->> 'function_id',
+                   (SELECT d.function_id::text FROM deployments d
+                    WHERE d.id::text = convert_from(job, 'UTF8')::jsonb ->> 'deployment_id')))
+             AND ($4::text IS NULL OR convert_from(job, 'UTF8')::jsonb ->> 'deployment_id' = $4)
+           RETURNING id AS "id!", job_type AS "queue!",
+                     convert_from(job, 'UTF8')::jsonb ->> 'deployment_id' AS deployment_id"#,
+        filter.queue,
+        filter.state,
+        filter.function_id.map(|id| id.to_string()),
+        filter.deployment_id.map(|id| id.to_string()),
+        reason
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Pauses `queue`: its waiting jobs are parked (`Paused`), and so is every job of it that comes
+/// due until it resumes (the `park_jobs_of_paused_queues` trigger, which waits for this
+/// transaction). Returns how many it parked.
+pub async fn pause_queue(
+    conn: &mut PgConnection,
+    queue: &str,
+    operator: uuid::Uuid,
+) -> sqlx::Result<u64> {
+    sqlx::query!("SELECT pg_advisory_xact_lock(hashtext('slipway.queue_pauses'))")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query!(
+        "INSERT INTO queue_pauses (queue, paused_by) VALUES ($1, $2) ON CONFLICT (queue) DO NOTHING",
+        queue,
+        operator
+    )
+    .execute(&mut *conn)
+    .await?;
+    let parked = sqlx::query!(
+        "UPDATE apalis.jobs SET status = 'Paused' WHERE job_type = $1 AND status = 'Pending'",
+        queue
+    )
+    .execute(conn)
+    .await?;
+    Ok(parked.rows_affected())
+}
+
+/// Resumes `queue`: its parked jobs wait again, to be claimed as before. Returns how many.
+pub async fn resume_queue(conn: &mut PgConnection, queue: &str) -> sqlx::Result<u64> {
+    sqlx::query!("SELECT pg_advisory_xact_lock(hashtext('slipway.queue_pauses'))")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query!("DELETE FROM queue_pauses WHERE queue = $1", queue)
+        .execute(&mut *conn)
+        .await?;
+    let released = sqlx::query!(
+        "UPDATE apalis.jobs SET status = 'Pending' WHERE job_type = $1 AND status = 'Paused'",
+        queue
+    )
+    .execute(conn)
+    .await?;
+    Ok(released.rows_affected())
+}
+
+/// The queues paused now.
+pub async fn paused_queues(conn: &mut PgConnection) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar!("SELECT queue FROM queue_pauses ORDER BY queue")
+        .fetch_all(conn)
+        .await
 }
