@@ -184,6 +184,11 @@ pub fn router(state: AppState) -> Router {
             "/api/ops/jobs/cancel",
             signed(&state, post(routes::ops::cancel_matching)),
         )
+        .route("/api/ops/dead-letters", get(routes::ops::dead_letters))
+        .route(
+            "/api/ops/dead-letters/redrive",
+            signed(&state, post(routes::ops::redrive)),
+        )
         .route(
             "/api/ops/queues/{name}/pause",
             signed(&state, post(routes::ops::pause)),

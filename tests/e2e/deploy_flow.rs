@@ -10,7 +10,11 @@ use std::{
 };
 
 use serde_json::Value;
-use slipway_tests::{TestStack, hello_archive, registry_digest};
+use slipway_shared::{
+    db,
+    jobs::{BuildJob, Job},
+};
+use slipway_tests::{TestStack, eventually, hello_archive, registry_digest};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploying_v2_switches_traffic_without_a_failed_invocation_and_records_registry_digests()
@@ -223,6 +227,21 @@ async fn a_broken_dockerfile_fails_the_deployment_with_buildkits_message_and_v1_
     assert_eq!(function["status"], "active");
     assert_eq!(function["active_version"], 1);
     assert_eq!(function["latest_version"], 2);
+
+    // The build job ended Failed with the same reason, where operators look for failures.
+    let build = eventually(Duration::from_secs(10), "the build job ended", || async {
+        let mut conn = stack.conn().await?;
+        let jobs = db::queue::jobs(&mut conn, &[BuildJob::NAME]).await?;
+        Ok(jobs.into_iter().find(|j| {
+            j.payload.as_ref().and_then(|p| p["deployment_id"].as_str())
+                == Some(v2.to_string().as_str())
+                && j.status != "Running"
+        }))
+    })
+    .await?;
+    assert_eq!(build.status, "Failed", "{build:?}");
+    let result = build.last_result.unwrap_or_default().to_string();
+    assert!(result.contains("does-not-exist"), "{result}");
     stack.shutdown().await
 }
 

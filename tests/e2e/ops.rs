@@ -289,5 +289,51 @@ async fn operators_pause_and_resume_a_queue_and_act_on_every_matching_job() -> a
     assert_eq!(retried["changed"], 0, "{retried}");
     assert_eq!(retried["skipped"], 1, "{retried}");
     post("/api/ops/queues/slipway::build/resume").send().await?;
+
+    // A build that fails ends its job Failed with the reason: a dead letter, which a redrive
+    // skips, as its deployment settled.
+    let broken = slipway_tests::pack_dir(
+        &slipway_tests::repo_root().join("examples/hello"),
+        &[("Dockerfile", "FROM scratch\nCOPY does-not-exist /nowhere\n")].into(),
+    )?;
+    let (fourth, _) = stack.deploy(function_id, broken).await?;
+    let settled = stack
+        .wait_settled_as(&stack.api_key, fourth, std::time::Duration::from_secs(120))
+        .await?;
+    assert_eq!(settled["status"], "failed", "{settled}");
+    let dead = slipway_tests::eventually(
+        std::time::Duration::from_secs(10),
+        "the failed build among the dead letters",
+        || async {
+            let page: Value = get(&format!("/api/ops/dead-letters?deployment_id={fourth}"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            Ok((page["jobs"].as_array().map_or(0, Vec::len) == 1).then_some(page))
+        },
+    )
+    .await?;
+    let letter = &dead["jobs"][0];
+    assert_eq!(letter["state"], "Failed", "{dead}");
+    assert_eq!(letter["queue"], "slipway::build", "{dead}");
+    assert!(
+        letter["last_result"]["Err"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("does-not-exist"),
+        "{dead}"
+    );
+    let tenant = stack.get("/api/ops/dead-letters").send().await?;
+    assert_eq!(tenant.status(), 403);
+    let redriven: Value = post(&format!(
+        "/api/ops/dead-letters/redrive?deployment_id={fourth}"
+    ))
+    .send()
+    .await?
+    .json()
+    .await?;
+    assert_eq!(redriven["changed"], 0, "{redriven}");
+    assert_eq!(redriven["skipped"], 1, "{redriven}");
     stack.shutdown().await
 }

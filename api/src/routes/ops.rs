@@ -181,6 +181,7 @@ fn filter(query: &JobQuery) -> Result<JobFilter, ApiError> {
         state: query.state.clone(),
         function_id: query.function_id,
         deployment_id: query.deployment_id,
+        dead_letters: false,
     })
 }
 
@@ -193,6 +194,41 @@ pub async fn jobs(
     operators_only(&caller, "jobs")?;
     let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let filter = filter(&query)?;
+    page_of(&state, &query, &filter).await
+}
+
+/// `GET /api/ops/dead-letters?queue=&function_id=&deployment_id=&page=&per_page=`: the jobs that
+/// failed with no attempt left, newest first, each with its last error.
+pub async fn dead_letters(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<JobQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<JobPage>, ApiError> {
+    operators_only(&caller, "jobs")?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let filter = dead_letter_filter(&query)?;
+    page_of(&state, &query, &filter).await
+}
+
+/// The list's filter narrowed to dead letters; a state other than `Failed` makes no sense there.
+fn dead_letter_filter(query: &JobQuery) -> Result<JobFilter, ApiError> {
+    if query.state.as_deref().is_some_and(|s| s != "Failed") {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "dead letters are Failed jobs; they take no other state",
+        ));
+    }
+    Ok(JobFilter {
+        dead_letters: true,
+        ..filter(query)?
+    })
+}
+
+async fn page_of(
+    state: &AppState,
+    query: &JobQuery,
+    filter: &JobFilter,
+) -> Result<Json<JobPage>, ApiError> {
     let page = query.page.unwrap_or(1);
     let per_page = query.per_page.unwrap_or(50);
     if page < 1 || !(1..=500).contains(&per_page) {
@@ -202,7 +238,7 @@ pub async fn jobs(
         ));
     }
     let mut conn = state.pool.acquire().await?;
-    let jobs = db::queue::list_jobs(&mut conn, &filter, per_page, (page - 1) * per_page).await?;
+    let jobs = db::queue::list_jobs(&mut conn, filter, per_page, (page - 1) * per_page).await?;
     Ok(Json(JobPage {
         jobs: jobs.into_iter().map(JobView::from).collect(),
         page,
@@ -391,7 +427,23 @@ pub async fn retry_matching(
 ) -> Result<Json<BulkOutcome>, ApiError> {
     operators_only(&caller, "jobs")?;
     signing::require_signed(&caller)?;
-    let filter = bulk_filter(query)?;
+    let filter = bulk_filter(query, false)?;
+    let mut tx = state.pool.begin().await?;
+    let (changed, skipped) = db::queue::retry_matching(&mut tx, &filter, &PIPELINE_QUEUES).await?;
+    tx.commit().await?;
+    Ok(Json(BulkOutcome { changed, skipped }))
+}
+
+/// `POST /api/ops/dead-letters/redrive?queue=&function_id=&deployment_id=`: every matching dead
+/// letter runs again, as a bulk retry does (pipeline jobs whose deployment settled are skipped).
+pub async fn redrive(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<JobQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<BulkOutcome>, ApiError> {
+    operators_only(&caller, "jobs")?;
+    signing::require_signed(&caller)?;
+    let filter = bulk_filter(query, true)?;
     let mut tx = state.pool.begin().await?;
     let (changed, skipped) = db::queue::retry_matching(&mut tx, &filter, &PIPELINE_QUEUES).await?;
     tx.commit().await?;
@@ -408,7 +460,7 @@ pub async fn cancel_matching(
 ) -> Result<Json<BulkOutcome>, ApiError> {
     operators_only(&caller, "jobs")?;
     signing::require_signed(&caller)?;
-    let filter = bulk_filter(query)?;
+    let filter = bulk_filter(query, false)?;
     let mut tx = state.pool.begin().await?;
     let cancelled = db::queue::cancel_matching(&mut tx, &filter, CANCELLED).await?;
     for job in &cancelled {
@@ -426,9 +478,10 @@ pub async fn cancel_matching(
     }))
 }
 
-/// A bulk action's filter: the list's, without its page.
+/// A bulk action's filter: the list's (or the dead letters'), without its page.
 fn bulk_filter(
     query: Result<Query<JobQuery>, axum::extract::rejection::QueryRejection>,
+    dead_letters: bool,
 ) -> Result<JobFilter, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     if query.page.is_some() || query.per_page.is_some() {
@@ -437,7 +490,11 @@ fn bulk_filter(
             "a bulk action covers every matching job: it takes no page",
         ));
     }
-    filter(&query)
+    if dead_letters {
+        dead_letter_filter(&query)
+    } else {
+        filter(&query)
+    }
 }
 
 #[derive(Serialize)]

@@ -9,6 +9,8 @@ pub struct JobRow {
     pub queue: String,
     pub status: String,
     pub attempts: i32,
+    /// What apalis recorded of the last run: `{"Ok": …}` or `{"Err": "…"}`.
+    pub last_result: Option<serde_json::Value>,
     pub payload: Option<serde_json::Value>,
 }
 
@@ -18,7 +20,7 @@ pub async fn jobs(conn: &mut PgConnection, queues: &[&str]) -> sqlx::Result<Vec<
     sqlx::query_as!(
         JobRow,
         r#"SELECT id AS "id!", job_type AS "queue!", status AS "status!", attempts AS "attempts!",
-                  convert_from(job, 'UTF8')::jsonb AS payload
+                  last_result, convert_from(job, 'UTF8')::jsonb AS payload
            FROM apalis.jobs WHERE job_type = ANY($1) ORDER BY run_at, id"#,
         &queues
     )
@@ -99,6 +101,8 @@ pub struct JobFilter {
     pub state: Option<String>,
     pub function_id: Option<uuid::Uuid>,
     pub deployment_id: Option<uuid::Uuid>,
+    /// Only the dead letters: jobs that failed and have no attempt left.
+    pub dead_letters: bool,
 }
 
 /// Jobs matching `filter`, newest first, one page.
@@ -122,6 +126,7 @@ pub async fn list_jobs(
                    (SELECT d.function_id::text FROM deployments d
                     WHERE d.id::text = convert_from(job, 'UTF8')::jsonb ->> 'deployment_id')))
              AND ($4::text IS NULL OR convert_from(job, 'UTF8')::jsonb ->> 'deployment_id' = $4)
+             AND (NOT $7 OR (status = 'Failed' AND attempts >= max_attempts))
            ORDER BY run_at DESC, id DESC
            LIMIT $5 OFFSET $6"#,
         filter.queue,
@@ -129,7 +134,8 @@ pub async fn list_jobs(
         filter.function_id.map(|id| id.to_string()),
         filter.deployment_id.map(|id| id.to_string()),
         limit,
-        offset
+        offset,
+        filter.dead_letters
     )
     .fetch_all(conn)
     .await
@@ -205,6 +211,7 @@ pub async fn retry_matching(
                    (SELECT d.function_id::text FROM deployments d
                     WHERE d.id::text = convert_from(j.job, 'UTF8')::jsonb ->> 'deployment_id')))
                AND ($4::text IS NULL OR convert_from(j.job, 'UTF8')::jsonb ->> 'deployment_id' = $4)
+               AND (NOT $6 OR (j.status = 'Failed' AND j.attempts >= j.max_attempts))
              FOR UPDATE OF j
            ), retried AS (
              UPDATE apalis.jobs j
@@ -219,7 +226,8 @@ pub async fn retry_matching(
         filter.state,
         filter.function_id.map(|id| id.to_string()),
         filter.deployment_id.map(|id| id.to_string()),
-        &pipeline_queues
+        &pipeline_queues,
+        filter.dead_letters
     )
     .fetch_one(conn)
     .await?;

@@ -165,13 +165,14 @@ pub async fn log_info(
 }
 
 /// Marks the deployment failed with `reason` and settles its function, in one transaction. The
-/// previously active version, if any, is untouched and keeps serving.
+/// previously active version, if any, is untouched and keeps serving. Returns whether this run
+/// recorded the failure (not when another run took the deployment over, or it settled).
 pub async fn fail_deployment(
     env: &Environment,
     deployment: &db::deployments::DeploymentRow,
     phase: &str,
     reason: &str,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let mut tx = env.pool.begin().await?;
     let failed = settle::fail_deployment(
         &mut tx,
@@ -198,7 +199,7 @@ pub async fn fail_deployment(
         )
         .await;
     }
-    Ok(())
+    Ok(failed)
 }
 
 pub use settle::{settle_function, update_failed};
@@ -206,8 +207,10 @@ pub use settle::{settle_function, update_failed};
 /// Runs one step of a deployment's pipeline, fenced: the step runs only if it can claim the
 /// deployment for `step` (otherwise another run of the job, a later step, or a newer decision
 /// moved it on and this run has nothing to do), and the row it is handed carries the claim for its writes.
-/// A failed step fails the deployment; the job itself succeeds, as it did its duty — only a
-/// failure to record that is a job error.
+/// A failed step fails the deployment, and then the job too, with the same reason: operators
+/// find failures where they look, in the queue's `Failed` jobs (jobs run once, so it is final). A
+/// run that lost its claim, or whose deployment was overtaken, ends `Done`: the outcome is not
+/// its to report.
 ///
 /// Postgres unavailable (a restart, a failover) is no fault of the deployment's: the claim and
 /// the step are run again, with backoff and jitter, for up to `DATABASE_ATTEMPTS` attempts. Steps
@@ -271,7 +274,10 @@ where
             return Ok(());
         }
     };
-    fail_deployment(&env, &deployment, phase, &reason).await
+    if fail_deployment(&env, &deployment, phase, &reason).await? {
+        anyhow::bail!("{reason}");
+    }
+    Ok(())
 }
 
 /// How often a step meets an unavailable database before it fails the deployment: with the

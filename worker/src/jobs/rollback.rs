@@ -37,7 +37,15 @@ impl RunJob for RollbackJob {
                 deployment.version
             );
             record_failed_rollback(&env, &deployment, &line).await?;
-            log_lines(&env, deployment.id, PHASE, vec![("error".into(), line)]).await;
+            log_lines(
+                &env,
+                deployment.id,
+                PHASE,
+                vec![("error".into(), line.clone())],
+            )
+            .await;
+            // The job fails with the reason, where operators look for failures.
+            anyhow::bail!("{line}");
         }
         Ok(())
     }
