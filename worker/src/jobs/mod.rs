@@ -206,7 +206,8 @@ pub use settle::{settle_function, update_failed};
 
 /// Runs one step of a deployment's pipeline, fenced: the step runs only if it can claim the
 /// deployment for `step` (otherwise another run of the job, a later step, or a newer decision
-/// moved it on and this run has nothing to do), and the row it is handed carries the claim for its writes.
+/// moved it on and this run has nothing to do), and the row it is handed carries the claim for
+/// its writes.
 /// A failed step fails the deployment, and then the job too, with the same reason: operators
 /// find failures where they look, in the queue's `Failed` jobs (jobs run once, so it is final). A
 /// run that lost its claim, or whose deployment was overtaken, ends `Done`: the outcome is not
@@ -290,7 +291,8 @@ async fn wait_for_database(env: &Environment, phase: &str, attempt: u32, error: 
     tokio::time::sleep(delay).await;
 }
 
-/// Claims the deployment for this run of `step` (`db::deployments::claim_run`) and reads it, carrying the claimed token; `None` (logged) when it has moved on.
+/// Claims the deployment for this run of `step` (`db::deployments::claim_run`) and reads it,
+/// carrying the claimed token; `None` (logged) when it has moved on.
 pub async fn claim(
     env: &Environment,
     deployment_id: Uuid,
