@@ -425,13 +425,7 @@ pub async fn retry_matching(
     caller: Caller,
     query: Result<Query<JobQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<BulkOutcome>, ApiError> {
-    operators_only(&caller, "jobs")?;
-    signing::require_signed(&caller)?;
-    let filter = bulk_filter(query, false)?;
-    let mut tx = state.pool.begin().await?;
-    let (changed, skipped) = db::queue::retry_matching(&mut tx, &filter, &PIPELINE_QUEUES).await?;
-    tx.commit().await?;
-    Ok(Json(BulkOutcome { changed, skipped }))
+    bulk_retry(&state, &caller, query, false).await
 }
 
 /// `POST /api/ops/dead-letters/redrive?queue=&function_id=&deployment_id=`: every matching dead
@@ -441,9 +435,18 @@ pub async fn redrive(
     caller: Caller,
     query: Result<Query<JobQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<BulkOutcome>, ApiError> {
-    operators_only(&caller, "jobs")?;
-    signing::require_signed(&caller)?;
-    let filter = bulk_filter(query, true)?;
+    bulk_retry(&state, &caller, query, true).await
+}
+
+async fn bulk_retry(
+    state: &AppState,
+    caller: &Caller,
+    query: Result<Query<JobQuery>, axum::extract::rejection::QueryRejection>,
+    dead_letters: bool,
+) -> Result<Json<BulkOutcome>, ApiError> {
+    operators_only(caller, "jobs")?;
+    signing::require_signed(caller)?;
+    let filter = bulk_filter(query, dead_letters)?;
     let mut tx = state.pool.begin().await?;
     let (changed, skipped) = db::queue::retry_matching(&mut tx, &filter, &PIPELINE_QUEUES).await?;
     tx.commit().await?;
@@ -526,17 +529,7 @@ pub async fn pause(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<QueuePause>, ApiError> {
-    operators_only(&caller, "queues")?;
-    signing::require_signed(&caller)?;
-    known_queue(&name)?;
-    let mut tx = state.pool.begin().await?;
-    let jobs = db::queue::pause_queue(&mut tx, &name, caller.user_id).await?;
-    tx.commit().await?;
-    Ok(Json(QueuePause {
-        name,
-        paused: true,
-        jobs,
-    }))
+    set_paused(&state, &caller, name, true).await
 }
 
 /// `POST /api/ops/queues/{name}/resume`: the queue's parked jobs wait to be claimed again.
@@ -545,15 +538,24 @@ pub async fn resume(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<QueuePause>, ApiError> {
-    operators_only(&caller, "queues")?;
-    signing::require_signed(&caller)?;
+    set_paused(&state, &caller, name, false).await
+}
+
+async fn set_paused(
+    state: &AppState,
+    caller: &Caller,
+    name: String,
+    paused: bool,
+) -> Result<Json<QueuePause>, ApiError> {
+    operators_only(caller, "queues")?;
+    signing::require_signed(caller)?;
     known_queue(&name)?;
     let mut tx = state.pool.begin().await?;
-    let jobs = db::queue::resume_queue(&mut tx, &name).await?;
+    let jobs = if paused {
+        db::queue::pause_queue(&mut tx, &name, caller.user_id).await?
+    } else {
+        db::queue::resume_queue(&mut tx, &name).await?
+    };
     tx.commit().await?;
-    Ok(Json(QueuePause {
-        name,
-        paused: false,
-        jobs,
-    }))
+    Ok(Json(QueuePause { name, paused, jobs }))
 }
