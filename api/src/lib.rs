@@ -55,6 +55,8 @@ pub struct AppState {
     pub ecr: Option<slipway_shared::registry::Registry>,
     /// Uploads in progress per key (`uploads::limit`).
     pub uploads: Arc<uploads::UploadSlots>,
+    /// This process's metrics registry, rendered at `/metrics`.
+    pub metrics: slipway_shared::metrics::PrometheusHandle,
 }
 
 impl AppState {
@@ -84,6 +86,7 @@ impl AppState {
             events,
             ecr,
             uploads: Arc::default(),
+            metrics: slipway_shared::metrics::install()?,
         })
     }
 }
@@ -165,14 +168,15 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/api/webhooks/{provider}",
-            post(routes::git::webhook).layer(DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT)),
+            webhook(post(routes::git::webhook)),
         )
         .route(
             "/api/webhooks/{provider}/{binding_id}",
-            post(routes::git::binding_webhook).layer(DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT)),
+            webhook(post(routes::git::binding_webhook)),
         )
         .route("/api/deployments/{id}/logs", get(routes::deployments::logs))
         .route("/api/schedules", get(routes::schedules::list))
+        .route("/metrics", get(routes::metrics::scrape))
         .route("/api/ops/queues", get(routes::ops::queues))
         .route("/api/ops/jobs", get(routes::ops::jobs))
         .route("/api/ops/jobs/{id}", get(routes::ops::job))
@@ -252,6 +256,13 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(log_internal_errors))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// A provider's delivery: bounded before anything reads it, and counted whatever its answer.
+fn webhook(route: MethodRouter<AppState>) -> MethodRouter<AppState> {
+    route
+        .layer(DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT))
+        .layer(middleware::from_fn(routes::git::count_delivery))
 }
 
 /// Every route that creates or changes a function goes through here: a signature, when present,

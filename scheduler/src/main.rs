@@ -14,6 +14,7 @@ use slipway_shared::{
 async fn main() -> anyhow::Result<()> {
     telemetry::init();
     let config = SchedulerConfig::from_env()?;
+    slipway_shared::metrics::serve_if_configured()?;
     let pool = db::connect(&DatabaseConfig::from_env()?).await?;
     let scheduler = Scheduler::new(pool, config, Arc::new(SystemClock), unique_worker_name())?;
     scheduler.run(telemetry::shutdown_signal()).await;

@@ -2,7 +2,8 @@
 //! (`db`), the job contract between enqueuers and the worker (`jobs`), typed configuration
 //! (`config`), archive validation (`archive`) and what a Dockerfile may do (`dockerfile`,
 //! `build_rules`, `dockerignore`), archive storage (`store`), reading the registry
-//! (`registry`), what a git binding may hold (`git`), and secrets sealed at rest (`secrets`).
+//! (`registry`), what a git binding may hold (`git`), secrets sealed at rest (`secrets`), and the
+//! names of Prometheus metrics (`metrics`).
 //!
 //! Architecture invariant: nothing here talks to BuildKit or a container runtime.
 
@@ -18,6 +19,7 @@ pub mod git;
 pub mod integrity;
 pub mod jobs;
 pub mod lifecycle;
+pub mod metrics;
 pub mod registry;
 pub mod schedule;
 pub mod secrets;

@@ -190,6 +190,11 @@ pub async fn fire(
     let result = run(&mut tx, config, sweep, fire_at).await?;
     db::sweeps::record_tick(&mut tx, sweep.as_str(), fire_at, &result).await?;
     tx.commit().await?;
+    let picked = result.as_object().into_iter().flatten();
+    crate::metrics::sweep_ran(
+        sweep.as_str(),
+        picked.filter_map(|(_, count)| count.as_u64()).sum(),
+    );
     Ok(Some(result))
 }
 

@@ -18,6 +18,7 @@ mod isolation;
 mod keys;
 mod limits;
 mod log_stream;
+mod metrics;
 mod ops;
 mod postgres_restart;
 mod proxy;

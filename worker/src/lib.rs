@@ -27,6 +27,7 @@ use slipway_shared::{
         BuildJob, CacheWarmJob, DeployJob, PurgeJob, PushJob, ReleaseJob, RollbackJob, RuntimeJob,
         SourceJob, VerifyJob, WakeJob,
     },
+    metrics,
     store::ArchiveStore,
 };
 use sqlx::PgPool;
@@ -96,7 +97,19 @@ impl Environment {
 
 async fn handle<J: RunJob>(job: J, env: Data<Arc<Environment>>) -> Result<(), BoxDynError> {
     let env: Arc<Environment> = (*env).clone();
-    job.run(env).await.map_err(|e| {
+    let started = std::time::Instant::now();
+    let outcome = job.run(env).await;
+    let job_type = std::any::type_name::<J>()
+        .rsplit("::")
+        .next()
+        .unwrap_or(J::NAME);
+    metrics::job_finished(
+        J::NAME,
+        job_type,
+        metrics::Outcome::of(&outcome),
+        started.elapsed(),
+    );
+    outcome.map_err(|e| {
         // The queue records it as the job's result; the log is where an operator sees it first.
         let error = format!("{e:#}");
         tracing::error!(queue = J::NAME, %error, "job failed");

@@ -16,6 +16,7 @@ use slipway_shared::{
 async fn main() -> anyhow::Result<()> {
     telemetry::init();
     let config = WorkerConfig::from_env()?;
+    slipway_shared::metrics::serve_if_configured()?;
     let pool = db::connect(&DatabaseConfig::from_env()?).await?;
     let store = ArchiveStore::from_config(&StoreConfig::from_env()?).await?;
     let env = slipway_worker::Environment::new(pool, Arc::new(store), config)?;

@@ -52,10 +52,17 @@ pub async fn deploy(
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
-fn multipart_error(e: impl std::fmt::Display) -> ApiError {
-    ApiError::bad_request(
+/// axum's `Display` is one fixed sentence; the cause (a missing boundary, a body that ended
+/// mid-field, one past the limit) is what a client needs, and a 413 stays a 413.
+fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+    let status = e.status();
+    if status.is_server_error() {
+        return ApiError::Internal(anyhow::Error::new(e).context("reading the upload"));
+    }
+    ApiError::new(
+        status,
         "invalid_multipart",
-        format!("malformed multipart body: {e}"),
+        format!("malformed multipart body: {}", e.body_text()),
     )
 }
 

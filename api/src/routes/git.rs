@@ -13,6 +13,7 @@ use slipway_shared::{
     db::{self, git::BindingRow},
     domain::FunctionStatus,
     git::{self, GitCredentials, GitProvider, InvalidBinding},
+    metrics,
     secrets::SecretsKey,
 };
 use tracing::warn;
@@ -376,6 +377,24 @@ pub async fn binding_webhook(
 /// The delivery is checked against those bindings of the repository it names (a fixed set:
 /// new bindings are not served here); unknown repositories and wrong secrets get the same
 /// answer. Nothing is stored for a delivery that is refused.
+/// Counts every delivery to `/api/webhooks/{provider}[/…]` with its answer, refusals included;
+/// a path naming no provider Slipway serves is counted as `unknown`, so the label stays bounded.
+pub async fn count_delivery(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let provider = request
+        .uri()
+        .path()
+        .strip_prefix("/api/webhooks/")
+        .and_then(|rest| rest.split('/').next())
+        .and_then(GitProvider::parse)
+        .map_or("unknown", GitProvider::as_str);
+    let response = next.run(request).await;
+    metrics::webhook_delivery(provider, response.status().as_u16());
+    response
+}
+
 pub async fn webhook(
     State(state): State<AppState>,
     Path(provider): Path<String>,

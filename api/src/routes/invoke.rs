@@ -27,7 +27,10 @@ use axum::{
 };
 use chrono::Utc;
 use futures::StreamExt;
-use slipway_shared::db::{self, events::EventRow};
+use slipway_shared::{
+    db::{self, events::EventRow},
+    metrics,
+};
 use tracing::{debug, warn};
 use uuid::Uuid;
 
@@ -169,7 +172,7 @@ async fn shared_origin(
 ) -> Result<Response, ApiError> {
     let id = Uuid::parse_str(raw_id).map_err(|_| ApiError::function_not_found())?;
     let path = function_path(request.uri().path(), raw_id);
-    proxy(state, caller, id, path, Origin::Shared, request).await
+    Ok(proxy(state, caller, id, path, Origin::Shared, request).await)
 }
 
 /// The function a request's `Host` names under `domain` (`<id>.<domain>[:port]`), if it names
@@ -210,7 +213,7 @@ pub async fn own_origin(State(state): State<AppState>, request: Request, next: N
         let caller = Caller::from_request_parts(&mut parts, &state).await?;
         let request = Request::from_parts(parts, body);
         let path = request.uri().path().to_owned();
-        proxy(state.clone(), caller, id, path, Origin::Own, request).await
+        Ok::<_, ApiError>(proxy(state.clone(), caller, id, path, Origin::Own, request).await)
     };
     answer.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -330,7 +333,25 @@ fn serving(route: &db::deployments::Route) -> Result<Serving, ApiError> {
     })
 }
 
+/// Every invocation, on either origin, once its caller is known; counted with its answer's
+/// status, Slipway's own refusals included.
 async fn proxy(
+    state: AppState,
+    caller: Caller,
+    id: Uuid,
+    path: String,
+    origin: Origin,
+    request: Request,
+) -> Response {
+    let started = std::time::Instant::now();
+    let response = forward(state, caller, id, path, origin, request)
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
+    metrics::invocation_answered(response.status().as_u16(), started.elapsed());
+    response
+}
+
+async fn forward(
     state: AppState,
     caller: Caller,
     id: Uuid,

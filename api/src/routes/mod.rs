@@ -10,6 +10,7 @@ pub mod integrity;
 pub mod invoke;
 pub mod keys;
 pub mod log_stream;
+pub mod metrics;
 pub mod ops;
 pub mod runtime;
 pub mod schedules;

@@ -46,11 +46,11 @@ pub fn operators_only(caller: &Caller, what: &str) -> Result<(), ApiError> {
 
 #[derive(Serialize)]
 pub struct QueueView {
-    name: &'static str,
+    pub(crate) name: &'static str,
     /// Jobs by state; every state is listed, zero included.
-    counts: BTreeMap<&'static str, i64>,
+    pub(crate) counts: BTreeMap<&'static str, i64>,
     /// Seconds the oldest job that is due has waited to be claimed.
-    oldest_waiting_seconds: Option<f64>,
+    pub(crate) oldest_waiting_seconds: Option<f64>,
     finished_last_5_minutes: i64,
     /// Paused: its waiting jobs stay `Paused` until it resumes; what runs goes on.
     paused: bool,
@@ -68,9 +68,16 @@ pub async fn queues(
 ) -> Result<Json<QueueList>, ApiError> {
     operators_only(&caller, "queues")?;
     let mut conn = state.pool.acquire().await?;
-    let counts = db::queue::counts_by_state(&mut conn).await?;
-    let times = db::queue::queue_times(&mut conn, RECENT).await?;
-    let paused = db::queue::paused_queues(&mut conn).await?;
+    Ok(Json(QueueList {
+        queues: overview(&mut conn).await?,
+    }))
+}
+
+/// Every queue, listed even when it has no job; shared with the metrics scrape.
+pub(crate) async fn overview(conn: &mut sqlx::PgConnection) -> Result<Vec<QueueView>, ApiError> {
+    let counts = db::queue::counts_by_state(&mut *conn).await?;
+    let times = db::queue::queue_times(&mut *conn, RECENT).await?;
+    let paused = db::queue::paused_queues(&mut *conn).await?;
     let queues = ALL_QUEUES
         .iter()
         .map(|&name| {
@@ -91,7 +98,7 @@ pub async fn queues(
             }
         })
         .collect();
-    Ok(Json(QueueList { queues }))
+    Ok(queues)
 }
 
 #[derive(Deserialize)]

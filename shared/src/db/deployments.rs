@@ -284,6 +284,16 @@ pub async fn change(
     Ok(done.rows_affected() == 1)
 }
 
+/// Builds holding a slot right now (every owner's), for the metrics scrape.
+pub async fn builds_holding_slots(conn: &mut PgConnection) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM deployments
+           WHERE status = 'building' AND build_started_at IS NOT NULL"#
+    )
+    .fetch_one(conn)
+    .await
+}
+
 /// Takes one of the owner's build slots for the deployment (its build starts now) unless the
 /// owner's other builds already hold `slots`: one owner's builds cannot take every builder
 /// while other owners' wait. A build that started more than `stale_after` ago no longer

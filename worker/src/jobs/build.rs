@@ -9,6 +9,7 @@ use slipway_shared::{
     db::{self, deployments::StatusChange},
     domain::PipelineStep,
     jobs::{BuildJob, Job, PushJob},
+    metrics,
     store::StoreError,
 };
 use tokio::sync::mpsc;
@@ -33,9 +34,15 @@ impl RunJob for BuildJob {
             STEP,
             |env, deployment| async move {
                 if !claim_slot(&env, &deployment, slot_waits).await? {
+                    metrics::build_slot_wait();
                     return Ok(());
                 }
-                build(&env, &deployment).await
+                // A pushed commit's wait ended when its fetch started.
+                if deployment.git_binding_id.is_none() && deployment.build_started_at.is_none() {
+                    let waited = metrics::elapsed_since(deployment.created_at);
+                    metrics::deploy_stage(metrics::Stage::QueueWait, metrics::Outcome::Ok, waited);
+                }
+                metrics::timed(metrics::Stage::Build, build(&env, &deployment)).await
             },
         )
         .await

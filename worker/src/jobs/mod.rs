@@ -26,7 +26,7 @@ use slipway_shared::{
     db::{self, deployments::StatusChange},
     domain::{Digest, FunctionName, ImageRef, PipelineStep, ServingEvent},
     jobs::Job,
-    settle,
+    metrics, settle,
 };
 use tracing::{error, warn};
 use uuid::Uuid;
@@ -216,6 +216,17 @@ pub use settle::{settle_function, update_failed};
 /// Postgres unavailable (a restart, a failover) is no fault of the deployment's: the claim and
 /// the step are run again, with backoff and jitter, for up to `DATABASE_ATTEMPTS` attempts. Steps
 /// are idempotent and fenced, so running one again from the top is safe.
+/// The stage a step's whole run measures. A build measures itself once it holds a slot (a run
+/// that only waits for one is not a build); a deploy measures its start and initializer.
+fn timed_stage(step: PipelineStep) -> Option<metrics::Stage> {
+    match step {
+        PipelineStep::Source => Some(metrics::Stage::Fetch),
+        PipelineStep::Push => Some(metrics::Stage::Push),
+        PipelineStep::CacheWarm => Some(metrics::Stage::CacheWarm),
+        PipelineStep::Build | PipelineStep::Deploy | PipelineStep::Rollback => None,
+    }
+}
+
 pub async fn run_step<F, Fut>(
     env: Arc<Environment>,
     deployment_id: Uuid,
@@ -242,9 +253,11 @@ where
             Err(e) => return Err(e),
         };
         let step_log = (deployment_id, phase.to_owned());
-        let outcome = STEP_LOG
-            .scope(step_log, run(Arc::clone(&env), deployment.clone()))
-            .await;
+        let work = STEP_LOG.scope(step_log, run(Arc::clone(&env), deployment.clone()));
+        let outcome = match timed_stage(step) {
+            Some(stage) => metrics::timed(stage, work).await,
+            None => work.await,
+        };
         match &outcome {
             Err(StepError::Transient(e)) if database_down(e) => {
                 wait_for_database(&env, phase, attempt, e).await;

@@ -13,6 +13,7 @@ use slipway_shared::{
     domain::PipelineStep,
     git::{self, GitCredentials},
     jobs::{BuildJob, Job, SourceJob},
+    metrics,
     store::{StoreError, archive_key},
 };
 use tracing::{info, warn};
@@ -33,7 +34,11 @@ impl RunJob for SourceJob {
             env,
             self.deployment_id,
             STEP,
-            |env, deployment| async move { fetch(&env, &deployment).await },
+            |env, deployment| async move {
+                let waited = metrics::elapsed_since(deployment.created_at);
+                metrics::deploy_stage(metrics::Stage::QueueWait, metrics::Outcome::Ok, waited);
+                fetch(&env, &deployment).await
+            },
         )
         .await
     }

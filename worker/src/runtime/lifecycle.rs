@@ -12,6 +12,7 @@ use slipway_shared::{
     integrity::{self, OnTagOverwrite},
     jobs::{Job, PurgeJob},
     lifecycle::Lifecycle,
+    metrics::{self, Outcome, Stage},
 };
 use tracing::info;
 
@@ -158,6 +159,10 @@ pub async fn start_and_switch(
         }
     };
     info!(version = deployment.version, endpoint = %instance.endpoint, "active");
+    if let Activation::NewVersion = activation {
+        let total = metrics::elapsed_since(deployment.created_at);
+        metrics::deploy_stage(Stage::Total, Outcome::Ok, total);
+    }
 
     if let Some(previous) = previous {
         // Requests already routed to the previous container get the drain period to finish.
@@ -289,10 +294,14 @@ pub async fn start_instance(
         ),
     )
     .await;
+    let starting = std::time::Instant::now();
     let mut instance = with_retries(env, "starting the instance", || async {
         env.runtime.start(&spec, kept).await.map_err(runtime_step)
     })
-    .await?;
+    .await
+    .inspect_err(|_| {
+        metrics::deploy_stage(Stage::Start, Outcome::Failed, starting.elapsed());
+    })?;
     let recorded = async {
         let mut conn = env.pool.acquire().await?;
         db::deployments::record_instance(
@@ -318,11 +327,12 @@ pub async fn start_instance(
         }
     }
     let ready = async {
-        let waited = env
+        let answering = env
             .runtime
             .wait_until_answering(&instance, env.config.start_timeout)
-            .await
-            .map_err(runtime_step)?;
+            .await;
+        metrics::deploy_stage(Stage::Start, Outcome::of(&answering), starting.elapsed());
+        let waited = answering.map_err(runtime_step)?;
         log_info(
             env,
             deployment.id,
@@ -339,7 +349,8 @@ pub async fn start_instance(
             db::functions::lifecycle(&mut conn, deployment.function_id).await?
         };
         if let Some(hook) = lifecycle.initializer {
-            hooks::initialize(env, deployment, &mut instance, hook).await?;
+            let initialized = hooks::initialize(env, deployment, &mut instance, hook);
+            metrics::timed(Stage::Initializer, initialized).await?;
         }
         Ok(lifecycle)
     }
