@@ -14,6 +14,7 @@ pub mod events;
 pub mod git_push;
 pub mod idempotency;
 pub mod invocations;
+pub mod registries;
 pub mod rollback;
 pub mod routes;
 pub mod runtime;
@@ -51,8 +52,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     pub invocations: Arc<invocations::InvocationMarks>,
     pub events: Arc<events::EventRecorder>,
-    /// The ECR registry when images live there; otherwise each image's own host is asked.
-    pub ecr: Option<slipway_shared::registry::Registry>,
+    /// The registries verification reads, one client per host (its login and tokens reused).
+    pub registries: Arc<registries::RegistryClients>,
     /// Uploads in progress per key (`uploads::limit`).
     pub uploads: Arc<uploads::UploadSlots>,
     /// This process's metrics registry, rendered at `/metrics`.
@@ -72,11 +73,7 @@ impl AppState {
             .build()
             .context("building the invocation client")?;
         let events = events::EventRecorder::start(pool.clone(), config.record_events);
-        let ecr = config
-            .ecr
-            .as_ref()
-            .map(slipway_shared::registry::Registry::from_config)
-            .transpose()?;
+        let registries = Arc::new(registries::RegistryClients::new(&config, http.clone())?);
         Ok(Self {
             pool,
             store,
@@ -84,7 +81,7 @@ impl AppState {
             http,
             invocations: Arc::default(),
             events,
-            ecr,
+            registries,
             uploads: Arc::default(),
             metrics: slipway_shared::metrics::install()?,
         })

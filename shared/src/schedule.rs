@@ -283,6 +283,8 @@ async fn run(
             }));
         }
         Sweep::Reap => {
+            // Every 30 s by default: the queue counts' changes never pile up unread.
+            db::queue::fold_counts(conn).await?;
             let stuck = db::sweeps::stuck_deployments(
                 conn,
                 now,

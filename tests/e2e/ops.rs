@@ -337,3 +337,108 @@ async fn operators_pause_and_resume_a_queue_and_act_on_every_matching_job() -> a
     assert_eq!(redriven["skipped"], 1, "{redriven}");
     stack.shutdown().await
 }
+
+/// The counts the overview reads are kept by triggers, not counted: after concurrent inserts,
+/// status changes (a pause parking jobs among them), deletes and folds at any moment, they must
+/// equal a full count of the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_counts_kept_by_triggers_equal_a_full_count() -> anyhow::Result<()> {
+    use std::collections::BTreeMap;
+
+    use slipway_shared::db;
+
+    let stack = TestStack::start_with(StackOptions {
+        store: StoreKind::Filesystem,
+        workers: 0,
+        ..Default::default()
+    })
+    .await?;
+    let queues = ["slipway::build", "slipway::push", "slipway::purge"];
+    let writers = (0..4).map(|writer| {
+        let pool = stack.pool.clone();
+        tokio::spawn(async move {
+            for round in 0..25 {
+                let queue = queues[(writer + round) % queues.len()];
+                let mut tx = pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO apalis.jobs (job, id, job_type, status)
+                     SELECT '\\x7b7d', $1 || '-' || i, $2, 'Pending' FROM generate_series(1, 5) i",
+                )
+                .bind(format!("count-{writer}-{round}"))
+                .bind(queue)
+                .execute(&mut *tx)
+                .await?;
+                // Some finish, some fail, one of each batch twice over in one statement's rows.
+                sqlx::query(
+                    "UPDATE apalis.jobs SET status = CASE WHEN right(id, 1) IN ('1', '2') THEN 'Done'
+                                                        WHEN right(id, 1) = '3' THEN 'Failed'
+                                                        ELSE status END
+                     WHERE id LIKE $1 || '-%'",
+                )
+                .bind(format!("count-{writer}-{round}"))
+                .execute(&mut *tx)
+                .await?;
+                if round % 3 == 0 {
+                    sqlx::query("DELETE FROM apalis.jobs WHERE id = $1")
+                        .bind(format!("count-{writer}-{round}-1"))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                // A rolled-back change counts for nothing.
+                if round % 5 == 4 {
+                    tx.rollback().await?;
+                } else {
+                    tx.commit().await?;
+                }
+                if round % 7 == 0 {
+                    db::queue::fold_counts(&mut *pool.acquire().await?).await?;
+                }
+            }
+            anyhow::Ok(())
+        })
+    });
+    let writers: Vec<_> = writers.collect();
+    // A pause parks the waiting jobs of a queue while the writers go on; a resume frees them.
+    let operator_key = stack.add_operator().await?;
+    let post = |path: &str| stack.request_as(operator_key.expose(), reqwest::Method::POST, path);
+    let paused = post("/api/ops/queues/slipway::push/pause").send().await?;
+    assert_eq!(paused.status(), 200);
+    for writer in writers {
+        writer.await??;
+    }
+    let mut conn = stack.conn().await?;
+    let counted = |rows: Vec<db::queue::StateCount>| -> BTreeMap<(String, String), i64> {
+        rows.into_iter()
+            .filter(|row| row.count != 0)
+            .map(|row| ((row.queue, row.state), row.count))
+            .collect()
+    };
+    let full = || async {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT job_type, status, count(*) FROM apalis.jobs GROUP BY job_type, status",
+        )
+        .fetch_all(&stack.pool)
+        .await?;
+        anyhow::Ok(
+            rows.into_iter()
+                .map(|(queue, state, count)| ((queue, state), count))
+                .collect::<BTreeMap<_, _>>(),
+        )
+    };
+    let kept = counted(db::queue::counts_by_state(&mut conn).await?);
+    let truth = full().await?;
+    assert!(
+        truth.contains_key(&("slipway::push".to_owned(), "Paused".to_owned())),
+        "{truth:?}"
+    );
+    assert_eq!(kept, truth);
+    let resumed = post("/api/ops/queues/slipway::push/resume").send().await?;
+    assert_eq!(resumed.status(), 200);
+    db::queue::fold_counts(&mut conn).await?;
+    assert_eq!(
+        counted(db::queue::counts_by_state(&mut conn).await?),
+        full().await?
+    );
+    drop(conn);
+    stack.shutdown().await
+}

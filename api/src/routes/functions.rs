@@ -55,10 +55,12 @@ pub async fn init(
 ) -> Result<Response, ApiError> {
     let name = FunctionName::parse(&request.name)
         .map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))?;
-    let mut conn = state.pool.acquire().await?;
+    // The function and its hooks commit together: a failure between the two must not leave a
+    // function whose hooks are lost for good (a retried init finds it and changes nothing).
+    let mut tx = state.pool.begin().await?;
     if let Some(until) =
-        db::deletions::name_reserved_until(&mut conn, caller.user_id, name.as_str()).await?
-        && db::functions::find_by_name(&mut conn, caller.user_id, &name)
+        db::deletions::name_reserved_until(&mut tx, caller.user_id, name.as_str()).await?
+        && db::functions::find_by_name(&mut tx, caller.user_id, &name)
             .await?
             .is_none()
     {
@@ -76,13 +78,14 @@ pub async fn init(
             .map_err(|message| ApiError::bad_request("invalid_lifecycle", message))?;
     }
     let created =
-        db::functions::insert(&mut conn, caller.user_id, &name, request.skip_signing).await?;
+        db::functions::insert(&mut tx, caller.user_id, &name, request.skip_signing).await?;
     if let (Some(id), Some(lifecycle)) = (created, &request.lifecycle) {
-        db::functions::set_lifecycle(&mut conn, id, lifecycle).await?;
+        db::functions::set_lifecycle(&mut tx, id, lifecycle).await?;
     }
-    let row = db::functions::find_by_name(&mut conn, caller.user_id, &name)
+    let row = db::functions::find_by_name(&mut tx, caller.user_id, &name)
         .await?
         .ok_or_else(|| anyhow::anyhow!("function {name} vanished right after init"))?;
+    tx.commit().await?;
     let already_exists = created.is_none();
     let body = InitResponse {
         message: if already_exists {

@@ -14,7 +14,6 @@ use slipway_shared::{
     db,
     domain::{Digest, ImageRef, Verification},
     integrity::{self, OnTagOverwrite},
-    registry::{OciRegistry, Registry},
 };
 use uuid::Uuid;
 
@@ -70,13 +69,7 @@ pub async fn verify(
     let policy =
         OnTagOverwrite::parse(&function.on_tag_overwrite).context("stored on_tag_overwrite")?;
 
-    let registry = state.ecr.clone().unwrap_or_else(|| {
-        Registry::Oci(
-            OciRegistry::with_client(&image.registry, state.http.clone())
-                .with_login(state.config.registry_login.clone())
-                .with_insecure(&state.config.insecure_registries),
-        )
-    });
+    let registry = state.registries.for_image(&image);
     let verification = tokio::time::timeout(REGISTRY_TIMEOUT, registry.verify(&image, &recorded))
         .await
         .map_err(|_| registry_unavailable(format!("no answer within {REGISTRY_TIMEOUT:?}")))?

@@ -75,8 +75,9 @@ pub async fn queues(
 
 /// Every queue, listed even when it has no job; shared with the metrics scrape.
 pub(crate) async fn overview(conn: &mut sqlx::PgConnection) -> Result<Vec<QueueView>, ApiError> {
+    db::queue::fold_counts(&mut *conn).await?;
     let counts = db::queue::counts_by_state(&mut *conn).await?;
-    let times = db::queue::queue_times(&mut *conn, RECENT).await?;
+    let times = db::queue::queue_times(&mut *conn, &ALL_QUEUES, RECENT).await?;
     let paused = db::queue::paused_queues(&mut *conn).await?;
     let queues = ALL_QUEUES
         .iter()

@@ -36,15 +36,28 @@ pub struct StateCount {
     pub count: i64,
 }
 
-/// Jobs per queue and state.
+/// Jobs per queue and state, from the counts the triggers keep (migration
+/// `queue_job_counts`): cheap however many jobs the table holds.
 pub async fn counts_by_state(conn: &mut PgConnection) -> sqlx::Result<Vec<StateCount>> {
     sqlx::query_as!(
         StateCount,
-        r#"SELECT job_type AS "queue!", status AS "state!", count(*) AS "count!"
-           FROM apalis.jobs GROUP BY job_type, status ORDER BY job_type, status"#
+        r#"SELECT queue AS "queue!", state AS "state!", sum(jobs)::int8 AS "count!"
+           FROM (SELECT queue, state, jobs FROM queue_job_counts
+                 UNION ALL
+                 SELECT queue, state, delta FROM queue_job_count_deltas) AS counted
+           GROUP BY queue, state ORDER BY queue, state"#
     )
     .fetch_all(conn)
     .await
+}
+
+/// Folds the changes counted since the last fold into the counts, so reading them stays a
+/// few rows (a concurrent fold makes this one a no-op).
+pub async fn fold_counts(conn: &mut PgConnection) -> sqlx::Result<()> {
+    sqlx::query!("SELECT fold_queue_job_counts()")
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// Per queue: seconds the oldest due job has waited, and jobs finished in the last `window`.
@@ -55,22 +68,27 @@ pub struct QueueTimes {
     pub finished_recently: i64,
 }
 
+/// For each of `queues`: the oldest due job is read through apalis' index of waiting jobs, and
+/// the recent finishes through `done_at`'s, so neither reads the finished millions.
 pub async fn queue_times(
     conn: &mut PgConnection,
+    queues: &[&str],
     window: std::time::Duration,
 ) -> sqlx::Result<Vec<QueueTimes>> {
+    let queues: Vec<String> = queues.iter().map(|q| q.to_string()).collect();
     sqlx::query_as!(
         QueueTimes,
-        r#"SELECT job_type AS "queue!",
-                  EXTRACT(EPOCH FROM now() - min(run_at) FILTER (
-                      WHERE status = 'Pending' AND run_at <= now()))::float8
+        r#"SELECT q.queue AS "queue!",
+                  EXTRACT(EPOCH FROM now() - (
+                      SELECT min(run_at) FROM apalis.jobs
+                      WHERE job_type = q.queue AND status = 'Pending' AND run_at <= now()))::float8
                       AS oldest_waiting_seconds,
-                  count(*) FILTER (WHERE done_at > now() - $1::float8 * interval '1 second')
-                      AS "finished_recently!"
-           FROM apalis.jobs
-           WHERE status IN ('Pending', 'Queued', 'Running')
-              OR done_at > now() - $1::float8 * interval '1 second'
-           GROUP BY job_type"#,
+                  coalesce(recent.finished, 0) AS "finished_recently!"
+           FROM unnest($1::text[]) AS q(queue)
+           LEFT JOIN (SELECT job_type, count(*) AS finished FROM apalis.jobs
+                      WHERE done_at > now() - $2::float8 * interval '1 second'
+                      GROUP BY job_type) AS recent ON recent.job_type = q.queue"#,
+        &queues,
         window.as_secs_f64()
     )
     .fetch_all(conn)
