@@ -22,6 +22,9 @@ pub struct Caller {
     pub operator: bool,
     /// Set when the signing middleware verified this request's signature with that key.
     pub signature: Option<VerifiedSignature>,
+    /// The operators' console acting in a signed-in session (`console`): the key was proved at
+    /// sign-in, and the session's cookie is never sent cross-site.
+    pub console_session: bool,
 }
 
 impl Caller {
@@ -72,6 +75,7 @@ impl From<db::users::KeyOwner> for Caller {
             key_id: owner.key_id,
             operator: owner.operator,
             signature: None,
+            console_session: false,
         }
     }
 }

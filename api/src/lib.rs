@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod console;
 pub mod deletion;
 pub mod deploy;
 pub mod error;
@@ -238,6 +239,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/functions/invoke/{id}/{*path}",
             any(routes::invoke::invoke_path),
         )
+        .merge(console::router())
         .fallback(|| async {
             error::error_response(
                 http::StatusCode::NOT_FOUND,

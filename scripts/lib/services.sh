@@ -200,6 +200,9 @@ slipway_ensure_packages() {
   command -v flock >/dev/null 2>&1 && command -v setsid >/dev/null 2>&1 \
     && command -v runuser >/dev/null 2>&1 && command -v prlimit >/dev/null 2>&1 \
     || missing+=(util-linux)
+  # The console's test drives Debian's headless chromium through chromedriver.
+  command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 \
+    || missing+=(chromium chromium-driver)
   if ((${#missing[@]})); then
     slipway_apt_install "${missing[@]}"
     slipway_note packages installed "$t0"

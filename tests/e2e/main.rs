@@ -3,6 +3,7 @@
 
 mod auth;
 mod bad_input;
+mod console;
 mod crash;
 mod deletion;
 mod deploy_flow;
