@@ -421,6 +421,14 @@ fn job_page(job: &Value) -> Response {
     layout(&format!("Job {id}"), true, &body).into_response()
 }
 
+/// An action's answer: the page it leads to, or the refusal told on a page.
+fn after<T>(outcome: Result<T, ApiError>, then: impl FnOnce() -> Response) -> Response {
+    match outcome {
+        Ok(_) => then(),
+        Err(error) => api_error_page(error),
+    }
+}
+
 /// Where an action on a job leads: the job as it now stands.
 fn to_job(id: &str) -> Response {
     Redirect::to(&format!("/ops/jobs/{}", q(id))).into_response()
@@ -431,10 +439,8 @@ pub async fn retry(
     Operator(caller): Operator,
     Path(id): Path<String>,
 ) -> Response {
-    match ops::retry(State(state), caller, Path(id.clone())).await {
-        Ok(_) => to_job(&id),
-        Err(error) => api_error_page(error),
-    }
+    let outcome = ops::retry(State(state), caller, Path(id.clone())).await;
+    after(outcome, || to_job(&id))
 }
 
 pub async fn cancel(
@@ -442,15 +448,26 @@ pub async fn cancel(
     Operator(caller): Operator,
     Path(id): Path<String>,
 ) -> Response {
-    match ops::cancel(State(state), caller, Path(id.clone())).await {
-        Ok(_) => to_job(&id),
-        Err(error) => api_error_page(error),
-    }
+    let outcome = ops::cancel(State(state), caller, Path(id.clone())).await;
+    after(outcome, || to_job(&id))
 }
 
-/// Back to the list the bulk action came from, which now shows what it changed.
-fn to_list(filters: &Filters) -> Response {
-    Redirect::to(&format!("/ops/jobs?{}", filters.query())).into_response()
+/// A bulk action over the list's filters; it leads back to the list, which shows what changed.
+async fn bulk<T, Action>(
+    filters: Result<Query<Filters>, QueryRejection>,
+    act: impl FnOnce(Result<Query<ops::JobQuery>, QueryRejection>) -> Action,
+) -> Response
+where
+    Action: Future<Output = Result<T, ApiError>>,
+{
+    let Query(filters) = match filters {
+        Ok(filters) => filters,
+        Err(rejection) => return bad_query(rejection),
+    };
+    let outcome = act(api_query(&filters)).await;
+    after(outcome, || {
+        Redirect::to(&format!("/ops/jobs?{}", filters.query())).into_response()
+    })
 }
 
 pub async fn retry_matching(
@@ -458,14 +475,10 @@ pub async fn retry_matching(
     Operator(caller): Operator,
     filters: Result<Query<Filters>, QueryRejection>,
 ) -> Response {
-    let Query(filters) = match filters {
-        Ok(filters) => filters,
-        Err(rejection) => return bad_query(rejection),
-    };
-    match ops::retry_matching(State(state), caller, api_query(&filters)).await {
-        Ok(_) => to_list(&filters),
-        Err(error) => api_error_page(error),
-    }
+    bulk(filters, |query| {
+        ops::retry_matching(State(state), caller, query)
+    })
+    .await
 }
 
 pub async fn cancel_matching(
@@ -473,14 +486,14 @@ pub async fn cancel_matching(
     Operator(caller): Operator,
     filters: Result<Query<Filters>, QueryRejection>,
 ) -> Response {
-    let Query(filters) = match filters {
-        Ok(filters) => filters,
-        Err(rejection) => return bad_query(rejection),
-    };
-    match ops::cancel_matching(State(state), caller, api_query(&filters)).await {
-        Ok(_) => to_list(&filters),
-        Err(error) => api_error_page(error),
-    }
+    bulk(filters, |query| {
+        ops::cancel_matching(State(state), caller, query)
+    })
+    .await
+}
+
+fn to_queues() -> Response {
+    Redirect::to("/ops/").into_response()
 }
 
 pub async fn pause(
@@ -488,10 +501,10 @@ pub async fn pause(
     Operator(caller): Operator,
     Path(name): Path<String>,
 ) -> Response {
-    match ops::pause(State(state), caller, Path(name)).await {
-        Ok(_) => Redirect::to("/ops/").into_response(),
-        Err(error) => api_error_page(error),
-    }
+    after(
+        ops::pause(State(state), caller, Path(name)).await,
+        to_queues,
+    )
 }
 
 pub async fn resume(
@@ -499,10 +512,10 @@ pub async fn resume(
     Operator(caller): Operator,
     Path(name): Path<String>,
 ) -> Response {
-    match ops::resume(State(state), caller, Path(name)).await {
-        Ok(_) => Redirect::to("/ops/").into_response(),
-        Err(error) => api_error_page(error),
-    }
+    after(
+        ops::resume(State(state), caller, Path(name)).await,
+        to_queues,
+    )
 }
 
 fn seconds_between(
