@@ -5,6 +5,8 @@
 -- its job while the archive uploads). Readers add the folded counts and the deltas not folded
 -- yet; `fold_queue_job_counts()` moves deltas into the counts (the reap sweep calls it every
 -- 30 s, and each overview read).
+-- The functions keep the search_path they were made with: they fire inside apalis' statements,
+-- whatever those set.
 CREATE TABLE queue_job_counts (
     queue text NOT NULL,
     state text NOT NULL,
@@ -18,7 +20,7 @@ CREATE TABLE queue_job_count_deltas (
     delta bigint NOT NULL
 );
 
-CREATE FUNCTION count_inserted_jobs() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION count_inserted_jobs() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 BEGIN
     INSERT INTO queue_job_count_deltas (queue, state, delta)
     SELECT job_type, status, count(*) FROM inserted_jobs GROUP BY job_type, status;
@@ -26,7 +28,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION count_deleted_jobs() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION count_deleted_jobs() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 BEGIN
     INSERT INTO queue_job_count_deltas (queue, state, delta)
     SELECT job_type, status, -count(*) FROM deleted_jobs GROUP BY job_type, status;
@@ -35,7 +37,7 @@ END
 $$;
 
 -- Most updates (a heartbeat, a lock) leave the status alone and add nothing.
-CREATE FUNCTION count_updated_jobs() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION count_updated_jobs() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 BEGIN
     INSERT INTO queue_job_count_deltas (queue, state, delta)
     SELECT queue, state, sum(delta)
@@ -51,7 +53,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION forget_job_counts() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION forget_job_counts() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 BEGIN
     DELETE FROM queue_job_count_deltas;
     DELETE FROM queue_job_counts;
@@ -72,7 +74,7 @@ CREATE TRIGGER forget_job_counts AFTER TRUNCATE ON apalis.jobs
     FOR EACH STATEMENT EXECUTE FUNCTION forget_job_counts();
 
 -- One fold at a time; a second caller skips (the first one's result is as good).
-CREATE FUNCTION fold_queue_job_counts() RETURNS void LANGUAGE plpgsql AS $$
+CREATE FUNCTION fold_queue_job_counts() RETURNS void LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 BEGIN
     IF NOT pg_try_advisory_xact_lock(hashtext('slipway.queue_job_counts')) THEN
         RETURN;

@@ -95,6 +95,36 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// The caller's function that the route's `{id}` names, read once for a handler that shows it
+/// (or starts from it): an id that is no uuid, someone else's function and one that never
+/// existed are the same 404, after the key is checked.
+pub struct OwnedFunction {
+    pub caller: Caller,
+    pub function: db::functions::FunctionRow,
+}
+
+impl FromRequestParts<AppState> for OwnedFunction {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        let axum::extract::Path(params) = axum::extract::Path::<
+            std::collections::HashMap<String, String>,
+        >::from_request_parts(parts, state)
+        .await
+        .map_err(|_| ApiError::function_not_found())?;
+        let id = params
+            .get("id")
+            .and_then(|raw| Uuid::parse_str(raw).ok())
+            .ok_or_else(ApiError::function_not_found)?;
+        let mut conn = state.pool.acquire().await?;
+        let function = db::functions::find(&mut conn, caller.user_id, id)
+            .await?
+            .ok_or_else(ApiError::function_not_found)?;
+        Ok(Self { caller, function })
+    }
+}
+
 /// Locks the caller's function for the rest of the transaction, for a use case that changes it:
 /// someone else's function is a 404 (before any signature question), and the request must be
 /// signed unless the function skips signing.

@@ -6,7 +6,7 @@
 //! instead ([`spool`]), so the API's memory stays flat however many archives arrive at once; the
 //! handler then reads the same bytes back from disk.
 
-use std::io::SeekFrom;
+use std::io::{Seek as _, Write as _};
 
 use axum::{
     RequestExt,
@@ -20,7 +20,6 @@ use futures::StreamExt as _;
 use http::{StatusCode, header::CONTENT_TYPE};
 use http_body_util::LengthLimitError;
 use sha2::{Digest as _, Sha256};
-use tokio::io::{AsyncSeekExt as _, AsyncWriteExt as _};
 
 use crate::error::ApiError;
 
@@ -155,9 +154,14 @@ pub async fn digests(request: Request) -> Result<(Request, BodyDigests), ApiErro
     Ok((Request::from_parts(parts, Body::from(bytes)), digests))
 }
 
-/// Middleware for the upload route, outside signing and idempotency: writes the body to an
-/// unlinked temporary file (gone with the process, however it ends) while hashing it, within the
-/// route's `DefaultBodyLimit`, then hands the handler a body read back from that file.
+/// Bodies up to this size stay in memory: a few concurrent uploads of this size per key are
+/// nothing, and most deploys of a function's source are smaller.
+const IN_MEMORY_BODY: usize = 1024 * 1024;
+
+/// Middleware for the upload route, outside signing and idempotency: hashes the body as it
+/// arrives, within the route's `DefaultBodyLimit`, and hands the handler a body it can read once
+/// more. A body past `IN_MEMORY_BODY` goes to an unlinked temporary file (gone with the process,
+/// however it ends) and is read back from it, so a large upload never sits in memory.
 pub async fn spool(request: Request, next: Next) -> Response {
     match spooled(request).await {
         Ok(request) => next.run(request).await,
@@ -167,23 +171,82 @@ pub async fn spool(request: Request, next: Next) -> Response {
 
 async fn spooled(request: Request) -> Result<Request, ApiError> {
     let (mut parts, body) = request.with_limited_body().into_parts();
-    let file = tokio::task::spawn_blocking(tempfile::tempfile)
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?
-        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("creating a spool file")))?;
-    let mut file = tokio::fs::File::from_std(file);
     let mut digester = Digester::new(content_type(&parts));
     let mut chunks = body.into_data_stream();
+    let mut head = Vec::new();
+    let mut file = None;
+    let mut written = 0u64;
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|error| unreadable(&parts, &error))?;
         digester.update(&chunk);
-        file.write_all(&chunk).await.map_err(spool_failed)?;
+        if file.is_none() && head.len() + chunk.len() <= IN_MEMORY_BODY {
+            head.extend_from_slice(&chunk);
+            continue;
+        }
+        let pending = std::mem::take(&mut head);
+        written += (pending.len() + chunk.len()) as u64;
+        let spool = match file.take() {
+            Some(spool) => spool,
+            None => blocking(tempfile::tempfile).await?,
+        };
+        file = Some(
+            blocking(move || {
+                let mut spool = spool;
+                spool.write_all(&pending)?;
+                spool.write_all(&chunk)?;
+                Ok(spool)
+            })
+            .await?,
+        );
     }
-    file.flush().await.map_err(spool_failed)?;
-    file.seek(SeekFrom::Start(0)).await.map_err(spool_failed)?;
     parts.extensions.insert(digester.finish());
-    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 64 << 10));
+    let body = match file {
+        None => Body::from(head),
+        Some(spool) => {
+            let spool = blocking(move || {
+                let mut spool = spool;
+                spool.rewind()?;
+                Ok(spool)
+            })
+            .await?;
+            read_back(spool, written)
+        }
+    };
     Ok(Request::from_parts(parts, body))
+}
+
+/// Runs blocking file I/O off the async executor.
+async fn blocking<T: Send + 'static>(
+    io: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(io)
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .map_err(spool_failed)
+}
+
+/// The spooled body, streamed from its file. A file that ends before `length` bytes is an error
+/// on our side: a short body must never reach the handler as if the client had sent it.
+fn read_back(spool: std::fs::File, length: u64) -> Body {
+    let file = tokio::fs::File::from_std(spool);
+    let chunks = tokio_util::io::ReaderStream::with_capacity(file, 64 << 10)
+        .map(Some)
+        .chain(futures::stream::once(async { None }));
+    let checked = chunks.scan(0u64, move |read, item| {
+        let next = match item {
+            Some(Ok(chunk)) => {
+                *read += chunk.len() as u64;
+                Some(Ok(chunk))
+            }
+            Some(Err(error)) => Some(Err(error)),
+            None if *read == length => None,
+            None => Some(Err(std::io::Error::other(format!(
+                "the spooled upload read back {read} of its {length} bytes"
+            )))),
+        };
+        std::future::ready(next)
+    });
+    Body::from_stream(checked)
 }
 
 fn spool_failed(error: std::io::Error) -> ApiError {
@@ -295,5 +358,50 @@ mod tests {
                 "chunks of {chunk} bytes"
             );
         }
+    }
+
+    /// A body in chunks, as hyper hands it over.
+    fn request_in_chunks(body: Vec<u8>, chunk: usize) -> Request {
+        let pieces: Vec<Result<Bytes, std::io::Error>> = body
+            .chunks(chunk)
+            .map(|piece| Ok(Bytes::copy_from_slice(piece)))
+            .collect();
+        Request::builder()
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .body(Body::from_stream(futures::stream::iter(pieces)))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_spooled_body_reads_back_whole_in_memory_or_from_its_file() {
+        // Within axum's default body limit (2 MiB), which applies without a route's own.
+        for size in [
+            0,
+            10,
+            IN_MEMORY_BODY,
+            IN_MEMORY_BODY + 1,
+            IN_MEMORY_BODY * 3 / 2 + 777,
+        ] {
+            let body: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+            let request = spooled(request_in_chunks(body.clone(), 64 * 1024 + 3))
+                .await
+                .unwrap();
+            let digests = *request.extensions().get::<BodyDigests>().unwrap();
+            assert_eq!(digests.sha256, <[u8; 32]>::from(Sha256::digest(&body)));
+            let read = axum::body::to_bytes(request.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            assert_eq!(read.len(), body.len(), "{size} bytes");
+            assert!(read[..] == body[..], "{size} bytes");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_spool_file_that_reads_back_short_is_an_error_not_a_short_body() {
+        let mut spool = tempfile::tempfile().unwrap();
+        spool.write_all(b"only part").unwrap();
+        spool.rewind().unwrap();
+        let read = axum::body::to_bytes(read_back(spool, 100), usize::MAX).await;
+        assert!(read.is_err());
     }
 }

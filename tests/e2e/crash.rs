@@ -21,10 +21,14 @@ async fn a_job_held_by_a_worker_that_died_is_run_again_by_a_peer() -> anyhow::Re
     .await?;
 
     // The doomed worker cannot reach BuildKit and waits long between attempts, so it holds the
-    // build job while the test kills it.
+    // build job while the test kills it. Its run goes on after the kill (apalis runs handlers on
+    // tasks of their own, as a partitioned worker would), so it must not give up (and fail the
+    // deployment) before a loaded machine lets the peer take over: backoff is capped at a
+    // minute, and eight attempts outlast any takeover by minutes.
     fn stuck(config: &mut WorkerConfig) {
         config.buildkit = "tcp://127.0.0.1:9".into();
         config.retry_base = Duration::from_secs(600);
+        config.retry_attempts = 8;
     }
     let doomed = stack.spawn_worker(stuck)?;
     let function_id = stack.init("survivor").await?;

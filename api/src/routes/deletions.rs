@@ -16,7 +16,12 @@ use slipway_shared::{
 use uuid::Uuid;
 
 use super::{functions::parse_id, timestamp};
-use crate::{AppState, auth::Caller, deletion, error::ApiError};
+use crate::{
+    AppState,
+    auth::{Caller, OwnedFunction},
+    deletion,
+    error::ApiError,
+};
 
 #[derive(Serialize)]
 pub struct DeletionInfo {
@@ -127,15 +132,10 @@ pub struct DeletionStatus {
 /// `GET /api/functions/{id}/deletion-status`.
 pub async fn status(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    OwnedFunction { function, .. }: OwnedFunction,
 ) -> Result<Json<DeletionStatus>, ApiError> {
-    let id = parse_id(&id)?;
     let mut conn = state.pool.acquire().await?;
-    let function = db::functions::find(&mut conn, caller.user_id, id)
-        .await?
-        .ok_or_else(ApiError::function_not_found)?;
-    let open = db::deletions::open_for_function(&mut conn, id).await?;
+    let open = db::deletions::open_for_function(&mut conn, function.id).await?;
     Ok(Json(DeletionStatus {
         function_uuid: function.id,
         function_name: function.name,

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::{precise_timestamp, timestamp};
 use crate::{
     AppState,
-    auth::Caller,
+    auth::{Caller, OwnedFunction},
     error::{ApiError, ApiJson},
 };
 
@@ -202,15 +202,9 @@ impl FunctionResponse {
 
 pub async fn get(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    OwnedFunction { function, .. }: OwnedFunction,
 ) -> Result<Json<FunctionResponse>, ApiError> {
-    let id = parse_id(&id)?;
-    let mut conn = state.pool.acquire().await?;
-    let row = db::functions::find(&mut conn, caller.user_id, id)
-        .await?
-        .ok_or_else(ApiError::function_not_found)?;
-    Ok(Json(FunctionResponse::new(row, &state.config)))
+    Ok(Json(FunctionResponse::new(function, &state.config)))
 }
 
 #[derive(Serialize)]
@@ -357,16 +351,12 @@ pub struct DeploymentHistory {
 /// `GET /api/functions/{id}/deployments`: newest first, paginated exactly as seed 000.
 pub async fn deployments(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    OwnedFunction { function, .. }: OwnedFunction,
     Query(query): Query<PageQuery>,
 ) -> Result<Json<DeploymentHistory>, ApiError> {
-    let id = parse_id(&id)?;
+    let id = function.id;
     let Page { page, per_page } = query.parse()?;
     let mut conn = state.pool.acquire().await?;
-    let function = db::functions::find(&mut conn, caller.user_id, id)
-        .await?
-        .ok_or_else(ApiError::function_not_found)?;
     let count = db::deployments::count(&mut conn, id).await?;
     let rows = db::deployments::page(&mut conn, id, per_page, (page - 1) * per_page).await?;
     let total_pages = (count + per_page - 1) / per_page;

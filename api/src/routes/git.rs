@@ -22,7 +22,7 @@ use uuid::Uuid;
 use super::{functions::parse_id, timestamp};
 use crate::{
     AppState,
-    auth::{self, Caller},
+    auth::{self, Caller, OwnedFunction},
     error::{ApiError, ApiJson},
     git_push::{self, Delivery},
     webhooks::{self, SignatureProblem},
@@ -175,15 +175,10 @@ pub struct BindingList {
 /// `GET /api/functions/{id}/git-bindings`.
 pub async fn list(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    OwnedFunction { function, .. }: OwnedFunction,
 ) -> Result<Json<BindingList>, ApiError> {
-    let id = parse_id(&id)?;
     let mut conn = state.pool.acquire().await?;
-    db::functions::find(&mut conn, caller.user_id, id)
-        .await?
-        .ok_or_else(ApiError::function_not_found)?;
-    let bindings = db::git::bindings_of_function(&mut conn, id).await?;
+    let bindings = db::git::bindings_of_function(&mut conn, function.id).await?;
     Ok(Json(BindingList {
         bindings: bindings.into_iter().map(BindingView::from).collect(),
     }))

@@ -4,11 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::{
-    Json,
-    extract::{Path, State},
-    http::StatusCode,
-};
+use axum::{Json, extract::State, http::StatusCode};
 use serde::Serialize;
 use slipway_shared::{
     db,
@@ -17,8 +13,7 @@ use slipway_shared::{
 };
 use uuid::Uuid;
 
-use super::functions::parse_id;
-use crate::{AppState, auth::Caller, error::ApiError, signing};
+use crate::{AppState, auth::OwnedFunction, error::ApiError, signing};
 
 const REGISTRY_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -39,16 +34,9 @@ pub struct VerifyResponse {
 
 pub async fn verify(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    OwnedFunction { caller, function }: OwnedFunction,
 ) -> Result<Json<VerifyResponse>, ApiError> {
-    let id = parse_id(&id)?;
-    let function = {
-        let mut conn = state.pool.acquire().await?;
-        db::functions::find(&mut conn, caller.user_id, id)
-            .await?
-            .ok_or_else(ApiError::function_not_found)?
-    };
+    let id = function.id;
     // Verification can fail a function (on_tag_overwrite = fail): it changes state.
     signing::require_signature(caller.signature(), function.skip_signing)?;
     let nothing_to_verify = || {

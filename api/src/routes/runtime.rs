@@ -20,7 +20,7 @@ use uuid::Uuid;
 use super::functions::{FunctionResponse, parse_id};
 use crate::{
     AppState,
-    auth::Caller,
+    auth::{Caller, OwnedFunction},
     error::{ApiError, ApiJson},
     runtime::{self, Changes},
 };
@@ -38,17 +38,8 @@ pub struct RuntimeView {
     serving_state: String,
 }
 
-pub async fn get(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> Result<Json<RuntimeView>, ApiError> {
-    let id = parse_id(&id)?;
-    let mut conn = state.pool.acquire().await?;
-    let function = db::functions::find(&mut conn, caller.user_id, id)
-        .await?
-        .ok_or_else(ApiError::function_not_found)?;
-    Ok(Json(view(function)))
+pub async fn get(OwnedFunction { function, .. }: OwnedFunction) -> Json<RuntimeView> {
+    Json(view(function))
 }
 
 fn view(function: db::functions::FunctionRow) -> RuntimeView {
