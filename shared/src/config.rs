@@ -508,11 +508,13 @@ pub struct SchedulerConfig {
     /// settling it, or is held by a worker silent for this long, is failed by the reaper
     /// (`SLIPWAY_REAP_AFTER`).
     pub reap_after: Duration,
-    /// How long invocation events, webhook deliveries and deployment logs are kept
-    /// (`SLIPWAY_RETENTION_EVENTS`, `_DELIVERIES`, `_LOGS`); the active version's logs stay.
+    /// How long invocation events, webhook deliveries, deployment logs and finished jobs are
+    /// kept (`SLIPWAY_RETENTION_EVENTS`, `_DELIVERIES`, `_LOGS`, `_JOBS`); the active version's
+    /// logs and failed jobs stay.
     pub retention_events: Duration,
     pub retention_deliveries: Duration,
     pub retention_logs: Duration,
+    pub retention_jobs: Duration,
     /// An Active function with no invocation for this long releases its instance.
     pub idle_after: Duration,
     /// An idle function untouched for this long is scheduled for deletion (`stale_function`).
@@ -543,6 +545,7 @@ impl Default for SchedulerConfig {
             retention_events: Duration::from_secs(30 * 86_400),
             retention_deliveries: Duration::from_secs(30 * 86_400),
             retention_logs: Duration::from_secs(30 * 86_400),
+            retention_jobs: Duration::from_secs(7 * 86_400),
             idle_after: Duration::from_secs(15 * 60),
             stale_after: Duration::from_secs(90 * 86_400),
             deletion_grace: Duration::from_secs(7 * 86_400),
@@ -570,6 +573,7 @@ impl SchedulerConfig {
             retention_events: duration("SLIPWAY_RETENTION_EVENTS", d.retention_events)?,
             retention_deliveries: duration("SLIPWAY_RETENTION_DELIVERIES", d.retention_deliveries)?,
             retention_logs: duration("SLIPWAY_RETENTION_LOGS", d.retention_logs)?,
+            retention_jobs: duration("SLIPWAY_RETENTION_JOBS", d.retention_jobs)?,
             idle_after: duration("SLIPWAY_IDLE_AFTER", d.idle_after)?,
             stale_after: duration("SLIPWAY_STALE_AFTER", d.stale_after)?,
             deletion_grace: duration("SLIPWAY_DELETION_GRACE", d.deletion_grace)?,

@@ -272,6 +272,7 @@ async fn run(
                     events: config.retention_events,
                     deliveries: config.retention_deliveries,
                     logs: config.retention_logs,
+                    jobs: config.retention_jobs,
                 },
                 config.batch,
             )
@@ -280,6 +281,7 @@ async fn run(
                 "events": pruned.events,
                 "deliveries": pruned.deliveries,
                 "logs": pruned.logs,
+                "jobs": pruned.jobs,
             }));
         }
         Sweep::Reap => {

@@ -522,8 +522,8 @@ async fn an_idle_function_is_released_and_its_next_invocation_wakes_it() -> anyh
 }
 
 #[tokio::test]
-async fn old_events_deliveries_and_logs_go_but_the_serving_versions_log_stays() -> anyhow::Result<()>
-{
+async fn old_events_deliveries_logs_and_finished_jobs_go_but_the_serving_log_and_dead_letters_stay()
+-> anyhow::Result<()> {
     let stack = TestStack::start().await?;
     let function_id = stack.init("kept").await?;
     let (serving, _) = stack.deploy(function_id, hello_archive("kept\n")?).await?;
@@ -574,6 +574,23 @@ async fn old_events_deliveries_and_logs_go_but_the_serving_versions_log_stays() 
     .execute(&stack.pool)
     .await?;
 
+    // Finished jobs past their week go; a failed one (a dead letter) stays, and so does a job
+    // that finished yesterday.
+    let done_jobs = sqlx::query(
+        "UPDATE apalis.jobs SET done_at = now() - interval '8 days' WHERE status = 'Done'",
+    )
+    .execute(&stack.pool)
+    .await?
+    .rows_affected();
+    assert!(done_jobs > 1, "the deploy's jobs are done");
+    sqlx::query(
+        "INSERT INTO apalis.jobs (job, id, job_type, status, attempts, max_attempts, done_at)
+         VALUES ('\\x7b7d', 'dead-letter', 'slipway::verify', 'Failed', 1, 1, now() - interval '9 days'),
+                ('\\x7b7d', 'yesterday', 'slipway::verify', 'Done', 1, 1, now() - interval '1 day')",
+    )
+    .execute(&stack.pool)
+    .await?;
+
     let config = SchedulerConfig {
         cron_retention: "0 * * * * *".into(),
         ..Default::default()
@@ -588,6 +605,27 @@ async fn old_events_deliveries_and_logs_go_but_the_serving_versions_log_stays() 
     )
     .await?
     .unwrap();
+    assert_eq!(fired["jobs"], done_jobs, "{fired}");
+    let kept: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM apalis.jobs WHERE id IN ('dead-letter', 'yesterday') ORDER BY id",
+    )
+    .fetch_all(&stack.pool)
+    .await?;
+    assert_eq!(kept, ["dead-letter", "yesterday"]);
+    let counted = db::queue::counts_by_state(&mut *stack.conn().await?).await?;
+    let done_counted: i64 = counted
+        .iter()
+        .filter(|c| c.state == "Done")
+        .map(|c| c.count)
+        .sum();
+    let done_left: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM apalis.jobs WHERE status = 'Done'")
+            .fetch_one(&stack.pool)
+            .await?;
+    assert_eq!(
+        done_counted, done_left,
+        "the kept counts follow the deletes"
+    );
     assert_eq!(fired["events"], events, "{fired}");
     assert_eq!(fired["deliveries"], 1, "{fired}");
     assert_eq!(fired["logs"], 0, "the serving version's log stays: {fired}");

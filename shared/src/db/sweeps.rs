@@ -298,6 +298,8 @@ pub struct Retention {
     pub events: Duration,
     pub deliveries: Duration,
     pub logs: Duration,
+    /// Jobs that ended `Done` or `Killed`; failed ones stay (the dead letters are operators').
+    pub jobs: Duration,
 }
 
 /// What one retention tick deleted.
@@ -306,6 +308,7 @@ pub struct Pruned {
     pub events: u64,
     pub deliveries: u64,
     pub logs: u64,
+    pub jobs: u64,
 }
 
 /// Deletes, oldest first and at most `batch` of each, the invocation events, webhook deliveries
@@ -355,10 +358,25 @@ pub async fn prune_by_age(
     .execute(&mut *conn)
     .await?
     .rows_affected();
+    // The queue counts follow through their triggers.
+    let jobs = sqlx::query!(
+        r#"DELETE FROM apalis.jobs WHERE id IN (
+             SELECT id FROM apalis.jobs
+             WHERE status IN ('Done', 'Killed')
+               AND done_at < $1::timestamptz - $2::float8 * interval '1 second'
+             ORDER BY done_at LIMIT $3)"#,
+        now,
+        secs(retention.jobs),
+        batch
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
     Ok(Pruned {
         events,
         deliveries,
         logs,
+        jobs,
     })
 }
 
