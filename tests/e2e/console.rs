@@ -19,6 +19,9 @@ use slipway_tests::{StackOptions, StoreKind, TestStack, eventually, hello_archiv
 /// A chromedriver of this test's own, and one browser session on it; both end on drop.
 struct Browser {
     driver: Child,
+    /// The browser's profile, named so that every process of this browser can be found: killing
+    /// chromedriver alone leaves its chromium running.
+    profile: tempfile::TempDir,
     http: reqwest::Client,
     session: String,
     base: String,
@@ -42,8 +45,12 @@ impl Browser {
         let http = reqwest::Client::builder().no_proxy().build()?;
         let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/console");
         std::fs::create_dir_all(&shots)?;
+        let profile = tempfile::Builder::new()
+            .prefix("slipway-console-")
+            .tempdir()?;
         let mut browser = Self {
             driver,
+            profile,
             http,
             session: String::new(),
             base,
@@ -55,7 +62,9 @@ impl Browser {
                 "binary": "/usr/bin/chromium",
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
                          "--disable-dev-shm-usage", "--disable-background-networking",
-                         "--no-first-run", "--no-proxy-server", "--window-size=1400,900"],
+                         "--disable-crash-reporter", "--disable-breakpad",
+                         "--no-first-run", "--no-proxy-server", "--window-size=1400,900",
+                         format!("--user-data-dir={}", browser.profile.path().display())],
             },
         }}});
         let started = eventually(
@@ -193,6 +202,13 @@ impl Browser {
         .await
     }
 
+    /// Ends the session: chromedriver closes the browser.
+    async fn quit(self) -> anyhow::Result<()> {
+        let url = format!("{}/session/{}", self.base, self.session);
+        self.http.delete(url).send().await?.error_for_status()?;
+        Ok(())
+    }
+
     async fn screenshot(&self, name: &str) -> anyhow::Result<()> {
         let png = self
             .call(reqwest::Method::GET, "/screenshot", Value::Null)
@@ -208,6 +224,12 @@ impl Drop for Browser {
     fn drop(&mut self) {
         self.driver.kill().ok();
         self.driver.wait().ok();
+        // Whatever the test did not close (it failed half-way): every process of this profile.
+        Command::new("pkill")
+            .args(["-KILL", "-f"])
+            .arg(self.profile.path())
+            .status()
+            .ok();
     }
 }
 
@@ -360,7 +382,7 @@ async fn an_operator_signs_in_retries_a_failed_job_and_watches_it_succeed() -> a
     browser.wait_for_url("/ops/sign-in").await?;
     browser.go(&stack.url("/ops/jobs")).await?;
     browser.wait_for_url("/ops/sign-in").await?;
-    drop(browser);
+    browser.quit().await?;
     // And it ends the session on the server, whatever a client keeps of its cookie.
     let out = no_redirects
         .post(stack.url("/ops/sign-out"))
