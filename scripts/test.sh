@@ -35,6 +35,7 @@ slipway_start_dockerd
 slipway_start_registry
 slipway_start_s3
 slipway_make_base_image
+slipway_ensure_schemathesis
 slipway_unlock
 slipway_write_services_env
 # The 3-node Docker Swarm the swarm runtime's tests run on, pulling from the registry above;

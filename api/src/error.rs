@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use axum::{
     Json,
-    extract::{FromRequest, Request, rejection::JsonRejection},
+    extract::{FromRequest, FromRequestParts, Path, Query, Request, rejection::JsonRejection},
     http::StatusCode,
+    http::request::Parts,
     response::{IntoResponse, Response},
 };
-use serde::Serialize;
+use serde::{Serialize, de::DeserializeOwned};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -75,14 +76,20 @@ fn database_unavailable(error: &anyhow::Error) -> bool {
     error.chain().any(slipway_shared::db::unavailable_in)
 }
 
-#[derive(Serialize)]
-struct Envelope<'a> {
-    error: Body<'a>,
+/// `{"error": {"code", "message"}}`: what every answer that is not a success carries.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ErrorEnvelope)]
+pub struct ErrorEnvelope<'a> {
+    error: ErrorBody<'a>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody<'a> {
+    /// Stable and snake_case, for programs: `function_not_found`, `invalid_json`, …
+    #[schema(example = "function_not_found")]
     code: &'a str,
+    /// For people; may change.
+    #[schema(example = "no such function")]
     message: &'a str,
 }
 
@@ -102,8 +109,8 @@ fn retry_after(status: StatusCode, code: &str, message: &str, seconds: u64) -> R
 pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
     (
         status,
-        Json(Envelope {
-            error: Body { code, message },
+        Json(ErrorEnvelope {
+            error: ErrorBody { code, message },
         }),
     )
         .into_response()
@@ -187,6 +194,52 @@ where
                     JsonRejection::JsonDataError(_) => "invalid_body",
                     _ => "invalid_body",
                 },
+                rejection.body_text(),
+            )),
+        }
+    }
+}
+
+/// `axum::extract::Path` whose rejections (a parameter that is not UTF-8 once decoded) use the
+/// error envelope.
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::new(
+                rejection.status(),
+                "invalid_path",
+                rejection.body_text(),
+            )),
+        }
+    }
+}
+
+/// `axum::extract::Query` whose rejections (a malformed or repeated parameter) use the error
+/// envelope.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::new(
+                rejection.status(),
+                "invalid_query",
                 rejection.body_text(),
             )),
         }

@@ -24,7 +24,7 @@ use uuid::Uuid;
 use crate::{AppState, deploy::open_update, error::ApiError, webhooks::Push};
 
 /// What a delivery did, answered to the provider (and shown in its delivery log).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeliveryOutcome {
     pub delivery_id: String,
     pub event: String,
@@ -35,7 +35,7 @@ pub struct DeliveryOutcome {
     pub duplicate: bool,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QueuedDeployment {
     pub binding_id: Uuid,
     pub function_id: Uuid,
@@ -46,7 +46,7 @@ pub struct QueuedDeployment {
     pub superseded: u64,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Skipped {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub binding_id: Option<Uuid>,

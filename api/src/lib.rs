@@ -15,6 +15,7 @@ pub mod events;
 pub mod git_push;
 pub mod idempotency;
 pub mod invocations;
+pub mod openapi;
 pub mod registries;
 pub mod rollback;
 pub mod routes;
@@ -32,12 +33,17 @@ use axum::{
     extract::{DefaultBodyLimit, Request},
     middleware::{self, Next},
     response::Response,
-    routing::{MethodRouter, any, delete, get, post, put},
+    routing::MethodRouter,
 };
 use slipway_shared::{config::ApiConfig, store::ArchiveStore};
 use sqlx::PgPool;
 use tower_http::trace::TraceLayer;
 use tracing::error;
+use utoipa::OpenApi as _;
+use utoipa_axum::{
+    router::{OpenApiRouter, UtoipaMethodRouter, UtoipaMethodRouterExt as _},
+    routes,
+};
 
 use crate::{body::OversizedBody, error::InternalErrorReport};
 
@@ -90,6 +96,36 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    let (api, mut document) = api_routes(&state).split_for_parts();
+    openapi::use_openapi_path_syntax(&mut document);
+    api.merge(
+        utoipa_swagger_ui::SwaggerUi::new(openapi::SWAGGER_UI_PATH)
+            .url(openapi::DOCUMENT_PATH, document),
+    )
+    .merge(console::router())
+    .fallback(|| async {
+        error::error_response(
+            http::StatusCode::NOT_FOUND,
+            "route_not_found",
+            "no such route",
+        )
+    })
+    // Outermost but for logging: a function's own origin never reaches an API route.
+    .layer(middleware::from_fn_with_state(
+        state.clone(),
+        routes::invoke::own_origin,
+    ))
+    .layer(middleware::from_fn(log_internal_errors))
+    .layer(TraceLayer::new_for_http())
+    .with_state(state)
+}
+
+/// The API's routes with their operations: `routes!` adds both at once (see `openapi`).
+fn api_routes(state: &AppState) -> OpenApiRouter<AppState> {
+    use routes::{
+        deletions, deployments, events, functions, git, health, integrity, invoke, keys, metrics,
+        ops, runtime, schedules,
+    };
     // Room for the archive plus the other form fields.
     let archive_limit = state.config.archive_limits.max_compressed_bytes;
     let upload_limit = archive_limit as usize + 64 * 1024;
@@ -97,16 +133,14 @@ pub fn router(state: AppState) -> Router {
         code: "archive_too_large",
         message: format!("the archive exceeds {archive_limit} bytes compressed"),
     };
-    Router::new()
-        .route("/healthz", get(routes::health::healthz))
-        .route("/api/functions", get(routes::functions::list))
-        .route(
-            "/api/functions/init",
-            changes_function(&state, post(routes::functions::init)),
-        )
-        .route(
-            "/api/functions/deploy",
-            changes_function(&state, post(routes::deployments::deploy))
+    let changes = |route: UtoipaMethodRouter<AppState>| route.map(|r| changes_function(state, r));
+    let verified = |route: UtoipaMethodRouter<AppState>| route.map(|r| signed(state, r));
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(functions::list))
+        .routes(changes(routes!(functions::init)))
+        .routes(changes(routes!(deployments::deploy)).map(|route| {
+            route
                 // Outside the signature and idempotency checks, which need the body's digests:
                 // the upload goes to disk once, hashed on the way, and never sits in memory.
                 .layer::<_, Infallible>(middleware::from_fn(body::spool))
@@ -117,144 +151,49 @@ pub fn router(state: AppState) -> Router {
                     uploads::limit,
                 ))
                 .layer::<_, Infallible>(Extension(oversized_upload))
-                .layer(DefaultBodyLimit::max(upload_limit)),
-        )
-        .route(
-            "/api/functions/pending-deletions",
-            get(routes::deletions::pending),
-        )
-        .route(
-            "/api/functions/{id}",
-            get(routes::functions::get)
-                .merge(changes_function(&state, delete(routes::deletions::delete))),
-        )
-        .route(
-            "/api/functions/{id}/verify",
-            signed(&state, post(routes::integrity::verify)),
-        )
-        .route(
-            "/api/functions/{id}/deletion-status",
-            get(routes::deletions::status),
-        )
-        .route(
-            "/api/functions/{id}/cancel-deletion",
-            changes_function(&state, post(routes::deletions::cancel)),
-        )
-        .route(
-            "/api/functions/{id}/deployments",
-            get(routes::functions::deployments),
-        )
-        .route(
-            "/api/functions/{id}/rollback",
-            changes_function(&state, post(routes::functions::rollback)),
-        )
-        .route(
-            "/api/keys",
-            get(routes::keys::list).merge(signed(&state, post(routes::keys::create))),
-        )
-        .route(
-            "/api/keys/{id}",
-            signed(&state, delete(routes::keys::revoke)),
-        )
-        .route(
-            "/api/functions/{id}/git-bindings",
-            get(routes::git::list).merge(changes_function(&state, post(routes::git::create))),
-        )
-        .route(
-            "/api/functions/{id}/git-bindings/{binding_id}",
-            changes_function(&state, delete(routes::git::delete)),
-        )
-        .route(
-            "/api/webhooks/{provider}",
-            webhook(post(routes::git::webhook)),
-        )
-        .route(
-            "/api/webhooks/{provider}/{binding_id}",
-            webhook(post(routes::git::binding_webhook)),
-        )
-        .route("/api/deployments/{id}/logs", get(routes::deployments::logs))
-        .route("/api/schedules", get(routes::schedules::list))
-        .route("/metrics", get(routes::metrics::scrape))
-        .route("/api/ops/queues", get(routes::ops::queues))
-        .route("/api/ops/jobs", get(routes::ops::jobs))
-        .route("/api/ops/jobs/{id}", get(routes::ops::job))
-        .route(
-            "/api/ops/jobs/retry",
-            signed(&state, post(routes::ops::retry_matching)),
-        )
-        .route(
-            "/api/ops/jobs/cancel",
-            signed(&state, post(routes::ops::cancel_matching)),
-        )
-        .route("/api/ops/dead-letters", get(routes::ops::dead_letters))
-        .route(
-            "/api/ops/dead-letters/redrive",
-            signed(&state, post(routes::ops::redrive)),
-        )
-        .route(
-            "/api/ops/queues/{name}/pause",
-            signed(&state, post(routes::ops::pause)),
-        )
-        .route(
-            "/api/ops/queues/{name}/resume",
-            signed(&state, post(routes::ops::resume)),
-        )
-        .route(
-            "/api/ops/jobs/{id}/retry",
-            signed(&state, post(routes::ops::retry)),
-        )
-        .route(
-            "/api/ops/jobs/{id}/cancel",
-            signed(&state, post(routes::ops::cancel)),
-        )
-        .route("/api/v3/events", get(routes::events::list))
-        .route("/api/v3/events/{id}", get(routes::events::get))
-        .route(
-            "/api/schedules/{name}/run",
-            signed(&state, post(routes::schedules::run)),
-        )
-        .route(
-            "/api/v1/functions/{id}",
-            changes_function(&state, put(routes::runtime::update)),
-        )
-        .route("/api/v1/functions/{id}/runtime", get(routes::runtime::get))
-        .route(
-            "/api/v1/functions/{id}/runtime/restart",
-            changes_function(&state, post(routes::runtime::restart)),
-        )
-        .route(
-            "/api/v1/functions/{id}/runtime/recycle",
-            changes_function(&state, post(routes::runtime::recycle)),
-        )
-        .route(
-            "/api/v1/functions/invoke/{id}",
-            any(routes::invoke::invoke_root),
-        )
+                .layer(DefaultBodyLimit::max(upload_limit))
+        }))
+        .routes(routes!(deletions::pending))
+        .routes(routes!(functions::get))
+        .routes(changes(routes!(deletions::delete)))
+        .routes(verified(routes!(integrity::verify)))
+        .routes(routes!(deletions::status))
+        .routes(changes(routes!(deletions::cancel)))
+        .routes(routes!(functions::deployments))
+        .routes(changes(routes!(functions::rollback)))
+        .routes(routes!(keys::list))
+        .routes(verified(routes!(keys::create)))
+        .routes(verified(routes!(keys::revoke)))
+        .routes(routes!(git::list))
+        .routes(changes(routes!(git::create)))
+        .routes(changes(routes!(git::delete)))
+        .routes(routes!(git::webhook).map(webhook))
+        .routes(routes!(git::binding_webhook).map(webhook))
+        .routes(routes!(deployments::logs))
+        .routes(routes!(schedules::list))
+        .routes(verified(routes!(schedules::run)))
+        .routes(routes!(metrics::scrape))
+        .routes(routes!(ops::queues))
+        .routes(routes!(ops::jobs))
+        .routes(routes!(ops::job))
+        .routes(verified(routes!(ops::retry_matching)))
+        .routes(verified(routes!(ops::cancel_matching)))
+        .routes(routes!(ops::dead_letters))
+        .routes(verified(routes!(ops::redrive)))
+        .routes(verified(routes!(ops::pause)))
+        .routes(verified(routes!(ops::resume)))
+        .routes(verified(routes!(ops::retry)))
+        .routes(verified(routes!(ops::cancel)))
+        .routes(routes!(events::list))
+        .routes(routes!(events::get))
+        .routes(changes(routes!(runtime::update)))
+        .routes(routes!(runtime::get))
+        .routes(changes(routes!(runtime::restart)))
+        .routes(changes(routes!(runtime::recycle)))
+        .routes(routes!(invoke::invoke_root))
         // The root with a trailing slash is the root too (a wildcard never matches nothing).
-        .route(
-            "/api/v1/functions/invoke/{id}/",
-            any(routes::invoke::invoke_root),
-        )
-        .route(
-            "/api/v1/functions/invoke/{id}/{*path}",
-            any(routes::invoke::invoke_path),
-        )
-        .merge(console::router())
-        .fallback(|| async {
-            error::error_response(
-                http::StatusCode::NOT_FOUND,
-                "route_not_found",
-                "no such route",
-            )
-        })
-        // Outermost but for logging: a function's own origin never reaches an API route.
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            routes::invoke::own_origin,
-        ))
-        .layer(middleware::from_fn(log_internal_errors))
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .routes(routes!(invoke::invoke_root_slash))
+        .routes(routes!(invoke::invoke_path))
 }
 
 /// A provider's delivery: bounded before anything reads it, and counted whatever its answer.

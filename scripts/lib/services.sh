@@ -559,6 +559,34 @@ slipway_install_moto() {
   slipway_moto_ok || slipway_fail "S3 (moto)" "$log" "moto is not importable after the install"
 }
 
+# schemathesis (PyPI), which the OpenAPI test (tests/e2e/openapi.rs) runs against a live stack:
+# a virtualenv outside the clone, reused across runs, at a pinned version.
+SLIPWAY_SCHEMATHESIS_VERSION=4.32.5
+slipway_ensure_schemathesis() {
+  local venv=${SLIPWAY_SCHEMATHESIS_VENV:-/var/cache/slipway/schemathesis-venv} t0 how=reused
+  local log=$SLIPWAY_LOGS/schemathesis-install.log
+  t0=$(slipway_now_ms)
+  export SLIPWAY_SCHEMATHESIS=$venv/bin/schemathesis
+  if [ "$("$SLIPWAY_SCHEMATHESIS" --version 2>/dev/null)" != "schemathesis, version $SLIPWAY_SCHEMATHESIS_VERSION" ]; then
+    how=installed
+    slipway_say "schemathesis: installing $SLIPWAY_SCHEMATHESIS_VERSION into $venv"
+    mkdir -p "$(dirname "$venv")"
+    : >"$log"
+    if [ ! -x "$venv/bin/pip" ]; then
+      rm -rf "$venv"
+      /usr/bin/python3 -m venv "$venv" >>"$log" 2>&1 || {
+        slipway_apt_install python3 python3-venv
+        rm -rf "$venv"
+        /usr/bin/python3 -m venv "$venv" >>"$log" 2>&1 \
+          || slipway_fail schemathesis "$log" "python3 -m venv failed"
+      }
+    fi
+    "$venv/bin/pip" install --disable-pip-version-check "schemathesis==$SLIPWAY_SCHEMATHESIS_VERSION" >>"$log" 2>&1 \
+      || slipway_fail schemathesis "$log" "pip install schemathesis failed"
+  fi
+  slipway_note schemathesis "$how" "$t0"
+}
+
 slipway_s3_bucket_ok() {
   curl -fsS -m 5 -o /dev/null -I "$SLIPWAY_TEST_S3_ENDPOINT/$SLIPWAY_TEST_S3_BUCKET"
 }
@@ -717,7 +745,8 @@ slipway_write_services_env() {
     for var in SLIPWAY_STATE_DIR DATABASE_URL SLIPWAY_DOCKER_HOST SLIPWAY_REGISTRY \
       SLIPWAY_INSECURE_REGISTRIES SLIPWAY_REGISTRY_USERNAME SLIPWAY_REGISTRY_PASSWORD \
       SLIPWAY_DOCKER_CONFIG SLIPWAY_RUNTIME_NETNS SLIPWAY_RUNTIME_POOL SLIPWAY_PLATFORM_ADDR \
-      SLIPWAY_TEST_S3_ENDPOINT SLIPWAY_TEST_S3_BUCKET AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION; do
+      SLIPWAY_TEST_S3_ENDPOINT SLIPWAY_TEST_S3_BUCKET AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION \
+      SLIPWAY_SCHEMATHESIS; do
       if [ -n "${!var:-}" ]; then printf '%s=%q\n' "$var" "${!var}"; fi
     done
   } >"$file.tmp"

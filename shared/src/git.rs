@@ -39,7 +39,7 @@ impl fmt::Display for GitProvider {
 /// How the worker authenticates its fetch: a login (or token) for http(s), a private key for ssh,
 /// with the server's host key pinned in `known_hosts` lines (else the first key seen is trusted
 /// for that one fetch).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged, deny_unknown_fields)]
 pub enum GitCredentials {
     Login {

@@ -20,6 +20,7 @@ mod keys;
 mod limits;
 mod log_stream;
 mod metrics;
+mod openapi;
 mod ops;
 mod postgres_restart;
 mod proxy;

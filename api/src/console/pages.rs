@@ -16,7 +16,7 @@ use slipway_shared::{db, jobs::ALL_QUEUES};
 use super::Operator;
 use crate::{
     AppState,
-    error::ApiError,
+    error::{ApiError, ApiPath},
     routes::{ops, schedules},
 };
 
@@ -369,7 +369,7 @@ pub async fn job(
     Operator(caller): Operator,
     Path(id): Path<String>,
 ) -> Response {
-    match json(ops::job(State(state), caller, Path(id)).await) {
+    match json(ops::job(State(state), caller, ApiPath(id)).await) {
         Ok(detail) => job_page(&detail),
         Err(error) => api_error_page(error),
     }
@@ -439,7 +439,7 @@ pub async fn retry(
     Operator(caller): Operator,
     Path(id): Path<String>,
 ) -> Response {
-    let outcome = ops::retry(State(state), caller, Path(id.clone())).await;
+    let outcome = ops::retry(State(state), caller, ApiPath(id.clone())).await;
     after(outcome, || to_job(&id))
 }
 
@@ -448,7 +448,7 @@ pub async fn cancel(
     Operator(caller): Operator,
     Path(id): Path<String>,
 ) -> Response {
-    let outcome = ops::cancel(State(state), caller, Path(id.clone())).await;
+    let outcome = ops::cancel(State(state), caller, ApiPath(id.clone())).await;
     after(outcome, || to_job(&id))
 }
 
@@ -502,7 +502,7 @@ pub async fn pause(
     Path(name): Path<String>,
 ) -> Response {
     after(
-        ops::pause(State(state), caller, Path(name)).await,
+        ops::pause(State(state), caller, ApiPath(name)).await,
         to_queues,
     )
 }
@@ -513,7 +513,7 @@ pub async fn resume(
     Path(name): Path<String>,
 ) -> Response {
     after(
-        ops::resume(State(state), caller, Path(name)).await,
+        ops::resume(State(state), caller, ApiPath(name)).await,
         to_queues,
     )
 }

@@ -3,7 +3,7 @@
 
 use axum::{
     Json,
-    extract::{Path, State},
+    extract::State,
     http::StatusCode,
     response::{IntoResponse, Response},
 };
@@ -16,14 +16,16 @@ use slipway_shared::{
 use uuid::Uuid;
 
 use super::{functions::parse_id, timestamp};
+use crate::error::ApiPath;
 use crate::{
     AppState,
     auth::{Caller, OwnedFunction},
     deletion,
     error::ApiError,
+    openapi::{Failures, FunctionId, IdempotencyKey},
 };
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct DeletionInfo {
     id: Uuid,
     image_tag: Option<String>,
@@ -46,14 +48,14 @@ impl From<&PendingDeletionRow> for DeletionInfo {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct FunctionBrief {
     uuid: Uuid,
     name: String,
     status: FunctionStatus,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct DeletionScheduled {
     message: &'static str,
     function: FunctionBrief,
@@ -62,10 +64,18 @@ pub struct DeletionScheduled {
 
 /// `DELETE /api/functions/{id}`: 202, the function stops serving and is purged after the grace
 /// period unless cancelled.
+#[utoipa::path(
+    delete,
+    path = "/api/functions/{id}",
+    tag = "deletions",
+    params(FunctionId, IdempotencyKey),
+    responses((status = 202, description = "Scheduled for deletion; it stops serving", body = DeletionScheduled), Failures),
+    security(("api_key" = []), ("signature" = []))
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     let scheduled = deletion::schedule(&state, caller, id).await?;
@@ -81,7 +91,7 @@ pub async fn delete(
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct PendingDeletion {
     id: Uuid,
     function_uuid: Uuid,
@@ -91,13 +101,19 @@ pub struct PendingDeletion {
     info: DeletionInfo,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct PendingDeletions {
     pending_deletions: Vec<PendingDeletion>,
     count: usize,
 }
 
 /// `GET /api/functions/pending-deletions`: the caller's scheduled deletions, soonest first.
+#[utoipa::path(
+    get,
+    path = "/api/functions/pending-deletions",
+    tag = "deletions",
+    responses((status = 200, body = PendingDeletions), Failures)
+)]
 pub async fn pending(
     State(state): State<AppState>,
     caller: Caller,
@@ -120,7 +136,7 @@ pub async fn pending(
     }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct DeletionStatus {
     function_uuid: Uuid,
     function_name: String,
@@ -130,6 +146,13 @@ pub struct DeletionStatus {
 }
 
 /// `GET /api/functions/{id}/deletion-status`.
+#[utoipa::path(
+    get,
+    path = "/api/functions/{id}/deletion-status",
+    tag = "deletions",
+    params(FunctionId),
+    responses((status = 200, body = DeletionStatus), Failures)
+)]
 pub async fn status(
     State(state): State<AppState>,
     OwnedFunction { function, .. }: OwnedFunction,
@@ -145,7 +168,7 @@ pub async fn status(
     }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct DeletionCancelled {
     success: bool,
     message: &'static str,
@@ -153,10 +176,18 @@ pub struct DeletionCancelled {
 }
 
 /// `POST /api/functions/{id}/cancel-deletion`: 200, the function serves again.
+#[utoipa::path(
+    post,
+    path = "/api/functions/{id}/cancel-deletion",
+    tag = "deletions",
+    params(FunctionId, IdempotencyKey),
+    responses((status = 200, description = "The function serves again", body = DeletionCancelled), Failures),
+    security(("api_key" = []), ("signature" = []))
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<DeletionCancelled>, ApiError> {
     let id = parse_id(&id)?;
     let restored = deletion::cancel(&state, caller, id).await?;

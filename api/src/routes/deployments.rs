@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use axum::{
     Json,
-    extract::{Multipart, Path, Query, State, multipart::Field},
+    extract::{Multipart, State, multipart::Field},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
@@ -14,14 +14,16 @@ use tokio::io::AsyncWriteExt as _;
 use uuid::Uuid;
 
 use super::{log_stream, timestamp};
+use crate::error::{ApiPath, ApiQuery};
 use crate::{
     AppState,
     auth::Caller,
     deploy::{self, DeployRequest, UploadedArchive},
     error::ApiError,
+    openapi::{Failures, IdempotencyKey},
 };
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct DeployAccepted {
     message: &'static str,
     deployment_id: Uuid,
@@ -33,6 +35,15 @@ pub struct DeployAccepted {
 
 /// `POST /api/functions/deploy`, multipart fields `function_id`, `archive` (tar.gz) and optional
 /// `env` (a JSON object of strings). 202: the build is queued.
+#[utoipa::path(
+    post,
+    path = "/api/functions/deploy",
+    tag = "deployments",
+    params(IdempotencyKey),
+    request_body(content = DeployForm, content_type = "multipart/form-data"),
+    responses((status = 202, description = "The build is queued", body = DeployAccepted), Failures),
+    security(("api_key" = []), ("signature" = []))
+)]
 pub async fn deploy(
     State(state): State<AppState>,
     caller: Caller,
@@ -192,14 +203,51 @@ fn parse_env(raw: &str) -> Result<BTreeMap<String, String>, ApiError> {
     Ok(env)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogQuery {
+    /// Only lines after this line id (`next_after` of the previous answer).
+    #[param(value_type = Option<i64>, minimum = 0)]
     after: Option<String>,
     /// `true`: stream the log as server-sent events until the deployment settles.
+    #[param(value_type = Option<bool>)]
     follow: Option<String>,
 }
 
-#[derive(Serialize)]
+/// One server-sent event of a followed log (`follow=true`).
+#[derive(utoipa::ToSchema)]
+#[expect(dead_code, reason = "documents the stream; `log_stream` writes it")]
+pub struct LogEvent {
+    /// `line` for each line; `end` once, with the deployment's final status, when it settles;
+    /// `error` when the log could not be read.
+    #[schema(pattern = "^(line|end|error)$")]
+    event: String,
+    /// A line's id, which `Last-Event-ID` resumes after.
+    id: Option<String>,
+    /// `line`: the line as JSON (`LogLine`); `end`: `{"status", "error"}` as JSON.
+    data: String,
+}
+
+/// The upload: `multipart/form-data`.
+#[derive(utoipa::ToSchema)]
+#[expect(
+    dead_code,
+    reason = "documents the form; `read_deploy_form` reads it field by field"
+)]
+pub struct DeployForm {
+    /// The function to deploy (its id).
+    function_id: Uuid,
+    /// The source: a gzipped tar with a `Dockerfile` at its root.
+    #[schema(value_type = String, format = Binary, content_media_type = "application/gzip")]
+    archive: Vec<u8>,
+    /// Environment of the new version: a JSON object of strings.
+    env: Option<String>,
+    /// Names among `env` whose values are secrets: a JSON array of strings. They are sealed at
+    /// rest and never shown again.
+    secret_env: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct LogLine {
     id: i64,
     phase: String,
@@ -208,7 +256,7 @@ pub(crate) struct LogLine {
     at: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct DeploymentLogs {
     deployment_id: Uuid,
     function_id: Uuid,
@@ -221,11 +269,18 @@ pub struct DeploymentLogs {
 }
 
 /// `GET /api/deployments/{id}/logs[?after=N]`: the deployment's build, push and start log.
+#[utoipa::path(
+    get,
+    path = "/api/deployments/{id}/logs",
+    tag = "deployments",
+    params(("id" = uuid::Uuid, Path, description = "The deployment's id"), LogQuery, ("Last-Event-ID" = Option<String>, Header, description = "With `follow=true`: resume after this line id (sent by a reconnecting EventSource)")),
+    responses((status = 200, description = "The log's lines after `after`, or with `follow=true` a stream of server-sent events (one per line, `id` the line id) that ends when the deployment settles", content((DeploymentLogs = "application/json"), (LogEvent = "text/event-stream"))), Failures)
+)]
 pub async fn logs(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    Query(query): Query<LogQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<LogQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     const PAGE: i64 = 10_000;

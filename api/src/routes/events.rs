@@ -2,18 +2,16 @@
 //! newest first with the same pagination as a function's deployment history, and
 //! `GET /api/v3/events/{id}`. A caller sees only events of their own functions.
 
-use axum::{
-    Json,
-    extract::{Path, Query, State},
-};
+use axum::{Json, extract::State};
 use serde::{Deserialize, Serialize};
 use slipway_shared::db::{self, events::EventRow};
 use uuid::Uuid;
 
 use super::{functions::PageQuery, precise_timestamp};
-use crate::{AppState, auth::Caller, error::ApiError};
+use crate::error::{ApiPath, ApiQuery};
+use crate::{AppState, auth::Caller, error::ApiError, openapi::Failures};
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct EventView {
     id: Uuid,
     #[serde(rename = "type")]
@@ -65,7 +63,7 @@ pub struct EventQuery {
     page: PageQuery,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct EventPage {
     page: i64,
     per_page: i64,
@@ -77,10 +75,17 @@ pub struct EventPage {
 
 const STATUSES: [&str; 3] = ["PENDING", "SUCCESS", "FAILURE"];
 
+#[utoipa::path(
+    get,
+    path = "/api/v3/events",
+    tag = "events",
+    params(("function_id" = Option<uuid::Uuid>, Query, description = "Only this function's events"), ("status" = Option<String>, Query, description = "PENDING, SUCCESS or FAILURE"), PageQuery),
+    responses((status = 200, body = EventPage), Failures)
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<EventQuery>,
+    ApiQuery(query): ApiQuery<EventQuery>,
 ) -> Result<Json<EventPage>, ApiError> {
     let function_id = query
         .function_id
@@ -126,10 +131,17 @@ pub async fn list(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v3/events/{id}",
+    tag = "events",
+    params(("id" = uuid::Uuid, Path, description = "The event's id")),
+    responses((status = 200, body = EventView), Failures)
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<EventView>, ApiError> {
     let not_found = || ApiError::not_found("event_not_found", "no such event");
     let id = Uuid::parse_str(&id).map_err(|_| not_found())?;

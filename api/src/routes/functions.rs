@@ -2,7 +2,7 @@
 
 use axum::{
     Json,
-    extract::{Path, Query, State},
+    extract::State,
     http::StatusCode,
     response::{IntoResponse, Response},
 };
@@ -15,15 +15,19 @@ use slipway_shared::{
 use uuid::Uuid;
 
 use super::{precise_timestamp, timestamp};
+use crate::error::{ApiPath, ApiQuery};
 use crate::{
     AppState,
     auth::{Caller, OwnedFunction},
     error::{ApiError, ApiJson},
+    openapi::{Failures, FunctionId, IdempotencyKey},
 };
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InitRequest {
+    /// Lower-case letters, digits, `-` and `_`; starts with a letter, ends with a letter or digit.
+    #[schema(pattern = "^[a-z]([a-z0-9_-]{0,61}[a-z0-9])?$", max_length = 63)]
     name: String,
     #[serde(default)]
     skip_signing: bool,
@@ -32,7 +36,7 @@ pub struct InitRequest {
     lifecycle: Option<Lifecycle>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct InitResponse {
     message: &'static str,
     id: Uuid,
@@ -48,6 +52,19 @@ pub struct InitResponse {
 
 /// `POST /api/functions/init`: 201 with the new function, or 200 with the existing one of that
 /// name (`already_exists: true`), as seed 000 shows.
+#[utoipa::path(
+    post,
+    path = "/api/functions/init",
+    tag = "functions",
+    request_body = InitRequest,
+    params(IdempotencyKey),
+    responses(
+        (status = 201, description = "Created", body = InitResponse),
+        (status = 200, description = "A function of that name already exists: it is shown", body = InitResponse),
+        Failures
+    ),
+    security(("api_key" = []), ("signature" = []))
+)]
 pub async fn init(
     State(state): State<AppState>,
     caller: Caller,
@@ -109,7 +126,7 @@ pub async fn init(
     Ok((status, Json(body)).into_response())
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct FunctionResponse {
     id: Uuid,
     name: String,
@@ -147,7 +164,7 @@ pub struct FunctionResponse {
     deleted_at: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct LimitsView {
     memory_mb: u32,
     cpu: f64,
@@ -200,6 +217,14 @@ impl FunctionResponse {
     }
 }
 
+/// One of the caller's functions.
+#[utoipa::path(
+    get,
+    path = "/api/functions/{id}",
+    tag = "functions",
+    params(FunctionId),
+    responses((status = 200, body = FunctionResponse), Failures)
+)]
 pub async fn get(
     State(state): State<AppState>,
     OwnedFunction { function, .. }: OwnedFunction,
@@ -207,12 +232,19 @@ pub async fn get(
     Ok(Json(FunctionResponse::new(function, &state.config)))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct FunctionList {
     functions: Vec<FunctionResponse>,
     count: usize,
 }
 
+/// The caller's functions.
+#[utoipa::path(
+    get,
+    path = "/api/functions",
+    tag = "functions",
+    responses((status = 200, body = FunctionList), Failures)
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -229,9 +261,14 @@ pub async fn list(
 }
 
 /// Raw query values, so malformed numbers get our envelope and code rather than axum's text.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// From 1.
+    #[param(value_type = Option<i64>, minimum = 1)]
     page: Option<String>,
+    /// From 1 to 100; 20 by default.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     per_page: Option<String>,
 }
 
@@ -267,7 +304,7 @@ impl PageQuery {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct DeploymentSummary {
     uuid: Uuid,
     version: i32,
@@ -295,7 +332,7 @@ pub struct DeploymentSummary {
     superseded_by: Option<Uuid>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct GitSource {
     #[serde(rename = "type")]
     kind: &'static str,
@@ -335,7 +372,7 @@ impl From<DeploymentRow> for DeploymentSummary {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct DeploymentHistory {
     function_uuid: Uuid,
     function_name: String,
@@ -349,10 +386,17 @@ pub struct DeploymentHistory {
 }
 
 /// `GET /api/functions/{id}/deployments`: newest first, paginated exactly as seed 000.
+#[utoipa::path(
+    get,
+    path = "/api/functions/{id}/deployments",
+    tag = "functions",
+    params(FunctionId, PageQuery),
+    responses((status = 200, body = DeploymentHistory), Failures)
+)]
 pub async fn deployments(
     State(state): State<AppState>,
     OwnedFunction { function, .. }: OwnedFunction,
-    Query(query): Query<PageQuery>,
+    ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<DeploymentHistory>, ApiError> {
     let id = function.id;
     let Page { page, per_page } = query.parse()?;
@@ -378,13 +422,15 @@ pub(crate) fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::function_not_found())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
+    /// A version of the function's history that still has its image.
+    #[schema(minimum = 1, maximum = 2147483647)]
     version: i64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct RollbackFunction {
     uuid: Uuid,
     name: String,
@@ -393,7 +439,7 @@ pub struct RollbackFunction {
     active_version: Option<i32>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct RollbackAccepted {
     message: &'static str,
     function: RollbackFunction,
@@ -404,10 +450,19 @@ pub struct RollbackAccepted {
 
 /// `POST /api/functions/{id}/rollback {"version": N}`: 202, the rollback job is queued. The
 /// version keeps its tag and digest; it is started again from `image@digest`.
+#[utoipa::path(
+    post,
+    path = "/api/functions/{id}/rollback",
+    tag = "functions",
+    params(FunctionId, IdempotencyKey),
+    request_body = RollbackRequest,
+    responses((status = 202, description = "The rollback job is queued", body = RollbackAccepted), Failures),
+    security(("api_key" = []), ("signature" = []))
+)]
 pub async fn rollback(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(request): ApiJson<RollbackRequest>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;

@@ -4,7 +4,7 @@
 use axum::{
     Json,
     body::Bytes,
-    extract::{Path, State, rejection::BytesRejection},
+    extract::{State, rejection::BytesRejection},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
@@ -20,15 +20,18 @@ use tracing::warn;
 use uuid::Uuid;
 
 use super::{functions::parse_id, timestamp};
+use crate::error::ApiPath;
 use crate::{
     AppState,
     auth::{self, Caller, OwnedFunction},
     error::{ApiError, ApiJson},
+    git_push::DeliveryOutcome,
     git_push::{self, Delivery},
+    openapi::{Failures, FunctionId, IdempotencyKey},
     webhooks::{self, SignatureProblem},
 };
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBinding {
     provider: String,
@@ -43,7 +46,7 @@ pub struct CreateBinding {
 }
 
 /// A binding as its owner sees it: the secret and credentials are write-only.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct BindingView {
     id: Uuid,
     function_id: Uuid,
@@ -91,10 +94,19 @@ fn invalid(e: InvalidBinding) -> ApiError {
 }
 
 /// `POST /api/functions/{id}/git-bindings`: 201 with the binding.
+#[utoipa::path(
+    post,
+    path = "/api/functions/{id}/git-bindings",
+    tag = "git",
+    params(FunctionId, IdempotencyKey),
+    request_body = CreateBinding,
+    responses((status = 201, description = "Bound: pushes to the branch deploy the function", body = BindingView), Failures),
+    security(("api_key" = []), ("signature" = []))
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(request): ApiJson<CreateBinding>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
@@ -167,12 +179,19 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(BindingView::from(row))).into_response())
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct BindingList {
     bindings: Vec<BindingView>,
 }
 
 /// `GET /api/functions/{id}/git-bindings`.
+#[utoipa::path(
+    get,
+    path = "/api/functions/{id}/git-bindings",
+    tag = "git",
+    params(FunctionId),
+    responses((status = 200, body = BindingList), Failures)
+)]
 pub async fn list(
     State(state): State<AppState>,
     OwnedFunction { function, .. }: OwnedFunction,
@@ -186,10 +205,18 @@ pub async fn list(
 
 /// `DELETE /api/functions/{id}/git-bindings/{binding_id}`: 204. Pushes already accepted still
 /// run; their fetch fails if it has not started.
+#[utoipa::path(
+    delete,
+    path = "/api/functions/{id}/git-bindings/{binding_id}",
+    tag = "git",
+    params(FunctionId, ("binding_id" = uuid::Uuid, Path, description = "The binding's id"), IdempotencyKey),
+    responses((status = 204, description = "Unbound"), Failures),
+    security(("api_key" = []), ("signature" = []))
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path((id, binding_id)): Path<(String, String)>,
+    ApiPath((id, binding_id)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
     let binding_id = Uuid::parse_str(&binding_id).map_err(|_| binding_not_found())?;
@@ -330,9 +357,18 @@ async fn accept(
 /// `POST /api/webhooks/{provider}/{binding_id}`: the binding's own URL. A delivery costs one
 /// lookup, one secret and one HMAC, all before its JSON is read; its id is remembered for this
 /// binding alone.
+#[utoipa::path(
+    post,
+    path = "/api/webhooks/{provider}/{binding_id}",
+    tag = "git",
+    params(("provider" = String, Path, description = "github, gitlab or gitea"), ("binding_id" = uuid::Uuid, Path, description = "The binding's id, from its `webhook_path`")),
+    request_body(content = Object, description = "The provider's push (or ping) payload"),
+    responses((status = 202, description = "Deployments queued for the push", body = DeliveryOutcome), (status = 200, description = "Nothing to deploy (a ping, another branch) or a delivery already seen", body = DeliveryOutcome), Failures),
+    security(("provider_signature" = []))
+)]
 pub async fn binding_webhook(
     State(state): State<AppState>,
-    Path((provider, binding_id)): Path<(String, String)>,
+    ApiPath((provider, binding_id)): ApiPath<(String, String)>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -368,10 +404,6 @@ pub async fn binding_webhook(
     accept(&state, provider, event, &headers, &payload, vec![binding]).await
 }
 
-/// `POST /api/webhooks/{provider}`: the shared URL of bindings made before each had its own.
-/// The delivery is checked against those bindings of the repository it names (a fixed set:
-/// new bindings are not served here); unknown repositories and wrong secrets get the same
-/// answer. Nothing is stored for a delivery that is refused.
 /// Counts every delivery to `/api/webhooks/{provider}[/…]` with its answer, refusals included;
 /// a path naming no provider Slipway serves is counted as `unknown`, so the label stays bounded.
 pub async fn count_delivery(
@@ -390,9 +422,22 @@ pub async fn count_delivery(
     response
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/webhooks/{provider}",
+    tag = "git",
+    params(("provider" = String, Path, description = "github, gitlab or gitea")),
+    request_body(content = Object, description = "The provider's push (or ping) payload"),
+    responses((status = 202, description = "Deployments queued for the push", body = DeliveryOutcome), (status = 200, description = "Nothing to deploy (a ping, another branch) or a delivery already seen", body = DeliveryOutcome), Failures),
+    security(("provider_signature" = []))
+)]
+/// `POST /api/webhooks/{provider}`: the shared URL of bindings made before each had its own.
+/// The delivery is checked against those bindings of the repository it names (a fixed set:
+/// new bindings are not served here); unknown repositories and wrong secrets get the same
+/// answer. Nothing is stored for a delivery that is refused.
 pub async fn webhook(
     State(state): State<AppState>,
-    Path(provider): Path<String>,
+    ApiPath(provider): ApiPath<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {

@@ -13,11 +13,17 @@ use slipway_shared::{
 };
 use uuid::Uuid;
 
-use crate::{AppState, auth::OwnedFunction, error::ApiError, signing};
+use crate::{
+    AppState,
+    auth::OwnedFunction,
+    error::ApiError,
+    openapi::{Failures, FunctionId},
+    signing,
+};
 
 const REGISTRY_TIMEOUT: Duration = Duration::from_secs(15);
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct VerifyResponse {
     function_uuid: Uuid,
     version: i32,
@@ -32,6 +38,14 @@ pub struct VerifyResponse {
     state_reason: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/functions/{id}/verify",
+    tag = "functions",
+    params(FunctionId),
+    responses((status = 200, description = "What the registry holds under the active version's tag, against the recorded digest", body = VerifyResponse), Failures),
+    security(("api_key" = []), ("signature" = []))
+)]
 pub async fn verify(
     State(state): State<AppState>,
     OwnedFunction { caller, function }: OwnedFunction,

@@ -20,7 +20,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::{
     body::Body,
-    extract::{ConnectInfo, FromRequestParts, Path, Request, State},
+    extract::{ConnectInfo, FromRequestParts, Request, State},
     http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
     middleware::Next,
     response::{IntoResponse, Response},
@@ -34,7 +34,7 @@ use slipway_shared::{
 use tracing::{debug, warn};
 use uuid::Uuid;
 
-use crate::{AppState, auth::Caller, error::ApiError, wake};
+use crate::{AppState, auth::Caller, error::ApiError, openapi::FunctionId, wake};
 
 /// Lambda's synchronous payload limit.
 const MAX_REQUEST_BYTES: usize = 6 * 1024 * 1024;
@@ -132,11 +132,13 @@ fn add_forwarding(headers: &mut HeaderMap, peer: Option<IpAddr>, host: Option<&H
     append(headers, "forwarded", forwarded);
 }
 
+const INVOKE_PREFIX: &str = "/api/v1/functions/invoke/";
+
 /// What follows `/api/v1/functions/invoke/{id}` in the path exactly as the caller sent it
 /// (still percent-encoded), as the function's own path: always starting with `/`.
 fn function_path(raw: &str, id: &str) -> String {
     let rest = raw
-        .strip_prefix("/api/v1/functions/invoke/")
+        .strip_prefix(INVOKE_PREFIX)
         .and_then(|r| r.strip_prefix(id))
         .unwrap_or_default();
     if rest.starts_with('/') {
@@ -146,30 +148,79 @@ fn function_path(raw: &str, id: &str) -> String {
     }
 }
 
+/// Calls the function at its root: method, query, headers and body pass through, and so does
+/// its answer.
+#[utoipa::path(
+    method(get, post, put, patch, delete, head, options),
+    path = "/api/v1/functions/invoke/{id}",
+    tag = "invoke",
+    params(FunctionId),
+    request_body(content = Vec<u8>, content_type = "*/*", description = "Passed to the function as sent"),
+    responses(
+        (status = "default", description = "The function's own answer, status and headers as it gave them (but `Set-Cookie`); Slipway's refusals (404 `function_not_found`, 503 `function_waking` with `Retry-After`, 502 when it does not answer, …) carry the error envelope", content_type = "*/*"),
+    )
+)]
 pub async fn invoke_root(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    shared_origin(state, caller, &id, request).await
+    shared_origin(state, caller, request).await
 }
 
+/// The root with a trailing slash is the root too (a wildcard never matches nothing).
+#[utoipa::path(
+    method(get, post, put, patch, delete, head, options),
+    path = "/api/v1/functions/invoke/{id}/",
+    tag = "invoke",
+    params(FunctionId),
+    request_body(content = Vec<u8>, content_type = "*/*", description = "Passed to the function as sent"),
+    responses(
+        (status = "default", description = "As for `/api/v1/functions/invoke/{id}`", content_type = "*/*"),
+    )
+)]
+pub async fn invoke_root_slash(
+    State(state): State<AppState>,
+    caller: Caller,
+    request: Request,
+) -> Result<Response, ApiError> {
+    shared_origin(state, caller, request).await
+}
+
+/// Calls the function at `/{path}`, byte for byte as sent (`%3F` stays `%3F`).
+#[utoipa::path(
+    method(get, post, put, patch, delete, head, options),
+    path = "/api/v1/functions/invoke/{id}/{*path}",
+    tag = "invoke",
+    params(FunctionId, ("path" = String, Path, description = "The function's own path, slashes included")),
+    request_body(content = Vec<u8>, content_type = "*/*", description = "Passed to the function as sent"),
+    responses(
+        (status = "default", description = "As for `/api/v1/functions/invoke/{id}`", content_type = "*/*"),
+    )
+)]
 pub async fn invoke_path(
     State(state): State<AppState>,
     caller: Caller,
-    Path((id, _decoded)): Path<(String, String)>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    shared_origin(state, caller, &id, request).await
+    shared_origin(state, caller, request).await
 }
 
+/// The function's id is read from the path as sent: the rest of it goes to the function
+/// undecoded, so a byte axum's `Path` would refuse (`%FF`) is the function's to judge.
 async fn shared_origin(
     state: AppState,
     caller: Caller,
-    raw_id: &str,
     request: Request,
 ) -> Result<Response, ApiError> {
+    let raw_id = request
+        .uri()
+        .path()
+        .strip_prefix(INVOKE_PREFIX)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_default()
+        .to_owned();
+    let raw_id = raw_id.as_str();
     let id = Uuid::parse_str(raw_id).map_err(|_| ApiError::function_not_found())?;
     let path = function_path(request.uri().path(), raw_id);
     Ok(proxy(state, caller, id, path, Origin::Shared, request).await)

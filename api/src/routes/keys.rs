@@ -5,7 +5,7 @@
 use axum::{
     Json,
     body::Bytes,
-    extract::{Path, State},
+    extract::State,
     http::StatusCode,
     response::{IntoResponse, Response},
 };
@@ -17,15 +17,16 @@ use slipway_shared::{
 use uuid::Uuid;
 
 use super::timestamp;
-use crate::{AppState, auth::Caller, error::ApiError, signing};
+use crate::error::ApiPath;
+use crate::{AppState, auth::Caller, error::ApiError, openapi::Failures, signing};
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
     name: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct KeySummary {
     id: Uuid,
     prefix: String,
@@ -46,7 +47,7 @@ impl From<ApiKeyRow> for KeySummary {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct CreatedKey {
     /// The whole key: this answer is the only time it exists outside its owner's hands.
     key: String,
@@ -77,6 +78,14 @@ fn parse_create(body: &Bytes) -> Result<CreateKeyRequest, ApiError> {
 }
 
 /// `POST /api/keys {"name"?}`: 201 with the new key, once.
+#[utoipa::path(
+    post,
+    path = "/api/keys",
+    tag = "keys",
+    request_body(content = CreateKeyRequest, description = "Optional: no body, or `{}`, makes an unnamed key"),
+    responses((status = 201, description = "The new key and its signing secret, shown this once", body = CreatedKey), Failures),
+    security(("api_key" = []), ("signature" = []))
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -120,13 +129,19 @@ fn seal_signing_secret(
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("sealing a signing secret: {e}")))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct KeyList {
     keys: Vec<KeySummary>,
     count: usize,
 }
 
 /// `GET /api/keys`: the caller's keys, revoked ones included, oldest first.
+#[utoipa::path(
+    get,
+    path = "/api/keys",
+    tag = "keys",
+    responses((status = 200, body = KeyList), Failures)
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -141,10 +156,18 @@ pub async fn list(
 
 /// `DELETE /api/keys/{id}`: the key stops authenticating at once. Someone else's key is a 404
 /// like a missing one; revoking twice answers the first revocation again.
+#[utoipa::path(
+    delete,
+    path = "/api/keys/{id}",
+    tag = "keys",
+    params(("id" = uuid::Uuid, Path, description = "The key's id")),
+    responses((status = 200, description = "Revoked (or already revoked): the key as it stands", body = KeySummary), Failures),
+    security(("api_key" = []), ("signature" = []))
+)]
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<KeySummary>, ApiError> {
     signing::require_signed(&caller)?;
     let not_found = || ApiError::not_found("key_not_found", "no such API key");

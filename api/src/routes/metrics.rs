@@ -9,8 +9,19 @@ use axum::{extract::State, http::header, response::IntoResponse};
 use slipway_shared::{db, metrics};
 
 use super::ops::{operators_only, overview};
-use crate::{AppState, auth::Caller, error::ApiError};
+use crate::{AppState, auth::Caller, error::ApiError, openapi::Failures};
 
+/// This process's metrics, Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "ops",
+    responses(
+        (status = 200, description = "Prometheus text exposition format 0.0.4", body = String,
+            content_type = "text/plain"),
+        Failures
+    )
+)]
 pub async fn scrape(
     State(state): State<AppState>,
     caller: Caller,

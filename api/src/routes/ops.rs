@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use axum::{
     Json,
-    extract::{Path, Query, State},
+    extract::{Query, State},
     http::StatusCode,
 };
 use serde::{Deserialize, Serialize};
@@ -21,7 +21,14 @@ use slipway_shared::{
 use uuid::Uuid;
 
 use super::timestamp;
-use crate::{AppState, auth::Caller, error::ApiError, signing};
+use crate::error::ApiPath;
+use crate::{
+    AppState,
+    auth::Caller,
+    error::{ApiError, ErrorEnvelope},
+    openapi::Failures,
+    signing,
+};
 
 /// What "finished lately" means in the queues overview.
 const RECENT: std::time::Duration = std::time::Duration::from_secs(5 * 60);
@@ -44,7 +51,7 @@ pub fn operators_only(caller: &Caller, what: &str) -> Result<(), ApiError> {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct QueueView {
     pub(crate) name: &'static str,
     /// Jobs by state; every state is listed, zero included.
@@ -56,12 +63,18 @@ pub struct QueueView {
     paused: bool,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct QueueList {
     queues: Vec<QueueView>,
 }
 
 /// `GET /api/ops/queues`
+#[utoipa::path(
+    get,
+    path = "/api/ops/queues",
+    tag = "ops",
+    responses((status = 200, body = QueueList), Failures)
+)]
 pub async fn queues(
     State(state): State<AppState>,
     caller: Caller,
@@ -102,7 +115,8 @@ pub(crate) async fn overview(conn: &mut sqlx::PgConnection) -> Result<Vec<QueueV
     Ok(queues)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct JobQuery {
     queue: Option<String>,
@@ -115,7 +129,7 @@ pub struct JobQuery {
     per_page: Option<i64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct JobView {
     id: String,
     queue: String,
@@ -157,7 +171,7 @@ impl From<db::queue::JobSummary> for JobView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct JobPage {
     jobs: Vec<JobView>,
     page: i64,
@@ -194,6 +208,13 @@ fn filter(query: &JobQuery) -> Result<JobFilter, ApiError> {
 }
 
 /// `GET /api/ops/jobs?queue=&state=&function_id=&deployment_id=&page=&per_page=`
+#[utoipa::path(
+    get,
+    path = "/api/ops/jobs",
+    tag = "ops",
+    params(JobQuery),
+    responses((status = 200, description = "Newest first", body = JobPage), Failures)
+)]
 pub async fn jobs(
     State(state): State<AppState>,
     caller: Caller,
@@ -207,6 +228,13 @@ pub async fn jobs(
 
 /// `GET /api/ops/dead-letters?queue=&function_id=&deployment_id=&page=&per_page=`: the jobs that
 /// failed with no attempt left, newest first, each with its last error.
+#[utoipa::path(
+    get,
+    path = "/api/ops/dead-letters",
+    tag = "ops",
+    params(JobQuery),
+    responses((status = 200, description = "Failed jobs with no attempt left, newest first", body = JobPage), Failures)
+)]
 pub async fn dead_letters(
     State(state): State<AppState>,
     caller: Caller,
@@ -254,7 +282,7 @@ async fn page_of(
     }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct JobDetail {
     #[serde(flatten)]
     job: JobView,
@@ -307,10 +335,17 @@ async fn answer(
 }
 
 /// `GET /api/ops/jobs/{id}`
+#[utoipa::path(
+    get,
+    path = "/api/ops/jobs/{id}",
+    tag = "ops",
+    params(("id" = String, Path, description = "The job's id")),
+    responses((status = 200, body = JobDetail), Failures)
+)]
 pub async fn job(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<JobDetail>, ApiError> {
     operators_only(&caller, "jobs")?;
     let tx = state.pool.begin().await?;
@@ -332,10 +367,18 @@ fn pipeline_deployment(job: &db::queue::JobSummary) -> Option<Uuid> {
 
 /// `POST /api/ops/jobs/{id}/retry`: a job that ended `Failed` or `Killed` runs again. A
 /// pipeline job whose deployment has settled is refused: its run would find nothing to do.
+#[utoipa::path(
+    post,
+    path = "/api/ops/jobs/{id}/retry",
+    tag = "ops",
+    params(("id" = String, Path, description = "The job's id")),
+    responses((status = 200, description = "The job runs again", body = JobDetail), (status = 409, description = "Its state does not allow it", body = ErrorEnvelope<'static>), Failures),
+    security(("api_key" = []), ("signature" = []))
+)]
 pub async fn retry(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<JobDetail>, ApiError> {
     operators_only(&caller, "jobs")?;
     signing::require_signed(&caller)?;
@@ -367,10 +410,18 @@ pub async fn retry(
 /// `POST /api/ops/jobs/{id}/cancel`: a job still waiting never runs. A pipeline job's
 /// deployment fails with `cancelled_by_operator` in the same transaction, and whatever served
 /// before keeps serving.
+#[utoipa::path(
+    post,
+    path = "/api/ops/jobs/{id}/cancel",
+    tag = "ops",
+    params(("id" = String, Path, description = "The job's id")),
+    responses((status = 200, description = "The job never runs; a pipeline job's deployment fails with `cancelled_by_operator`", body = JobDetail), (status = 409, description = "Its state does not allow it", body = ErrorEnvelope<'static>), Failures),
+    security(("api_key" = []), ("signature" = []))
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<JobDetail>, ApiError> {
     operators_only(&caller, "jobs")?;
     signing::require_signed(&caller)?;
@@ -417,7 +468,7 @@ async fn fail_cancelled(
 }
 
 /// What a bulk action did.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct BulkOutcome {
     /// Jobs that will run again (retry) or never run (cancel).
     changed: u64,
@@ -428,6 +479,14 @@ pub struct BulkOutcome {
 
 /// `POST /api/ops/jobs/retry?queue=&state=&function_id=&deployment_id=`: every matching job that
 /// ended runs again, not just one page; pipeline jobs whose deployment settled are skipped.
+#[utoipa::path(
+    post,
+    path = "/api/ops/jobs/retry",
+    tag = "ops",
+    params(JobQuery),
+    responses((status = 200, description = "Every matching job that ended runs again", body = BulkOutcome), Failures),
+    security(("api_key" = []), ("signature" = []))
+)]
 pub async fn retry_matching(
     State(state): State<AppState>,
     caller: Caller,
@@ -438,6 +497,14 @@ pub async fn retry_matching(
 
 /// `POST /api/ops/dead-letters/redrive?queue=&function_id=&deployment_id=`: every matching dead
 /// letter runs again, as a bulk retry does (pipeline jobs whose deployment settled are skipped).
+#[utoipa::path(
+    post,
+    path = "/api/ops/dead-letters/redrive",
+    tag = "ops",
+    params(JobQuery),
+    responses((status = 200, description = "Every matching dead letter runs again", body = BulkOutcome), Failures),
+    security(("api_key" = []), ("signature" = []))
+)]
 pub async fn redrive(
     State(state): State<AppState>,
     caller: Caller,
@@ -464,6 +531,14 @@ async fn bulk_retry(
 /// `POST /api/ops/jobs/cancel?queue=&state=&function_id=&deployment_id=`: every matching job
 /// still waiting never runs, and each pipeline job's deployment fails with
 /// `cancelled_by_operator`, in one transaction.
+#[utoipa::path(
+    post,
+    path = "/api/ops/jobs/cancel",
+    tag = "ops",
+    params(JobQuery),
+    responses((status = 200, description = "Every matching waiting job never runs", body = BulkOutcome), Failures),
+    security(("api_key" = []), ("signature" = []))
+)]
 pub async fn cancel_matching(
     State(state): State<AppState>,
     caller: Caller,
@@ -508,7 +583,7 @@ fn bulk_filter(
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct QueuePause {
     name: String,
     paused: bool,
@@ -532,19 +607,35 @@ fn known_queue(name: &str) -> Result<(), ApiError> {
 
 /// `POST /api/ops/queues/{name}/pause`: the queue's waiting jobs, and every one that comes due,
 /// wait until it resumes; jobs already claimed or running go on. Pausing twice changes nothing.
+#[utoipa::path(
+    post,
+    path = "/api/ops/queues/{name}/pause",
+    tag = "ops",
+    params(("name" = String, Path, description = "The queue")),
+    responses((status = 200, body = QueuePause), Failures),
+    security(("api_key" = []), ("signature" = []))
+)]
 pub async fn pause(
     State(state): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<QueuePause>, ApiError> {
     set_paused(&state, &caller, name, true).await
 }
 
 /// `POST /api/ops/queues/{name}/resume`: the queue's parked jobs wait to be claimed again.
+#[utoipa::path(
+    post,
+    path = "/api/ops/queues/{name}/resume",
+    tag = "ops",
+    params(("name" = String, Path, description = "The queue")),
+    responses((status = 200, body = QueuePause), Failures),
+    security(("api_key" = []), ("signature" = []))
+)]
 pub async fn resume(
     State(state): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<QueuePause>, ApiError> {
     set_paused(&state, &caller, name, false).await
 }

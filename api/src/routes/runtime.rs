@@ -3,7 +3,7 @@
 
 use axum::{
     Json,
-    extract::{Path, State},
+    extract::State,
     http::StatusCode,
     response::{IntoResponse, Response},
 };
@@ -18,14 +18,16 @@ use slipway_shared::{
 use uuid::Uuid;
 
 use super::functions::{FunctionResponse, parse_id};
+use crate::error::ApiPath;
 use crate::{
     AppState,
     auth::{Caller, OwnedFunction},
     error::{ApiError, ApiJson},
+    openapi::{Failures, FunctionId, IdempotencyKey},
     runtime::{self, Changes},
 };
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct RuntimeView {
     function_uuid: Uuid,
     /// `idle` (no instance recorded), `active` (an instance runs), `disabled`.
@@ -38,6 +40,13 @@ pub struct RuntimeView {
     serving_state: String,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/functions/{id}/runtime",
+    tag = "runtime",
+    params(FunctionId),
+    responses((status = 200, body = RuntimeView), Failures)
+)]
 pub async fn get(OwnedFunction { function, .. }: OwnedFunction) -> Json<RuntimeView> {
     Json(view(function))
 }
@@ -60,7 +69,7 @@ fn view(function: db::functions::FunctionRow) -> RuntimeView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Accepted {
     message: &'static str,
     runtime: RuntimeView,
@@ -94,23 +103,39 @@ async fn accept(
         .into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/functions/{id}/runtime/restart",
+    tag = "runtime",
+    params(FunctionId, IdempotencyKey),
+    responses((status = 202, description = "The instance is replaced from image@digest", body = Accepted), Failures),
+    security(("api_key" = []), ("signature" = []))
+)]
 pub async fn restart(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     accept(state, caller, &id, RuntimeAction::Restart).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/functions/{id}/runtime/recycle",
+    tag = "runtime",
+    params(FunctionId, IdempotencyKey),
+    responses((status = 202, description = "The image is pulled again and the instance replaced", body = Accepted), Failures),
+    security(("api_key" = []), ("signature" = []))
+)]
 pub async fn recycle(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     accept(state, caller, &id, RuntimeAction::Recycle).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateRequest {
     enabled: Option<bool>,
@@ -122,7 +147,7 @@ pub struct UpdateRequest {
     read_only_root_fs: Option<bool>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsRequest {
     memory_mb: Option<u32>,
@@ -157,10 +182,19 @@ impl LimitsRequest {
 /// `{"lifecycle": {…}}` sets the hooks, used from the next instance start or stop on;
 /// `{"limits": {"memory_mb", "cpu", "pids"}}` and `{"read_only_root_fs": false}` change the
 /// sandbox of the next instance started (a restart applies them at once).
+#[utoipa::path(
+    put,
+    path = "/api/v1/functions/{id}",
+    tag = "runtime",
+    params(FunctionId, IdempotencyKey),
+    request_body = UpdateRequest,
+    responses((status = 200, description = "The function as changed", body = FunctionResponse), Failures),
+    security(("api_key" = []), ("signature" = []))
+)]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(request): ApiJson<UpdateRequest>,
 ) -> Result<Json<FunctionResponse>, ApiError> {
     let id = parse_id(&id)?;

@@ -2,10 +2,7 @@
 //! expression, last and next fire time and last result; `POST /api/schedules/{name}/run` fires
 //! one now (as a manual tick, which leaves the cron ticks alone).
 
-use axum::{
-    Json,
-    extract::{Path, State},
-};
+use axum::{Json, extract::State};
 use chrono::Utc;
 use serde::Serialize;
 use slipway_shared::{
@@ -14,13 +11,14 @@ use slipway_shared::{
 };
 
 use super::timestamp;
-use crate::{AppState, auth::Caller, error::ApiError, signing};
+use crate::error::ApiPath;
+use crate::{AppState, auth::Caller, error::ApiError, openapi::Failures, signing};
 
 fn operators_only(caller: &Caller) -> Result<(), ApiError> {
     super::ops::operators_only(caller, "schedules")
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ScheduleView {
     name: &'static str,
     cron: String,
@@ -31,11 +29,17 @@ pub struct ScheduleView {
     next_fire_at: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ScheduleList {
     schedules: Vec<ScheduleView>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/schedules",
+    tag = "ops",
+    responses((status = 200, description = "The scheduler's sweeps: their cron, last and next run", body = ScheduleList), Failures)
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -61,17 +65,25 @@ pub async fn list(
     Ok(Json(ScheduleList { schedules: views }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct RunResult {
     name: &'static str,
     fire_at: String,
     result: serde_json::Value,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/schedules/{name}/run",
+    tag = "ops",
+    params(("name" = String, Path, description = "The sweep: stale, idle, purge, reap, retention, …")),
+    responses((status = 200, description = "The sweep ran now; what it picked", body = RunResult), Failures),
+    security(("api_key" = []), ("signature" = []))
+)]
 pub async fn run(
     State(state): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<RunResult>, ApiError> {
     operators_only(&caller)?;
     signing::require_signed(&caller)?;

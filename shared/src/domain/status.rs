@@ -290,6 +290,25 @@ impl serde::Serialize for DeploymentStatus {
     }
 }
 
+/// ...and are documented as the enumeration of those names.
+macro_rules! status_schema {
+    ($status:ty) => {
+        impl utoipa::PartialSchema for $status {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .enum_values(Some(Self::ALL.iter().map(|status| status.as_str())))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $status {}
+    };
+}
+
+status_schema!(FunctionStatus);
+status_schema!(DeploymentStatus);
+
 impl fmt::Display for FunctionStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
