@@ -12,8 +12,12 @@ pub mod deletion;
 pub mod deploy;
 pub mod error;
 pub mod events;
+pub mod git_bindings;
+pub mod git_delivery;
 pub mod git_push;
 pub mod idempotency;
+pub mod init;
+pub mod integrity;
 pub mod invocations;
 pub mod openapi;
 pub mod registries;
@@ -115,6 +119,7 @@ pub fn router(state: AppState) -> Router {
         state.clone(),
         routes::invoke::own_origin,
     ))
+    .layer(middleware::from_fn(close_after_oversized_body))
     .layer(middleware::from_fn(log_internal_errors))
     .layer(TraceLayer::new_for_http())
     .with_state(state)
@@ -233,6 +238,20 @@ async fn log_internal_errors(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     if let Some(InternalErrorReport(error)) = response.extensions().get::<InternalErrorReport>() {
         error!(%method, %uri, error = ?error, "request failed");
+    }
+    response
+}
+
+/// A body refused for its size was not read to its end, so the connection cannot carry another
+/// request: say so (RFC 9110 §9.6), or a pooled client sends its next request on a connection
+/// the server is closing.
+async fn close_after_oversized_body(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    if response.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
     }
     response
 }

@@ -9,7 +9,7 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use slipway_shared::{
     db::{self, deployments::DeploymentRow, functions::FunctionRow},
-    domain::{DeploymentStatus, FunctionName, FunctionStatus},
+    domain::{DeploymentStatus, FunctionStatus},
     lifecycle::Lifecycle,
 };
 use uuid::Uuid;
@@ -20,6 +20,7 @@ use crate::{
     AppState,
     auth::{Caller, OwnedFunction},
     error::{ApiError, ApiJson},
+    init,
     openapi::{Failures, FunctionId, IdempotencyKey},
 };
 
@@ -70,40 +71,17 @@ pub async fn init(
     caller: Caller,
     ApiJson(request): ApiJson<InitRequest>,
 ) -> Result<Response, ApiError> {
-    let name = FunctionName::parse(&request.name)
-        .map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))?;
-    // The function and its hooks commit together: a failure between the two must not leave a
-    // function whose hooks are lost for good (a retried init finds it and changes nothing).
-    let mut tx = state.pool.begin().await?;
-    if let Some(until) =
-        db::deletions::name_reserved_until(&mut tx, caller.user_id, name.as_str()).await?
-        && db::functions::find_by_name(&mut tx, caller.user_id, &name)
-            .await?
-            .is_none()
-    {
-        return Err(ApiError::conflict(
-            "name_reserved",
-            format!(
-                "a deleted function of yours held the name {name}; it stays reserved until {}",
-                timestamp(until)
-            ),
-        ));
-    }
-    if let Some(lifecycle) = &request.lifecycle {
-        lifecycle
-            .validate()
-            .map_err(|message| ApiError::bad_request("invalid_lifecycle", message))?;
-    }
-    let created =
-        db::functions::insert(&mut tx, caller.user_id, &name, request.skip_signing).await?;
-    if let (Some(id), Some(lifecycle)) = (created, &request.lifecycle) {
-        db::functions::set_lifecycle(&mut tx, id, lifecycle).await?;
-    }
-    let row = db::functions::find_by_name(&mut tx, caller.user_id, &name)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("function {name} vanished right after init"))?;
-    tx.commit().await?;
-    let already_exists = created.is_none();
+    let init::Initialized {
+        function: row,
+        already_exists,
+    } = init::init(
+        &state,
+        &caller,
+        &request.name,
+        request.skip_signing,
+        request.lifecycle,
+    )
+    .await?;
     let body = InitResponse {
         message: if already_exists {
             "Function already exists"
