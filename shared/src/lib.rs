@@ -2,8 +2,9 @@
 //! (`db`), the job contract between enqueuers and the worker (`jobs`), typed configuration
 //! (`config`), archive validation (`archive`) and what a Dockerfile may do (`dockerfile`,
 //! `build_rules`, `dockerignore`), archive storage (`store`), reading the registry
-//! (`registry`), what a git binding may hold (`git`), secrets sealed at rest (`secrets`), and the
-//! names of Prometheus metrics (`metrics`).
+//! (`registry`), what a git binding may hold (`git`), secrets sealed at rest (`secrets`), the
+//! names of Prometheus metrics (`metrics`), and the request-signing protocol the API and the
+//! client share (`signing`).
 //!
 //! Architecture invariant: nothing here talks to BuildKit or a container runtime.
 
@@ -24,5 +25,6 @@ pub mod registry;
 pub mod schedule;
 pub mod secrets;
 pub mod settle;
+pub mod signing;
 pub mod store;
 pub mod telemetry;
