@@ -87,6 +87,8 @@ run() {
 }
 run cargo fmt --all -- --check || true
 run cargo clippy --workspace --all-targets --locked -- -D warnings || true
+# The pipeline client (slipway without its `server` feature) builds, and links none of the server.
+run scripts/check-client-deps.sh || true
 # The Terraform under deploy/terraform, offline: parse, invariants, checkov, fmt.
 run scripts/check-terraform.sh || true
 tests=0

@@ -14,7 +14,7 @@ use std::{
 use anyhow::{Context, bail};
 use futures::StreamExt;
 use serde_json::{Value, json};
-use slipway_api::signing::{
+use slipway_shared::signing::{
     KEY_ID_HEADER, NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, signature_header,
     signature_header_v2, string_to_sign, string_to_sign_v2,
 };

@@ -1,6 +1,8 @@
-//! `slipway`: the client for pipelines and people (`client`), operator commands, and
-//! `slipway dev`, the embedded default that runs the API, a worker and the scheduler in one
-//! process against local services (see scripts/dev.sh).
+//! `slipway`: the client for pipelines and people (`client`), and, in the full build (feature
+//! `server`, the default), the operator commands and `slipway dev`, the embedded default that
+//! runs the API, a worker and the scheduler in one process against local services (see
+//! scripts/dev.sh). Built with `--no-default-features` it is the client alone, which links none
+//! of the server (scripts/check-client-deps.sh).
 // `slipway dev` runs the worker's job handlers: their futures (apalis's service stack around
 // them) nest deeper than the default limit of 128, as in `slipway-worker`.
 #![recursion_limit = "256"]
@@ -8,21 +10,10 @@
 mod client;
 mod pack;
 mod progress;
-
-use std::{path::Path, sync::Arc};
+#[cfg(feature = "server")]
+mod server;
 
 use anyhow::{Context, bail};
-use slipway_shared::{
-    config::{ApiConfig, DatabaseConfig, StoreConfig, WorkerConfig},
-    db,
-    domain::{ApiKey, ApiKeyHash, SigningSecret},
-    jobs::{Job, PurgeJob},
-    store::ArchiveStore,
-    telemetry,
-};
-use sqlx::PgPool;
-use tokio::sync::watch;
-use tracing::info;
 
 const USAGE: &str = "usage: slipway <command>
 
@@ -51,7 +42,8 @@ client commands (SLIPWAY_URL and SLIPWAY_API_KEY, or `slipway login`; add --json
   logs DEPLOYMENT [--follow]
   invoke NAME|ID [--path PATH] [--data BODY]
 
-operator commands (DATABASE_URL):
+operator commands (DATABASE_URL; only in the full build, `cargo install --path cli`, not in a
+client-only build made with --no-default-features):
   dev                  migrate, then run the API, a worker and the scheduler in one process
   migrate              apply database migrations and exit
   create-key <user> [--operator]
@@ -70,7 +62,6 @@ configuration comes from the environment; see README.md";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    telemetry::init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args
         .iter()
@@ -78,41 +69,7 @@ async fn main() -> anyhow::Result<()> {
         .collect::<Vec<_>>()
         .as_slice()
     {
-        ["dev"] => dev().await,
-        ["migrate"] => {
-            let pool = db::connect(&DatabaseConfig::from_env()?).await?;
-            db::migrate(&pool).await
-        }
-        ["create-key", user, flags @ ..] if flags.iter().all(|f| *f == "--operator") => {
-            let pool = db::connect(&DatabaseConfig::from_env()?).await?;
-            let key = create_key(&pool, user, !flags.is_empty()).await?;
-            print!("{}", key.env_lines());
-            Ok(())
-        }
-        ["quota", user, quota] => {
-            let quota = match *quota {
-                "default" => None,
-                n => Some(n.parse::<i32>().ok().filter(|n| *n >= 0).with_context(|| {
-                    format!("{n:?} is not a quota (a whole number >= 0, or `default`)")
-                })?),
-            };
-            let pool = db::connect(&DatabaseConfig::from_env()?).await?;
-            let mut conn = pool.acquire().await?;
-            let user_id = db::users::ensure(&mut conn, user).await?;
-            db::users::set_function_quota(&mut conn, user_id, quota).await?;
-            println!(
-                "{user}: {}",
-                quota.map_or("the default quota".to_owned(), |n| format!("{n} functions"))
-            );
-            Ok(())
-        }
-        ["purge", function_id] => {
-            let function_id: uuid::Uuid = function_id
-                .parse()
-                .with_context(|| format!("{function_id:?} is not a function id"))?;
-            let pool = db::connect(&DatabaseConfig::from_env()?).await?;
-            purge(&pool, function_id).await
-        }
+        [command, ..] if OPERATOR_COMMANDS.contains(command) => operator_command(&args).await,
         [command, ..] if CLIENT_COMMANDS.contains(command) => {
             let ok = client_command(&args).await?;
             std::process::exit(if ok { 0 } else { 1 });
@@ -125,11 +82,32 @@ async fn main() -> anyhow::Result<()> {
             println!("{USAGE}");
             Ok(())
         }
-        _ => {
-            eprintln!("{USAGE}");
-            std::process::exit(2);
-        }
+        _ => usage_error(),
     }
+}
+
+/// Wrong arguments: the usage on stderr, exit 2.
+fn usage_error() -> ! {
+    eprintln!("{USAGE}");
+    std::process::exit(2);
+}
+
+/// Parsed in every build, so the client-only one can say why it will not run them.
+const OPERATOR_COMMANDS: [&str; 5] = ["dev", "migrate", "create-key", "quota", "purge"];
+
+#[cfg(feature = "server")]
+use server::run as operator_command;
+
+/// The client-only build: exit 2, as for any command this binary cannot run.
+#[cfg(not(feature = "server"))]
+async fn operator_command(args: &[String]) -> anyhow::Result<()> {
+    eprintln!(
+        "slipway: `{}` is an operator command, and this build of slipway is the client only; \
+         the operator commands (dev, migrate, create-key, quota, purge) need the full build \
+         (default features: `cargo install --path cli`)",
+        args[0]
+    );
+    std::process::exit(2);
 }
 
 const CLIENT_COMMANDS: [&str; 14] = [
@@ -321,147 +299,4 @@ fn git_binding(args: &Args) -> anyhow::Result<serde_json::Value> {
         binding["credentials"] = credentials;
     }
     Ok(binding)
-}
-
-/// A key as `create-key` and `slipway dev` hand it out: the bearer key, its id and the signing
-/// secret its requests are signed with (README, "Signed requests").
-struct IssuedKey {
-    key: String,
-    key_id: uuid::Uuid,
-    signing_secret: String,
-}
-
-impl IssuedKey {
-    /// `NAME=value` lines, for a shell to `source` or a pipeline to store as secrets.
-    fn env_lines(&self) -> String {
-        format!(
-            "SLIPWAY_API_KEY={}\nSLIPWAY_KEY_ID={}\nSLIPWAY_SIGNING_SECRET={}\n",
-            self.key, self.key_id, self.signing_secret
-        )
-    }
-
-    fn from_env_lines(text: &str) -> Option<Self> {
-        let value = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix('=').map(str::to_owned))
-        };
-        Some(Self {
-            key: value("SLIPWAY_API_KEY")?,
-            key_id: value("SLIPWAY_KEY_ID")?.parse().ok()?,
-            signing_secret: value("SLIPWAY_SIGNING_SECRET")?,
-        })
-    }
-}
-
-async fn create_key(pool: &PgPool, user: &str, operator: bool) -> anyhow::Result<IssuedKey> {
-    let secrets_key = slipway_shared::config::secrets_key()?.context(
-        "SLIPWAY_SECRETS_KEY (or _FILE) must be set: it seals the key's signing secret, as the api's does",
-    )?;
-    let mut tx = pool.begin().await?;
-    let user_id = db::users::ensure(&mut tx, user).await?;
-    if operator {
-        db::users::make_operator(&mut tx, user_id).await?;
-    }
-    let key = ApiKey::generate();
-    let secret = SigningSecret::generate();
-    let sealed = secret
-        .seal(&secrets_key, key.prefix())
-        .map_err(|e| anyhow::anyhow!("sealing the signing secret: {e}"))?;
-    let key_id = db::users::insert_api_key(&mut tx, user_id, &key, Some(&sealed)).await?;
-    tx.commit().await?;
-    Ok(IssuedKey {
-        key: key.expose().to_owned(),
-        key_id,
-        signing_secret: secret.expose().to_owned(),
-    })
-}
-
-/// Enqueues the purge if the function is scheduled for deletion; the job itself re-checks that.
-async fn purge(pool: &PgPool, function_id: uuid::Uuid) -> anyhow::Result<()> {
-    let mut tx = pool.begin().await?;
-    let deletion = db::deletions::open_for_function(&mut tx, function_id)
-        .await?
-        .with_context(|| format!("function {function_id} is not scheduled for deletion"))?;
-    PurgeJob::Function {
-        function_id,
-        request_id: uuid::Uuid::new_v4(),
-    }
-    .enqueue(&mut tx)
-    .await?;
-    tx.commit().await?;
-    println!(
-        "purge of {} ({function_id}) enqueued; it was due {}",
-        deletion.function_name, deletion.deletion_date
-    );
-    Ok(())
-}
-
-/// Reuses the key already written to the dev env file while it is still valid, so restarting
-/// `slipway dev` does not invalidate a shell that sourced the file.
-async fn dev_key(pool: &PgPool, env_file: Option<&Path>) -> anyhow::Result<IssuedKey> {
-    if let Some(existing) = env_file
-        .and_then(|f| std::fs::read_to_string(f).ok())
-        .and_then(|text| IssuedKey::from_env_lines(&text))
-    {
-        let mut conn = pool.acquire().await?;
-        if db::users::key_is_live(&mut conn, &ApiKeyHash::of(&existing.key)).await? {
-            return Ok(existing);
-        }
-    }
-    create_key(pool, "dev", true).await
-}
-
-async fn dev() -> anyhow::Result<()> {
-    let api_config = ApiConfig::from_env()?;
-    let worker_config = WorkerConfig::from_env()?;
-    let store_config = StoreConfig::from_env()?;
-    let pool = db::connect(&DatabaseConfig::from_env()?).await?;
-    db::migrate(&pool).await?;
-    let store = Arc::new(ArchiveStore::from_config(&store_config).await?);
-
-    let env_file = std::env::var("SLIPWAY_DEV_ENV_FILE").ok();
-    let key = dev_key(&pool, env_file.as_deref().map(Path::new)).await?;
-    let url = format!("http://{}", api_config.bind);
-    if let Some(file) = &env_file {
-        let text = format!(
-            "SLIPWAY_URL={url}\n{}SLIPWAY_REGISTRY={}\n",
-            key.env_lines(),
-            worker_config.registry
-        );
-        std::fs::write(file, text).with_context(|| format!("writing {file}"))?;
-        info!(file, "wrote the dev environment; `source` it to use curl");
-    }
-
-    let listener = tokio::net::TcpListener::bind(api_config.bind)
-        .await
-        .with_context(|| format!("binding {}", api_config.bind))?;
-    let (stop, stopped) = watch::channel(false);
-    let wait = |mut rx: watch::Receiver<bool>| async move {
-        rx.wait_for(|s| *s).await.ok();
-    };
-    let scheduler = slipway_scheduler::Scheduler::new(
-        pool.clone(),
-        api_config.scheduler.clone(),
-        Arc::new(slipway_shared::schedule::SystemClock),
-        slipway_shared::config::unique_worker_name(),
-    )?;
-    let state = slipway_api::AppState::new(pool.clone(), Arc::clone(&store), api_config)?;
-    let api = tokio::spawn(slipway_api::serve(listener, state, wait(stopped.clone())));
-    let worker_env = Arc::new(slipway_worker::Environment::new(
-        pool,
-        store,
-        worker_config,
-    )?);
-    let worker = tokio::spawn(slipway_worker::run(worker_env, wait(stopped.clone())));
-    let scheduler = tokio::spawn(async move { scheduler.run(wait(stopped)).await });
-    info!(%url, "slipway dev is up");
-
-    telemetry::shutdown_signal().await;
-    info!("shutting down");
-    stop.send(true).ok();
-    let (api, worker, scheduler) = tokio::join!(api, worker, scheduler);
-    api.context("api task")??;
-    worker.context("worker task")??;
-    scheduler.context("scheduler task")?;
-    Ok(())
 }
