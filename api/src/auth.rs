@@ -57,10 +57,17 @@ pub(crate) async fn key_owner(
     state: &AppState,
     key: &str,
 ) -> Result<db::users::KeyOwner, ApiError> {
+    let hash = ApiKeyHash::of(key);
+    if let Some(owner) = state.hot.key(&hash.0) {
+        return Ok(owner);
+    }
+    let ticket = state.hot.ticket();
     let mut conn = state.pool.acquire().await?;
-    db::users::authenticate(&mut conn, &ApiKeyHash::of(key))
+    let owner = db::users::authenticate(&mut conn, &hash)
         .await?
-        .ok_or_else(|| unauthorized("unknown or revoked API key"))
+        .ok_or_else(|| unauthorized("unknown or revoked API key"))?;
+    state.hot.store_key(ticket, hash.0, owner.clone());
+    Ok(owner)
 }
 
 /// Looks the presented key up; unknown and revoked keys are the same 401.

@@ -76,6 +76,7 @@ pub async fn schedule(
         .await?
         .context("the deletion just scheduled is not there")?;
     tx.commit().await?;
+    state.hot.forget_function(function.id);
     Ok(scheduled)
 }
 
@@ -125,6 +126,7 @@ pub async fn cancel(
         .await
         .context("restoring the function's status")?;
     tx.commit().await?;
+    state.hot.forget_function(function.id);
     Ok(Restored {
         function_id: function.id,
         name: function.name,

@@ -76,6 +76,7 @@ pub async fn verify(
     }
     let serving = integrity::record(&mut tx, id, &image, &recorded, &verification, policy).await?;
     tx.commit().await?;
+    state.hot.forget_function(id);
 
     Ok(Verified {
         function_id: id,

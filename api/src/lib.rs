@@ -15,6 +15,7 @@ pub mod events;
 pub mod git_bindings;
 pub mod git_delivery;
 pub mod git_push;
+pub mod hot_cache;
 pub mod idempotency;
 pub mod init;
 pub mod integrity;
@@ -67,6 +68,8 @@ pub struct AppState {
     pub registries: Arc<registries::RegistryClients>,
     /// Uploads in progress per key (`uploads::limit`).
     pub uploads: Arc<uploads::UploadSlots>,
+    /// Keys and routes for invocations, kept true by Postgres' announcements.
+    pub hot: Arc<hot_cache::HotCache>,
     /// This process's metrics registry, rendered at `/metrics`.
     pub metrics: slipway_shared::metrics::PrometheusHandle,
 }
@@ -84,6 +87,7 @@ impl AppState {
             .build()
             .context("building the invocation client")?;
         let events = events::EventRecorder::start(pool.clone(), config.record_events);
+        let pool_for_cache = pool.clone();
         let registries = Arc::new(registries::RegistryClients::new(&config, http.clone())?);
         Ok(Self {
             pool,
@@ -94,6 +98,7 @@ impl AppState {
             events,
             registries,
             uploads: Arc::default(),
+            hot: hot_cache::HotCache::start(pool_for_cache),
             metrics: slipway_shared::metrics::install()?,
         })
     }

@@ -100,5 +100,8 @@ pub async fn update(
         db::functions::set_read_only_root(&mut tx, function_id, read_only_root).await?;
     }
     tx.commit().await?;
+    // This process answers the next call as changed (a disabled function refuses it at once);
+    // the others hear of it from Postgres.
+    state.hot.forget_function(function_id);
     Ok(())
 }

@@ -24,6 +24,7 @@ const QUEUE_JOBS: &str = "slipway_queue_jobs";
 const QUEUE_OLDEST_WAITING: &str = "slipway_queue_oldest_waiting_seconds";
 const DEPLOY_STAGE_DURATION: &str = "slipway_deploy_stage_duration_seconds";
 const INVOCATIONS: &str = "slipway_invocations_total";
+const ROUTE_LOOKUPS: &str = "slipway_invocation_route_lookups_total";
 const INVOCATION_DURATION: &str = "slipway_invocation_duration_seconds";
 const WEBHOOK_DELIVERIES: &str = "slipway_webhook_deliveries_total";
 const SWEEP_RUNS: &str = "slipway_sweep_runs_total";
@@ -119,6 +120,10 @@ fn describe() {
          initializer, and total (accepted to active)."
     );
     describe_counter!(INVOCATIONS, "Invocations answered, by HTTP status.");
+    describe_counter!(
+        ROUTE_LOOKUPS,
+        "Where an invocation found its function's route: `cache` (no database round trip) or `database`."
+    );
     describe_histogram!(
         INVOCATION_DURATION,
         Unit::Seconds,
@@ -229,6 +234,11 @@ pub fn elapsed_since(since: chrono::DateTime<chrono::Utc>) -> Duration {
 pub fn invocation_answered(status: u16, took: Duration) {
     counter!(INVOCATIONS, "status" => status.to_string()).increment(1);
     histogram!(INVOCATION_DURATION).record(took.as_secs_f64());
+}
+
+pub fn route_looked_up(cached: bool) {
+    let source = if cached { "cache" } else { "database" };
+    counter!(ROUTE_LOOKUPS, "source" => source).increment(1);
 }
 
 pub fn webhook_delivery(provider: &'static str, status: u16) {

@@ -224,3 +224,119 @@ async fn a_function_on_its_own_origin_gets_every_path_and_its_cookies() -> anyho
     assert!(head.starts_with("HTTP/1.1 401"), "{head}");
     stack.shutdown().await
 }
+
+/// The sum of a Prometheus counter's samples with this label.
+fn counter(scrape: &str, name: &str, label: &str) -> f64 {
+    scrape
+        .lines()
+        .filter(|line| line.starts_with(name) && line.contains(label))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// Invocations find the key and the route in the api's cache, with no database round trip; a
+/// change made by another process (here straight in SQL, as a worker or another api would) is
+/// announced by Postgres and seen within moments; and when the cache's listener loses its
+/// connection, calls go to the database and stay right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_keys_and_routes_follow_changes_made_elsewhere() -> anyhow::Result<()> {
+    use std::time::Duration;
+
+    use slipway_tests::{eventually, hello_archive};
+
+    let stack = TestStack::start().await?;
+    let operator = stack.add_operator().await?;
+    let scrape = || async {
+        stack
+            .http
+            .get(stack.url("/metrics"))
+            .bearer_auth(operator.expose())
+            .send()
+            .await?
+            .text()
+            .await
+            .context("scraping")
+    };
+    let function_id = stack.init("cached").await?;
+    let (deployment, _) = stack
+        .deploy(function_id, hello_archive("cached\n")?)
+        .await?;
+    stack.wait_active(deployment).await?;
+
+    let hits = "slipway_invocation_route_lookups_total";
+    let before = counter(&scrape().await?, hits, "source=\"cache\"");
+    for _ in 0..100 {
+        let (status, body) = stack.invoke(function_id, "/").await?;
+        assert_eq!((status, body.as_str()), (200, "cached\n"));
+    }
+    let cached = counter(&scrape().await?, hits, "source=\"cache\"") - before;
+    assert!(
+        cached >= 99.0,
+        "only {cached} of 100 calls found their route cached"
+    );
+
+    let set_enabled = |enabled: bool| {
+        sqlx::query("UPDATE functions SET enabled = $2 WHERE id = $1")
+            .bind(function_id)
+            .bind(enabled)
+            .execute(&stack.pool)
+    };
+    let answers = |expected: u16| {
+        let stack = &stack;
+        move || async move {
+            let (status, _) = stack.invoke(function_id, "/").await?;
+            Ok((status == expected).then_some(()))
+        }
+    };
+    set_enabled(false).await?;
+    eventually(
+        Duration::from_secs(5),
+        "the disabled function refused",
+        answers(503),
+    )
+    .await?;
+    set_enabled(true).await?;
+    eventually(
+        Duration::from_secs(5),
+        "the function served again",
+        answers(200),
+    )
+    .await?;
+
+    // The listener's connection cut: the cache is dropped, calls read the database, and a change
+    // made meanwhile is seen at once.
+    let cut: i64 = sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+         WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+    )
+    .fetch_one(&stack.pool)
+    .await?;
+    assert!(cut >= 1, "no listener connection was found to cut");
+    set_enabled(false).await?;
+    eventually(
+        Duration::from_secs(5),
+        "the disabled function refused",
+        answers(503),
+    )
+    .await?;
+    set_enabled(true).await?;
+    eventually(
+        Duration::from_secs(5),
+        "the function served again",
+        answers(200),
+    )
+    .await?;
+
+    // A key revoked by another process stops working.
+    sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE key_hash = $1")
+        .bind(&slipway_shared::domain::ApiKeyHash::of(&stack.api_key).0[..])
+        .execute(&stack.pool)
+        .await?;
+    eventually(
+        Duration::from_secs(5),
+        "the revoked key refused",
+        answers(401),
+    )
+    .await?;
+    stack.shutdown().await
+}

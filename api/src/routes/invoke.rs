@@ -274,14 +274,26 @@ pub async fn own_origin(State(state): State<AppState>, request: Request, next: N
 async fn resolve(state: &AppState, caller: Caller, id: Uuid) -> Result<Target, ApiError> {
     let started = std::time::Instant::now();
     loop {
-        let route = {
-            let mut conn = state.pool.acquire().await?;
-            db::deployments::route(&mut conn, caller.user_id, id)
-                .await?
-                .ok_or_else(ApiError::function_not_found)?
+        let cached = state.hot.route(caller.user_id, id);
+        metrics::route_looked_up(cached.is_some());
+        let ticket = state.hot.ticket();
+        let route = match cached.clone() {
+            Some(route) => route,
+            None => {
+                let mut conn = state.pool.acquire().await?;
+                db::deployments::route(&mut conn, caller.user_id, id)
+                    .await?
+                    .ok_or_else(ApiError::function_not_found)?
+            }
         };
         match serving(&route)? {
             Serving::Ready(endpoint) => {
+                // Only a route that serves is kept: one waking changes within moments.
+                if cached.is_none() {
+                    state
+                        .hot
+                        .store_route(ticket, caller.user_id, id, route.clone());
+                }
                 return Ok(Target {
                     endpoint,
                     deployment_id: route.deployment_id,

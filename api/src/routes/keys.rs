@@ -176,6 +176,8 @@ pub async fn revoke(
     let row = db::users::revoke_api_key(&mut conn, caller.user_id, id)
         .await?
         .ok_or_else(not_found)?;
+    // The key stops working here at once; other api processes hear of it from Postgres.
+    state.hot.forget_keys();
     Ok(Json(row.into()))
 }
 
