@@ -24,6 +24,7 @@ mod openapi;
 mod ops;
 mod postgres_restart;
 mod proxy;
+mod redeploy;
 mod rollback;
 mod scheduler;
 mod signing;

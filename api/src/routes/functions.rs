@@ -308,6 +308,10 @@ pub struct DeploymentSummary {
     source: Option<GitSource>,
     #[serde(skip_serializing_if = "Option::is_none")]
     superseded_by: Option<Uuid>,
+    /// The deployment whose image this version reused (the same build inputs): it skipped
+    /// BuildKit and the push.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    build_reused_from: Option<Uuid>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -346,6 +350,7 @@ impl From<DeploymentRow> for DeploymentSummary {
                 committed_at: row.committed_at.map(timestamp),
             }),
             superseded_by: row.superseded_by,
+            build_reused_from: row.build_reused_from,
         }
     }
 }

@@ -46,6 +46,9 @@ pub struct DeploymentRow {
     /// The claim of the job run that last took charge of the deployment ([`claim_run`]); a
     /// handler's writes pass it on and apply only while it is still the stored one.
     pub run_token: Option<Uuid>,
+    /// The deployment whose image this one reused: the same build inputs, so no build and no
+    /// push.
+    pub build_reused_from: Option<Uuid>,
 }
 
 pub struct NewDeployment<'a> {
@@ -127,6 +130,55 @@ pub async fn page(
     )
     .fetch_all(conn)
     .await
+}
+
+/// An earlier build of the function with the same inputs whose image is still recorded (not
+/// pruned), newest first: what a redeploy can reuse.
+pub struct ReusableBuild {
+    pub id: Uuid,
+    pub version: i32,
+    pub image_tag: String,
+    pub image_digest: String,
+}
+
+pub async fn reusable_build(
+    conn: &mut PgConnection,
+    function_id: Uuid,
+    build_inputs_sha256: &str,
+    except: Uuid,
+) -> sqlx::Result<Option<ReusableBuild>> {
+    sqlx::query_as!(
+        ReusableBuild,
+        r#"SELECT id, version, image_tag AS "image_tag!", image_digest AS "image_digest!"
+           FROM deployments
+           WHERE function_id = $1 AND build_inputs_sha256 = $2 AND id <> $3
+             AND image_digest IS NOT NULL AND image_tag IS NOT NULL AND pruned_at IS NULL
+           ORDER BY version DESC
+           LIMIT 1"#,
+        function_id,
+        build_inputs_sha256,
+        except
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// What went into the deployment's image, and whose image it reused (if it did).
+pub async fn record_build_inputs(
+    conn: &mut PgConnection,
+    id: Uuid,
+    build_inputs_sha256: &str,
+    reused_from: Option<Uuid>,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE deployments SET build_inputs_sha256 = $2, build_reused_from = $3 WHERE id = $1",
+        id,
+        build_inputs_sha256,
+        reused_from
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 pub async fn count(conn: &mut PgConnection, function_id: Uuid) -> sqlx::Result<i64> {

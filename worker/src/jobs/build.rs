@@ -7,8 +7,8 @@ use anyhow::Context;
 use slipway_shared::{
     archive,
     db::{self, deployments::StatusChange},
-    domain::PipelineStep,
-    jobs::{BuildJob, Job, PushJob},
+    domain::{Digest, ImageRef, PipelineStep},
+    jobs::{BuildJob, CacheWarmJob, Job, PushJob},
     metrics,
     store::StoreError,
 };
@@ -153,6 +153,18 @@ async fn build(
         .await;
     }
 
+    let inputs = {
+        let path = context_path.clone();
+        let network_none = env.config.build_network_none;
+        tokio::task::spawn_blocking(move || build_inputs_sha256(&path, network_none))
+            .await
+            .map_err(|e| StepError::Transient(e.into()))?
+            .map_err(|e| StepError::Transient(e.into()))?
+    };
+    if reuse_identical_build(env, deployment, &inputs).await? {
+        return Ok(());
+    }
+
     let request = BuildRequest {
         context_tar: context_path,
         image_ref: image.tagged(),
@@ -192,6 +204,7 @@ async fn build(
         .await
         .context("enqueueing the push")
         .map_err(StepError::Transient)?;
+        db::deployments::record_build_inputs(&mut tx, deployment.id, &inputs, None).await?;
         db::logs::append(
             &mut tx,
             deployment.id,
@@ -202,6 +215,110 @@ async fn build(
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// What goes into a build: the prepared context (the archive after `.dockerignore` and
+/// `# syntax=` handling, which fixes every file's content, mode and mtime) and the settings
+/// that change what a `RUN` can do. Two builds with the same inputs make the same image.
+fn build_inputs_sha256(context: &std::path::Path, network_none: bool) -> std::io::Result<String> {
+    use sha2::{Digest as _, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(format!(
+        "slipway build inputs v1\nnetwork_none={network_none}\n"
+    ));
+    std::io::copy(&mut std::fs::File::open(context)?, &mut hasher)?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// A redeploy of inputs an earlier build of the function already built: that build's image is
+/// this deployment's too, once the registry confirms it still holds the recorded digest, and
+/// the pipeline goes on at cache-warm, with no BuildKit call and no push.
+async fn reuse_identical_build(
+    env: &Arc<Environment>,
+    deployment: &db::deployments::DeploymentRow,
+    inputs: &str,
+) -> Result<bool, StepError> {
+    let candidate = {
+        let mut conn = env.pool.acquire().await?;
+        db::deployments::reusable_build(&mut conn, deployment.function_id, inputs, deployment.id)
+            .await?
+    };
+    let Some(candidate) = candidate else {
+        return Ok(false);
+    };
+    let (Some(image), Ok(digest)) = (
+        ImageRef::parse_tagged(&candidate.image_tag),
+        Digest::parse(&candidate.image_digest),
+    ) else {
+        return Ok(false);
+    };
+    let present = with_retries(env, "checking the reusable image", || async {
+        env.registry
+            .manifest_exists(&image, &digest)
+            .await
+            .map_err(super::push::registry_step)
+    })
+    .await?;
+    if !present {
+        log_info(
+            env,
+            deployment.id,
+            PHASE,
+            format!(
+                "version {} had the same inputs, but its image is gone from the registry: building",
+                candidate.version
+            ),
+        )
+        .await;
+        return Ok(false);
+    }
+    let mut tx = env.pool.begin().await?;
+    db::functions::lock(&mut tx, deployment.function_id).await?;
+    let moved = db::deployments::change(
+        &mut tx,
+        deployment.id,
+        deployment.run_token,
+        StatusChange::Built,
+    )
+    .await?
+        && db::deployments::change(
+            &mut tx,
+            deployment.id,
+            deployment.run_token,
+            StatusChange::Pushed {
+                image_tag: &candidate.image_tag,
+                image_digest: &candidate.image_digest,
+            },
+        )
+        .await?;
+    if moved {
+        db::deployments::record_build_inputs(&mut tx, deployment.id, inputs, Some(candidate.id))
+            .await?;
+        CacheWarmJob {
+            deployment_id: deployment.id,
+        }
+        .enqueue(&mut tx)
+        .await
+        .context("enqueueing the cache-warm")
+        .map_err(StepError::Transient)?;
+        db::logs::append(
+            &mut tx,
+            deployment.id,
+            PHASE,
+            &[(
+                "info".into(),
+                format!(
+                    "reused the image of version {} ({}): the same build inputs, and {digest} is \
+                     still in the registry; no build, no push",
+                    candidate.version, candidate.id
+                ),
+            )],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    info!(reused_from = %candidate.id, %digest, "build reused");
+    Ok(true)
 }
 
 /// Drains BuildKit's log into the database in batches, so a chatty build costs few inserts.

@@ -28,7 +28,8 @@ SELECT
     d.commit_message,
     d.committed_at,
     d.superseded_by,
-    d.run_token
+    d.run_token,
+    d.build_reused_from
 FROM deployments d
 JOIN functions f ON f.id = d.function_id
 WHERE ($1::uuid IS NULL OR d.id = $1)
