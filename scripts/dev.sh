@@ -10,6 +10,8 @@
 #   SLIPWAY_RUNTIME=swarm scripts/dev.sh     # functions on the 3-node swarm of scripts/swarm.sh
 #                                            # (started if needed; builds stay on the engine above)
 #
+#   SLIPWAY_PROFILE=release scripts/dev.sh   # an optimised build (benchmarks, load tests)
+#
 # Any other SLIPWAY_* variable you set is passed through to `slipway dev`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -89,10 +91,10 @@ export SLIPWAY_DEV_ENV_FILE=$SLIPWAY_STATE_DIR/dev.env
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/slipway/target}
 export SQLX_OFFLINE=${SQLX_OFFLINE:-true}
 
-slipway_say "cargo run -p slipway -- dev (API on http://$SLIPWAY_BIND; credentials in $SLIPWAY_DEV_ENV_FILE)"
+slipway_say "cargo run --profile ${SLIPWAY_PROFILE:-dev} -p slipway -- dev (API on http://$SLIPWAY_BIND; credentials in $SLIPWAY_DEV_ENV_FILE)"
 # In the background so the traps run at once on Ctrl-C; `cargo run` execs the binary, so $! is
 # slipway itself once built.
-cargo run -p slipway -- dev &
+cargo run --profile "${SLIPWAY_PROFILE:-dev}" -p slipway -- dev &
 stack=$!
 set +e
 wait "$stack"

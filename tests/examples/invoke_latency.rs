@@ -1,47 +1,173 @@
-//! Benchmark (not a test): what the invocation proxy and its event recording add to a call.
-//! One run measures the same function three ways, sequentially, so the figures compare as
-//! ratios: straight to its container (the baseline), through the proxy with event recording
-//! off, and through the proxy with it on (the default).
+//! Benchmark (not a test): Slipway's invocation proxy against nginx as a reverse proxy, on the
+//! same function, with wrk (Debian's) on loopback. In one run and alternating, round after
+//! round: straight to the container (the floor), through nginx (keep-alive upstreams, the
+//! config generated here), and through Slipway's invoke route with event recording on. It
+//! prints each path's median over the rounds and Slipway's ratios to nginx; the target (issue
+//! 17) is ≥ 0.8 of nginx's throughput with p50 and p99 within 2×, at 1 and at 8 connections.
 //!
 //! ```sh
-//! bench/invoke-latency.sh          # SLIPWAY_BENCH_CALLS=2000 by default
+//! SLIPWAY_BENCH_PROFILE=release bench/invoke-latency.sh
+//! SLIPWAY_BENCH_ROUNDS=5 SLIPWAY_BENCH_SECONDS=10 bench/invoke-latency.sh
 //! ```
 
-use std::time::Instant;
+use std::{process::Stdio, time::Duration};
 
-use slipway_shared::config::ApiConfig;
-use slipway_tests::{
-    StackOptions, StoreKind, TestStack,
-    bench::{self, Figures, print_table},
-    hello_archive,
-};
-use uuid::Uuid;
+use anyhow::{Context, bail};
+use slipway_tests::{StackOptions, StoreKind, TestStack, hello_archive};
 
-async fn measure(
-    request: impl Fn() -> reqwest::RequestBuilder,
-    calls: usize,
-) -> anyhow::Result<Figures> {
-    for _ in 0..50 {
-        request().send().await?.bytes().await?;
-    }
-    let mut took = Vec::with_capacity(calls);
-    for _ in 0..calls {
-        let started = Instant::now();
-        let response = request().send().await?;
-        anyhow::ensure!(response.status() == 200, "status {}", response.status());
-        response.bytes().await?;
-        took.push(started.elapsed());
-    }
-    Ok(Figures::of(took))
+/// One wrk run's figures.
+#[derive(Clone, Copy)]
+struct Run {
+    requests_per_second: f64,
+    p50: Duration,
+    p99: Duration,
 }
 
-async fn stack(record_events: bool) -> anyhow::Result<(TestStack, Uuid, String)> {
-    fn events_off(config: &mut ApiConfig) {
-        config.record_events = false;
+fn env_number(name: &str, default: u64) -> anyhow::Result<u64> {
+    std::env::var(name).map_or(Ok(default), |raw| {
+        raw.parse().with_context(|| format!("{name}={raw:?}"))
+    })
+}
+
+/// `171.00us`, `1.23ms`, `2.00s` as wrk prints them.
+fn wrk_duration(raw: &str) -> anyhow::Result<Duration> {
+    let (number, unit) = raw
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map(|at| raw.split_at(at))
+        .context("a duration without unit")?;
+    let number: f64 = number.parse()?;
+    let seconds = match unit {
+        "us" => number / 1e6,
+        "ms" => number / 1e3,
+        "s" => number,
+        "m" => number * 60.0,
+        other => bail!("unknown unit {other:?} in {raw:?}"),
+    };
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn parse_wrk(output: &str) -> anyhow::Result<Run> {
+    let mut p50 = None;
+    let mut p99 = None;
+    let mut rate = None;
+    for line in output.lines().map(str::trim) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            ["50%", value] => p50 = Some(wrk_duration(value)?),
+            ["99%", value] => p99 = Some(wrk_duration(value)?),
+            ["Requests/sec:", value] => rate = Some(value.parse()?),
+            _ => {}
+        }
+        if line.starts_with("Non-2xx or 3xx responses") {
+            bail!("wrk saw failed requests:\n{output}");
+        }
     }
+    Ok(Run {
+        requests_per_second: rate.context("no Requests/sec")?,
+        p50: p50.context("no 50%")?,
+        p99: p99.context("no 99%")?,
+    })
+}
+
+async fn wrk(url: &str, connections: u32, seconds: u64, key: Option<&str>) -> anyhow::Result<Run> {
+    let mut command = tokio::process::Command::new("wrk");
+    command
+        .arg(format!("-t{}", connections.min(2)))
+        .arg(format!("-c{connections}"))
+        .arg(format!("-d{seconds}s"))
+        .arg("--latency");
+    if let Some(key) = key {
+        command
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {key}"));
+    }
+    let output = command
+        .arg(url)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .context("running wrk (apt-get install wrk)")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    anyhow::ensure!(output.status.success(), "wrk failed: {text}");
+    parse_wrk(&text)
+}
+
+/// nginx in front of the container, as a reverse proxy is usually set up: keep-alive to the
+/// upstream, no access log; as many workers as cores, like Slipway's runtime.
+async fn start_nginx(
+    dir: &std::path::Path,
+    endpoint: &str,
+) -> anyhow::Result<(tokio::process::Child, String)> {
+    let port = {
+        let socket = std::net::TcpListener::bind("127.0.0.1:0")?;
+        socket.local_addr()?.port()
+    };
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "worker_processes auto;\n\
+             pid {dir}/nginx.pid;\n\
+             error_log {dir}/error.log warn;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n\
+               access_log off;\n\
+               client_body_temp_path {dir}/body;\n\
+               proxy_temp_path {dir}/proxy;\n\
+               fastcgi_temp_path {dir}/fastcgi;\n\
+               uwsgi_temp_path {dir}/uwsgi;\n\
+               scgi_temp_path {dir}/scgi;\n\
+               upstream function {{ server {endpoint}; keepalive 32; }}\n\
+               server {{\n\
+                 listen 127.0.0.1:{port};\n\
+                 location / {{\n\
+                   proxy_pass http://function;\n\
+                   proxy_http_version 1.1;\n\
+                   proxy_set_header Connection \"\";\n\
+                 }}\n\
+               }}\n\
+             }}\n",
+            dir = dir.display()
+        ),
+    )?;
+    let child = tokio::process::Command::new("nginx")
+        .args(["-e", &dir.join("error.log").display().to_string()])
+        .arg("-c")
+        .arg(&conf)
+        .args(["-g", "daemon off;"])
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting nginx (apt-get install nginx)")?;
+    let url = format!("http://127.0.0.1:{port}/");
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    for _ in 0..100 {
+        if client
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            return Ok((child, url));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!(
+        "nginx did not answer at {url}; see {}",
+        dir.join("error.log").display()
+    )
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let rounds = env_number("SLIPWAY_BENCH_ROUNDS", 3)? as usize;
+    let seconds = env_number("SLIPWAY_BENCH_SECONDS", 5)?;
     let stack = TestStack::start_with(StackOptions {
         store: StoreKind::Filesystem,
-        api_overrides: (!record_events).then_some(events_off as fn(&mut ApiConfig)),
         ..Default::default()
     })
     .await?;
@@ -54,33 +180,75 @@ async fn stack(record_events: bool) -> anyhow::Result<(TestStack, Uuid, String)>
     .bind(function_id)
     .fetch_one(&stack.pool)
     .await?;
-    Ok((stack, function_id, endpoint))
+    let nginx_dir = tempfile::tempdir()?;
+    let (_nginx, nginx_url) = start_nginx(nginx_dir.path(), &endpoint).await?;
+    let direct_url = format!("http://{endpoint}/");
+    let slipway_url = stack.url(&format!("/api/v1/functions/invoke/{function_id}"));
+    let paths = [
+        ("direct", direct_url.as_str(), None),
+        ("nginx", nginx_url.as_str(), None),
+        (
+            "slipway",
+            slipway_url.as_str(),
+            Some(stack.api_key.as_str()),
+        ),
+    ];
+
+    println!(
+        "wrk, {seconds} s per run, {rounds} rounds alternating direct / nginx / slipway; medians"
+    );
+    println!(
+        "| connections | path | req/s | p50 | p99 | req/s ÷ nginx | p50 ÷ nginx | p99 ÷ nginx |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    for connections in [1, 8] {
+        let mut runs: Vec<Vec<Run>> = vec![Vec::new(); paths.len()];
+        // Warm every path's connections and caches before anything counts.
+        for (_, url, key) in paths {
+            wrk(url, connections, 1, key).await?;
+        }
+        for _ in 0..rounds {
+            for (index, (_, url, key)) in paths.iter().enumerate() {
+                runs[index].push(wrk(url, connections, seconds, *key).await?);
+            }
+        }
+        let medians: Vec<(f64, f64, f64)> = runs
+            .iter()
+            .map(|runs| {
+                (
+                    median(runs.iter().map(|r| r.requests_per_second).collect()),
+                    median(runs.iter().map(|r| r.p50.as_secs_f64() * 1e3).collect()),
+                    median(runs.iter().map(|r| r.p99.as_secs_f64() * 1e3).collect()),
+                )
+            })
+            .collect();
+        let nginx = medians[1];
+        for ((name, _, _), (rate, p50, p99)) in paths.iter().zip(&medians) {
+            println!(
+                "| {connections} | {name} | {rate:.0} | {p50:.2} ms | {p99:.2} ms | {:.2} | {:.2} | {:.2} |",
+                rate / nginx.0,
+                p50 / nginx.1,
+                p99 / nginx.2,
+            );
+        }
+    }
+    stack.shutdown().await
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let calls = bench::calls(2000)?;
-    let client = reqwest::Client::builder().no_proxy().build()?;
-    let mut rows = Vec::new();
-    for record_events in [false, true] {
-        let (stack, function_id, endpoint) = stack(record_events).await?;
-        if !record_events {
-            let direct = measure(|| client.get(format!("http://{endpoint}/")), calls).await?;
-            rows.push(("direct to the container", direct));
-        }
-        let url = stack.url(&format!("/api/v1/functions/invoke/{function_id}"));
-        let proxied = measure(|| client.get(&url).bearer_auth(&stack.api_key), calls).await?;
-        rows.push((
-            if record_events {
-                "proxy, events recorded"
-            } else {
-                "proxy, events off"
-            },
-            proxied,
-        ));
-        stack.shutdown().await?;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrk_output_is_read() {
+        let run = parse_wrk(
+            "Running 5s test @ http://127.0.0.1:1/\n  Latency Distribution\n     50%  171.00us\n     \
+             75%  200.00us\n     90%    1.00ms\n     99%    2.50ms\n  20000 requests in 5.00s\n\
+             Requests/sec:   4144.20\nTransfer/sec:    1.00MB\n",
+        )
+        .unwrap();
+        assert_eq!(run.p50, Duration::from_micros(171));
+        assert_eq!(run.p99, Duration::from_micros(2500));
+        assert!((run.requests_per_second - 4144.2).abs() < 1e-9);
     }
-    println!("{calls} sequential GETs each");
-    print_table("path", "p50÷direct", &rows);
-    Ok(())
 }
