@@ -135,7 +135,6 @@ async fn start_nginx(
         .arg("-c")
         .arg(&conf)
         .args(["-g", "daemon off;"])
-        .kill_on_drop(true)
         .spawn()
         .context("starting nginx (apt-get install nginx)")?;
     let url = format!("http://127.0.0.1:{port}/");
@@ -155,6 +154,23 @@ async fn start_nginx(
         "nginx did not answer at {url}; see {}",
         dir.join("error.log").display()
     )
+}
+
+/// Stops nginx with `nginx -s quit` however the benchmark ends: the master takes its workers
+/// with it (killing the master alone leaves them listening).
+struct NginxGuard(std::path::PathBuf);
+
+impl Drop for NginxGuard {
+    fn drop(&mut self) {
+        let quit = std::process::Command::new("nginx")
+            .arg("-c")
+            .arg(self.0.join("nginx.conf"))
+            .args(["-s", "quit"])
+            .status();
+        if !quit.as_ref().is_ok_and(|status| status.success()) {
+            eprintln!("nginx -s quit failed: {quit:?}; see {}", self.0.display());
+        }
+    }
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -182,6 +198,7 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let nginx_dir = tempfile::tempdir()?;
     let (_nginx, nginx_url) = start_nginx(nginx_dir.path(), &endpoint).await?;
+    let _stop_nginx = NginxGuard(nginx_dir.path().to_owned());
     let direct_url = format!("http://{endpoint}/");
     let slipway_url = stack.url(&format!("/api/v1/functions/invoke/{function_id}"));
     let paths = [
