@@ -61,7 +61,7 @@ impl HotCache {
         )
     }
 
-    pub fn route(&self, owner: Uuid, function: Uuid) -> Option<Route> {
+    pub fn cached_route(&self, owner: Uuid, function: Uuid) -> Option<Route> {
         if !self.live.load(Ordering::Acquire) {
             return None;
         }

@@ -176,7 +176,8 @@ mod tests {
         );
         assert!(
             offenders.is_empty(),
-            "routes added without their OpenAPI operation (use utoipa_axum::routes!):\n{}",
+            "routes added without their OpenAPI operation (use utoipa_axum::routes!; a method of \
+             another kind must not be named `route`):\n{}",
             offenders.join("\n")
         );
     }

@@ -274,7 +274,7 @@ pub async fn own_origin(State(state): State<AppState>, request: Request, next: N
 async fn resolve(state: &AppState, caller: Caller, id: Uuid) -> Result<Target, ApiError> {
     let started = std::time::Instant::now();
     loop {
-        let cached = state.hot.route(caller.user_id, id);
+        let cached = state.hot.cached_route(caller.user_id, id);
         metrics::route_looked_up(cached.is_some());
         let ticket = state.hot.ticket();
         let route = match cached.clone() {
