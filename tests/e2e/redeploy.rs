@@ -101,3 +101,68 @@ async fn an_identical_redeploy_reuses_the_verified_image_without_building() -> a
     );
     stack.shutdown().await
 }
+
+async fn instance_of(stack: &TestStack, deployment: Uuid) -> anyhow::Result<Option<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT container_id FROM deployments WHERE id = $1")
+            .bind(deployment)
+            .fetch_one(&stack.pool)
+            .await?,
+    )
+}
+
+/// An identical redeploy (same image, env, limits and sandbox) takes over the instance that
+/// serves instead of starting the same process again; any difference starts a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identical_redeploy_serves_on_from_the_same_instance() -> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let function_id = stack.init("serves-on").await?;
+    let archive = hello_archive("on\n")?;
+
+    let (first, _) = stack.deploy(function_id, archive.clone()).await?;
+    stack.wait_active(first).await?;
+    let serving = instance_of(&stack, first)
+        .await?
+        .expect("an active deployment records its instance");
+
+    let (second, _) = stack.deploy(function_id, archive.clone()).await?;
+    stack.wait_active(second).await?;
+    assert_eq!(
+        instance_of(&stack, second).await?.as_deref(),
+        Some(serving.as_str())
+    );
+    assert_eq!(instance_of(&stack, first).await?, None);
+    let lines = log_of(&stack, second).await?;
+    assert!(says(&lines, "serves on, not restarted"), "{lines:?}");
+    assert!(!says(&lines, "starting "), "{lines:?}");
+    assert_eq!(
+        stack.invoke(function_id, "/").await?,
+        (200, "on\n".to_owned())
+    );
+
+    // The same image with another env is another process: a new instance, the old one stopped.
+    let (status, body) = stack
+        .deploy_raw(
+            &function_id.to_string(),
+            archive,
+            Some(r#"{"GREETING": "changed"}"#),
+        )
+        .await?;
+    assert_eq!(status, 202, "{body}");
+    let third: Uuid = body["deployment_id"].as_str().unwrap().parse()?;
+    stack.wait_active(third).await?;
+    let third_instance = instance_of(&stack, third).await?.expect("its own instance");
+    assert_ne!(third_instance, serving);
+    assert!(says(&log_of(&stack, third).await?, "starting "));
+    slipway_tests::eventually(
+        std::time::Duration::from_secs(30),
+        "the replaced instance to be stopped",
+        || async { Ok(instance_of(&stack, second).await?.is_none().then_some(())) },
+    )
+    .await?;
+    assert_eq!(
+        stack.invoke(function_id, "/").await?,
+        (200, "on\n".to_owned())
+    );
+    stack.shutdown().await
+}

@@ -151,6 +151,7 @@ async fn restart_instance(
             deployment.run_token,
             &restarted.container_id,
             &restarted.endpoint,
+            None,
         )
         .await?;
         if !recorded {

@@ -387,20 +387,25 @@ pub async fn claim_build_slot(
 /// Remembers the instance as soon as it exists, so a crash leaves no untracked one: its
 /// container and the address the platform reaches it at (its own, on its function's network).
 /// False when another run took the deployment over: the instance is then the caller's to remove.
+/// `spec_sha256` is the fingerprint of the spec a new instance was started with; `None` keeps the
+/// recorded one (the same instance restarted or moved by the engine).
 pub async fn record_instance(
     conn: &mut PgConnection,
     id: Uuid,
     run_token: Option<Uuid>,
     container_id: &str,
     endpoint: &str,
+    spec_sha256: Option<&str>,
 ) -> sqlx::Result<bool> {
     let done = sqlx::query!(
-        r#"UPDATE deployments SET container_id = $2, runtime_endpoint = $3, updated_at = now()
+        r#"UPDATE deployments SET container_id = $2, runtime_endpoint = $3,
+                  instance_spec_sha256 = coalesce($5, instance_spec_sha256), updated_at = now()
            WHERE id = $1 AND ($4::uuid IS NULL OR run_token = $4)"#,
         id,
         container_id,
         endpoint,
-        run_token
+        run_token,
+        spec_sha256
     )
     .execute(conn)
     .await?;
@@ -507,6 +512,33 @@ pub async fn clear_container(
     Ok(())
 }
 
+/// Records the instance `from` serves as `to`'s too (a new version with the same instance
+/// spec, about to take it over; `from` forgets it once it stepped down, in the same
+/// transaction). False when `from` no longer has that instance or another run took `to` over.
+pub async fn share_instance(
+    conn: &mut PgConnection,
+    from: Uuid,
+    to: Uuid,
+    to_run_token: Option<Uuid>,
+    container_id: &str,
+) -> sqlx::Result<bool> {
+    let shared = sqlx::query!(
+        r#"UPDATE deployments d SET container_id = s.container_id,
+                  runtime_endpoint = s.runtime_endpoint,
+                  instance_spec_sha256 = s.instance_spec_sha256, updated_at = now()
+           FROM deployments s
+           WHERE s.id = $1 AND s.container_id = $3
+             AND d.id = $2 AND ($4::uuid IS NULL OR d.run_token = $4)"#,
+        from,
+        to,
+        container_id,
+        to_run_token
+    )
+    .execute(conn)
+    .await?;
+    Ok(shared.rows_affected() == 1)
+}
+
 #[derive(Debug, Clone)]
 pub struct ActiveDeployment {
     pub id: Uuid,
@@ -514,6 +546,8 @@ pub struct ActiveDeployment {
     pub container_id: Option<String>,
     pub runtime_endpoint: Option<String>,
     pub image_tag: Option<String>,
+    /// The fingerprint of the spec its instance was started with.
+    pub instance_spec_sha256: Option<String>,
 }
 
 pub async fn active_for_function(
@@ -522,7 +556,7 @@ pub async fn active_for_function(
 ) -> sqlx::Result<Option<ActiveDeployment>> {
     sqlx::query_as!(
         ActiveDeployment,
-        r#"SELECT id, version, container_id, runtime_endpoint, image_tag
+        r#"SELECT id, version, container_id, runtime_endpoint, image_tag, instance_spec_sha256
            FROM deployments WHERE function_id = $1 AND is_active"#,
         function_id
     )

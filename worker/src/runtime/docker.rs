@@ -509,6 +509,17 @@ impl DockerRuntime {
         digest: &str,
         credentials: Option<PushCredentials>,
     ) -> Result<(), RuntimeError> {
+        // By digest, the engine's copy is exactly the image asked for (a redeploy of the same
+        // build, a rollback); the registry is still asked for it before any start.
+        match self
+            .docker
+            .inspect_image(&format!("{repository}@{digest}"))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if not_found(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
         self.pull_with(
             repository,
             digest,

@@ -147,8 +147,21 @@ pub async fn start_and_switch(
     // A previous run of this job may have died after starting an instance.
     discard_instance(env, deployment).await;
 
-    let (instance, lifecycle) =
-        start_instance(env, deployment, &image.pinned(&digest), "", None, phase).await?;
+    let pinned = image.pinned(&digest);
+    let spec = instance_spec(env, deployment, &pinned, "").await?;
+    if let Activation::NewVersion = activation
+        && let Some(from_version) =
+            take_over_serving_instance(env, deployment, &spec, phase).await?
+    {
+        info!(
+            version = deployment.version,
+            from_version, "active on the instance already serving the same spec"
+        );
+        let total = metrics::elapsed_since(deployment.created_at);
+        metrics::deploy_stage(Stage::Total, Outcome::Ok, total);
+        return Ok(());
+    }
+    let (instance, lifecycle) = start_from_spec(env, deployment, &spec, None, phase).await?;
 
     let previous = match switch_traffic(env, deployment, phase, activation).await {
         Ok(previous) => previous,
@@ -255,11 +268,23 @@ pub async fn start_instance(
     kept: Option<&str>,
     phase: &str,
 ) -> Result<(Instance, Lifecycle), StepError> {
+    let spec = instance_spec(env, deployment, image, suffix).await?;
+    start_from_spec(env, deployment, &spec, kept, phase).await
+}
+
+/// What the deployment's instance runs now: its pinned image and env, with its function's
+/// current sandbox and limits. `suffix` keeps the names of a restarted instance and the one it
+/// replaces apart.
+async fn instance_spec<'a>(
+    env: &Environment,
+    deployment: &db::deployments::DeploymentRow,
+    image: &'a PinnedImage,
+    suffix: &str,
+) -> Result<InstanceSpec<'a>, StepError> {
     let sandbox = {
         let mut conn = env.pool.acquire().await?;
         db::functions::sandbox(&mut conn, deployment.function_id).await?
     };
-    let limits = env.config.function_limits.resolve(&sandbox.limits);
     let vars = slipway_shared::env::FunctionEnv::open(
         &deployment.env,
         env.config.secrets_key.as_ref(),
@@ -267,26 +292,47 @@ pub async fn start_instance(
     )
     .map_err(|e| StepError::Permanent(format!("the deployment's env: {e}")))?
     .vars;
-    let mut spec = instance_spec(
-        deployment,
+    let repository = image.name().rsplit('/').next().unwrap_or_default();
+    Ok(InstanceSpec {
+        function_id: deployment.function_id,
+        deployment_id: deployment.id,
+        name: format!(
+            "slipway-{repository}-v{}-{}{suffix}",
+            deployment.version,
+            &deployment.id.simple().to_string()[..8]
+        ),
         image,
-        suffix,
-        vars,
-        limits,
-        sandbox.read_only_root,
-    );
-    spec.registry_auth = env
-        .registry
-        .push_credentials()
-        .await
-        .map_err(registry_step)?;
+        env: vars
+            .into_iter()
+            .filter(|(k, _)| k != "PORT")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect(),
+        limits: env.config.function_limits.resolve(&sandbox.limits),
+        read_only_root: sandbox.read_only_root,
+        registry_auth: env
+            .registry
+            .push_credentials()
+            .await
+            .map_err(registry_step)?,
+    })
+}
+
+async fn start_from_spec(
+    env: &Environment,
+    deployment: &db::deployments::DeploymentRow,
+    spec: &InstanceSpec<'_>,
+    kept: Option<&str>,
+    phase: &str,
+) -> Result<(Instance, Lifecycle), StepError> {
     log_info(
         env,
         deployment.id,
         phase,
         format!(
-            "starting {image} ({limits}{})",
-            if sandbox.read_only_root {
+            "starting {} ({}{})",
+            spec.image,
+            spec.limits,
+            if spec.read_only_root {
                 ", read-only root"
             } else {
                 ""
@@ -296,7 +342,7 @@ pub async fn start_instance(
     .await;
     let starting = std::time::Instant::now();
     let mut instance = with_retries(env, "starting the instance", || async {
-        env.runtime.start(&spec, kept).await.map_err(runtime_step)
+        env.runtime.start(spec, kept).await.map_err(runtime_step)
     })
     .await
     .inspect_err(|_| {
@@ -310,6 +356,7 @@ pub async fn start_instance(
             deployment.run_token,
             &instance.container_id,
             &instance.endpoint,
+            Some(&spec.fingerprint()),
         )
         .await
     }
@@ -375,38 +422,6 @@ async fn remove_own_instance(env: &Environment, deployment_id: uuid::Uuid, conta
     }
 }
 
-/// The instance of `deployment`; `suffix` keeps the names of a restarted instance and the one
-/// it replaces apart.
-fn instance_spec<'a>(
-    deployment: &db::deployments::DeploymentRow,
-    image: &'a PinnedImage,
-    suffix: &str,
-    vars: std::collections::BTreeMap<String, String>,
-    limits: slipway_shared::domain::FunctionLimits,
-    read_only_root: bool,
-) -> InstanceSpec<'a> {
-    let env: Vec<String> = vars
-        .into_iter()
-        .filter(|(k, _)| k != "PORT")
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    let repository = image.name().rsplit('/').next().unwrap_or_default();
-    InstanceSpec {
-        function_id: deployment.function_id,
-        deployment_id: deployment.id,
-        name: format!(
-            "slipway-{repository}-v{}-{}{suffix}",
-            deployment.version,
-            &deployment.id.simple().to_string()[..8]
-        ),
-        image,
-        env,
-        limits,
-        read_only_root,
-        registry_auth: None,
-    }
-}
-
 /// The switch itself: one transaction, under the function's row lock.
 async fn switch_traffic(
     env: &Environment,
@@ -422,50 +437,141 @@ async fn switch_traffic(
         overtaken(&mut tx, deployment).await?;
     }
     let previous = db::deployments::active_for_function(&mut tx, deployment.function_id).await?;
-    if let Some(previous) = &previous {
-        db::deployments::change(&mut tx, previous.id, None, StatusChange::Superseded).await?;
+    activate(
+        &mut tx,
+        deployment,
+        function.status,
+        previous.as_ref(),
+        activation,
+        phase,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(previous)
+}
+
+/// A new version whose instance spec is exactly that of the instance serving (an identical
+/// redeploy: same digest, env, limits and sandbox) takes that instance over in the switch's
+/// transaction: starting another would run the same process again, and takes most of a
+/// redeploy's time. Returns the version it took the instance from; `None` (nothing changed)
+/// when there is no such instance, and the caller starts one.
+async fn take_over_serving_instance(
+    env: &Environment,
+    deployment: &db::deployments::DeploymentRow,
+    spec: &InstanceSpec<'_>,
+    phase: &str,
+) -> Result<Option<i32>, StepError> {
+    let fingerprint = spec.fingerprint();
+    let mut tx = env.pool.begin().await?;
+    let function = db::functions::lock(&mut tx, deployment.function_id)
+        .await?
+        .ok_or_else(|| StepError::Permanent("the function is gone".into()))?;
+    overtaken(&mut tx, deployment).await?;
+    let Some(serving) = db::deployments::active_for_function(&mut tx, deployment.function_id)
+        .await?
+        .filter(|active| active.instance_spec_sha256.as_deref() == Some(fingerprint.as_str()))
+    else {
+        return Ok(None);
+    };
+    let (Some(container), Some(_)) = (&serving.container_id, &serving.runtime_endpoint) else {
+        return Ok(None);
+    };
+    // Only an instance that answers now: not one released for idleness, failed or rescheduling.
+    if db::functions::serving(&mut tx, deployment.function_id)
+        .await
+        .map_err(StepError::Transient)?
+        .state
+        != ServingState::Active
+    {
+        return Ok(None);
+    }
+    if !db::deployments::share_instance(
+        &mut tx,
+        serving.id,
+        deployment.id,
+        deployment.run_token,
+        container,
+    )
+    .await?
+    {
+        return Err(StepError::LostClaim);
+    }
+    activate(
+        &mut tx,
+        deployment,
+        function.status,
+        Some(&serving),
+        Activation::NewVersion,
+        phase,
+    )
+    .await?;
+    db::deployments::clear_container(&mut tx, serving.id, Some(container)).await?;
+    db::logs::append(
+        &mut tx,
+        deployment.id,
+        phase,
+        &[(
+            "info".into(),
+            format!(
+                "version {}'s instance runs this version's image with this version's configuration: it serves on, not restarted",
+                serving.version
+            ),
+        )],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Some(serving.version))
+}
+
+/// Puts `deployment` in front of traffic in the caller's transaction, under the function's row
+/// lock: `previous` steps down, the function settles.
+async fn activate(
+    tx: &mut sqlx::PgConnection,
+    deployment: &db::deployments::DeploymentRow,
+    function_status: slipway_shared::domain::FunctionStatus,
+    previous: Option<&db::deployments::ActiveDeployment>,
+    activation: Activation,
+    phase: &str,
+) -> Result<(), StepError> {
+    if let Some(previous) = previous {
+        db::deployments::change(tx, previous.id, None, StatusChange::Superseded).await?;
     }
     let to_active = match activation {
         Activation::NewVersion => StatusChange::Activated,
         Activation::Reinstate => StatusChange::Reinstated,
     };
-    if !db::deployments::change(&mut tx, deployment.id, deployment.run_token, to_active).await? {
+    if !db::deployments::change(tx, deployment.id, deployment.run_token, to_active).await? {
         // Another run took the deployment over, or it settled meanwhile: either way the outcome
         // is not this run's to record.
         return Err(StepError::LostClaim);
     }
     let others_in_flight =
-        db::deployments::others_in_flight(&mut tx, deployment.function_id, deployment.id).await?;
+        db::deployments::others_in_flight(tx, deployment.function_id, deployment.id).await?;
     db::functions::transition_serving(
-        &mut tx,
+        tx,
         deployment.function_id,
         &ServingEvent::UpdateSucceeded { others_in_flight },
     )
     .await
     .map_err(StepError::Transient)?;
-    db::functions::record_verification(&mut tx, deployment.function_id, None).await?;
+    db::functions::record_verification(tx, deployment.function_id, None).await?;
     // A new version settles the function's lifecycle status and may push the oldest retained
     // version out of the window; a rollback changes neither.
     if let Activation::NewVersion = activation {
-        settle_function(
-            &mut tx,
-            deployment.function_id,
-            deployment.id,
-            function.status,
-        )
-        .await
-        .map_err(StepError::Transient)?;
+        settle_function(tx, deployment.function_id, deployment.id, function_status)
+            .await
+            .map_err(StepError::Transient)?;
         PurgeJob::OldVersions {
             function_id: deployment.function_id,
             activated: deployment.id,
         }
-        .enqueue(&mut tx)
+        .enqueue(tx)
         .await
         .context("enqueueing the retention purge")
         .map_err(StepError::Transient)?;
     }
     db::logs::append(
-        &mut tx,
+        tx,
         deployment.id,
         phase,
         &[(
@@ -474,8 +580,7 @@ async fn switch_traffic(
         )],
     )
     .await?;
-    tx.commit().await?;
-    Ok(previous)
+    Ok(())
 }
 
 /// Removes the instance `deployment` records, if it has one that is not serving and this run

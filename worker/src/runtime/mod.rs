@@ -64,6 +64,31 @@ pub struct InstanceSpec<'a> {
     pub registry_auth: Option<PushCredentials>,
 }
 
+impl InstanceSpec<'_> {
+    /// What an instance started from this spec runs: two specs with the same fingerprint start
+    /// the same process with the same configuration. Names, labels and the deployment are not
+    /// part of it; the registry login only matters for pulling.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        let FunctionLimits {
+            memory_mb,
+            cpu_millis,
+            pids,
+        } = self.limits;
+        hash.update(format!(
+            "image={}\nmemory_mb={memory_mb}\ncpu_millis={cpu_millis}\npids={pids}\nread_only_root={}\n",
+            self.image, self.read_only_root
+        ));
+        for var in &self.env {
+            // Length-prefixed: a value containing a newline cannot pass for two variables.
+            hash.update(format!("env {}:", var.len()));
+            hash.update(var);
+        }
+        hex::encode(hash.finalize())
+    }
+}
+
 /// A started instance: the container and the address the platform reaches it at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Instance {

@@ -85,6 +85,7 @@ async fn record(
                     None,
                     &instance.instance_id,
                     &endpoint,
+                    None,
                 )
                 .await?;
             }
