@@ -17,6 +17,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib/services.sh
 source scripts/lib/services.sh
+# shellcheck source=scripts/lib/runtimes.sh
+source scripts/lib/runtimes.sh
 
 stack=
 # shellcheck disable=SC2317  # invoked from the traps
@@ -41,6 +43,7 @@ slipway_start_postgres
 slipway_start_dockerd
 slipway_start_registry
 slipway_make_base_image
+slipway_make_runtime_images
 slipway_unlock
 # S3 is not used by `slipway dev`; if test.sh's moto is up, services.env still records it
 # (in a subshell: its AWS_* variables must not reach the stack).

@@ -11,6 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib/services.sh
 source scripts/lib/services.sh
+# shellcheck source=scripts/lib/runtimes.sh
+source scripts/lib/runtimes.sh
 
 # shellcheck disable=SC2317  # invoked from the traps
 cleanup() {
@@ -35,6 +37,7 @@ slipway_start_dockerd
 slipway_start_registry
 slipway_start_s3
 slipway_make_base_image
+slipway_make_runtime_images
 slipway_ensure_schemathesis
 slipway_unlock
 slipway_write_services_env

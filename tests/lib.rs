@@ -149,7 +149,7 @@ impl Drop for TestDb {
 /// `scratch` and the tenant's own repositories), as the engine and the registry name it.
 fn base_images(registry: &str) -> slipway_shared::dockerfile::BaseImageAllowList {
     slipway_shared::dockerfile::BaseImageAllowList::parse(&format!(
-        "slipway/busybox:1,{registry}/slipway/busybox:1"
+        "slipway/busybox:1,{registry}/slipway/busybox:1,{registry}/slipway/node:1,{registry}/slipway/python:1"
     ))
     .expect("the base image allow-list parses")
 }
@@ -354,6 +354,7 @@ impl TestStack {
             function_limits: Default::default(),
             build_base_images: base_images(&registry),
             registry: Some(registry.clone()),
+            runtime_images: Some(format!("{registry}/slipway")),
         };
         if let Some(limits) = options.archive_limits {
             api_config.archive_limits = limits;
@@ -763,7 +764,7 @@ impl ApiClient {
                 .json()
                 .await?;
             match body["status"].as_str() {
-                Some("active" | "failed" | "inactive" | "superseded") => return Ok(body),
+                Some("active" | "built" | "failed" | "inactive" | "superseded") => return Ok(body),
                 _ if Instant::now() > deadline => {
                     bail!("deployment {deployment_id} did not settle within {timeout:?}: {body}")
                 }

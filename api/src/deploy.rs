@@ -30,6 +30,9 @@ pub struct DeployRequest {
     pub env: BTreeMap<String, String>,
     /// Names in `env` whose values are never shown again.
     pub secret_env: std::collections::BTreeSet<String>,
+    /// Build only: the version waits `built` until a deploy releases it, and what serves is
+    /// not being updated meanwhile.
+    pub hold: bool,
 }
 
 /// An uploaded archive, on disk until it is stored: uploads never sit whole in the API's memory.
@@ -108,12 +111,14 @@ pub async fn accept(
             .context("archive validation panicked")?
             .map_err(archive_rejection)?;
     check_build_rules(state, &mut tx, caller.user_id, &summary.dockerfile).await?;
-    let update = open_update(&mut tx, &function).await?.map_err(|status| {
-        ApiError::conflict(
-            "function_not_deployable",
-            format!("function is {status}; it cannot take a new deployment"),
-        )
-    })?;
+    let update = open_update(&mut tx, &function, request.hold)
+        .await?
+        .map_err(|status| {
+            ApiError::conflict(
+                "function_not_deployable",
+                format!("function is {status}; it cannot take a new deployment"),
+            )
+        })?;
     let version = update.version;
     let deployment_id = Uuid::new_v4();
     let key = archive_key(function.id, version);
@@ -145,6 +150,7 @@ pub async fn accept(
             archive_sha256: &summary.sha256,
             archive_bytes: request.archive.length as i64,
             env: &env,
+            hold: request.hold,
         },
     )
     .await?;
@@ -196,20 +202,23 @@ pub(crate) struct OpenedUpdate {
 }
 
 /// Starts an update of the locked function, for an upload or a push: its lifecycle status must
-/// take a new deployment (else `Err(status)`); then the version is handed out and the serving
-/// state says an update is in progress. The caller records the deployment and enqueues its job
-/// in the same transaction.
+/// take a new deployment (else `Err(status)`); then the version is handed out and, unless the
+/// version is only built (`hold`), the serving state says an update is in progress. The caller
+/// records the deployment and enqueues its job in the same transaction.
 pub(crate) async fn open_update(
     tx: &mut sqlx::PgConnection,
     function: &db::functions::LockedFunction,
+    hold: bool,
 ) -> anyhow::Result<Result<OpenedUpdate, FunctionStatus>> {
     let status = function.status;
     if status.apply(FunctionEvent::DeployRequested).is_err() {
         return Ok(Err(status));
     }
     let version = db::functions::allocate_version(tx, function.id).await?;
-    db::functions::transition_serving(tx, function.id, &ServingEvent::UpdateStarted)
-        .await
-        .context("marking the update in progress")?;
+    if !hold {
+        db::functions::transition_serving(tx, function.id, &ServingEvent::UpdateStarted)
+            .await
+            .context("marking the update in progress")?;
+    }
     Ok(Ok(OpenedUpdate { version, status }))
 }

@@ -184,7 +184,7 @@ async fn accept_for_binding(
             }
         }
     }
-    let Ok(update) = open_update(tx, &function).await? else {
+    let Ok(update) = open_update(tx, &function, false).await? else {
         return Ok(Err("function_not_deployable"));
     };
     let deployment_id = Uuid::new_v4();

@@ -10,19 +10,29 @@ use slipway_shared::{
 
 use crate::{AppState, auth::Caller, error::ApiError, routes::timestamp};
 
+/// What a function made from handler code (seed 003's create) holds besides its name.
+pub struct Source<'a> {
+    pub description: Option<&'a str>,
+    pub template: slipway_shared::templates::Template,
+    pub handler: &'a str,
+}
+
 pub struct Initialized {
     pub function: FunctionRow,
     /// The caller already had a function of that name: it is answered unchanged.
     pub already_exists: bool,
 }
 
-#[tracing::instrument(skip(state, caller, lifecycle))]
+/// `source`: the function is made from handler code; it is written only if the function is
+/// created here, never over an existing one.
+#[tracing::instrument(skip(state, caller, lifecycle, source))]
 pub async fn init(
     state: &AppState,
     caller: &Caller,
     name: &str,
     skip_signing: bool,
     lifecycle: Option<Lifecycle>,
+    source: Option<&Source<'_>>,
 ) -> Result<Initialized, ApiError> {
     let name = FunctionName::parse(name)
         .map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))?;
@@ -49,6 +59,15 @@ pub async fn init(
     let created = db::functions::insert(&mut tx, caller.user_id, &name, skip_signing).await?;
     if let (Some(id), Some(lifecycle)) = (created, &lifecycle) {
         db::functions::set_lifecycle(&mut tx, id, lifecycle).await?;
+    }
+    if let (Some(id), Some(source)) = (created, source) {
+        db::functions::set_source(
+            &mut tx,
+            id,
+            Some(source.description),
+            Some((source.template.name(), source.handler)),
+        )
+        .await?;
     }
     let row = db::functions::find_by_name(&mut tx, caller.user_id, &name)
         .await?

@@ -27,6 +27,7 @@ pub mod routes;
 pub mod runtime;
 pub mod signing;
 pub mod uploads;
+pub mod versions;
 pub mod wake;
 pub mod webhooks;
 
@@ -134,7 +135,7 @@ pub fn router(state: AppState) -> Router {
 fn api_routes(state: &AppState) -> OpenApiRouter<AppState> {
     use routes::{
         deletions, deployments, events, functions, git, health, integrity, invoke, keys, metrics,
-        ops, runtime, schedules,
+        ops, runtime, schedules, v1_functions,
     };
     // Room for the archive plus the other form fields.
     let archive_limit = state.config.archive_limits.max_compressed_bytes;
@@ -195,11 +196,18 @@ fn api_routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(verified(routes!(ops::retry)))
         .routes(verified(routes!(ops::cancel)))
         .routes(routes!(events::list))
+        .routes(changes(routes!(events::create)))
         .routes(routes!(events::get))
         .routes(changes(routes!(runtime::update)))
         .routes(routes!(runtime::get))
         .routes(changes(routes!(runtime::restart)))
         .routes(changes(routes!(runtime::recycle)))
+        .routes(routes!(v1_functions::list))
+        .routes(changes(routes!(v1_functions::create)))
+        .routes(routes!(v1_functions::get))
+        .routes(changes(routes!(v1_functions::delete)))
+        .routes(changes(routes!(v1_functions::build)))
+        .routes(changes(routes!(v1_functions::deploy)))
         .routes(routes!(invoke::invoke_root))
         // The root with a trailing slash is the root too (a wildcard never matches nothing).
         .routes(routes!(invoke::invoke_root_slash))

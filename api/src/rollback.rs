@@ -73,6 +73,14 @@ pub async fn accept(
                 format!("version {version} never produced an image; deploy a new version instead"),
             ));
         }
+        DeploymentStatus::Built => {
+            return Err(ApiError::conflict(
+                "version_never_deployed",
+                format!(
+                    "version {version} is built but never served: deploy it with POST /api/v1/functions/deploy/{{id}}"
+                ),
+            ));
+        }
         DeploymentStatus::Superseded => {
             return Err(ApiError::conflict(
                 "version_superseded",

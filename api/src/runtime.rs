@@ -7,6 +7,7 @@ use slipway_shared::{
     domain::{FunctionStatus, RequestedLimits},
     jobs::{Job, RuntimeAction, RuntimeJob},
     lifecycle::Lifecycle,
+    templates::Template,
 };
 use uuid::Uuid;
 
@@ -71,6 +72,13 @@ pub struct Changes {
     pub lifecycle: Option<Lifecycle>,
     pub limits: Option<RequestedLimits>,
     pub read_only_root: Option<bool>,
+    /// Must be the function's name.
+    pub label: Option<String>,
+    /// `Some("")` clears it.
+    pub description: Option<String>,
+    pub template: Option<Template>,
+    /// Checked (`templates::check_handler`).
+    pub handler: Option<String>,
 }
 
 pub async fn update(
@@ -83,6 +91,55 @@ pub async fn update(
     let function = auth::lock_for_change(&mut tx, &caller, function_id).await?;
     if function.status == FunctionStatus::Deleted {
         return Err(function_deleted());
+    }
+    if let Some(label) = &changes.label
+        && *label != function.name
+    {
+        return Err(ApiError::bad_request(
+            "label_immutable",
+            format!(
+                "the label is the function's name, {:?}, and never changes",
+                function.name
+            ),
+        ));
+    }
+    let source = match (changes.template, changes.handler.as_deref()) {
+        (None, None) => None,
+        (template, handler) => {
+            let current = db::functions::find(&mut tx, caller.user_id, function_id)
+                .await?
+                .ok_or_else(ApiError::function_not_found)?;
+            let template = template
+                .or_else(|| current.template.as_deref().and_then(Template::parse))
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "template_required",
+                        "the function has no template yet: give template and handler together",
+                    )
+                })?;
+            let handler = handler
+                .map(str::to_owned)
+                .or(current.handler)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "handler_required",
+                        "the function has no handler yet: give template and handler together",
+                    )
+                })?;
+            Some((template, handler))
+        }
+    };
+    if changes.description.is_some() || source.is_some() {
+        db::functions::set_source(
+            &mut tx,
+            function_id,
+            changes
+                .description
+                .as_deref()
+                .map(|d| (!d.is_empty()).then_some(d)),
+            source.as_ref().map(|(t, h)| (t.name(), h.as_str())),
+        )
+        .await?;
     }
     if let Some(enabled) = changes.enabled {
         db::functions::set_enabled(&mut tx, function_id, enabled).await?;

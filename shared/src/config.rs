@@ -164,6 +164,11 @@ pub struct ApiConfig {
     /// `SLIPWAY_REGISTRY`, where the caller's own repositories are (unset: a Dockerfile may use
     /// allowed base images only).
     pub registry: Option<String>,
+    /// `SLIPWAY_RUNTIME_IMAGES`: the repository prefix of the templates' runtime images
+    /// (`<prefix>/node:1`, `<prefix>/python:1`); `<SLIPWAY_REGISTRY>/slipway` by default. Unset
+    /// with no registry: no function can be made from a template. Its images are always allowed
+    /// base images.
+    pub runtime_images: Option<String>,
 }
 
 impl ApiConfig {
@@ -198,8 +203,12 @@ impl ApiConfig {
             git_allow_networks: git_allow_networks()?,
             secrets_key: secrets_key()?,
             function_limits: function_limits()?,
-            build_base_images: build_base_images()?,
+            build_base_images: with_runtime_images(
+                build_base_images()?,
+                runtime_images().as_deref(),
+            )?,
             registry: var("SLIPWAY_REGISTRY"),
+            runtime_images: runtime_images(),
         })
     }
 }
@@ -327,6 +336,29 @@ fn invoke_domain() -> anyhow::Result<Option<String>> {
     Ok(Some(domain))
 }
 
+fn runtime_images() -> Option<String> {
+    var("SLIPWAY_RUNTIME_IMAGES")
+        .or_else(|| var("SLIPWAY_REGISTRY").map(|r| format!("{r}/slipway")))
+}
+
+/// The allow-list plus the templates' runtime images: a function made from a template builds
+/// from them, and so may any Dockerfile.
+pub fn with_runtime_images(
+    allowed: BaseImageAllowList,
+    runtime_images: Option<&str>,
+) -> anyhow::Result<BaseImageAllowList> {
+    let Some(repository) = runtime_images else {
+        return Ok(allowed);
+    };
+    let images: Vec<String> = crate::templates::Template::ALL
+        .iter()
+        .map(|t| t.base_image(repository))
+        .collect();
+    allowed
+        .with(&images.join(","))
+        .map_err(|e| anyhow::anyhow!("SLIPWAY_RUNTIME_IMAGES: {e}"))
+}
+
 fn build_base_images() -> anyhow::Result<BaseImageAllowList> {
     BaseImageAllowList::parse(&var("SLIPWAY_BUILD_BASE_IMAGES").unwrap_or_default())
         .map_err(|e| anyhow::anyhow!("SLIPWAY_BUILD_BASE_IMAGES: {e}"))
@@ -411,7 +443,10 @@ impl WorkerConfig {
             git_max_fetch_bytes: parsed("SLIPWAY_GIT_MAX_FETCH_BYTES", 512 * 1024 * 1024)?,
             secrets_key: secrets_key()?,
             function_limits: function_limits()?,
-            build_base_images: build_base_images()?,
+            build_base_images: with_runtime_images(
+                build_base_images()?,
+                runtime_images().as_deref(),
+            )?,
             build_slots_per_owner: parsed("SLIPWAY_BUILD_SLOTS_PER_OWNER", 2)?,
         };
         if config.concurrency == 0 {

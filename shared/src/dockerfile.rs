@@ -234,6 +234,12 @@ impl BaseImageAllowList {
         Ok(Self { entries })
     }
 
+    /// This list and the entries in `raw` (as for [`Self::parse`]).
+    pub fn with(mut self, raw: &str) -> Result<Self, String> {
+        self.entries.extend(Self::parse(raw)?.entries);
+        Ok(self)
+    }
+
     /// Whether `reference` (as BuildKit would pull it) is allowed; invalid references never are.
     pub fn allows(&self, reference: &str) -> bool {
         let Some(wanted) = normalize(reference) else {

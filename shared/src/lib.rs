@@ -50,3 +50,5 @@ pub mod signing;
 pub mod store;
 #[cfg(feature = "server")]
 pub mod telemetry;
+#[cfg(feature = "server")]
+pub mod templates;

@@ -30,7 +30,10 @@ pub async fn fail_deployment(
         return Ok(false);
     }
     settle_function(conn, function_id, deployment_id, function.status).await?;
-    update_failed(conn, function_id, deployment_id, reason).await?;
+    // A build that was only a build never started an update of what serves.
+    if !db::deployments::is_held(conn, deployment_id).await? {
+        update_failed(conn, function_id, deployment_id, reason).await?;
+    }
     db::logs::append(
         conn,
         deployment_id,

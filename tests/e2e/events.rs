@@ -151,3 +151,96 @@ async fn invocations_are_recorded_with_their_outcome_and_only_their_owner_reads_
     assert_eq!(listed["count"], 0);
     stack.shutdown().await
 }
+
+/// `POST /api/v3/events`: a custom event for one of the caller's own functions, settled at once,
+/// listed and filtered beside invocation events; bad input is refused and stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_events_are_recorded_for_the_callers_functions_and_listed_with_the_others()
+-> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let function_id = stack.init("custom-events").await?;
+    let post = |body: Value| {
+        let stack = &stack;
+        async move {
+            let response = stack.post("/api/v3/events").json(&body).send().await?;
+            Ok::<_, anyhow::Error>((response.status().as_u16(), response.json::<Value>().await?))
+        }
+    };
+
+    let (status, created) = post(serde_json::json!({
+        "function_id": function_id,
+        "type": "ORDER_PLACED",
+        "data": {"order": 42, "items": ["a", "b"]},
+    }))
+    .await?;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["type"], "ORDER_PLACED");
+    assert_eq!(created["status"], "SUCCESS");
+    assert_eq!(created["source"], "custom");
+    assert_eq!(created["data"]["items"][1], "b");
+    assert!(created.get("method").is_none(), "{created}");
+    let (status, failed) = post(serde_json::json!({
+        "function_id": function_id, "type": "PAYMENT_PROCESSED", "status": "FAILURE",
+        "data": "declined",
+    }))
+    .await?;
+    assert_eq!(status, 201, "{failed}");
+
+    let (_, all) = events(&stack, &format!("?function_id={function_id}")).await?;
+    assert_eq!(all["count"], 2, "{all}");
+    assert_eq!(all["events"][0]["type"], "PAYMENT_PROCESSED");
+    let (_, failures) = events(&stack, "?status=FAILURE").await?;
+    assert_eq!(failures["count"], 1);
+    let one: Value = stack
+        .get(&format!(
+            "/api/v3/events/{}",
+            created["id"].as_str().unwrap()
+        ))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(one["data"]["order"], 42);
+
+    for (body, code) in [
+        (
+            serde_json::json!({"function_id": function_id, "type": "FUNCTION_INVOCATION"}),
+            "invalid_event_type",
+        ),
+        (
+            serde_json::json!({"function_id": function_id, "type": "SOMETHING"}),
+            "invalid_event_type",
+        ),
+        (
+            serde_json::json!({"function_id": function_id, "type": "OTHER", "status": "PENDING"}),
+            "invalid_event_status",
+        ),
+        (
+            serde_json::json!({"function_id": function_id, "type": "OTHER",
+                               "data": "x".repeat(70 * 1024)}),
+            "event_data_too_large",
+        ),
+    ] {
+        let (status, refused) = post(body).await?;
+        assert_eq!(
+            (status, refused["error"]["code"].as_str()),
+            (400, Some(code))
+        );
+    }
+    // Another tenant's function, or none: 404, and nothing stored.
+    let other_key = stack.add_tenant().await?;
+    let response = stack
+        .request_as(&other_key, reqwest::Method::POST, "/api/v3/events")
+        .json(&serde_json::json!({"function_id": function_id, "type": "OTHER"}))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 404);
+    let (status, _) =
+        post(serde_json::json!({"function_id": Uuid::new_v4(), "type": "OTHER"})).await?;
+    assert_eq!(status, 404);
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM invocation_events")
+        .fetch_one(&stack.pool)
+        .await?;
+    assert_eq!(stored, 2);
+    stack.shutdown().await
+}

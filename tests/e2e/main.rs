@@ -31,5 +31,6 @@ mod signing;
 mod stack;
 mod store;
 mod swarm;
+mod templates;
 mod webhooks;
 mod workers;

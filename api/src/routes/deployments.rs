@@ -139,6 +139,7 @@ async fn read_deploy_form(
         archive: archive.ok_or_else(|| missing("archive"))?,
         env,
         secret_env,
+        hold: false,
     })
 }
 

@@ -1,15 +1,25 @@
 //! Invocation events (seed 003): `GET /api/v3/events?function_id=&status=&page=&per_page=`,
 //! newest first with the same pagination as a function's deployment history, and
-//! `GET /api/v3/events/{id}`. A caller sees only events of their own functions.
+//! `GET /api/v3/events/{id}`, and `POST /api/v3/events`, a custom event the caller records for
+//! one of its functions, listed with the others. A caller sees only events of their own
+//! functions.
 
 use axum::{Json, extract::State};
 use serde::{Deserialize, Serialize};
-use slipway_shared::db::{self, events::EventRow};
+use slipway_shared::db::{
+    self,
+    events::{CustomEvent, StoredEvent},
+};
 use uuid::Uuid;
 
 use super::{functions::PageQuery, precise_timestamp};
 use crate::error::{ApiPath, ApiQuery};
-use crate::{AppState, auth::Caller, error::ApiError, openapi::Failures};
+use crate::{
+    AppState,
+    auth::Caller,
+    error::{ApiError, ApiJson},
+    openapi::{Failures, IdempotencyKey},
+};
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct EventView {
@@ -17,12 +27,20 @@ pub struct EventView {
     #[serde(rename = "type")]
     kind: String,
     status: String,
+    /// `invocation` (recorded by the platform for a call) or `custom` (posted by the caller).
+    source: String,
+    /// A custom event's data; absent for an invocation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<serde_json::Value>,
     function_id: Uuid,
     deployment_id: Option<Uuid>,
     version: Option<i32>,
     request_id: String,
-    method: String,
-    path: String,
+    /// The invocation's method; absent for a custom event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
     status_code: Option<i32>,
     failure_reason: Option<String>,
     request_bytes: i64,
@@ -32,12 +50,14 @@ pub struct EventView {
     completed_at: Option<String>,
 }
 
-impl From<EventRow> for EventView {
-    fn from(row: EventRow) -> Self {
+impl From<StoredEvent> for EventView {
+    fn from(row: StoredEvent) -> Self {
         Self {
             id: row.id,
             kind: row.r#type,
             status: row.status,
+            source: row.source,
+            data: row.data,
             function_id: row.function_id,
             deployment_id: row.deployment_id,
             version: row.version,
@@ -150,4 +170,88 @@ pub async fn get(
         .await?
         .ok_or_else(not_found)?;
     Ok(Json(row.into()))
+}
+
+/// The event types a caller may post: seed 003's, but `FUNCTION_INVOCATION`, which only the
+/// platform records.
+const CUSTOM_TYPES: [&str; 5] = [
+    "USER_CREATED",
+    "ORDER_PLACED",
+    "PAYMENT_PROCESSED",
+    "ITEM_SHIPPED",
+    "OTHER",
+];
+
+/// The most a custom event's data may take, as JSON: an event describes, it does not carry.
+const MAX_DATA_BYTES: usize = 64 * 1024;
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewEvent {
+    /// One of the caller's functions.
+    function_id: Uuid,
+    /// `USER_CREATED`, `ORDER_PLACED`, `PAYMENT_PROCESSED`, `ITEM_SHIPPED` or `OTHER`.
+    #[serde(rename = "type")]
+    kind: String,
+    /// Any JSON, at most 64 KiB.
+    #[serde(default)]
+    data: serde_json::Value,
+    /// `SUCCESS` (the default) or `FAILURE`.
+    status: Option<String>,
+}
+
+/// Records a custom event, settled at once, for one of the caller's functions.
+#[utoipa::path(
+    post,
+    path = "/api/v3/events",
+    tag = "events",
+    params(IdempotencyKey),
+    request_body = NewEvent,
+    responses((status = 201, description = "The event as recorded", body = EventView), Failures)
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(event): ApiJson<NewEvent>,
+) -> Result<(http::StatusCode, Json<EventView>), ApiError> {
+    if !CUSTOM_TYPES.contains(&event.kind.as_str()) {
+        return Err(ApiError::bad_request(
+            "invalid_event_type",
+            format!(
+                "type must be one of {CUSTOM_TYPES:?} (FUNCTION_INVOCATION is recorded by the platform), got {:?}",
+                event.kind
+            ),
+        ));
+    }
+    let status = event.status.as_deref().unwrap_or("SUCCESS");
+    if !matches!(status, "SUCCESS" | "FAILURE") {
+        return Err(ApiError::bad_request(
+            "invalid_event_status",
+            format!("status must be SUCCESS or FAILURE, got {status:?}"),
+        ));
+    }
+    let size = serde_json::to_vec(&event.data).map_or(usize::MAX, |json| json.len());
+    if size > MAX_DATA_BYTES {
+        return Err(ApiError::bad_request(
+            "event_data_too_large",
+            format!("data takes {size} bytes as JSON; at most {MAX_DATA_BYTES}"),
+        ));
+    }
+    let mut conn = state.pool.acquire().await?;
+    db::functions::find(&mut conn, caller.user_id, event.function_id)
+        .await?
+        .ok_or_else(ApiError::function_not_found)?;
+    let stored = db::events::record_custom(
+        &mut conn,
+        &CustomEvent {
+            function_id: event.function_id,
+            owner_id: caller.user_id,
+            r#type: &event.kind,
+            status,
+            request_id: &Uuid::new_v4().to_string(),
+            data: &event.data,
+        },
+    )
+    .await?;
+    Ok((http::StatusCode::CREATED, Json(stored.into())))
 }

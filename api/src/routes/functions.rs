@@ -80,6 +80,7 @@ pub async fn init(
         &request.name,
         request.skip_signing,
         request.lifecycle,
+        None,
     )
     .await?;
     let body = InitResponse {
@@ -108,6 +109,19 @@ pub async fn init(
 pub struct FunctionResponse {
     id: Uuid,
     name: String,
+    /// Seed 003's name for `name`.
+    label: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<String>,
+    /// A function made from handler code: `node` or `python`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    template: Option<String>,
+    /// The template's runtime.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    runtime: Option<String>,
+    /// The handler's source the next build wraps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    handler: Option<String>,
     /// Lifecycle (seed 000): init, building, active, pending_deletion, deleted.
     status: FunctionStatus,
     /// Serving (seed 001): Pending, Active, Failed, Inactive; only Active is invocable.
@@ -162,9 +176,19 @@ impl FunctionResponse {
             tracing::warn!(function_id = %row.id, error = %e, "the function's env cannot be opened");
             slipway_shared::env::FunctionEnv::default()
         });
+        let runtime = row
+            .template
+            .as_deref()
+            .and_then(slipway_shared::templates::Template::parse)
+            .map(|t| t.runtime().to_owned());
         Self {
             id: row.id,
+            label: row.name.clone(),
             name: row.name,
+            description: row.description,
+            template: row.template,
+            runtime,
+            handler: row.handler,
             status: row.status,
             state: row.state,
             state_reason: row.state_reason,

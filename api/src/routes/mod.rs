@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod ops;
 pub mod runtime;
 pub mod schedules;
+pub mod v1_functions;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 

@@ -145,6 +145,18 @@ pub struct UpdateRequest {
     /// Replaces the limits; a field left out goes back to the operator's default.
     limits: Option<LimitsRequest>,
     read_only_root_fs: Option<bool>,
+    /// Seed 003: the function's label is its name, which never changes; only the same value is
+    /// accepted.
+    label: Option<String>,
+    /// Seed 003: `""` clears it.
+    description: Option<String>,
+    /// Seed 003: the handler the next build wraps (`POST /api/v1/functions/build/{id}`); what
+    /// serves does not change until then.
+    handler: Option<String>,
+    /// `node` or `python`; with `handler` when the function has none yet.
+    template: Option<String>,
+    /// Must be the template's runtime.
+    runtime: Option<String>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -181,7 +193,8 @@ impl LimitsRequest {
 /// restarts until it is enabled again; `{"on_tag_overwrite": "keep" | "fail"}` sets the policy;
 /// `{"lifecycle": {…}}` sets the hooks, used from the next instance start or stop on;
 /// `{"limits": {"memory_mb", "cpu", "pids"}}` and `{"read_only_root_fs": false}` change the
-/// sandbox of the next instance started (a restart applies them at once).
+/// sandbox of the next instance started (a restart applies them at once); seed 003's
+/// `description`, `handler`, `template` and `runtime` change what the next build makes.
 #[utoipa::path(
     put,
     path = "/api/v1/functions/{id}",
@@ -215,12 +228,34 @@ pub async fn update(
         .limits
         .map(|limits| limits.parse(&state.config.function_limits))
         .transpose()?;
+    let template = request
+        .template
+        .as_deref()
+        .map(|name| super::v1_functions::parse_template(name, request.runtime.as_deref()))
+        .transpose()?;
+    if request.runtime.is_some() && template.is_none() && request.handler.is_none() {
+        return Err(ApiError::bad_request(
+            "invalid_runtime",
+            "runtime follows the template: change the template",
+        ));
+    }
+    if let Some(description) = &request.description {
+        super::v1_functions::check_description(description)?;
+    }
+    if let Some(handler) = &request.handler {
+        slipway_shared::templates::check_handler(handler)
+            .map_err(|message| ApiError::bad_request("invalid_handler", message))?;
+    }
     let changes = Changes {
         enabled: request.enabled,
         on_tag_overwrite: request.on_tag_overwrite,
         lifecycle: request.lifecycle,
         limits,
         read_only_root: request.read_only_root_fs,
+        label: request.label,
+        description: request.description,
+        template,
+        handler: request.handler,
     };
     runtime::update(&state, caller, id, changes).await?;
     let mut conn = state.pool.acquire().await?;

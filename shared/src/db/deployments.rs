@@ -49,6 +49,8 @@ pub struct DeploymentRow {
     /// The deployment whose image this one reused: the same build inputs, so no build and no
     /// push.
     pub build_reused_from: Option<Uuid>,
+    /// Build only: the pipeline stops at `built` until a deploy releases it.
+    pub hold: bool,
 }
 
 pub struct NewDeployment<'a> {
@@ -59,20 +61,24 @@ pub struct NewDeployment<'a> {
     pub archive_sha256: &'a str,
     pub archive_bytes: i64,
     pub env: &'a serde_json::Value,
+    /// Build only (`POST /api/v1/functions/build/{id}`).
+    pub hold: bool,
 }
 
 pub async fn insert(conn: &mut PgConnection, new: &NewDeployment<'_>) -> sqlx::Result<()> {
     sqlx::query!(
         r#"INSERT INTO deployments
-             (id, function_id, version, archive_key, archive_sha256, archive_bytes, env, status)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, 'building')"#,
+             (id, function_id, version, archive_key, archive_sha256, archive_bytes, env, status,
+              hold)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, 'building', $8)"#,
         new.id,
         new.function_id,
         new.version,
         new.archive_key,
         new.archive_sha256,
         new.archive_bytes,
-        new.env
+        new.env,
+        new.hold
     )
     .execute(conn)
     .await?;
@@ -110,6 +116,16 @@ pub async fn get_for_owner(
     )
     .fetch_optional(conn)
     .await
+}
+
+/// Whether the deployment is build only (`hold`).
+pub async fn is_held(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<bool> {
+    Ok(
+        sqlx::query_scalar!(r#"SELECT hold FROM deployments WHERE id = $1"#, id)
+            .fetch_optional(conn)
+            .await?
+            .unwrap_or(false),
+    )
 }
 
 /// Newest first.
@@ -231,6 +247,13 @@ pub enum StatusChange<'a> {
         image_tag: &'a str,
         image_digest: &'a str,
     },
+    /// pushing → built, for a held deployment: the same record, and it waits there.
+    Held {
+        image_tag: &'a str,
+        image_digest: &'a str,
+    },
+    /// built → deploying: a deploy released the held version.
+    Released,
     /// deploying → active. The partial unique index refuses a second active deployment, so the
     /// caller deactivates the previous one first, in the same transaction.
     Activated,
@@ -251,6 +274,8 @@ impl StatusChange<'_> {
             Self::Fetched { .. } => DeploymentEvent::Fetched,
             Self::Built => DeploymentEvent::Built,
             Self::Pushed { .. } => DeploymentEvent::Pushed,
+            Self::Held { .. } => DeploymentEvent::Held,
+            Self::Released => DeploymentEvent::Released,
             Self::Activated => DeploymentEvent::Activated,
             Self::Superseded => DeploymentEvent::Superseded,
             Self::Reinstated => DeploymentEvent::Reinstated,
@@ -291,10 +316,15 @@ pub async fn change(
         StatusChange::Pushed {
             image_tag: tag,
             image_digest: digest,
+        }
+        | StatusChange::Held {
+            image_tag: tag,
+            image_digest: digest,
         } => (image_tag, image_digest) = (Some(tag), Some(digest)),
         StatusChange::Failed { reason } => error = Some(reason),
         StatusChange::Overtaken { by } => superseded_by = Some(by),
         StatusChange::Built
+        | StatusChange::Released
         | StatusChange::Activated
         | StatusChange::Superseded
         | StatusChange::Reinstated => {}
@@ -312,7 +342,8 @@ pub async fn change(
              error = COALESCE($11, error),
              superseded_by = COALESCE($12, superseded_by),
              built_at = CASE WHEN $3 = 'pushing' THEN now() ELSE built_at END,
-             pushed_at = CASE WHEN $3 = 'deploying' THEN now() ELSE pushed_at END,
+             pushed_at = CASE WHEN $3 = 'deploying' OR $3 = 'built' THEN coalesce(pushed_at, now())
+                              ELSE pushed_at END,
              deployed_at = CASE WHEN $3 = 'active' THEN now() ELSE deployed_at END,
              updated_at = now()
            WHERE id = $1 AND status = ANY($2)
@@ -489,6 +520,17 @@ pub async fn version_info(
         version
     )
     .fetch_optional(conn)
+    .await
+}
+
+/// The newest version of the function that is built and held, waiting for a deploy.
+pub async fn newest_built(conn: &mut PgConnection, function_id: Uuid) -> sqlx::Result<Option<i32>> {
+    sqlx::query_scalar!(
+        r#"SELECT max(version) FROM deployments
+           WHERE function_id = $1 AND status = 'built' AND prune_started_at IS NULL"#,
+        function_id
+    )
+    .fetch_one(conn)
     .await
 }
 

@@ -85,12 +85,12 @@ pub async fn page(
     status: Option<&str>,
     limit: i64,
     offset: i64,
-) -> sqlx::Result<Vec<EventRow>> {
+) -> sqlx::Result<Vec<StoredEvent>> {
     sqlx::query_as!(
-        EventRow,
+        StoredEvent,
         r#"SELECT id, function_id, owner_id, deployment_id, version, type AS "type", status,
-                  request_id, method, path, status_code, failure_reason, request_bytes,
-                  response_bytes, processing_time_ms, created_at, completed_at
+                  source, data, request_id, method, path, status_code, failure_reason,
+                  request_bytes, response_bytes, processing_time_ms, created_at, completed_at
            FROM invocation_events
            WHERE owner_id = $1
              AND ($2::uuid IS NULL OR function_id = $2)
@@ -130,16 +130,77 @@ pub async fn get(
     conn: &mut PgConnection,
     owner_id: Uuid,
     id: Uuid,
-) -> sqlx::Result<Option<EventRow>> {
+) -> sqlx::Result<Option<StoredEvent>> {
     sqlx::query_as!(
-        EventRow,
+        StoredEvent,
         r#"SELECT id, function_id, owner_id, deployment_id, version, type AS "type", status,
-                  request_id, method, path, status_code, failure_reason, request_bytes,
-                  response_bytes, processing_time_ms, created_at, completed_at
+                  source, data, request_id, method, path, status_code, failure_reason,
+                  request_bytes, response_bytes, processing_time_ms, created_at, completed_at
            FROM invocation_events WHERE owner_id = $1 AND id = $2"#,
         owner_id,
         id
     )
     .fetch_optional(conn)
+    .await
+}
+
+/// An event as listed: an invocation's (a request line, no data) or a custom one (data, no
+/// request line).
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub id: Uuid,
+    pub function_id: Uuid,
+    pub owner_id: Uuid,
+    pub deployment_id: Option<Uuid>,
+    pub version: Option<i32>,
+    pub r#type: String,
+    pub status: String,
+    /// `invocation` or `custom`.
+    pub source: String,
+    pub data: Option<serde_json::Value>,
+    pub request_id: String,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub status_code: Option<i32>,
+    pub failure_reason: Option<String>,
+    pub request_bytes: i64,
+    pub response_bytes: Option<i64>,
+    pub processing_time_ms: Option<f64>,
+    pub created_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// A custom event: settled when it is recorded.
+pub struct CustomEvent<'a> {
+    pub function_id: Uuid,
+    pub owner_id: Uuid,
+    pub r#type: &'a str,
+    pub status: &'a str,
+    pub request_id: &'a str,
+    pub data: &'a serde_json::Value,
+}
+
+pub async fn record_custom(
+    conn: &mut PgConnection,
+    event: &CustomEvent<'_>,
+) -> sqlx::Result<StoredEvent> {
+    sqlx::query_as!(
+        StoredEvent,
+        r#"INSERT INTO invocation_events
+             (id, function_id, owner_id, type, status, source, data, request_id, created_at,
+              completed_at)
+           VALUES (gen_random_uuid(), $1, $2, $3, $4, 'custom', $5, $6, now(), now())
+           RETURNING id, function_id, owner_id, deployment_id, version, type AS "type", status,
+                     source, data, request_id, method, path, status_code, failure_reason,
+                     request_bytes, response_bytes, processing_time_ms, created_at,
+                     completed_at"#,
+        event.function_id,
+        event.owner_id,
+        event.r#type,
+        event.status,
+        event.data,
+        event.request_id
+    )
+    .fetch_one(conn)
     .await
 }

@@ -38,6 +38,12 @@ pub struct FunctionRow {
     pub cpu_millis: Option<i32>,
     pub pids: Option<i32>,
     pub read_only_root: bool,
+    /// Seed 003's description, for people.
+    pub description: Option<String>,
+    /// A function made from handler code: its template (`node`, `python`) and the handler's
+    /// source, which the next build wraps.
+    pub template: Option<String>,
+    pub handler: Option<String>,
     /// The active version's instance, if one runs.
     pub container_id: Option<String>,
     pub runtime_endpoint: Option<String>,
@@ -426,6 +432,33 @@ pub async fn set_lifecycle(
         "UPDATE functions SET lifecycle = $2, updated_at = now() WHERE id = $1",
         id,
         value
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Seed 003's fields: `description` (`Some(None)` clears it) and the template with the handler
+/// the next build wraps (both or neither).
+pub async fn set_source(
+    conn: &mut PgConnection,
+    id: Uuid,
+    description: Option<Option<&str>>,
+    template_and_handler: Option<(&str, &str)>,
+) -> sqlx::Result<()> {
+    let (template, handler) = template_and_handler.unzip();
+    sqlx::query!(
+        r#"UPDATE functions SET
+             description = CASE WHEN $2 THEN $3 ELSE description END,
+             template = coalesce($4, template),
+             handler = coalesce($5, handler),
+             updated_at = now()
+           WHERE id = $1"#,
+        id,
+        description.is_some(),
+        description.flatten(),
+        template,
+        handler
     )
     .execute(conn)
     .await?;

@@ -19,6 +19,9 @@ pub enum DeploymentStatus {
     Fetching,
     Building,
     Pushing,
+    /// Built and pushed for `POST /api/v1/functions/build/{id}`: held, not serving, until a
+    /// deploy releases it.
+    Built,
     Deploying,
     Active,
     Inactive,
@@ -53,6 +56,10 @@ pub enum DeploymentEvent {
     Fetched,
     Built,
     Pushed,
+    /// A held deployment's image is pushed: it waits, built, for a deploy.
+    Held,
+    /// A deploy asked for the held version: it goes on to serving.
+    Released,
     Activated,
     /// Another deployment of the same function took the traffic.
     Superseded,
@@ -145,10 +152,11 @@ impl FunctionStatus {
 }
 
 impl DeploymentStatus {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Fetching,
         Self::Building,
         Self::Pushing,
+        Self::Built,
         Self::Deploying,
         Self::Active,
         Self::Inactive,
@@ -163,6 +171,8 @@ impl DeploymentStatus {
             (S::Fetching, E::Fetched) => Ok(S::Building),
             (S::Building, E::Built) => Ok(S::Pushing),
             (S::Pushing, E::Pushed) => Ok(S::Deploying),
+            (S::Pushing, E::Held) => Ok(S::Built),
+            (S::Built, E::Released) => Ok(S::Deploying),
             (S::Deploying, E::Activated) => Ok(S::Active),
             (S::Active, E::Superseded) => Ok(S::Inactive),
             (S::Inactive, E::Reinstated) => Ok(S::Active),
@@ -187,6 +197,7 @@ impl DeploymentStatus {
             Self::Fetching => "fetching",
             Self::Building => "building",
             Self::Pushing => "pushing",
+            Self::Built => "built",
             Self::Deploying => "deploying",
             Self::Active => "active",
             Self::Inactive => "inactive",
@@ -204,10 +215,12 @@ impl DeploymentStatus {
 }
 
 impl DeploymentEvent {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 10] = [
         Self::Fetched,
         Self::Built,
         Self::Pushed,
+        Self::Held,
+        Self::Released,
         Self::Activated,
         Self::Superseded,
         Self::Reinstated,
@@ -475,14 +488,17 @@ mod tests {
     }
 
     #[test]
-    fn a_settled_deployment_never_goes_back_in_flight_and_failed_or_superseded_is_final() {
+    fn a_settled_deployment_goes_back_in_flight_only_when_released_and_failed_or_superseded_is_final()
+     {
         for status in DeploymentStatus::ALL {
             for event in DeploymentEvent::ALL {
                 let Ok(next) = status.apply(event) else {
                     continue;
                 };
                 assert!(
-                    status.is_in_flight() || !next.is_in_flight(),
+                    status.is_in_flight()
+                        || !next.is_in_flight()
+                        || event == DeploymentEvent::Released,
                     "{status:?} × {event:?} → {next:?}"
                 );
                 assert!(

@@ -8,14 +8,16 @@ use slipway_shared::{
     archive,
     db::{self, deployments::StatusChange},
     domain::{Digest, ImageRef, PipelineStep},
-    jobs::{BuildJob, CacheWarmJob, Job, PushJob},
+    jobs::{BuildJob, Job, PushJob},
     metrics,
     store::StoreError,
 };
 use tokio::sync::mpsc;
 use tracing::info;
 
-use super::{RunJob, StepError, image_of, log_info, log_lines, run_step, with_retries};
+use super::{
+    RunJob, StepError, image_of, log_info, log_lines, record_image, run_step, with_retries,
+};
 use crate::{
     Environment,
     buildkit::{BuildError, BuildLogLine, BuildRequest},
@@ -273,48 +275,34 @@ async fn reuse_identical_build(
         return Ok(false);
     }
     let mut tx = env.pool.begin().await?;
-    db::functions::lock(&mut tx, deployment.function_id).await?;
-    let moved = db::deployments::change(
+    let function = db::functions::lock(&mut tx, deployment.function_id)
+        .await?
+        .ok_or_else(|| StepError::Permanent("the function is gone".into()))?;
+    let built = db::deployments::change(
         &mut tx,
         deployment.id,
         deployment.run_token,
         StatusChange::Built,
     )
-    .await?
-        && db::deployments::change(
+    .await?;
+    if built
+        && record_image(
             &mut tx,
-            deployment.id,
-            deployment.run_token,
-            StatusChange::Pushed {
-                image_tag: &candidate.image_tag,
-                image_digest: &candidate.image_digest,
-            },
+            deployment,
+            &function,
+            &candidate.image_tag,
+            &candidate.image_digest,
+            PHASE,
+            format!(
+                "reused the image of version {} ({}): the same build inputs, and {digest} is \
+                 still in the registry; no build, no push",
+                candidate.version, candidate.id
+            ),
         )
-        .await?;
-    if moved {
+        .await?
+    {
         db::deployments::record_build_inputs(&mut tx, deployment.id, inputs, Some(candidate.id))
             .await?;
-        CacheWarmJob {
-            deployment_id: deployment.id,
-        }
-        .enqueue(&mut tx)
-        .await
-        .context("enqueueing the cache-warm")
-        .map_err(StepError::Transient)?;
-        db::logs::append(
-            &mut tx,
-            deployment.id,
-            PHASE,
-            &[(
-                "info".into(),
-                format!(
-                    "reused the image of version {} ({}): the same build inputs, and {digest} is \
-                     still in the registry; no build, no push",
-                    candidate.version, candidate.id
-                ),
-            )],
-        )
-        .await?;
     }
     tx.commit().await?;
     info!(reused_from = %candidate.id, %digest, "build reused");

@@ -366,6 +366,59 @@ async fn overtake(
     Ok(())
 }
 
+/// The deployment's image is in the registry as `tag` at `digest` (pushed, or an identical
+/// earlier build's): records it and hands over, in the caller's transaction (function row
+/// locked, as `function`): to cache-warm, or for a held deployment to nobody — it waits
+/// `built`, not in flight, and its function settles. `line` is logged. False, with nothing
+/// written, when another run took the deployment over.
+pub async fn record_image(
+    tx: &mut sqlx::PgConnection,
+    deployment: &db::deployments::DeploymentRow,
+    function: &db::functions::LockedFunction,
+    tag: &str,
+    digest: &str,
+    phase: &str,
+    line: String,
+) -> Result<bool, StepError> {
+    let change = if deployment.hold {
+        StatusChange::Held {
+            image_tag: tag,
+            image_digest: digest,
+        }
+    } else {
+        StatusChange::Pushed {
+            image_tag: tag,
+            image_digest: digest,
+        }
+    };
+    if !db::deployments::change(tx, deployment.id, deployment.run_token, change).await? {
+        return Ok(false);
+    }
+    let mut lines = vec![("info".to_owned(), line)];
+    if deployment.hold {
+        settle_function(tx, deployment.function_id, deployment.id, function.status)
+            .await
+            .map_err(StepError::Transient)?;
+        lines.push((
+            "info".to_owned(),
+            format!(
+                "version {} is built and held: POST /api/v1/functions/deploy/{} deploys it",
+                deployment.version, deployment.function_id
+            ),
+        ));
+    } else {
+        slipway_shared::jobs::CacheWarmJob {
+            deployment_id: deployment.id,
+        }
+        .enqueue(tx)
+        .await
+        .context("enqueueing the cache-warm")
+        .map_err(StepError::Transient)?;
+    }
+    db::logs::append(tx, deployment.id, phase, &lines).await?;
+    Ok(true)
+}
+
 /// The tag and digest push recorded for the deployment: what every later start runs.
 pub fn recorded_image(
     deployment: &db::deployments::DeploymentRow,

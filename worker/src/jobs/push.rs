@@ -3,15 +3,10 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
-use slipway_shared::{
-    db::{self, deployments::StatusChange},
-    domain::PipelineStep,
-    jobs::{CacheWarmJob, Job, PushJob},
-};
+use slipway_shared::{db, domain::PipelineStep, jobs::PushJob};
 use tracing::info;
 
-use super::{RunJob, StepError, image_of, log_lines, run_step, with_retries};
+use super::{RunJob, StepError, image_of, log_lines, record_image, run_step, with_retries};
 use crate::{
     Environment,
     registry::{RegistryError, push_through_engine},
@@ -85,36 +80,19 @@ async fn push(
     info!(image = %image.tagged(), %digest, "pushed");
 
     let mut tx = env.pool.begin().await?;
-    db::functions::lock(&mut tx, deployment.function_id).await?;
-    if db::deployments::change(
+    let function = db::functions::lock(&mut tx, deployment.function_id)
+        .await?
+        .ok_or_else(|| StepError::Permanent("the function is gone".into()))?;
+    record_image(
         &mut tx,
-        deployment.id,
-        deployment.run_token,
-        StatusChange::Pushed {
-            image_tag: &image.tagged(),
-            image_digest: digest.as_str(),
-        },
+        deployment,
+        &function,
+        &image.tagged(),
+        digest.as_str(),
+        PHASE,
+        format!("pushed {} as {digest}", image.tagged()),
     )
-    .await?
-    {
-        CacheWarmJob {
-            deployment_id: deployment.id,
-        }
-        .enqueue(&mut tx)
-        .await
-        .context("enqueueing the cache-warm")
-        .map_err(StepError::Transient)?;
-        db::logs::append(
-            &mut tx,
-            deployment.id,
-            PHASE,
-            &[(
-                "info".into(),
-                format!("pushed {} as {digest}", image.tagged()),
-            )],
-        )
-        .await?;
-    }
+    .await?;
     tx.commit().await?;
     Ok(())
 }

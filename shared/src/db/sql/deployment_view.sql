@@ -29,7 +29,8 @@ SELECT
     d.committed_at,
     d.superseded_by,
     d.run_token,
-    d.build_reused_from
+    d.build_reused_from,
+    d.hold
 FROM deployments d
 JOIN functions f ON f.id = d.function_id
 WHERE ($1::uuid IS NULL OR d.id = $1)
