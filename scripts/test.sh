@@ -36,6 +36,7 @@ slipway_start_postgres
 slipway_start_dockerd
 slipway_start_registry
 slipway_start_s3
+slipway_start_rabbitmq
 slipway_make_base_image
 slipway_make_runtime_images
 slipway_ensure_schemathesis

@@ -355,6 +355,7 @@ impl TestStack {
             build_base_images: base_images(&registry),
             registry: Some(registry.clone()),
             runtime_images: Some(format!("{registry}/slipway")),
+            event_stream: None,
         };
         if let Some(limits) = options.archive_limits {
             api_config.archive_limits = limits;

@@ -11,6 +11,7 @@ pub mod console;
 pub mod deletion;
 pub mod deploy;
 pub mod error;
+pub mod event_stream;
 pub mod events;
 pub mod git_bindings;
 pub mod git_delivery;
@@ -88,6 +89,9 @@ impl AppState {
             .build()
             .context("building the invocation client")?;
         let events = events::EventRecorder::start(pool.clone(), config.record_events);
+        if let Some(stream) = &config.event_stream {
+            event_stream::start(pool.clone(), stream.clone());
+        }
         let pool_for_cache = pool.clone();
         let registries = Arc::new(registries::RegistryClients::new(&config, http.clone())?);
         Ok(Self {

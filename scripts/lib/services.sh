@@ -200,6 +200,8 @@ slipway_ensure_packages() {
   command -v flock >/dev/null 2>&1 && command -v setsid >/dev/null 2>&1 \
     && command -v runuser >/dev/null 2>&1 && command -v prlimit >/dev/null 2>&1 \
     || missing+=(util-linux)
+  # The event stream's test publishes to, and consumes from, a real RabbitMQ.
+  [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
   # The console's test drives Debian's headless chromium through chromedriver.
   command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 \
     || missing+=(chromium chromium-driver)
@@ -623,6 +625,42 @@ slipway_start_s3() {
   slipway_note "S3 (moto)" "$how" "$t0"
 }
 
+# Runs RabbitMQ's own tools against the private broker: its node name, and the Erlang cookie
+# kept under the state directory (HOME is where Erlang looks for it).
+slipway_rabbitmqctl() {
+  HOME=$SLIPWAY_STATE_DIR/rabbitmq RABBITMQ_NODENAME=$SLIPWAY_RABBITMQ_NODE \
+    /usr/lib/rabbitmq/bin/rabbitmqctl "$@"
+}
+
+# A private RabbitMQ (Debian's) on loopback for the event stream's test: its own node name,
+# data and logs under .slipway/rabbitmq, AMQP on SLIPWAY_AMQP_PORT (5674) and Erlang
+# distribution on the port 20000 above it. Reused when its node already answers.
+slipway_start_rabbitmq() {
+  local port=${SLIPWAY_AMQP_PORT:-5674} dir=$SLIPWAY_STATE_DIR/rabbitmq
+  local log=$SLIPWAY_LOGS/rabbitmq.log t0 how=reused
+  t0=$(slipway_now_ms)
+  export SLIPWAY_RABBITMQ_NODE=slipway-$port@localhost
+  export SLIPWAY_TEST_AMQP_URL="amqp://guest:guest@127.0.0.1:$port/%2f"
+  mkdir -p "$dir/mnesia" "$dir/log"
+  if [ ! -s "$dir/.erlang.cookie" ]; then
+    head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' >"$dir/.erlang.cookie"
+    chmod 0400 "$dir/.erlang.cookie"
+  fi
+  if ! slipway_rabbitmqctl -q await_startup --timeout 2 >/dev/null 2>&1; then
+    how=started
+    slipway_say "RabbitMQ: starting $SLIPWAY_RABBITMQ_NODE on 127.0.0.1:$port"
+    slipway_spawn rabbitmq "$log" env HOME="$dir" RABBITMQ_NODENAME="$SLIPWAY_RABBITMQ_NODE" \
+      RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT="$port" \
+      RABBITMQ_DIST_PORT=$((port + 20000)) RABBITMQ_MNESIA_BASE="$dir/mnesia" \
+      RABBITMQ_LOG_BASE="$dir/log" RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins" \
+      RABBITMQ_CONFIG_FILE="$dir/rabbitmq" \
+      /usr/lib/rabbitmq/bin/rabbitmq-server
+    slipway_wait_for "RabbitMQ" 90 "$log" "$SLIPWAY_SPAWNED_PID" \
+      slipway_rabbitmqctl -q await_startup --timeout 5
+  fi
+  slipway_note "RabbitMQ" "$how" "$t0"
+}
+
 slipway_registry_has() { # repo tag
   local login=()
   if [ -n "${SLIPWAY_REGISTRY_USERNAME:-}" ]; then
@@ -746,7 +784,7 @@ slipway_write_services_env() {
       SLIPWAY_INSECURE_REGISTRIES SLIPWAY_REGISTRY_USERNAME SLIPWAY_REGISTRY_PASSWORD \
       SLIPWAY_DOCKER_CONFIG SLIPWAY_RUNTIME_NETNS SLIPWAY_RUNTIME_POOL SLIPWAY_PLATFORM_ADDR \
       SLIPWAY_TEST_S3_ENDPOINT SLIPWAY_TEST_S3_BUCKET AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION \
-      SLIPWAY_SCHEMATHESIS; do
+      SLIPWAY_SCHEMATHESIS SLIPWAY_TEST_AMQP_URL SLIPWAY_RABBITMQ_NODE; do
       if [ -n "${!var:-}" ]; then printf '%s=%q\n' "$var" "${!var}"; fi
     done
   } >"$file.tmp"

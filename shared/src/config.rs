@@ -169,6 +169,27 @@ pub struct ApiConfig {
     /// with no registry: no function can be made from a template. Its images are always allowed
     /// base images.
     pub runtime_images: Option<String>,
+    /// `SLIPWAY_EVENTS_AMQP_URL`: stream every settled event to this broker (off when unset).
+    pub event_stream: Option<EventStreamConfig>,
+}
+
+/// Where events are published: a topic exchange on an AMQP 0-9-1 broker (RabbitMQ).
+#[derive(Debug, Clone)]
+pub struct EventStreamConfig {
+    /// `amqp://user:password@host:port/vhost` (or `amqps://`).
+    pub url: String,
+    /// `SLIPWAY_EVENTS_AMQP_EXCHANGE`: the topic exchange, declared durable (`slipway.events`).
+    pub exchange: String,
+}
+
+impl EventStreamConfig {
+    fn from_env() -> Option<Self> {
+        Some(Self {
+            url: var("SLIPWAY_EVENTS_AMQP_URL")?,
+            exchange: var("SLIPWAY_EVENTS_AMQP_EXCHANGE")
+                .unwrap_or_else(|| "slipway.events".into()),
+        })
+    }
 }
 
 impl ApiConfig {
@@ -209,6 +230,7 @@ impl ApiConfig {
             )?,
             registry: var("SLIPWAY_REGISTRY"),
             runtime_images: runtime_images(),
+            event_stream: EventStreamConfig::from_env(),
         })
     }
 }

@@ -31,6 +31,7 @@ const SWEEP_RUNS: &str = "slipway_sweep_runs_total";
 const SWEEP_PICKED: &str = "slipway_sweep_picked_total";
 const BUILD_SLOTS_IN_USE: &str = "slipway_build_slots_in_use";
 const BUILD_SLOT_WAITS: &str = "slipway_build_slot_waits_total";
+const EVENTS_STREAMED: &str = "slipway_events_streamed_total";
 
 /// From a 5 ms answer to a 10 minute build: one bucket set serves every duration here.
 const SECONDS_BUCKETS: &[f64] = &[
@@ -146,6 +147,10 @@ fn describe() {
         BUILD_SLOT_WAITS,
         "Builds put back in the queue to wait for a slot."
     );
+    describe_counter!(
+        EVENTS_STREAMED,
+        "Events the broker confirmed (SLIPWAY_EVENTS_AMQP_URL)."
+    );
 }
 
 /// How a job, a stage or a delivery ended.
@@ -234,6 +239,10 @@ pub fn elapsed_since(since: chrono::DateTime<chrono::Utc>) -> Duration {
 pub fn invocation_answered(status: u16, took: Duration) {
     counter!(INVOCATIONS, "status" => status.to_string()).increment(1);
     histogram!(INVOCATION_DURATION).record(took.as_secs_f64());
+}
+
+pub fn events_streamed(count: usize) {
+    counter!(EVENTS_STREAMED).increment(count as u64);
 }
 
 pub fn route_looked_up(cached: bool) {

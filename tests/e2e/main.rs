@@ -9,6 +9,7 @@ mod deletion;
 mod deploy_flow;
 mod ecr;
 mod env;
+mod event_stream;
 mod events;
 mod faults;
 mod fencing;

@@ -204,3 +204,39 @@ pub async fn record_custom(
     .fetch_one(conn)
     .await
 }
+
+/// Settled events go to the outbox from now on (an api that streams them says so at start).
+pub async fn enable_outbox(conn: &mut PgConnection) -> sqlx::Result<()> {
+    sqlx::query!("UPDATE event_stream SET enabled = true")
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// An event waiting to be published.
+pub struct OutboxEntry {
+    pub id: i64,
+    pub event_id: Uuid,
+    pub routing_key: String,
+    pub payload: serde_json::Value,
+}
+
+/// The oldest waiting events, locked for this publisher: another api's publisher skips them.
+pub async fn outbox_batch(conn: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<OutboxEntry>> {
+    sqlx::query_as!(
+        OutboxEntry,
+        r#"SELECT id, event_id, routing_key, payload FROM event_outbox
+           ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"#,
+        limit
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// The broker confirmed these.
+pub async fn outbox_published(conn: &mut PgConnection, ids: &[i64]) -> sqlx::Result<()> {
+    sqlx::query!("DELETE FROM event_outbox WHERE id = ANY($1)", ids)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
