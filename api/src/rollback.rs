@@ -43,14 +43,7 @@ pub async fn accept(
             format!("function is {status}; it cannot be rolled back"),
         ));
     }
-    let target = db::deployments::version_info(&mut tx, function_id, version)
-        .await?
-        .ok_or_else(|| {
-            ApiError::not_found(
-                "version_not_found",
-                format!("the function has no version {version}"),
-            )
-        })?;
+    let target = version_of(&mut tx, function_id, version).await?;
     if target.pruned {
         return Err(ApiError::conflict(
             "version_pruned",
@@ -116,6 +109,22 @@ pub async fn accept(
         active_version: active.map(|a| a.version),
         target_deployment: target.id,
     })
+}
+
+/// The function's version `version`, or 404 `version_not_found`.
+pub async fn version_of(
+    conn: &mut sqlx::PgConnection,
+    function_id: Uuid,
+    version: i32,
+) -> Result<db::deployments::VersionInfo, ApiError> {
+    db::deployments::version_info(conn, function_id, version)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "version_not_found",
+                format!("the function has no version {version}"),
+            )
+        })
 }
 
 pub fn invalid_version() -> ApiError {

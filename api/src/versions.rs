@@ -125,14 +125,7 @@ pub async fn deploy(
                 )
             })?,
     };
-    let target = db::deployments::version_info(&mut tx, function_id, version)
-        .await?
-        .ok_or_else(|| {
-            ApiError::not_found(
-                "version_not_found",
-                format!("the function has no version {version}"),
-            )
-        })?;
+    let target = crate::rollback::version_of(&mut tx, function_id, version).await?;
     if target.status != slipway_shared::domain::DeploymentStatus::Built || target.pruned {
         return Err(ApiError::conflict(
             "version_not_built",

@@ -121,6 +121,26 @@ async fn receive(
     Ok(received)
 }
 
+/// Posts a custom event of the function's; returns it as recorded.
+async fn post_custom(
+    stack: &TestStack,
+    function_id: Uuid,
+    kind: &str,
+    data: Value,
+) -> anyhow::Result<Value> {
+    let response = stack
+        .post("/api/v3/events")
+        .json(&json!({"function_id": function_id, "type": kind, "data": data}))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 201);
+    Ok(response.json().await?)
+}
+
+fn with_key(received: &[(String, String, Value)], key: &str) -> usize {
+    received.iter().filter(|(k, ..)| k == key).count()
+}
+
 async fn outbox(stack: &TestStack) -> anyhow::Result<i64> {
     Ok(sqlx::query_scalar("SELECT count(*) FROM event_outbox")
         .fetch_one(&stack.pool)
@@ -144,24 +164,11 @@ async fn events_reach_the_broker_and_none_is_lost_while_it_is_down() -> anyhow::
     for _ in 0..3 {
         assert_eq!(stack.invoke(function_id, "/").await?.0, 200);
     }
-    let custom = stack
-        .post("/api/v3/events")
-        .json(&json!({"function_id": function_id, "type": "ORDER_PLACED", "data": {"order": 7}}))
-        .send()
-        .await?;
-    assert_eq!(custom.status(), 201);
-    let custom: Value = custom.json().await?;
+    let custom = post_custom(&stack, function_id, "ORDER_PLACED", json!({"order": 7})).await?;
 
     let received = receive(&channel, &queue, 4, Duration::from_secs(30)).await?;
     let invocation_key = format!("functions.{function_id}.FUNCTION_INVOCATION");
-    assert_eq!(
-        received
-            .iter()
-            .filter(|(key, ..)| *key == invocation_key)
-            .count(),
-        3,
-        "{received:?}"
-    );
+    assert_eq!(with_key(&received, &invocation_key), 3, "{received:?}");
     let (key, message_id, body) = received
         .iter()
         .find(|(_, _, body)| body["type"] == "ORDER_PLACED")
@@ -181,12 +188,7 @@ async fn events_reach_the_broker_and_none_is_lost_while_it_is_down() -> anyhow::
         for _ in 0..2 {
             assert_eq!(stack.invoke(function_id, "/").await?.0, 200);
         }
-        let custom = stack
-            .post("/api/v3/events")
-            .json(&json!({"function_id": function_id, "type": "OTHER", "data": "while down"}))
-            .send()
-            .await?;
-        assert_eq!(custom.status(), 201);
+        post_custom(&stack, function_id, "OTHER", json!("while down")).await?;
         eventually(
             Duration::from_secs(10),
             "three events in the outbox",
@@ -201,14 +203,7 @@ async fn events_reach_the_broker_and_none_is_lost_while_it_is_down() -> anyhow::
 
     let (_connection, channel, queue) = bound_queue(function_id).await?;
     let received = receive(&channel, &queue, 3, Duration::from_secs(90)).await?;
-    assert_eq!(
-        received
-            .iter()
-            .filter(|(key, ..)| *key == invocation_key)
-            .count(),
-        2,
-        "{received:?}"
-    );
+    assert_eq!(with_key(&received, &invocation_key), 2, "{received:?}");
     assert!(
         received
             .iter()
