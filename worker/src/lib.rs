@@ -24,8 +24,8 @@ use slipway_shared::{
     config::{RegistryConfig, RuntimeTarget, WorkerConfig},
     db,
     jobs::{
-        BuildJob, CacheWarmJob, DeployJob, PurgeJob, PushJob, ReleaseJob, RollbackJob, RuntimeJob,
-        SourceJob, VerifyJob, WakeJob,
+        BuildJob, CacheWarmJob, DeployJob, Job, PurgeJob, PushJob, ReleaseJob, RollbackJob,
+        RuntimeJob, SourceJob, VerifyJob, WakeJob,
     },
     metrics,
     store::ArchiveStore,
@@ -117,32 +117,77 @@ async fn handle<J: RunJob>(job: J, env: Data<Arc<Environment>>) -> Result<(), Bo
     })
 }
 
-fn storage<J: RunJob>(env: &Environment) -> PollWith<PostgresStorage<J>, Strategy> {
+/// The queue of job type `J` as the worker polls it, claiming `batch_size` jobs per fetch. The
+/// worker claims one at a time (`register`); the queue benchmark compares larger batches on the
+/// very same configuration.
+pub fn queue_backend<J: Job>(
+    pool: &PgPool,
+    heartbeat: Duration,
+    missed_heartbeats: usize,
+    batch_size: usize,
+) -> PollWith<PostgresStorage<J>, Strategy> {
     let config = Config::default()
         .queue(J::NAME)
-        .batch_size(1)
-        .heartbeat_interval(env.config.heartbeat)
-        .missed_heartbeats(env.config.missed_heartbeats);
-    let storage = PostgresStorage::<J>::new(&env.pool).with_config(config);
+        .batch_size(batch_size)
+        .heartbeat_interval(heartbeat)
+        .missed_heartbeats(missed_heartbeats);
+    let storage = PostgresStorage::<J>::new(pool).with_config(config);
     // NOTIFY wakes the worker at once; the interval catches jobs whose run_at was in the future
     // when they were inserted (no NOTIFY for those) and a dropped listener.
     let strategy = Strategy::new()
-        .stream(Pubsub::new(env.pool.clone(), J::NAME.to_owned()))
+        .stream(Pubsub::new(pool.clone(), J::NAME.to_owned()))
         .interval(Duration::from_secs(1));
     PollWith::new(storage, strategy)
 }
 
+fn storage<J: RunJob>(
+    env: &Environment,
+    batch_size: usize,
+) -> PollWith<PostgresStorage<J>, Strategy> {
+    queue_backend::<J>(
+        &env.pool,
+        env.config.heartbeat,
+        env.config.missed_heartbeats,
+        batch_size,
+    )
+}
+
 fn register<J: RunJob>(monitor: Monitor, env: &Arc<Environment>) -> Monitor {
+    register_batched::<J>(monitor, env, 1)
+}
+
+fn register_batched<J: RunJob>(
+    monitor: Monitor,
+    env: &Arc<Environment>,
+    batch_size: usize,
+) -> Monitor {
     let env = Arc::clone(env);
     monitor.register(move |_restarts| {
         WorkerBuilder::new(format!("{}/{}", env.config.name, J::NAME))
-            .backend(storage::<J>(&env))
+            .backend(storage::<J>(&env, batch_size))
             .data(Arc::clone(&env))
             .concurrency(env.config.concurrency)
             .timeout(env.config.job_timeout)
             .parallelize(tokio::spawn)
             .build(handle::<J>)
     })
+}
+
+/// Runs the one queue of `J` until `shutdown` resolves, its worker built as `run` builds each
+/// of its own but claiming `batch_size` jobs per fetch: what the queue benchmark measures. No
+/// restarts: a benchmark should see a failure, not ride over it.
+pub async fn run_queue<J: RunJob>(
+    env: Arc<Environment>,
+    batch_size: usize,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    register_batched::<J>(Monitor::new(), &env, batch_size)
+        .run_with_signal(async move {
+            shutdown.await;
+            Ok(())
+        })
+        .await
+        .with_context(|| format!("running the {} queue", J::NAME))
 }
 
 /// Runs every job queue until `shutdown` resolves.
