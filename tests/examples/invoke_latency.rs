@@ -5,6 +5,10 @@
 //! prints each path's median over the rounds and Slipway's ratios to nginx; the target (issue
 //! 17) is ≥ 0.8 of nginx's throughput with p50 and p99 within 2×, at 1 and at 8 connections.
 //!
+//! Two functions, one table each: the test function (busybox httpd, which closes every
+//! connection after its answer, so no proxy can keep one open to it) and a function made from
+//! handler code on the node template, whose server keeps connections alive.
+//!
 //! ```sh
 //! SLIPWAY_BENCH_PROFILE=release bench/invoke-latency.sh
 //! SLIPWAY_BENCH_ROUNDS=5 SLIPWAY_BENCH_SECONDS=10 bench/invoke-latency.sh
@@ -187,9 +191,63 @@ async fn main() -> anyhow::Result<()> {
         ..Default::default()
     })
     .await?;
-    let function_id = stack.init("bench").await?;
-    let (deployment, _) = stack.deploy(function_id, hello_archive("bench\n")?).await?;
+    let busybox = stack.init("bench").await?;
+    let (deployment, _) = stack.deploy(busybox, hello_archive("bench\n")?).await?;
     stack.wait_active(deployment).await?;
+    println!("busybox httpd (examples/hello): a connection per request");
+    compare(&stack, busybox, rounds, seconds).await?;
+    let node = node_function(&stack).await?;
+    println!();
+    println!("the node template (`export default function(data) {{ return \"bench\"; }}`): keep-alive");
+    compare(&stack, node, rounds, seconds).await?;
+    stack.shutdown().await
+}
+
+/// A function from handler code on the node template, built and deployed in two steps.
+async fn node_function(stack: &TestStack) -> anyhow::Result<uuid::Uuid> {
+    let created: serde_json::Value = stack
+        .post("/api/v1/functions")
+        .json(&serde_json::json!({
+            "label": "bench-node", "template": "node", "runtime": "node",
+            "handler": "export default function(data) { return \"bench\"; }\n",
+        }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id: uuid::Uuid = created["id"].as_str().context("the function's id")?.parse()?;
+    let built: serde_json::Value = stack
+        .post(&format!("/api/v1/functions/build/{id}"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let deployment: uuid::Uuid = built["deployment_id"]
+        .as_str()
+        .with_context(|| format!("build: {built}"))?
+        .parse()?;
+    let settled = stack
+        .wait_settled_as(&stack.api_key, deployment, Duration::from_secs(180))
+        .await?;
+    if settled["status"] != "built" {
+        bail!("the node function did not build: {settled}");
+    }
+    stack
+        .post(&format!("/api/v1/functions/deploy/{id}"))
+        .send()
+        .await?
+        .error_for_status()?;
+    stack.wait_active(deployment).await?;
+    Ok(id)
+}
+
+/// Direct, nginx and Slipway on one function: medians over the rounds, and the ratios.
+async fn compare(
+    stack: &TestStack,
+    function_id: uuid::Uuid,
+    rounds: usize,
+    seconds: u64,
+) -> anyhow::Result<()> {
     let endpoint: String = sqlx::query_scalar(
         "SELECT runtime_endpoint FROM deployments WHERE function_id = $1 AND is_active",
     )
@@ -249,7 +307,7 @@ async fn main() -> anyhow::Result<()> {
             );
         }
     }
-    stack.shutdown().await
+    Ok(())
 }
 
 #[cfg(test)]
