@@ -19,11 +19,11 @@ CREATE TABLE event_outbox (
 );
 CREATE INDEX event_outbox_by_event ON event_outbox (event_id);
 
+-- The triggers' WHEN clauses keep the function out of the invocation path's PENDING writes and
+-- of late rewrites: it runs once per event, when the event settles.
 CREATE FUNCTION event_outbox_add() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF NEW.status <> 'PENDING'
-       AND (TG_OP = 'INSERT' OR OLD.status = 'PENDING')
-       AND (SELECT enabled FROM event_stream) THEN
+    IF (SELECT enabled FROM event_stream) THEN
         INSERT INTO event_outbox (event_id, routing_key, payload)
         VALUES (NEW.id, 'functions.' || NEW.function_id || '.' || NEW.type,
                 jsonb_strip_nulls(to_jsonb(NEW) - 'owner_id'));
@@ -32,6 +32,12 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER invocation_events_to_outbox
-    AFTER INSERT OR UPDATE OF status ON invocation_events
-    FOR EACH ROW EXECUTE FUNCTION event_outbox_add();
+CREATE TRIGGER invocation_events_settled_to_outbox
+    AFTER INSERT ON invocation_events
+    FOR EACH ROW WHEN (NEW.status <> 'PENDING')
+    EXECUTE FUNCTION event_outbox_add();
+
+CREATE TRIGGER invocation_events_settling_to_outbox
+    AFTER UPDATE OF status ON invocation_events
+    FOR EACH ROW WHEN (OLD.status = 'PENDING' AND NEW.status <> 'PENDING')
+    EXECUTE FUNCTION event_outbox_add();
