@@ -198,7 +198,9 @@ async fn main() -> anyhow::Result<()> {
     compare(&stack, busybox, rounds, seconds).await?;
     let node = node_function(&stack).await?;
     println!();
-    println!("the node template (`export default function(data) {{ return \"bench\"; }}`): keep-alive");
+    println!(
+        "the node template (`export default function(data) {{ return \"bench\"; }}`): keep-alive"
+    );
     compare(&stack, node, rounds, seconds).await?;
     stack.shutdown().await
 }
@@ -215,7 +217,10 @@ async fn node_function(stack: &TestStack) -> anyhow::Result<uuid::Uuid> {
         .await?
         .json()
         .await?;
-    let id: uuid::Uuid = created["id"].as_str().context("the function's id")?.parse()?;
+    let id: uuid::Uuid = created["id"]
+        .as_str()
+        .context("the function's id")?
+        .parse()?;
     let built: serde_json::Value = stack
         .post(&format!("/api/v1/functions/build/{id}"))
         .send()
