@@ -699,14 +699,7 @@ impl ApiClient {
         archive: Vec<u8>,
         env: Option<&str>,
     ) -> anyhow::Result<(u16, Value)> {
-        let mut form = reqwest::multipart::Form::new()
-            .text("function_id", function_id.to_owned())
-            .part(
-                "archive",
-                reqwest::multipart::Part::bytes(archive)
-                    .file_name("function.tar.gz")
-                    .mime_str("application/gzip")?,
-            );
+        let mut form = deploy_form(function_id, archive)?;
         if let Some(env) = env {
             form = form.text("env", env.to_owned());
         }
@@ -1029,6 +1022,22 @@ fn collect_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Res
 }
 
 /// The example function the README uses, answering `greeting` on `/`.
+/// The multipart form of `POST /api/functions/deploy`: the function and its archive (gzip);
+/// add `env` and the other fields to it.
+pub fn deploy_form(
+    function_id: &str,
+    archive: Vec<u8>,
+) -> anyhow::Result<reqwest::multipart::Form> {
+    Ok(reqwest::multipart::Form::new()
+        .text("function_id", function_id.to_owned())
+        .part(
+            "archive",
+            reqwest::multipart::Part::bytes(archive)
+                .file_name("function.tar.gz")
+                .mime_str("application/gzip")?,
+        ))
+}
+
 pub fn hello_archive(greeting: &str) -> anyhow::Result<Vec<u8>> {
     let dir = repo_root().join("examples/hello");
     pack_dir(&dir, &BTreeMap::from([("www/index.html", greeting)]))

@@ -14,16 +14,9 @@ async fn deploy_with_env(
     env: &Value,
     secret_env: &Value,
 ) -> anyhow::Result<(u16, Value)> {
-    let form = reqwest::multipart::Form::new()
-        .text("function_id", function_id.to_string())
+    let form = slipway_tests::deploy_form(&function_id.to_string(), hello_archive("sealed\n")?)?
         .text("env", env.to_string())
-        .text("secret_env", secret_env.to_string())
-        .part(
-            "archive",
-            reqwest::multipart::Part::bytes(hello_archive("sealed\n")?)
-                .file_name("function.tar.gz")
-                .mime_str("application/gzip")?,
-        );
+        .text("secret_env", secret_env.to_string());
     let response = stack
         .post("/api/functions/deploy")
         .multipart(form)

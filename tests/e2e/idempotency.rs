@@ -21,14 +21,7 @@ fn deploy(
     archive: Vec<u8>,
     key: &str,
 ) -> anyhow::Result<slipway_tests::SignedRequest> {
-    let form = reqwest::multipart::Form::new()
-        .text("function_id", function_id.to_string())
-        .part(
-            "archive",
-            reqwest::multipart::Part::bytes(archive)
-                .file_name("function.tar.gz")
-                .mime_str("application/gzip")?,
-        );
+    let form = slipway_tests::deploy_form(&function_id.to_string(), archive)?;
     Ok(stack
         .post("/api/functions/deploy")
         .header("idempotency-key", key)

@@ -288,20 +288,24 @@ async fn cached_keys_and_routes_follow_changes_made_elsewhere() -> anyhow::Resul
             Ok((status == expected).then_some(()))
         }
     };
-    set_enabled(false).await?;
-    eventually(
-        Duration::from_secs(5),
-        "the disabled function refused",
-        answers(503),
-    )
-    .await?;
-    set_enabled(true).await?;
-    eventually(
-        Duration::from_secs(5),
-        "the function served again",
-        answers(200),
-    )
-    .await?;
+    // Disabled and enabled again behind this api's back: each change is seen.
+    let disable_then_enable = || async {
+        set_enabled(false).await?;
+        eventually(
+            Duration::from_secs(5),
+            "the disabled function refused",
+            answers(503),
+        )
+        .await?;
+        set_enabled(true).await?;
+        eventually(
+            Duration::from_secs(5),
+            "the function served again",
+            answers(200),
+        )
+        .await
+    };
+    disable_then_enable().await?;
 
     // The listener's connection cut: the cache is dropped, calls read the database, and a change
     // made meanwhile is seen at once.
@@ -312,20 +316,7 @@ async fn cached_keys_and_routes_follow_changes_made_elsewhere() -> anyhow::Resul
     .fetch_one(&stack.pool)
     .await?;
     assert!(cut >= 1, "no listener connection was found to cut");
-    set_enabled(false).await?;
-    eventually(
-        Duration::from_secs(5),
-        "the disabled function refused",
-        answers(503),
-    )
-    .await?;
-    set_enabled(true).await?;
-    eventually(
-        Duration::from_secs(5),
-        "the function served again",
-        answers(200),
-    )
-    .await?;
+    disable_then_enable().await?;
 
     // A key revoked by another process stops working.
     sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE key_hash = $1")

@@ -87,14 +87,7 @@ async fn deploy_at_once(
     let started = Instant::now();
     let deployed = futures::future::try_join_all(tenants.iter().zip(archives).map(
         |((key, function_id), archive)| async move {
-            let form = reqwest::multipart::Form::new()
-                .text("function_id", function_id.to_string())
-                .part(
-                    "archive",
-                    reqwest::multipart::Part::bytes(archive)
-                        .file_name("function.tar.gz")
-                        .mime_str("application/gzip")?,
-                );
+            let form = slipway_tests::deploy_form(&function_id.to_string(), archive)?;
             let response = stack
                 .request_as(key, reqwest::Method::POST, "/api/functions/deploy")
                 .multipart(form)
