@@ -160,7 +160,10 @@ async fn schemathesis_finds_no_server_error_and_no_answer_the_document_does_not_
             .args(["--checks", checks])
             .args(["--phases", "examples,coverage,fuzzing"])
             .args(["--max-examples", "40", "--seed", "20261130"])
-            .args(["--workers", "2", "--no-shrink"])
+            // One worker: Debian's Python 3.11.2 has the race in `ast.parse` across threads
+            // (CPython gh-106905, "AST constructor recursion depth mismatch") that hypothesis
+            // trips over with two, failing an operation at random with that runtime error.
+            .args(["--workers", "1", "--no-shrink"])
             .args(["--request-timeout", "20"])
             .arg("--header")
             .arg(format!("Authorization: Bearer {key}"))
