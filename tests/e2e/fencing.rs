@@ -173,20 +173,29 @@ async fn a_cache_warm_run_again_never_takes_over_from_the_deploy_it_handed_to() 
         },
     )
     .await?;
-    let redelivered = {
-        let mut conn = stack.conn().await?;
-        sqlx::query_scalar::<_, String>(
-            "UPDATE apalis.jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL, \
-             done_at = NULL, run_at = now() \
-             WHERE job_type = $1 AND status = 'Done' \
-               AND convert_from(job, 'UTF8')::jsonb ->> 'deployment_id' = $2 RETURNING id",
-        )
-        .bind(CacheWarmJob::NAME)
-        .bind(deployment_id.to_string())
-        .fetch_all(&mut *conn)
-        .await?
-    };
-    assert_eq!(redelivered.len(), 1, "the cache-warm job had finished");
+    // The queue acknowledges the cache-warm run after it has handed over to the deploy, so its
+    // row may still say Running when the deploy already holds the deployment: redeliver it once
+    // the acknowledgement has landed.
+    let redelivered = eventually(
+        Duration::from_secs(60),
+        "the finished cache-warm job, redelivered",
+        || async {
+            let mut conn = stack.conn().await?;
+            let ids = sqlx::query_scalar::<_, String>(
+                "UPDATE apalis.jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL, \
+                 done_at = NULL, run_at = now() \
+                 WHERE job_type = $1 AND status = 'Done' \
+                   AND convert_from(job, 'UTF8')::jsonb ->> 'deployment_id' = $2 RETURNING id",
+            )
+            .bind(CacheWarmJob::NAME)
+            .bind(deployment_id.to_string())
+            .fetch_all(&mut *conn)
+            .await?;
+            Ok((!ids.is_empty()).then_some(ids))
+        },
+    )
+    .await?;
+    assert_eq!(redelivered.len(), 1, "one cache-warm job per deployment");
     eventually(
         Duration::from_secs(120),
         "the second cache-warm run",
