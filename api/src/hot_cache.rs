@@ -19,7 +19,7 @@ use std::{
     time::Duration,
 };
 
-use slipway_shared::db::{deployments::Route, users::KeyOwner};
+use slipway_shared::db::{aliases::QualifiedRoute, deployments::Route, users::KeyOwner};
 use sqlx::{PgPool, postgres::PgListener};
 use uuid::Uuid;
 
@@ -37,6 +37,9 @@ pub struct HotCache {
     generation: AtomicU64,
     /// `(owner, function)` → a route that was ready to serve when read.
     routes: RwLock<HashMap<(Uuid, Uuid), Route>>,
+    /// `(owner, function, qualifier)` → the route of `{id}@{qualifier}` (an alias or a version),
+    /// kept while it leads to the active version or to a ready version instance.
+    qualified: RwLock<HashMap<(Uuid, Uuid, String), QualifiedRoute>>,
     /// SHA-256 of a bearer key → its live owner.
     keys: RwLock<HashMap<[u8; 32], KeyOwner>>,
 }
@@ -70,6 +73,36 @@ impl HotCache {
 
     pub fn store_route(&self, ticket: Ticket, owner: Uuid, function: Uuid, route: Route) {
         self.store(ticket, &self.routes, (owner, function), route);
+    }
+
+    pub fn cached_qualified(
+        &self,
+        owner: Uuid,
+        function: Uuid,
+        qualifier: &str,
+    ) -> Option<QualifiedRoute> {
+        if !self.live.load(Ordering::Acquire) {
+            return None;
+        }
+        read(&self.qualified)
+            .get(&(owner, function, qualifier.to_owned()))
+            .cloned()
+    }
+
+    pub fn store_qualified(
+        &self,
+        ticket: Ticket,
+        owner: Uuid,
+        function: Uuid,
+        qualifier: &str,
+        route: QualifiedRoute,
+    ) {
+        self.store(
+            ticket,
+            &self.qualified,
+            (owner, function, qualifier.to_owned()),
+            route,
+        );
     }
 
     pub fn key(&self, hash: &[u8; 32]) -> Option<KeyOwner> {
@@ -111,6 +144,7 @@ impl HotCache {
     pub fn forget_function(&self, function: Uuid) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         write(&self.routes).retain(|(_, id), _| *id != function);
+        write(&self.qualified).retain(|(_, id, _), _| *id != function);
     }
 
     pub fn forget_keys(&self) {
@@ -122,12 +156,14 @@ impl HotCache {
     fn forget_routes(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         write(&self.routes).clear();
+        write(&self.qualified).clear();
     }
 
     fn forget_all(&self) {
         self.live.store(false, Ordering::Release);
         self.generation.fetch_add(1, Ordering::AcqRel);
         write(&self.routes).clear();
+        write(&self.qualified).clear();
         write(&self.keys).clear();
     }
 }

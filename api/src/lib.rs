@@ -5,6 +5,7 @@
 //! registry (`POST /api/functions/{id}/verify`); its only data-plane duty is forwarding
 //! invocations to an endpoint the worker recorded.
 
+pub mod aliases;
 pub mod auth;
 pub mod body;
 pub mod console;
@@ -138,8 +139,8 @@ pub fn router(state: AppState) -> Router {
 /// The API's routes with their operations: `routes!` adds both at once (see `openapi`).
 fn api_routes(state: &AppState) -> OpenApiRouter<AppState> {
     use routes::{
-        deletions, deployments, events, functions, git, health, integrity, invoke, keys, metrics,
-        ops, runtime, schedules, v1_functions,
+        aliases, deletions, deployments, events, functions, git, health, integrity, invoke, keys,
+        metrics, ops, runtime, schedules, v1_functions,
     };
     // Room for the archive plus the other form fields.
     let archive_limit = state.config.archive_limits.max_compressed_bytes;
@@ -176,6 +177,11 @@ fn api_routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(changes(routes!(deletions::cancel)))
         .routes(routes!(functions::deployments))
         .routes(changes(routes!(functions::rollback)))
+        .routes(routes!(aliases::list))
+        .routes(changes(routes!(aliases::create)))
+        .routes(routes!(aliases::get))
+        .routes(changes(routes!(aliases::point)))
+        .routes(changes(routes!(aliases::delete)))
         .routes(routes!(keys::list))
         .routes(verified(routes!(keys::create)))
         .routes(verified(routes!(keys::revoke)))

@@ -246,6 +246,9 @@ impl Job for VerifyJob {
 pub struct ReleaseJob {
     pub function_id: Uuid,
     pub request_id: Uuid,
+    /// Release this version instance (`db::aliases`) rather than the function's own instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_instance: Option<Uuid>,
 }
 
 impl Job for ReleaseJob {
@@ -260,6 +263,10 @@ impl Job for ReleaseJob {
 pub struct WakeJob {
     pub function_id: Uuid,
     pub request_id: Uuid,
+    /// Start an instance of this version, which is not the active one, for invocations of an
+    /// alias or of `@N` (`db::aliases`); `request_id` is then its run token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_instance: Option<Uuid>,
 }
 
 impl Job for WakeJob {

@@ -208,15 +208,26 @@ async fn run(
     let functions = match sweep {
         Sweep::Idle => {
             let due = db::sweeps::due_releases(conn, now, config.idle_after, config.batch).await?;
+            let versions =
+                db::aliases::due_releases(conn, now, config.idle_after, config.batch).await?;
             let jobs: Vec<ReleaseJob> = due
                 .iter()
-                .map(|&function_id| ReleaseJob {
+                .map(|&function_id| (function_id, None))
+                .chain(
+                    versions
+                        .iter()
+                        .map(|&(function_id, deployment_id)| (function_id, Some(deployment_id))),
+                )
+                .map(|(function_id, version_instance)| ReleaseJob {
                     function_id,
                     request_id: Uuid::new_v4(),
+                    version_instance,
                 })
                 .collect();
             ReleaseJob::enqueue_all(&jobs, conn).await?;
-            due
+            due.into_iter()
+                .chain(versions.into_iter().map(|(function_id, _)| function_id))
+                .collect()
         }
         Sweep::Stale => {
             db::sweeps::schedule_stale(

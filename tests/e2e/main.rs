@@ -1,6 +1,7 @@
 //! End-to-end tests: one binary, driving whole stacks on the real Postgres, Docker engine
 //! (BuildKit and runtime), registry and S3 server.
 
+mod aliases;
 mod auth;
 mod bad_input;
 mod console;

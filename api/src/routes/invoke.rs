@@ -29,6 +29,7 @@ use chrono::Utc;
 use futures::StreamExt;
 use slipway_shared::{
     db::{self, events::EventRow},
+    domain::FunctionStatus,
     metrics,
 };
 use tracing::{debug, warn};
@@ -221,9 +222,70 @@ async fn shared_origin(
         .unwrap_or_default()
         .to_owned();
     let raw_id = raw_id.as_str();
-    let id = Uuid::parse_str(raw_id).map_err(|_| ApiError::function_not_found())?;
+    let (id, qualifier) = parse_target(raw_id)?;
     let path = function_path(request.uri().path(), raw_id);
-    Ok(proxy(state, caller, id, path, Origin::Shared, request).await)
+    Ok(proxy(state, caller, id, qualifier, path, Origin::Shared, request).await)
+}
+
+/// Which version an invocation asks for: `{id}@{alias}` or `{id}@{N}` (`@` may come
+/// percent-encoded, `%40`); none asks for the active version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Qualifier {
+    Alias(String),
+    Version(i32),
+}
+
+impl Qualifier {
+    /// The key of its cached route.
+    fn key(&self) -> String {
+        match self {
+            Self::Alias(name) => name.clone(),
+            Self::Version(version) => version.to_string(),
+        }
+    }
+
+    fn not_found(&self) -> ApiError {
+        match self {
+            Self::Alias(name) => crate::aliases::alias_not_found(name),
+            Self::Version(version) => ApiError::not_found(
+                "version_not_found",
+                format!("the function has no version {version}"),
+            ),
+        }
+    }
+}
+
+/// The function and the qualifier in the first segment of an invocation's path.
+fn parse_target(segment: &str) -> Result<(Uuid, Option<Qualifier>), ApiError> {
+    let split = segment
+        .split_once('@')
+        .or_else(|| segment.split_once("%40"));
+    let (raw_id, qualifier) = match split {
+        Some((id, qualifier)) => (id, Some(qualifier)),
+        None => (segment, None),
+    };
+    let id = Uuid::parse_str(raw_id).map_err(|_| ApiError::function_not_found())?;
+    let Some(qualifier) = qualifier else {
+        return Ok((id, None));
+    };
+    let qualifier = if !qualifier.is_empty() && qualifier.bytes().all(|b| b.is_ascii_digit()) {
+        let version = qualifier
+            .parse::<i32>()
+            .ok()
+            .filter(|v| *v > 0)
+            .ok_or_else(|| {
+                ApiError::not_found(
+                    "version_not_found",
+                    format!("the function has no version {qualifier}"),
+                )
+            })?;
+        Qualifier::Version(version)
+    } else {
+        crate::aliases::check_name(qualifier)
+            .map_err(|_| crate::aliases::alias_not_found(qualifier))?;
+        Qualifier::Alias(qualifier.to_owned())
+    };
+    Ok((id, Some(qualifier)))
 }
 
 /// The function a request's `Host` names under `domain` (`<id>.<domain>[:port]`), if it names
@@ -264,7 +326,7 @@ pub async fn own_origin(State(state): State<AppState>, request: Request, next: N
         let caller = Caller::from_request_parts(&mut parts, &state).await?;
         let request = Request::from_parts(parts, body);
         let path = request.uri().path().to_owned();
-        Ok::<_, ApiError>(proxy(state.clone(), caller, id, path, Origin::Own, request).await)
+        Ok::<_, ApiError>(proxy(state.clone(), caller, id, None, path, Origin::Own, request).await)
     };
     answer.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -298,6 +360,7 @@ async fn resolve(state: &AppState, caller: Caller, id: Uuid) -> Result<Target, A
                     endpoint,
                     deployment_id: route.deployment_id,
                     version: route.version,
+                    version_instance: false,
                 });
             }
             Serving::Waking => {}
@@ -317,12 +380,137 @@ async fn resolve(state: &AppState, caller: Caller, id: Uuid) -> Result<Target, A
     }
 }
 
-/// Whether the instance a request was sent to no longer serves the function: the route now
+/// The endpoint of the instance of the version `qualifier` names, when that version is not the
+/// active one: started on demand (`wake::request_version`, the invocation waits as for a wake)
+/// and released when idle. The active version, however named, is served as without a qualifier.
+async fn resolve_version(
+    state: &AppState,
+    caller: Caller,
+    id: Uuid,
+    qualifier: &Qualifier,
+) -> Result<Target, ApiError> {
+    let started = std::time::Instant::now();
+    let key = qualifier.key();
+    let (alias, version) = match qualifier {
+        Qualifier::Alias(name) => (Some(name.as_str()), None),
+        Qualifier::Version(version) => (None, Some(*version)),
+    };
+    let mut requested = false;
+    loop {
+        let cached = state.hot.cached_qualified(caller.user_id, id, &key);
+        metrics::route_looked_up(cached.is_some());
+        let ticket = state.hot.ticket();
+        let route = match cached.clone() {
+            Some(route) => route,
+            None => {
+                let mut conn = state.pool.acquire().await?;
+                db::aliases::qualified_route(&mut conn, caller.user_id, id, alias, version)
+                    .await?
+                    .ok_or_else(ApiError::function_not_found)?
+            }
+        };
+        refusal(route.function_status, route.enabled)?;
+        let (Some(deployment_id), Some(version)) = (route.deployment_id, route.version) else {
+            return Err(qualifier.not_found());
+        };
+        let keep = |route: &db::aliases::QualifiedRoute| {
+            if cached.is_none() {
+                state
+                    .hot
+                    .store_qualified(ticket, caller.user_id, id, &key, route.clone());
+            }
+        };
+        if route.is_active {
+            keep(&route);
+            return resolve(state, caller, id).await;
+        }
+        if route.pruned {
+            return Err(ApiError::new(
+                StatusCode::GONE,
+                "version_pruned",
+                format!("version {version} is past the retention window; its image is gone"),
+            ));
+        }
+        if !route.has_image {
+            return Err(ApiError::conflict(
+                "version_not_built",
+                format!(
+                    "version {version} has no image (it is {}); only a built version can serve",
+                    route
+                        .deployment_status
+                        .map_or_else(|| "unknown".to_owned(), |s| s.to_string())
+                ),
+            ));
+        }
+        match (route.instance_state.as_deref(), &route.instance_endpoint) {
+            (Some("ready"), Some(endpoint)) => {
+                keep(&route);
+                return Ok(Target {
+                    endpoint: endpoint.clone(),
+                    deployment_id: Some(deployment_id),
+                    version: Some(version),
+                    version_instance: true,
+                });
+            }
+            (Some("failed"), _) if requested => {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "version_failed",
+                    format!(
+                        "version {version} did not start: {}",
+                        route
+                            .instance_reason
+                            .as_deref()
+                            .unwrap_or("no reason recorded")
+                    ),
+                ));
+            }
+            (Some("starting"), _) => {}
+            _ => {
+                wake::request_version(state, id, deployment_id).await?;
+                requested = true;
+            }
+        }
+        if started.elapsed() >= state.config.wake_timeout {
+            return Err(ApiError::RetryLater {
+                code: "function_waking",
+                message: format!(
+                    "version {version} is starting; it did not answer within {:?}",
+                    state.config.wake_timeout
+                ),
+                retry_after_secs: 5,
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether the instance a request was sent to no longer serves what was asked for: the route now
 /// leads elsewhere, or nowhere yet.
-async fn instance_lost(state: &AppState, caller: Caller, id: Uuid, endpoint: &str) -> bool {
+async fn instance_lost(
+    state: &AppState,
+    caller: Caller,
+    id: Uuid,
+    qualifier: Option<&Qualifier>,
+    endpoint: &str,
+) -> bool {
     let Ok(mut conn) = state.pool.acquire().await else {
         return false;
     };
+    if let Some(qualifier) = qualifier {
+        let (alias, version) = match qualifier {
+            Qualifier::Alias(name) => (Some(name.as_str()), None),
+            Qualifier::Version(version) => (None, Some(*version)),
+        };
+        match db::aliases::qualified_route(&mut conn, caller.user_id, id, alias, version).await {
+            Ok(Some(route)) if !route.is_active => {
+                return route.instance_endpoint.as_deref() != Some(endpoint)
+                    || route.instance_state.as_deref() != Some("ready");
+            }
+            Ok(Some(_)) => {}
+            _ => return false,
+        }
+    }
     match db::deployments::route(&mut conn, caller.user_id, id).await {
         Ok(Some(route)) => route.endpoint.as_deref() != Some(endpoint) || route.state != "Active",
         _ => false,
@@ -334,6 +522,8 @@ struct Target {
     endpoint: String,
     deployment_id: Option<Uuid>,
     version: Option<i32>,
+    /// A version instance (an alias's), not the function's own.
+    version_instance: bool,
 }
 
 /// Where a function stands for an invocation.
@@ -345,8 +535,10 @@ enum Serving {
     Asleep,
 }
 
-fn serving(route: &db::deployments::Route) -> Result<Serving, ApiError> {
-    match route.function_status.as_str() {
+/// Why a function serves nothing at all, whatever version is asked for: it is being deleted or
+/// disabled.
+fn refusal(function_status: FunctionStatus, enabled: bool) -> Result<(), ApiError> {
+    match function_status.as_str() {
         "pending_deletion" => {
             return Err(ApiError::new(
                 StatusCode::GONE,
@@ -358,13 +550,18 @@ fn serving(route: &db::deployments::Route) -> Result<Serving, ApiError> {
         "deleted" => return Err(crate::deletion::function_deleted()),
         _ => {}
     }
-    if !route.enabled {
+    if !enabled {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "function_disabled",
             "the function is disabled; enable it with PUT /api/v1/functions/{id} {\"enabled\": true}",
         ));
     }
+    Ok(())
+}
+
+fn serving(route: &db::deployments::Route) -> Result<Serving, ApiError> {
+    refusal(route.function_status, route.enabled)?;
     // Seed 001: only an Active function is invocable; the others say why not.
     match route.state.as_str() {
         "Failed" => {
@@ -402,12 +599,13 @@ async fn proxy(
     state: AppState,
     caller: Caller,
     id: Uuid,
+    qualifier: Option<Qualifier>,
     path: String,
     origin: Origin,
     request: Request,
 ) -> Response {
     let started = std::time::Instant::now();
-    let response = forward(state, caller, id, path, origin, request)
+    let response = forward(state, caller, id, qualifier, path, origin, request)
         .await
         .unwrap_or_else(IntoResponse::into_response);
     metrics::invocation_answered(response.status().as_u16(), started.elapsed());
@@ -418,6 +616,7 @@ async fn forward(
     state: AppState,
     caller: Caller,
     id: Uuid,
+    qualifier: Option<Qualifier>,
     path: String,
     origin: Origin,
     request: Request,
@@ -459,9 +658,15 @@ async fn forward(
     let mut event = None;
     let upstream = loop {
         attempt += 1;
-        let target = resolve(&state, caller, id).await?;
+        let target = match &qualifier {
+            None => resolve(&state, caller, id).await?,
+            Some(qualifier) => resolve_version(&state, caller, id, qualifier).await?,
+        };
         let event = event.get_or_insert_with(|| {
             state.invocations.mark(&state.pool, id);
+            if let (true, Some(deployment_id)) = (target.version_instance, target.deployment_id) {
+                state.invocations.mark_version(&state.pool, deployment_id);
+            }
             Event::start(
                 &state,
                 caller,
@@ -513,7 +718,7 @@ async fn forward(
                 tokio::time::sleep(backoff).await;
             }
             Err(e) => {
-                if instance_lost(&state, caller, id, &target.endpoint).await {
+                if instance_lost(&state, caller, id, qualifier.as_ref(), &target.endpoint).await {
                     // The instance went away while it held the request (its node was cut off
                     // or stopped) and the engine has placed it elsewhere since. Whether the
                     // request reached it is unknown, so it is not sent again; the caller may
@@ -712,6 +917,29 @@ mod tests {
         ] {
             assert_eq!(function_host(elsewhere, domain), None, "{elsewhere}");
         }
+    }
+
+    #[test]
+    fn a_qualifier_names_an_alias_or_a_version() {
+        let id = Uuid::new_v4();
+        let target = |segment: String| parse_target(&segment).map_err(|e| e.to_string());
+        assert_eq!(target(id.to_string()), Ok((id, None)));
+        assert_eq!(
+            target(format!("{id}@live")),
+            Ok((id, Some(Qualifier::Alias("live".into()))))
+        );
+        assert_eq!(
+            target(format!("{id}%40live")),
+            Ok((id, Some(Qualifier::Alias("live".into()))))
+        );
+        assert_eq!(
+            target(format!("{id}@12")),
+            Ok((id, Some(Qualifier::Version(12))))
+        );
+        for refused in ["@0", "@99999999999", "@", "@Live", "@a@b", "@a%20b"] {
+            assert!(target(format!("{id}{refused}")).is_err(), "{refused}");
+        }
+        assert!(target("not-an-id@live".into()).is_err());
     }
 
     #[test]

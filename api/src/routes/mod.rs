@@ -1,5 +1,6 @@
 //! HTTP routes, one module per resource. Handlers extract, call one use case, and map the result.
 
+pub mod aliases;
 pub mod deletions;
 pub mod deployments;
 pub mod events;

@@ -445,8 +445,9 @@ pub async fn record_instance(
 
 /// Which of `instance_ids` a deployment owns: one that serves or is on its way to serving, or
 /// one that changed since `settled_before` (a version stepping down drains for a moment; a
-/// rollback starts its instance on an inactive deployment). Any other is a leftover: a crash
-/// during the drain, or a run that never recorded its instance.
+/// rollback starts its instance on an inactive deployment), or a version instance (an alias's,
+/// `db::aliases`). Any other is a leftover: a crash during the drain, or a run that never
+/// recorded its instance.
 pub async fn owned_instances(
     conn: &mut PgConnection,
     instance_ids: &[String],
@@ -456,7 +457,10 @@ pub async fn owned_instances(
         r#"SELECT container_id AS "container_id!" FROM deployments
            WHERE container_id = ANY($1)
              AND (status IN ('fetching', 'building', 'pushing', 'deploying', 'active')
-                  OR updated_at >= $2)"#,
+                  OR updated_at >= $2)
+           UNION
+           SELECT container_id AS "container_id!" FROM version_instances
+           WHERE container_id = ANY($1)"#,
         instance_ids,
         settled_before
     )
@@ -673,6 +677,7 @@ pub struct PruneTarget {
 /// Versions past the retention window that still have their image or archive, oldest first.
 /// The window is the `keep` newest versions that produced an image, plus the active one and any
 /// still in flight; failed versions go once they are older than everything the window keeps.
+/// A version an alias points at is never a candidate, and its digest counts as in use.
 /// Run under the function's lock, so no version becomes active or a rollback target meanwhile.
 pub async fn retention_candidates(
     conn: &mut PgConnection,
@@ -690,16 +695,23 @@ pub async fn retention_candidates(
              WHERE d.function_id = $1
                AND (b.rank <= $2 OR d.is_active
                     OR d.status IN ('fetching', 'building', 'pushing', 'deploying'))
+           ), aliased AS (
+             SELECT d.id, d.image_digest
+             FROM function_aliases a JOIN deployments d ON d.id = a.deployment_id
+             WHERE a.function_id = $1
            )
            SELECT d.id, d.version, d.image_tag, d.image_digest, d.archive_key,
                   COALESCE(d.image_digest IN (
                       SELECT image_digest FROM retained WHERE image_digest IS NOT NULL
+                      UNION ALL
+                      SELECT image_digest FROM aliased WHERE image_digest IS NOT NULL
                   ), false) AS "digest_in_use!"
            FROM deployments d
            WHERE d.function_id = $1
              AND d.pruned_at IS NULL
              AND d.status IN ('inactive', 'failed', 'superseded')
              AND d.id NOT IN (SELECT id FROM retained)
+             AND d.id NOT IN (SELECT id FROM aliased)
              AND d.version < (SELECT min(version) FROM retained)
            ORDER BY d.version"#,
         function_id,

@@ -2,6 +2,7 @@
 //! `&mut PgConnection` so the caller decides whether they run on a pooled connection or inside the
 //! transaction it owns.
 
+pub mod aliases;
 pub mod console;
 pub mod deletions;
 pub mod deployments;

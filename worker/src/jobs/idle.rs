@@ -14,14 +14,22 @@ use slipway_shared::{
 };
 use tracing::{info, warn};
 
-use super::{RunJob, StepError, cache_warm, log_info, log_lines, recorded_image, verify};
-use crate::{Environment, hooks, runtime::lifecycle::start_instance};
+use super::{
+    RunJob, StepError, cache_warm, log_info, log_lines, recorded_image, verify, with_retries,
+};
+use crate::{
+    Environment, hooks,
+    runtime::lifecycle::{registry_step, start_instance, start_version_instance},
+};
 
 const PHASE: &str = "runtime";
 
 impl RunJob for ReleaseJob {
     #[tracing::instrument(name = "release", skip_all, fields(function_id = %self.function_id))]
     async fn run(self, env: Arc<Environment>) -> anyhow::Result<()> {
+        if let Some(deployment_id) = self.version_instance {
+            return release_version_instance(&env, deployment_id).await;
+        }
         let mut tx = env.pool.begin().await?;
         db::functions::lock(&mut tx, self.function_id).await?;
         let serving = db::functions::serving(&mut tx, self.function_id).await?;
@@ -72,6 +80,9 @@ impl RunJob for ReleaseJob {
 impl RunJob for WakeJob {
     #[tracing::instrument(name = "wake", skip_all, fields(function_id = %self.function_id))]
     async fn run(self, env: Arc<Environment>) -> anyhow::Result<()> {
+        if let Some(deployment_id) = self.version_instance {
+            return wake_version(&env, deployment_id, self.request_id).await;
+        }
         let deployment = {
             let mut conn = env.pool.acquire().await?;
             if db::functions::serving(&mut conn, self.function_id)
@@ -163,5 +174,128 @@ async fn wake(
         ),
     )
     .await;
+    Ok(())
+}
+
+/// Releases an idle version instance: it leaves routing first (its row goes, unless it was
+/// invoked since the sweep picked it), then PreStop and the container. The image stays cached:
+/// the version's repository is the function's, which the active version uses too.
+async fn release_version_instance(
+    env: &Environment,
+    deployment_id: uuid::Uuid,
+) -> anyhow::Result<()> {
+    let released = {
+        let mut conn = env.pool.acquire().await?;
+        db::aliases::take_for_release(&mut conn, deployment_id).await?
+    };
+    let Some(released) = released else {
+        info!(%deployment_id, "version instance invoked since the idle sweep picked it, or gone; staying");
+        return Ok(());
+    };
+    let lifecycle = {
+        let mut conn = env.pool.acquire().await?;
+        db::functions::lifecycle(&mut conn, released.function_id).await?
+    };
+    if let (Some(hook), Some(endpoint)) = (lifecycle.pre_stop, released.endpoint.as_deref()) {
+        hooks::pre_stop(env, deployment_id, endpoint, hook).await;
+    }
+    if let Some(container) = &released.container_id {
+        env.runtime.remove(container).await?;
+    }
+    log_info(
+        env,
+        deployment_id,
+        PHASE,
+        "idle: version instance released".to_owned(),
+    )
+    .await;
+    Ok(())
+}
+
+/// Starts an instance of a version that is not the active one, asked for by an invocation of an
+/// alias or of `@N` under `run_token`. A failure is recorded on the version instance, where the
+/// waiting invocations read it; the next invocation asks again.
+async fn wake_version(
+    env: &Environment,
+    deployment_id: uuid::Uuid,
+    run_token: uuid::Uuid,
+) -> anyhow::Result<()> {
+    let deployment = {
+        let mut conn = env.pool.acquire().await?;
+        if !db::aliases::starting_instance(&mut conn, deployment_id, run_token).await? {
+            return Ok(());
+        }
+        db::deployments::get(&mut conn, deployment_id)
+            .await?
+            .context("the deployment vanished")?
+    };
+    let started = tokio::time::Instant::now();
+    let outcome = async {
+        if deployment.pruned_at.is_some() {
+            return Err(StepError::Permanent(format!(
+                "version {} is past the retention window; its image was removed",
+                deployment.version
+            )));
+        }
+        let (image, digest) = recorded_image(&deployment)?;
+        let present = with_retries(env, "checking the version's image", || async {
+            env.registry
+                .manifest_exists(&image, &digest)
+                .await
+                .map_err(registry_step)
+        })
+        .await?;
+        if !present {
+            return Err(StepError::Permanent(format!(
+                "{} is no longer in the registry",
+                image.pinned(&digest)
+            )));
+        }
+        cache_warm::pull(env, &image, &digest).await?;
+        let instance =
+            start_version_instance(env, &deployment, &image.pinned(&digest), run_token, PHASE)
+                .await?;
+        let mut conn = env.pool.acquire().await?;
+        if !db::aliases::mark_ready(&mut conn, deployment_id, run_token).await? {
+            // Released or asked for again meanwhile: this instance is nobody's.
+            env.runtime.remove(&instance.container_id).await.ok();
+            return Err(StepError::LostClaim);
+        }
+        Ok(instance)
+    }
+    .await;
+    match outcome {
+        Ok(instance) => {
+            log_info(
+                env,
+                deployment_id,
+                PHASE,
+                format!(
+                    "version {} started for its alias: {:.12} answering on {} after {} ms",
+                    deployment.version,
+                    instance.container_id,
+                    instance.endpoint,
+                    started.elapsed().as_millis()
+                ),
+            )
+            .await;
+        }
+        Err(StepError::LostClaim) => {}
+        Err(e) => {
+            let reason = e.into_reason();
+            log_lines(
+                env,
+                deployment_id,
+                PHASE,
+                vec![(
+                    "error".into(),
+                    format!("version {} did not start: {reason}", deployment.version),
+                )],
+            )
+            .await;
+            let mut conn = env.pool.acquire().await?;
+            db::aliases::mark_failed(&mut conn, deployment_id, run_token, &reason).await?;
+        }
+    }
     Ok(())
 }

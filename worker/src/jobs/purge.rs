@@ -254,6 +254,8 @@ async fn fence_function(env: &Environment, function_id: Uuid) -> Result<Option<U
         })?;
     db::deletions::begin_purge(&mut tx, deletion.id).await?;
     db::deployments::retire_all(&mut tx, function_id, "the function was deleted").await?;
+    // Their containers go with the function's others, below.
+    db::aliases::take_all(&mut tx, function_id).await?;
     tx.commit().await?;
     Ok(Some(deletion.id))
 }

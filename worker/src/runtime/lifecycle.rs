@@ -161,7 +161,15 @@ pub async fn start_and_switch(
         metrics::deploy_stage(Stage::Total, Outcome::Ok, total);
         return Ok(());
     }
-    let (instance, lifecycle) = start_from_spec(env, deployment, &spec, None, phase).await?;
+    let (instance, lifecycle) = start_from_spec(
+        env,
+        deployment,
+        &spec,
+        None,
+        phase,
+        InstanceOwner::Deployment,
+    )
+    .await?;
 
     let previous = match switch_traffic(env, deployment, phase, activation).await {
         Ok(previous) => previous,
@@ -269,7 +277,40 @@ pub async fn start_instance(
     phase: &str,
 ) -> Result<(Instance, Lifecycle), StepError> {
     let spec = instance_spec(env, deployment, image, suffix).await?;
-    start_from_spec(env, deployment, &spec, kept, phase).await
+    start_from_spec(
+        env,
+        deployment,
+        &spec,
+        kept,
+        phase,
+        InstanceOwner::Deployment,
+    )
+    .await
+}
+
+/// Starts an instance of a version that is not the active one, for invocations of an alias or
+/// of `@N`, recorded as that version's instance (`db::aliases`) under the start's `run_token`.
+pub async fn start_version_instance(
+    env: &Environment,
+    deployment: &db::deployments::DeploymentRow,
+    image: &PinnedImage,
+    run_token: uuid::Uuid,
+    phase: &str,
+) -> Result<Instance, StepError> {
+    let suffix = format!("-a{}", &run_token.simple().to_string()[..6]);
+    let spec = instance_spec(env, deployment, image, &suffix).await?;
+    let owner = InstanceOwner::Version { run_token };
+    let (instance, _) = start_from_spec(env, deployment, &spec, None, phase, owner).await?;
+    Ok(instance)
+}
+
+/// Where a started instance is recorded, which is also who may forget it.
+#[derive(Clone, Copy)]
+enum InstanceOwner {
+    /// The deployment's own instance: the one deploys, rollbacks and wakes start and switch to.
+    Deployment,
+    /// A version instance, fenced by the run token of the request that asked for it.
+    Version { run_token: uuid::Uuid },
 }
 
 /// What the deployment's instance runs now: its pinned image and env, with its function's
@@ -323,6 +364,7 @@ async fn start_from_spec(
     spec: &InstanceSpec<'_>,
     kept: Option<&str>,
     phase: &str,
+    owner: InstanceOwner,
 ) -> Result<(Instance, Lifecycle), StepError> {
     log_info(
         env,
@@ -350,15 +392,29 @@ async fn start_from_spec(
     })?;
     let recorded = async {
         let mut conn = env.pool.acquire().await?;
-        db::deployments::record_instance(
-            &mut conn,
-            deployment.id,
-            deployment.run_token,
-            &instance.container_id,
-            &instance.endpoint,
-            Some(&spec.fingerprint()),
-        )
-        .await
+        match owner {
+            InstanceOwner::Deployment => {
+                db::deployments::record_instance(
+                    &mut conn,
+                    deployment.id,
+                    deployment.run_token,
+                    &instance.container_id,
+                    &instance.endpoint,
+                    Some(&spec.fingerprint()),
+                )
+                .await
+            }
+            InstanceOwner::Version { run_token } => {
+                db::aliases::record_instance(
+                    &mut conn,
+                    deployment.id,
+                    run_token,
+                    &instance.container_id,
+                    &instance.endpoint,
+                )
+                .await
+            }
+        }
     }
     .await;
     match recorded {
@@ -405,7 +461,15 @@ async fn start_from_spec(
     match ready {
         Ok(lifecycle) => Ok((instance, lifecycle)),
         Err(e) => {
-            remove_own_instance(env, deployment.id, &instance.container_id).await;
+            match owner {
+                InstanceOwner::Deployment => {
+                    remove_own_instance(env, deployment.id, &instance.container_id).await;
+                }
+                // The start's failure is recorded by its caller, with the container forgotten.
+                InstanceOwner::Version { .. } => {
+                    env.runtime.remove(&instance.container_id).await.ok();
+                }
+            }
             Err(e)
         }
     }
