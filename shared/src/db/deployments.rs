@@ -592,6 +592,7 @@ pub struct ActiveDeployment {
     pub container_id: Option<String>,
     pub runtime_endpoint: Option<String>,
     pub image_tag: Option<String>,
+    pub image_digest: Option<String>,
     /// The fingerprint of the spec its instance was started with.
     pub instance_spec_sha256: Option<String>,
 }
@@ -602,7 +603,8 @@ pub async fn active_for_function(
 ) -> sqlx::Result<Option<ActiveDeployment>> {
     sqlx::query_as!(
         ActiveDeployment,
-        r#"SELECT id, version, container_id, runtime_endpoint, image_tag, instance_spec_sha256
+        r#"SELECT id, version, container_id, runtime_endpoint, image_tag, image_digest,
+                  instance_spec_sha256
            FROM deployments WHERE function_id = $1 AND is_active"#,
         function_id
     )

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use slipway_shared::{
     db,
-    domain::{ImageRef, ServingEvent, ServingState},
+    domain::{Digest, ImageRef, ServingEvent, ServingState},
     jobs::{ReleaseJob, WakeJob},
 };
 use tracing::{info, warn};
@@ -56,7 +56,13 @@ impl RunJob for ReleaseJob {
         }
         let kept = env.runtime.suspend(&container).await?;
         if let Some(image) = active.image_tag.as_deref().and_then(ImageRef::parse_tagged) {
-            env.runtime.remove_images(&image.name()).await?;
+            let digest = active
+                .image_digest
+                .as_deref()
+                .and_then(|d| Digest::parse(d).ok());
+            env.runtime
+                .remove_version_image(&image, digest.as_ref())
+                .await?;
         }
         let mut conn = env.pool.acquire().await?;
         // A swarm service kept at zero replicas is still the deployment's, for the wake.

@@ -85,7 +85,7 @@ async fn replace_instance(
     if job.action == RuntimeAction::Recycle {
         with_retries(env, "dropping the cached image", || async {
             env.runtime
-                .remove_images(&image.name())
+                .remove_version_image(&image, Some(&digest))
                 .await
                 .map_err(runtime_step)
         })

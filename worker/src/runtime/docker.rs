@@ -501,6 +501,27 @@ impl DockerRuntime {
         Ok(references.len())
     }
 
+    /// Drops these references (a version's tag and its `repository@digest`) from the engine's
+    /// cache; the image goes with its last reference. One still used by a container (another
+    /// version's instance started from the same digest) stays, as does one already gone.
+    pub async fn remove_image_references(&self, references: &[String]) -> Result<(), RuntimeError> {
+        for reference in references {
+            match self
+                .docker
+                .remove_image(reference, None::<RemoveImageOptions>, None)
+                .await
+            {
+                Ok(_)
+                | Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404 | 409,
+                    ..
+                }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
     /// Pulls `repository@digest` from its registry into the engine: the cache-warm of a runtime
     /// host. Pulling by digest cannot fetch anything but the recorded image.
     pub async fn pull(

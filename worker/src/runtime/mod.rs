@@ -26,7 +26,7 @@ pub use swarm::{Observed, SwarmRuntime};
 use std::{collections::HashMap, time::Duration};
 
 use slipway_shared::{
-    domain::{FunctionLimits, PinnedImage},
+    domain::{Digest, FunctionLimits, ImageRef, PinnedImage},
     registry::PushCredentials,
 };
 use uuid::Uuid;
@@ -289,6 +289,23 @@ impl Runtime {
         match self {
             Self::Docker(d) => d.remove_images(repository).await,
             Self::Swarm(s) => s.builder().remove_images(repository).await,
+        }
+    }
+
+    /// Drops one version's image from the engine's cache (its tag and `repository@digest`),
+    /// leaving the repository's other versions: an alias's instance may run one of them.
+    pub async fn remove_version_image(
+        &self,
+        image: &ImageRef,
+        digest: Option<&Digest>,
+    ) -> Result<(), RuntimeError> {
+        let mut references = vec![image.tagged()];
+        if let Some(digest) = digest {
+            references.push(format!("{}@{}", image.name(), digest.as_str()));
+        }
+        match self {
+            Self::Docker(d) => d.remove_image_references(&references).await,
+            Self::Swarm(s) => s.builder().remove_image_references(&references).await,
         }
     }
 
