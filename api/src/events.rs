@@ -83,27 +83,32 @@ async fn write_batches(pool: PgPool, mut receiver: mpsc::Receiver<Message>) {
     let mut backoff = Backoff::default();
     let mut tick = tokio::time::interval(INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // The channel is drained on the tick, never awaited: a writer parked in `recv` would be
+    // woken (a task scheduled, often on the other core) by each of the two events of every
+    // invocation.
     loop {
-        tokio::select! {
-            message = receiver.recv() => match message {
-                Some(Message::Event(event)) => {
+        tick.tick().await;
+        loop {
+            match receiver.try_recv() {
+                Ok(Message::Event(event)) => {
                     merge(&mut pending, *event);
                     if pending.len() >= BATCH && backoff.due() {
                         write(&pool, &mut pending, &mut backoff).await;
                     }
                 }
-                Some(Message::Flush(done)) => {
+                Ok(Message::Flush(done)) => {
                     write(&pool, &mut pending, &mut backoff).await;
                     done.send(()).ok();
                 }
-                None => {
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
                     write(&pool, &mut pending, &mut backoff).await;
                     return;
                 }
-            },
-            _ = tick.tick() => if backoff.due() {
-                write(&pool, &mut pending, &mut backoff).await;
-            },
+            }
+        }
+        if backoff.due() {
+            write(&pool, &mut pending, &mut backoff).await;
         }
     }
 }

@@ -65,6 +65,9 @@ pub struct AppState {
     pub store: Arc<ArchiveStore>,
     pub config: Arc<ApiConfig>,
     pub http: reqwest::Client,
+    /// The invocation proxy's client: hyper's own pool, without reqwest's URL parsing and body
+    /// adapters on a path every invocation takes.
+    pub invoke: routes::invoke::InvokeClient,
     pub invocations: Arc<invocations::InvocationMarks>,
     pub events: Arc<events::EventRecorder>,
     /// The registries verification reads, one client per host (its login and tokens reused).
@@ -89,6 +92,7 @@ impl AppState {
             .connect_timeout(std::time::Duration::from_secs(3))
             .build()
             .context("building the invocation client")?;
+        let invoke = routes::invoke::client();
         let events = events::EventRecorder::start(pool.clone(), config.record_events);
         if let Some(stream) = &config.event_stream {
             event_stream::start(pool.clone(), stream.clone());
@@ -100,6 +104,7 @@ impl AppState {
             store,
             config: Arc::new(config),
             http,
+            invoke,
             invocations: Arc::default(),
             events,
             registries,

@@ -25,8 +25,14 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
+use bytes::Bytes;
 use chrono::Utc;
-use futures::StreamExt;
+use http_body::{Frame, SizeHint};
+use http_body_util::Full;
+use hyper_util::{
+    client::legacy::connect::HttpConnector,
+    rt::{TokioExecutor, TokioTimer},
+};
 use slipway_shared::{
     db::{self, events::EventRow},
     domain::FunctionStatus,
@@ -131,6 +137,22 @@ fn add_forwarding(headers: &mut HeaderMap, peer: Option<IpAddr>, host: Option<&H
         forwarded.push_str(&format!(";host=\"{host}\""));
     }
     append(headers, "forwarded", forwarded);
+}
+
+/// Keep-alive connections to the functions' instances, pooled per endpoint.
+pub type InvokeClient = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
+
+pub fn client() -> InvokeClient {
+    let mut connector = HttpConnector::new();
+    // A small request written in two pieces would otherwise wait for the function's delayed ACK.
+    connector.set_nodelay(true);
+    // Functions are a hop or two away: a connection that takes longer is to an address nobody
+    // holds any more (a node cut off), not to a slow function.
+    connector.set_connect_timeout(Some(std::time::Duration::from_secs(3)));
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(30))
+        .pool_timer(TokioTimer::new())
+        .build(connector)
 }
 
 const INVOKE_PREFIX: &str = "/api/v1/functions/invoke/";
@@ -653,6 +675,8 @@ async fn forward(
     // whose node died may find nothing at the recorded address until the engine has placed the
     // task again: nothing reached the function, so resolving the route again and resending is
     // safe for any method.
+    // Set at each send: waiting for a wake does not count against the function.
+    let mut deadline;
     let mut attempt = 0;
     let mut refused_since: Option<std::time::Instant> = None;
     let mut event = None;
@@ -678,24 +702,24 @@ async fn forward(
                 body.len(),
             )
         });
-        let url = format!("http://{}{path}{query}", target.endpoint);
-        let sent = state
-            .http
-            .request(parts.method.clone(), &url)
-            .headers(headers.clone())
-            .body(body.clone())
-            .timeout(state.config.invoke_timeout)
-            .send()
-            .await;
+        let uri = format!("http://{}{path}{query}", target.endpoint);
+        let mut upstream = http::Request::new(Full::new(body.clone()));
+        *upstream.method_mut() = parts.method.clone();
+        *upstream.uri_mut() = uri.parse().map_err(|_| {
+            ApiError::bad_request("invalid_path", "the path is not a valid request-target")
+        })?;
+        *upstream.headers_mut() = headers.clone();
+        deadline = tokio::time::Instant::now() + state.config.invoke_timeout;
+        let sent = tokio::time::timeout_at(deadline, state.invoke.request(upstream)).await;
         match sent {
-            Ok(response) => break response,
-            Err(e) if e.is_connect() => {
+            Ok(Ok(response)) => break response,
+            Ok(Err(e)) if e.is_connect() => {
                 let waited = refused_since
                     .get_or_insert_with(std::time::Instant::now)
                     .elapsed();
                 let wait = state.config.unreachable_wait;
                 if attempt >= 3 && waited >= wait {
-                    warn!(endpoint = %target.endpoint, path, error = %e.without_url(), "function unreachable");
+                    warn!(endpoint = %target.endpoint, path, error = %e, "function unreachable");
                     if wait.is_zero() {
                         event.fail(502, "function_unreachable");
                         return Err(ApiError::new(
@@ -713,17 +737,21 @@ async fn forward(
                         retry_after_secs: 5,
                     });
                 }
-                debug!(endpoint = %target.endpoint, path, error = %e.without_url(), "function endpoint refused the connection; resolving again");
+                debug!(endpoint = %target.endpoint, path, error = %e, "function endpoint refused the connection; resolving again");
                 let backoff = std::time::Duration::from_millis(50 * attempt.min(10));
                 tokio::time::sleep(backoff).await;
             }
-            Err(e) => {
+            Err(_) => {
+                event.fail(504, "function_timeout");
+                return Err(timed_out(&state));
+            }
+            Ok(Err(e)) => {
                 if instance_lost(&state, caller, id, qualifier.as_ref(), &target.endpoint).await {
                     // The instance went away while it held the request (its node was cut off
                     // or stopped) and the engine has placed it elsewhere since. Whether the
                     // request reached it is unknown, so it is not sent again; the caller may
                     // retry.
-                    debug!(endpoint = %target.endpoint, path, error = %e.without_url(), "function instance lost mid-request");
+                    debug!(endpoint = %target.endpoint, path, error = %e, "function instance lost mid-request");
                     event.fail(503, "function_instance_lost");
                     return Err(ApiError::RetryLater {
                         code: "function_instance_lost",
@@ -733,18 +761,7 @@ async fn forward(
                         retry_after_secs: 1,
                     });
                 }
-                if e.is_timeout() {
-                    event.fail(504, "function_timeout");
-                    return Err(ApiError::new(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "function_timeout",
-                        format!(
-                            "the function did not answer within {:?}",
-                            state.config.invoke_timeout
-                        ),
-                    ));
-                }
-                warn!(endpoint = %target.endpoint, path, error = %e.without_url(), "function unreachable");
+                warn!(endpoint = %target.endpoint, path, error = %e, "function unreachable");
                 event.fail(502, "function_unreachable");
                 return Err(ApiError::new(
                     StatusCode::BAD_GATEWAY,
@@ -755,11 +772,12 @@ async fn forward(
         }
     };
     let mut event = event.expect("set on the first attempt");
+    let (upstream, upstream_body) = upstream.into_parts();
 
-    let mut response = Response::builder().status(upstream.status());
+    let mut response = Response::builder().status(upstream.status);
     if let Some(out) = response.headers_mut() {
-        *out = end_to_end(upstream.headers(), origin);
-        if let Some(length) = upstream.headers().get(header::CONTENT_LENGTH) {
+        *out = end_to_end(&upstream.headers, origin);
+        if let Some(length) = upstream.headers.get(header::CONTENT_LENGTH) {
             out.insert(header::CONTENT_LENGTH, length.clone());
         }
         out.insert(
@@ -773,18 +791,78 @@ async fn forward(
             );
         }
     }
-    event.answered(upstream.status().as_u16());
+    event.answered(upstream.status.as_u16());
     // The event completes when the body has gone out (or the caller hung up).
-    let body = upstream.bytes_stream().map(move |chunk| {
-        match &chunk {
-            Ok(bytes) => event.sent(bytes.len()),
-            Err(_) => event.broke(),
-        }
-        chunk
-    });
+    let body = Answer {
+        body: upstream_body,
+        deadline: Box::pin(tokio::time::sleep_until(deadline)),
+        event,
+    };
     response
-        .body(Body::from_stream(body))
+        .body(Body::new(body))
         .map_err(|e| ApiError::Internal(e.into()))
+}
+
+fn timed_out(state: &AppState) -> ApiError {
+    ApiError::new(
+        StatusCode::GATEWAY_TIMEOUT,
+        "function_timeout",
+        format!(
+            "the function did not answer within {:?}",
+            state.config.invoke_timeout
+        ),
+    )
+}
+
+/// The function's answer on its way to the caller: counted into the invocation's event, and cut
+/// off at the invocation's deadline (`SLIPWAY_INVOKE_TIMEOUT` covers the whole answer).
+struct Answer {
+    body: hyper::body::Incoming,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    event: Event,
+}
+
+impl http_body::Body for Answer {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        match std::pin::Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.event.sent(data.len());
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.event.broke();
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                if this.deadline.as_mut().poll(cx).is_ready() {
+                    this.event.broke();
+                    return Poll::Ready(Some(Err(
+                        "the function's answer outlasted the invocation timeout".into(),
+                    )));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// One invocation's event: PENDING when it is routed, SUCCESS or FAILURE when its answer has
