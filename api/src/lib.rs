@@ -59,8 +59,20 @@ use crate::{body::OversizedBody, error::InternalErrorReport};
 /// a push of that size is not a deploy we want.
 const WEBHOOK_BODY_LIMIT: usize = 5 * 1024 * 1024;
 
+/// What every handler shares. axum clones the state for each request, so it is one `Arc`:
+/// one reference count per request instead of one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub pool: PgPool,
     pub store: Arc<ArchiveStore>,
     pub config: Arc<ApiConfig>,
@@ -99,7 +111,7 @@ impl AppState {
         }
         let pool_for_cache = pool.clone();
         let registries = Arc::new(registries::RegistryClients::new(&config, http.clone())?);
-        Ok(Self {
+        Ok(Self(Arc::new(Shared {
             pool,
             store,
             config: Arc::new(config),
@@ -111,7 +123,7 @@ impl AppState {
             uploads: Arc::default(),
             hot: hot_cache::HotCache::start(pool_for_cache),
             metrics: slipway_shared::metrics::install()?,
-        })
+        })))
     }
 }
 

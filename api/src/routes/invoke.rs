@@ -664,7 +664,7 @@ async fn forward(
     let request_id_value = HeaderValue::from_str(&request_id).map_err(anyhow::Error::from)?;
     headers.insert(REQUEST_ID_HEADER, request_id_value.clone());
     // Functions written against seed 002 (Function Compute) read this name.
-    headers.insert(FC_REQUEST_ID_HEADER, request_id_value);
+    headers.insert(FC_REQUEST_ID_HEADER, request_id_value.clone());
     let query = parts
         .uri
         .query()
@@ -780,10 +780,7 @@ async fn forward(
         if let Some(length) = upstream.headers.get(header::CONTENT_LENGTH) {
             out.insert(header::CONTENT_LENGTH, length.clone());
         }
-        out.insert(
-            REQUEST_ID_HEADER,
-            HeaderValue::from_str(&request_id).map_err(anyhow::Error::from)?,
-        );
+        out.insert(REQUEST_ID_HEADER, request_id_value);
         if let Some(event_id) = event.id() {
             out.insert(
                 EVENT_ID_HEADER,
