@@ -36,10 +36,10 @@ pub struct HotCache {
     /// Moves on every announcement and every reconnection.
     generation: AtomicU64,
     /// `(owner, function)` → a route that was ready to serve when read.
-    routes: RwLock<HashMap<(Uuid, Uuid), Route>>,
+    routes: RwLock<HashMap<(Uuid, Uuid), Arc<Route>>>,
     /// `(owner, function, qualifier)` → the route of `{id}@{qualifier}` (an alias or a version),
     /// kept while it leads to the active version or to a ready version instance.
-    qualified: RwLock<HashMap<(Uuid, Uuid, String), QualifiedRoute>>,
+    qualified: RwLock<HashMap<(Uuid, Uuid, String), Arc<QualifiedRoute>>>,
     /// SHA-256 of a bearer key → its live owner.
     keys: RwLock<HashMap<[u8; 32], KeyOwner>>,
 }
@@ -64,14 +64,14 @@ impl HotCache {
         )
     }
 
-    pub fn cached_route(&self, owner: Uuid, function: Uuid) -> Option<Route> {
+    pub fn cached_route(&self, owner: Uuid, function: Uuid) -> Option<Arc<Route>> {
         if !self.live.load(Ordering::Acquire) {
             return None;
         }
         read(&self.routes).get(&(owner, function)).cloned()
     }
 
-    pub fn store_route(&self, ticket: Ticket, owner: Uuid, function: Uuid, route: Route) {
+    pub fn store_route(&self, ticket: Ticket, owner: Uuid, function: Uuid, route: Arc<Route>) {
         self.store(ticket, &self.routes, (owner, function), route);
     }
 
@@ -80,7 +80,7 @@ impl HotCache {
         owner: Uuid,
         function: Uuid,
         qualifier: &str,
-    ) -> Option<QualifiedRoute> {
+    ) -> Option<Arc<QualifiedRoute>> {
         if !self.live.load(Ordering::Acquire) {
             return None;
         }
@@ -95,7 +95,7 @@ impl HotCache {
         owner: Uuid,
         function: Uuid,
         qualifier: &str,
-        route: QualifiedRoute,
+        route: Arc<QualifiedRoute>,
     ) {
         self.store(
             ticket,

@@ -146,6 +146,16 @@ async fn a_built_version_waits_while_the_active_one_serves_and_deploys_on_reques
         (status, refused["error"]["code"].as_str()),
         (409, Some("nothing_built"))
     );
+    // Another tenant's key neither builds nor deploys it, and nothing is made.
+    let stranger = stack.add_tenant().await?;
+    for route in ["build", "deploy"] {
+        let response = stack
+            .request_as(&stranger, reqwest::Method::POST, &path(route))
+            .send()
+            .await?;
+        assert_eq!(response.status(), 404, "{route}");
+    }
+    assert_eq!(stack.count("deployments").await?, 0);
 
     build_and_deploy(&stack, &id).await?;
     assert_eq!(
@@ -175,6 +185,18 @@ async fn a_built_version_waits_while_the_active_one_serves_and_deploys_on_reques
     assert_eq!(
         invoke_json(&stack, &id, json!({})).await?,
         (200, json!("first"))
+    );
+    // Tried before it serves: an alias reaches the built version, version 1 serving on.
+    let (status, alias) = send_signed(
+        stack
+            .post(&format!("/api/functions/{id}/aliases"))
+            .json(&json!({"name": "next", "version": 2})),
+    )
+    .await?;
+    assert_eq!(status, 201, "{alias}");
+    assert_eq!(
+        invoke_json(&stack, &format!("{id}@next"), json!({})).await?,
+        (200, json!("second"))
     );
     let (_, read) = send(stack.get(&format!("/api/v1/functions/{id}"))).await?;
     assert_eq!(read["active_version"], 1, "{read}");

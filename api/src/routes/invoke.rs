@@ -365,18 +365,23 @@ async fn resolve(state: &AppState, caller: Caller, id: Uuid) -> Result<Target, A
             Some(route) => route,
             None => {
                 let mut conn = state.pool.acquire().await?;
-                db::deployments::route(&mut conn, caller.user_id, id)
-                    .await?
-                    .ok_or_else(ApiError::function_not_found)?
+                std::sync::Arc::new(
+                    db::deployments::route(&mut conn, caller.user_id, id)
+                        .await?
+                        .ok_or_else(ApiError::function_not_found)?,
+                )
             }
         };
         match serving(&route)? {
             Serving::Ready(endpoint) => {
                 // Only a route that serves is kept: one waking changes within moments.
                 if cached.is_none() {
-                    state
-                        .hot
-                        .store_route(ticket, caller.user_id, id, route.clone());
+                    state.hot.store_route(
+                        ticket,
+                        caller.user_id,
+                        id,
+                        std::sync::Arc::clone(&route),
+                    );
                 }
                 return Ok(Target {
                     endpoint,
@@ -426,20 +431,26 @@ async fn resolve_version(
             Some(route) => route,
             None => {
                 let mut conn = state.pool.acquire().await?;
-                db::aliases::qualified_route(&mut conn, caller.user_id, id, alias, version)
-                    .await?
-                    .ok_or_else(ApiError::function_not_found)?
+                std::sync::Arc::new(
+                    db::aliases::qualified_route(&mut conn, caller.user_id, id, alias, version)
+                        .await?
+                        .ok_or_else(ApiError::function_not_found)?,
+                )
             }
         };
         refusal(route.function_status, route.enabled)?;
         let (Some(deployment_id), Some(version)) = (route.deployment_id, route.version) else {
             return Err(qualifier.not_found());
         };
-        let keep = |route: &db::aliases::QualifiedRoute| {
+        let keep = |route: &std::sync::Arc<db::aliases::QualifiedRoute>| {
             if cached.is_none() {
-                state
-                    .hot
-                    .store_qualified(ticket, caller.user_id, id, &key, route.clone());
+                state.hot.store_qualified(
+                    ticket,
+                    caller.user_id,
+                    id,
+                    &key,
+                    std::sync::Arc::clone(route),
+                );
             }
         };
         if route.is_active {
@@ -705,7 +716,7 @@ async fn forward(
         let uri = format!("http://{}{path}{query}", target.endpoint);
         let mut upstream = http::Request::new(Full::new(body.clone()));
         *upstream.method_mut() = parts.method.clone();
-        *upstream.uri_mut() = uri.parse().map_err(|_| {
+        *upstream.uri_mut() = http::Uri::from_maybe_shared(Bytes::from(uri)).map_err(|_| {
             ApiError::bad_request("invalid_path", "the path is not a valid request-target")
         })?;
         *upstream.headers_mut() = headers.clone();
@@ -782,9 +793,11 @@ async fn forward(
         }
         out.insert(REQUEST_ID_HEADER, request_id_value);
         if let Some(event_id) = event.id() {
+            let mut id = Uuid::encode_buffer();
             out.insert(
                 EVENT_ID_HEADER,
-                HeaderValue::from_str(&event_id.to_string()).map_err(anyhow::Error::from)?,
+                HeaderValue::from_str(event_id.hyphenated().encode_lower(&mut id))
+                    .map_err(anyhow::Error::from)?,
             );
         }
     }
