@@ -266,6 +266,14 @@ impl Qualifier {
         }
     }
 
+    /// As `db::aliases::qualified_route` takes it: the alias, or the version.
+    fn parts(&self) -> (Option<&str>, Option<i32>) {
+        match self {
+            Self::Alias(name) => (Some(name.as_str()), None),
+            Self::Version(version) => (None, Some(*version)),
+        }
+    }
+
     fn not_found(&self) -> ApiError {
         match self {
             Self::Alias(name) => crate::aliases::alias_not_found(name),
@@ -418,10 +426,7 @@ async fn resolve_version(
 ) -> Result<Target, ApiError> {
     let started = std::time::Instant::now();
     let key = qualifier.key();
-    let (alias, version) = match qualifier {
-        Qualifier::Alias(name) => (Some(name.as_str()), None),
-        Qualifier::Version(version) => (None, Some(*version)),
-    };
+    let (alias, version) = qualifier.parts();
     let mut requested = false;
     loop {
         let cached = state.hot.cached_qualified(caller.user_id, id, &key);
@@ -531,10 +536,7 @@ async fn instance_lost(
         return false;
     };
     if let Some(qualifier) = qualifier {
-        let (alias, version) = match qualifier {
-            Qualifier::Alias(name) => (Some(name.as_str()), None),
-            Qualifier::Version(version) => (None, Some(*version)),
-        };
+        let (alias, version) = qualifier.parts();
         match db::aliases::qualified_route(&mut conn, caller.user_id, id, alias, version).await {
             Ok(Some(route)) if !route.is_active => {
                 return route.instance_endpoint.as_deref() != Some(endpoint)
