@@ -59,6 +59,12 @@ if [ "${SLIPWAY_SERVICES_ONLY:-0}" = 1 ]; then
 fi
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/slipway/target}
+# CI builds a fresh clone once: incremental caches would only pile up in the shared target dir
+# between runs (tens of GB on this machine's disk), never to be reused.
+if [[ ${CI:-} == true ]]; then
+  export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
+  rm -rf "$CARGO_TARGET_DIR/debug/incremental"
+fi
 # SQL is checked at compile time against the committed .sqlx/, not a live database.
 export SQLX_OFFLINE=true
 export SLIPWAY_BUILDKIT=docker
