@@ -5,8 +5,13 @@
 //! transaction under the function's lock, which retention takes too, so a version cannot be
 //! pruned between the check here and the alias that keeps it.
 
+use std::collections::BTreeMap;
+
 use slipway_shared::{
-    db::{self, aliases::AliasRow},
+    db::{
+        self,
+        aliases::{AliasRow, Split},
+    },
     domain::{DeploymentStatus, FunctionStatus},
 };
 use uuid::Uuid;
@@ -47,6 +52,41 @@ pub fn alias_not_found(name: &str) -> ApiError {
     )
 }
 
+/// An alias's `weights` (Lambda's routing config): `{"<version>": share}` sends that share of
+/// its calls, drawn per call, to one other version; the rest go to the alias's own. Returns the
+/// other version and its share.
+pub fn parse_weights(
+    weights: Option<&BTreeMap<String, f64>>,
+    version: i32,
+) -> Result<Option<(i32, f64)>, ApiError> {
+    let Some(weights) = weights.filter(|w| !w.is_empty()) else {
+        return Ok(None);
+    };
+    let invalid = |message: String| ApiError::bad_request("invalid_weights", message);
+    let mut entries = weights.iter();
+    let (Some((other, &weight)), None) = (entries.next(), entries.next()) else {
+        return Err(invalid(
+            "an alias splits its calls with one other version: weights has one entry".into(),
+        ));
+    };
+    let other = other
+        .parse::<i32>()
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| invalid(format!("{other:?} is not a version number")))?;
+    if other == version {
+        return Err(invalid(format!(
+            "version {other} is the alias's own; weights names the other version"
+        )));
+    }
+    if !(weight > 0.0 && weight < 1.0) {
+        return Err(invalid(format!(
+            "a share is between 0 and 1, both excluded (got {weight})"
+        )));
+    }
+    Ok(Some((other, weight)))
+}
+
 /// The deployment of `version`, if an alias may point at it.
 async fn aliasable(
     conn: &mut sqlx::PgConnection,
@@ -78,6 +118,22 @@ async fn aliasable(
     }
 }
 
+/// The other version of a split, if an alias may point at it too.
+async fn split(
+    conn: &mut sqlx::PgConnection,
+    function_id: Uuid,
+    weights: Option<(i32, f64)>,
+) -> Result<Option<Split>, ApiError> {
+    let Some((version, weight)) = weights else {
+        return Ok(None);
+    };
+    let deployment_id = aliasable(conn, function_id, version).await?;
+    Ok(Some(Split {
+        deployment_id,
+        weight,
+    }))
+}
+
 /// Locks the caller's function for a change of its aliases: one being deleted has none to change.
 async fn lock(
     tx: &mut sqlx::PgConnection,
@@ -104,12 +160,14 @@ pub async fn create(
     function_id: Uuid,
     name: &str,
     version: i32,
+    weights: Option<(i32, f64)>,
 ) -> Result<AliasRow, ApiError> {
     check_name(name)?;
     let mut tx = state.pool.begin().await?;
     lock(&mut tx, &caller, function_id).await?;
     let deployment_id = aliasable(&mut tx, function_id, version).await?;
-    if !db::aliases::create(&mut tx, function_id, name, deployment_id).await? {
+    let split = split(&mut tx, function_id, weights).await?;
+    if !db::aliases::create(&mut tx, function_id, name, deployment_id, split).await? {
         return Err(ApiError::conflict(
             "alias_exists",
             format!("the function already has an alias {name:?}; PUT it to point it elsewhere"),
@@ -130,6 +188,7 @@ pub async fn point(
     function_id: Uuid,
     name: &str,
     version: i32,
+    weights: Option<(i32, f64)>,
 ) -> Result<AliasRow, ApiError> {
     let mut tx = state.pool.begin().await?;
     lock(&mut tx, &caller, function_id).await?;
@@ -140,7 +199,8 @@ pub async fn point(
         return Err(alias_not_found(name));
     }
     let deployment_id = aliasable(&mut tx, function_id, version).await?;
-    db::aliases::point(&mut tx, function_id, name, deployment_id).await?;
+    let split = split(&mut tx, function_id, weights).await?;
+    db::aliases::point(&mut tx, function_id, name, deployment_id, split).await?;
     let alias = db::aliases::get(&mut tx, function_id, name)
         .await?
         .ok_or_else(|| alias_not_found(name))?;
@@ -169,6 +229,30 @@ pub async fn delete(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weights_name_one_other_version_and_a_share_strictly_between_0_and_1() {
+        let weights = |entries: &[(&str, f64)]| -> BTreeMap<String, f64> {
+            entries.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+        };
+        assert_eq!(parse_weights(None, 1).ok(), Some(None));
+        assert_eq!(parse_weights(Some(&weights(&[])), 1).ok(), Some(None));
+        assert_eq!(
+            parse_weights(Some(&weights(&[("2", 0.1)])), 1).ok(),
+            Some(Some((2, 0.1)))
+        );
+        for refused in [
+            weights(&[("2", 0.1), ("3", 0.1)]),
+            weights(&[("1", 0.5)]),
+            weights(&[("two", 0.5)]),
+            weights(&[("0", 0.5)]),
+            weights(&[("2", 0.0)]),
+            weights(&[("2", 1.0)]),
+            weights(&[("2", -0.5)]),
+        ] {
+            assert!(parse_weights(Some(&refused), 1).is_err(), "{refused:?}");
+        }
+    }
 
     #[test]
     fn alias_names_are_never_numbers_nor_odd_characters() {

@@ -191,6 +191,49 @@ async fn an_alias_serves_its_version_while_another_is_active_and_idles_out() -> 
         (200, "two\n".into())
     );
 
+    // Traffic splitting: half of the alias's calls go to version 2, drawn per call.
+    for (weights, expected_status, code) in [
+        (json!({"2": 0.5, "3": 0.1}), 400, "invalid_weights"),
+        (json!({"1": 0.5}), 400, "invalid_weights"),
+        (json!({"2": 1.0}), 400, "invalid_weights"),
+        (json!({"9": 0.5}), 404, "version_not_found"),
+    ] {
+        let (status, refused) = alias(
+            &stack,
+            reqwest::Method::PUT,
+            &format!("{aliases}/stable"),
+            Some(json!({"version": 1, "weights": weights})),
+        )
+        .await?;
+        assert_eq!(
+            (status, refused["error"]["code"].as_str()),
+            (expected_status, Some(code)),
+            "{weights} → {refused}"
+        );
+    }
+    let (status, split) = alias(
+        &stack,
+        reqwest::Method::PUT,
+        &format!("{aliases}/stable"),
+        Some(json!({"version": 1, "weights": {"2": 0.5}})),
+    )
+    .await?;
+    assert_eq!(status, 200, "{split}");
+    assert_eq!(split["weights"], json!({"2": 0.5}));
+    let mut answers = std::collections::BTreeMap::new();
+    for _ in 0..40 {
+        let (status, body) = stack.invoke(function_id, "@stable").await?;
+        assert_eq!(status, 200, "{body}");
+        *answers.entry(body).or_insert(0) += 1;
+    }
+    // Either version answering all 40 calls has a chance of 2 in 2^40.
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert_eq!(
+        answers.keys().collect::<Vec<_>>(),
+        ["one\n", "two\n"],
+        "{answers:?}"
+    );
+
     // Idle: the version instance is released like the function's own.
     let fired = schedule::fire(
         &stack.pool,

@@ -7,6 +7,8 @@ use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
 };
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use slipway_shared::db::{self, aliases::AliasRow};
 use uuid::Uuid;
@@ -30,13 +32,20 @@ pub struct CreateAlias {
     /// yet pruned.
     #[schema(minimum = 1, maximum = 2147483647)]
     version: i64,
+    /// Traffic splitting, as Lambda's routing config: `{"<another version>": share}` sends that
+    /// share of the alias's calls (drawn per call, 0 < share < 1) to that version.
+    #[serde(default)]
+    weights: Option<BTreeMap<String, f64>>,
 }
 
+/// The alias as it is to be: a PUT replaces the split too (none when `weights` is absent).
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PointAlias {
     #[schema(minimum = 1, maximum = 2147483647)]
     version: i64,
+    #[serde(default)]
+    weights: Option<BTreeMap<String, f64>>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -44,6 +53,9 @@ pub struct Alias {
     name: String,
     version: i32,
     deployment_id: Uuid,
+    /// Another version's share of the calls, when the alias splits them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    weights: Option<BTreeMap<String, f64>>,
     /// Where the alias is invoked.
     invoke_url: String,
     created_at: String,
@@ -54,6 +66,10 @@ impl Alias {
     fn of(function_id: Uuid, row: AliasRow) -> Self {
         Self {
             invoke_url: format!("/api/v1/functions/invoke/{function_id}@{}", row.name),
+            weights: row
+                .additional_version
+                .zip(row.additional_weight)
+                .map(|(version, weight)| BTreeMap::from([(version.to_string(), weight)])),
             name: row.name,
             version: row.version,
             deployment_id: row.deployment_id,
@@ -102,7 +118,8 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     let version = version(request.version)?;
-    let alias = aliases::create(&state, caller, id, &request.name, version).await?;
+    let weights = aliases::parse_weights(request.weights.as_ref(), version)?;
+    let alias = aliases::create(&state, caller, id, &request.name, version, weights).await?;
     Ok((StatusCode::CREATED, Json(Alias::of(id, alias))).into_response())
 }
 
@@ -169,7 +186,8 @@ pub async fn point(
     let (id, name) = path;
     let id = parse_id(&id)?;
     let version = version(request.version)?;
-    let alias = aliases::point(&state, caller, id, &name, version).await?;
+    let weights = aliases::parse_weights(request.weights.as_ref(), version)?;
+    let alias = aliases::point(&state, caller, id, &name, version, weights).await?;
     Ok(Json(Alias::of(id, alias)))
 }
 

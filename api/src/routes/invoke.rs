@@ -428,6 +428,8 @@ async fn resolve_version(
     let key = qualifier.key();
     let (alias, version) = qualifier.parts();
     let mut requested = false;
+    // A split alias draws its version once per call, not again while it waits for a start.
+    let mut drawn = false;
     loop {
         let cached = state.hot.cached_qualified(caller.user_id, id, &key);
         metrics::route_looked_up(cached.is_some());
@@ -444,6 +446,20 @@ async fn resolve_version(
             }
         };
         refusal(route.function_status, route.enabled)?;
+        // An alias that splits its calls: this one may go to the other version (a version
+        // number never splits, so this recurses once at most).
+        if let (Some(other), Some(weight)) = (route.additional_version, route.additional_weight)
+            && !std::mem::replace(&mut drawn, true)
+            && rand::random::<f64>() < weight
+        {
+            return Box::pin(resolve_version(
+                state,
+                caller,
+                id,
+                &Qualifier::Version(other),
+            ))
+            .await;
+        }
         let (Some(deployment_id), Some(version)) = (route.deployment_id, route.version) else {
             return Err(qualifier.not_found());
         };

@@ -13,6 +13,9 @@ pub struct AliasRow {
     pub name: String,
     pub deployment_id: Uuid,
     pub version: i32,
+    /// The other version that gets `additional_weight` of the alias's calls, if it splits them.
+    pub additional_version: Option<i32>,
+    pub additional_weight: Option<f64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -20,8 +23,10 @@ pub struct AliasRow {
 pub async fn list(conn: &mut PgConnection, function_id: Uuid) -> sqlx::Result<Vec<AliasRow>> {
     sqlx::query_as!(
         AliasRow,
-        r#"SELECT a.name, a.deployment_id, d.version, a.created_at, a.updated_at
+        r#"SELECT a.name, a.deployment_id, d.version, ad.version AS "additional_version?",
+                  a.additional_weight, a.created_at, a.updated_at
            FROM function_aliases a JOIN deployments d ON d.id = a.deployment_id
+           LEFT JOIN deployments ad ON ad.id = a.additional_deployment_id
            WHERE a.function_id = $1 ORDER BY a.name"#,
         function_id
     )
@@ -36,8 +41,10 @@ pub async fn get(
 ) -> sqlx::Result<Option<AliasRow>> {
     sqlx::query_as!(
         AliasRow,
-        r#"SELECT a.name, a.deployment_id, d.version, a.created_at, a.updated_at
+        r#"SELECT a.name, a.deployment_id, d.version, ad.version AS "additional_version?",
+                  a.additional_weight, a.created_at, a.updated_at
            FROM function_aliases a JOIN deployments d ON d.id = a.deployment_id
+           LEFT JOIN deployments ad ON ad.id = a.additional_deployment_id
            WHERE a.function_id = $1 AND a.name = $2"#,
         function_id,
         name
@@ -46,19 +53,31 @@ pub async fn get(
     .await
 }
 
+/// Another version's share of an alias's calls.
+#[derive(Debug, Clone, Copy)]
+pub struct Split {
+    pub deployment_id: Uuid,
+    pub weight: f64,
+}
+
 /// False when the function already has an alias of that name.
 pub async fn create(
     conn: &mut PgConnection,
     function_id: Uuid,
     name: &str,
     deployment_id: Uuid,
+    split: Option<Split>,
 ) -> sqlx::Result<bool> {
     let inserted = sqlx::query!(
-        r#"INSERT INTO function_aliases (function_id, name, deployment_id) VALUES ($1, $2, $3)
+        r#"INSERT INTO function_aliases
+               (function_id, name, deployment_id, additional_deployment_id, additional_weight)
+           VALUES ($1, $2, $3, $4, $5)
            ON CONFLICT (function_id, name) DO NOTHING"#,
         function_id,
         name,
-        deployment_id
+        deployment_id,
+        split.map(|s| s.deployment_id),
+        split.map(|s| s.weight)
     )
     .execute(conn)
     .await?;
@@ -71,13 +90,17 @@ pub async fn point(
     function_id: Uuid,
     name: &str,
     deployment_id: Uuid,
+    split: Option<Split>,
 ) -> sqlx::Result<bool> {
     let updated = sqlx::query!(
-        r#"UPDATE function_aliases SET deployment_id = $3, updated_at = now()
+        r#"UPDATE function_aliases SET deployment_id = $3, additional_deployment_id = $4,
+                  additional_weight = $5, updated_at = now()
            WHERE function_id = $1 AND name = $2"#,
         function_id,
         name,
-        deployment_id
+        deployment_id,
+        split.map(|s| s.deployment_id),
+        split.map(|s| s.weight)
     )
     .execute(conn)
     .await?;
@@ -116,6 +139,9 @@ pub struct QualifiedRoute {
     pub instance_state: Option<String>,
     pub instance_endpoint: Option<String>,
     pub instance_reason: Option<String>,
+    /// An alias that splits its calls: the other version and its share.
+    pub additional_version: Option<i32>,
+    pub additional_weight: Option<f64>,
 }
 
 /// `alias` or `version` (exactly one of them) names the version.
@@ -137,9 +163,11 @@ pub async fn qualified_route(
                   d.image_digest IS NOT NULL AS "has_image!",
                   d.prune_started_at IS NOT NULL AS "pruned!",
                   v.state AS "instance_state?", v.endpoint AS "instance_endpoint?",
-                  v.reason AS "instance_reason?"
+                  v.reason AS "instance_reason?",
+                  ad.version AS "additional_version?", a.additional_weight AS "additional_weight?"
            FROM functions f
            LEFT JOIN function_aliases a ON a.function_id = f.id AND a.name = $3
+           LEFT JOIN deployments ad ON ad.id = a.additional_deployment_id
            LEFT JOIN deployments d ON d.function_id = f.id
                 AND d.id = CASE WHEN $3::text IS NULL
                                 THEN (SELECT id FROM deployments

@@ -699,7 +699,8 @@ pub async fn retention_candidates(
                     OR d.status IN ('fetching', 'building', 'pushing', 'deploying'))
            ), aliased AS (
              SELECT d.id, d.image_digest
-             FROM function_aliases a JOIN deployments d ON d.id = a.deployment_id
+             FROM function_aliases a
+             JOIN deployments d ON d.id IN (a.deployment_id, a.additional_deployment_id)
              WHERE a.function_id = $1
            )
            SELECT d.id, d.version, d.image_tag, d.image_digest, d.archive_key,
