@@ -53,19 +53,19 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
 }
 
 fn register(recorder: PrometheusRecorder) -> anyhow::Result<PrometheusHandle> {
+    // Two stacks starting at once (tests) must not race between installing the recorder and
+    // recording its handle: the loser would see neither hers nor the winner's.
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _installing = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(handle) = HANDLE.get() {
         return Ok(handle.clone());
     }
     let handle = recorder.handle();
-    // Another thread may have won the race: its recorder is the global one, so keep its handle.
-    if metrics::set_global_recorder(recorder).is_ok() {
-        describe();
-        HANDLE.set(handle).ok();
-    }
-    HANDLE
-        .get()
-        .cloned()
-        .ok_or_else(|| anyhow::anyhow!("a metrics recorder not Slipway's is already installed"))
+    metrics::set_global_recorder(recorder)
+        .map_err(|_| anyhow::anyhow!("a metrics recorder not Slipway's is already installed"))?;
+    describe();
+    HANDLE.set(handle.clone()).ok();
+    Ok(handle)
 }
 
 /// `SLIPWAY_METRICS_ADDR` (e.g. `0.0.0.0:9464`), for a worker or scheduler run as its own
