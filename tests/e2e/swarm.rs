@@ -376,8 +376,9 @@ async fn survives(fault: &str, repair: &str) -> anyhow::Result<Duration> {
     let caller = Caller::start(&stack, function_id);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let cut_at = Instant::now();
-    swarm_script(&[fault, node])?;
     let outcome = async {
+        // Inside: a fault command that fails half-way is still repaired below.
+        swarm_script(&[fault, node])?;
         let moved = eventually(
             Duration::from_secs(120),
             "the function answering from another node",

@@ -568,6 +568,18 @@ async fn instance_lost(
     }
 }
 
+/// Whether anything still listens at `endpoint`. On an engine that moves instances, a request
+/// cut off mid-way by an instance whose node is stopping or gone finds nothing listening there
+/// (refused or unanswered), well before the engine reports the task lost; a function that broke
+/// the connection itself still listens.
+async fn accepts_connections(endpoint: &str) -> bool {
+    let connect = tokio::net::TcpStream::connect(endpoint);
+    matches!(
+        tokio::time::timeout(std::time::Duration::from_secs(1), connect).await,
+        Ok(Ok(_))
+    )
+}
+
 /// The instance an invocation goes to.
 struct Target {
     endpoint: String,
@@ -775,9 +787,13 @@ async fn forward(
                 return Err(timed_out(&state));
             }
             Ok(Err(e)) => {
-                if instance_lost(&state, caller, id, qualifier.as_ref(), &target.endpoint).await {
+                if instance_lost(&state, caller, id, qualifier.as_ref(), &target.endpoint).await
+                    || (!state.config.unreachable_wait.is_zero()
+                        && !accepts_connections(&target.endpoint).await)
+                {
                     // The instance went away while it held the request (its node was cut off
-                    // or stopped) and the engine has placed it elsewhere since. Whether the
+                    // or stopped): the engine has placed it elsewhere since, or nothing
+                    // listens at its address any more. Whether the
                     // request reached it is unknown, so it is not sent again; the caller may
                     // retry.
                     debug!(endpoint = %target.endpoint, path, error = %e, "function instance lost mid-request");
