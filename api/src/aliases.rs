@@ -173,12 +173,7 @@ pub async fn create(
             format!("the function already has an alias {name:?}; PUT it to point it elsewhere"),
         ));
     }
-    let alias = db::aliases::get(&mut tx, function_id, name)
-        .await?
-        .ok_or_else(|| alias_not_found(name))?;
-    tx.commit().await?;
-    state.hot.forget_function(function_id);
-    Ok(alias)
+    committed(state, tx, function_id, name).await
 }
 
 #[tracing::instrument(skip(state, caller))]
@@ -201,6 +196,17 @@ pub async fn point(
     let deployment_id = aliasable(&mut tx, function_id, version).await?;
     let split = split(&mut tx, function_id, weights).await?;
     db::aliases::point(&mut tx, function_id, name, deployment_id, split).await?;
+    committed(state, tx, function_id, name).await
+}
+
+/// The alias as written by `tx`, once committed; invocations stop using the routes cached
+/// before it.
+async fn committed(
+    state: &AppState,
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    function_id: Uuid,
+    name: &str,
+) -> Result<AliasRow, ApiError> {
     let alias = db::aliases::get(&mut tx, function_id, name)
         .await?
         .ok_or_else(|| alias_not_found(name))?;

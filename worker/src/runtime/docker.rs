@@ -486,17 +486,7 @@ impl DockerRuntime {
             .filter(ours)
             .collect();
         for reference in &references {
-            match self
-                .docker
-                .remove_image(reference, None::<RemoveImageOptions>, None)
-                .await
-            {
-                Ok(_)
-                | Err(bollard::errors::Error::DockerResponseServerError {
-                    status_code: 404, ..
-                }) => {}
-                Err(e) => return Err(e.into()),
-            }
+            self.remove_image_reference(reference, false).await?;
         }
         Ok(references.len())
     }
@@ -506,20 +496,32 @@ impl DockerRuntime {
     /// version's instance started from the same digest) stays, as does one already gone.
     pub async fn remove_image_references(&self, references: &[String]) -> Result<(), RuntimeError> {
         for reference in references {
-            match self
-                .docker
-                .remove_image(reference, None::<RemoveImageOptions>, None)
-                .await
-            {
-                Ok(_)
-                | Err(bollard::errors::Error::DockerResponseServerError {
-                    status_code: 404 | 409,
-                    ..
-                }) => {}
-                Err(e) => return Err(e.into()),
-            }
+            self.remove_image_reference(reference, true).await?;
         }
         Ok(())
+    }
+
+    /// Drops one reference from the engine's cache; one already gone is fine, and so is one a
+    /// container still uses when `in_use_stays`.
+    async fn remove_image_reference(
+        &self,
+        reference: &str,
+        in_use_stays: bool,
+    ) -> Result<(), RuntimeError> {
+        match self
+            .docker
+            .remove_image(reference, None::<RemoveImageOptions>, None)
+            .await
+        {
+            Ok(_)
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) if in_use_stays => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Pulls `repository@digest` from its registry into the engine: the cache-warm of a runtime
