@@ -1,6 +1,8 @@
 //! Recording invocation events without slowing invocations down: the proxy hands each event to
 //! a bounded channel (never awaiting the database), and one writer task per api process batches
-//! them into a single upsert every few milliseconds. When the channel is full the event is
+//! them into a single upsert every few milliseconds, while the next batch gathers. An
+//! invocation's PENDING state is held back for a second, so a call that settles sooner (most do)
+//! costs one row written, not an insert and an update. When the channel is full the event is
 //! dropped and counted, rather than making a caller wait; a crash loses at most what the writer
 //! holds (one batch interval). A batch the database refuses (it restarts, say) is kept and
 //! written again with backoff, up to `CAPACITY` events, so a row never stays `PENDING` because
@@ -15,14 +17,17 @@ use std::{
     time::Duration,
 };
 
+use chrono::{DateTime, Utc};
 use slipway_shared::db::{self, events::EventRow};
 use sqlx::PgPool;
-use tokio::sync::{mpsc, oneshot};
+use tokio::{
+    sync::{mpsc, oneshot},
+    task::JoinHandle,
+};
 use tracing::warn;
 use uuid::Uuid;
 
 const CAPACITY: usize = 10_000;
-const BATCH: usize = 500;
 const INTERVAL: Duration = Duration::from_millis(20);
 
 enum Message {
@@ -81,37 +86,78 @@ impl EventRecorder {
 async fn write_batches(pool: PgPool, mut receiver: mpsc::Receiver<Message>) {
     let mut pending: HashMap<Uuid, EventRow> = HashMap::new();
     let mut backoff = Backoff::default();
+    let mut writing: Option<JoinHandle<Batch>> = None;
     let mut tick = tokio::time::interval(INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     // The channel is drained on the tick, never awaited: a writer parked in `recv` would be
     // woken (a task scheduled, often on the other core) by each of the two events of every
-    // invocation.
+    // invocation. A batch is written while the next one gathers, so the channel keeps draining
+    // however long the database takes.
     loop {
         tick.tick().await;
-        loop {
+        let mut flushes = Vec::new();
+        let mut disconnected = false;
+        // Past `CAPACITY` held, events wait in the channel, and beyond it they are dropped.
+        while pending.len() < CAPACITY {
             match receiver.try_recv() {
-                Ok(Message::Event(event)) => {
-                    merge(&mut pending, *event);
-                    if pending.len() >= BATCH && backoff.due() {
-                        write(&pool, &mut pending, &mut backoff).await;
-                    }
-                }
-                Ok(Message::Flush(done)) => {
-                    write(&pool, &mut pending, &mut backoff).await;
-                    done.send(()).ok();
-                }
+                Ok(Message::Event(event)) => merge(&mut pending, *event),
+                Ok(Message::Flush(done)) => flushes.push(done),
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => {
-                    write(&pool, &mut pending, &mut backoff).await;
-                    return;
+                    disconnected = true;
+                    break;
                 }
             }
         }
-        if backoff.due() {
-            write(&pool, &mut pending, &mut backoff).await;
+        if writing.as_ref().is_some_and(JoinHandle::is_finished) {
+            let written = writing.take().expect("checked").await;
+            settle(written, &mut pending, &mut backoff);
+        }
+        if !flushes.is_empty() || disconnected {
+            // Everything, young PENDING rows included, before the caller goes on.
+            if let Some(in_flight) = writing.take() {
+                settle(in_flight.await, &mut pending, &mut backoff);
+            }
+            let rows = pending.drain().map(|(_, row)| row).collect();
+            settle(
+                Ok(write(pool.clone(), rows).await),
+                &mut pending,
+                &mut backoff,
+            );
+            for done in flushes {
+                done.send(()).ok();
+            }
+            if disconnected {
+                return;
+            }
+            continue;
+        }
+        if writing.is_none() && backoff.due() {
+            let rows = due_rows(&mut pending, Utc::now());
+            if !rows.is_empty() {
+                writing = Some(tokio::spawn(write(pool.clone(), rows)));
+            }
         }
     }
 }
+
+/// How long an invocation's PENDING state is held back: most calls settle well within it, and
+/// their single final row is written instead of a PENDING row and its update.
+const PENDING_HOLD: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
+
+/// Takes the rows to write now: every settled one, and the PENDING ones older than the hold.
+fn due_rows(pending: &mut HashMap<Uuid, EventRow>, now: DateTime<Utc>) -> Vec<EventRow> {
+    let young = |row: &EventRow| row.status == "PENDING" && now - row.created_at < PENDING_HOLD;
+    pending
+        .extract_if(|_, row| !young(row))
+        .map(|(_, row)| row)
+        .collect()
+}
+
+/// A batch and the database's answer to it.
+type Batch = (Vec<EventRow>, sqlx::Result<()>);
+/// A batch written by a task of its own.
+type Written = Result<Batch, tokio::task::JoinError>;
 
 /// When the next write may be tried after failures: 50 ms doubling to 5 s.
 #[derive(Default)]
@@ -175,23 +221,32 @@ fn merge(pending: &mut HashMap<Uuid, EventRow>, event: EventRow) {
     }
 }
 
-async fn write(pool: &PgPool, pending: &mut HashMap<Uuid, EventRow>, backoff: &mut Backoff) {
-    if pending.is_empty() {
-        return;
+async fn write(pool: PgPool, rows: Vec<EventRow>) -> Batch {
+    if rows.is_empty() {
+        return (rows, Ok(()));
     }
-    let rows: Vec<EventRow> = pending.drain().map(|(_, row)| row).collect();
     let result = async {
         let mut conn = pool.acquire().await?;
         db::events::upsert(&mut conn, &rows).await
     }
     .await;
-    match result {
-        Ok(()) => backoff.succeeded(),
-        Err(e) => {
+    (rows, result)
+}
+
+/// Records how a batch went: a refused one is kept to be written again, with backoff.
+fn settle(written: Written, pending: &mut HashMap<Uuid, EventRow>, backoff: &mut Backoff) {
+    match written {
+        Ok((_, Ok(()))) => backoff.succeeded(),
+        Ok((rows, Err(e))) => {
             let held = rows.len();
             let dropped = requeue(pending, rows);
             backoff.failed();
             warn!(events = held, dropped, error = %e, "could not write invocation events; will retry");
+        }
+        // The write panicked: its rows are gone, as a crash would lose them.
+        Err(e) => {
+            backoff.failed();
+            warn!(error = %e, "writing invocation events failed");
         }
     }
 }
@@ -235,6 +290,24 @@ mod tests {
         assert_eq!(pending.len(), 2);
         assert_eq!(pending[&a].status, "SUCCESS");
         assert_eq!(pending[&b].status, "PENDING");
+    }
+
+    #[test]
+    fn a_pending_row_waits_for_its_final_state_until_it_is_a_second_old() {
+        let (young, old, settled) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let now = Utc::now();
+        let mut pending = HashMap::new();
+        merge(&mut pending, event(young, "PENDING"));
+        let mut aged = event(old, "PENDING");
+        aged.created_at = now - chrono::TimeDelta::milliseconds(1500);
+        merge(&mut pending, aged);
+        merge(&mut pending, event(settled, "SUCCESS"));
+        let mut due: Vec<Uuid> = due_rows(&mut pending, now).iter().map(|r| r.id).collect();
+        due.sort();
+        let mut expected = vec![old, settled];
+        expected.sort();
+        assert_eq!(due, expected);
+        assert_eq!(pending.keys().collect::<Vec<_>>(), vec![&young]);
     }
 
     #[test]

@@ -931,7 +931,9 @@ impl Event {
     ) -> Self {
         let recorder = std::sync::Arc::clone(&state.events);
         let row = recorder.is_enabled().then(|| EventRow {
-            id: Uuid::new_v4(),
+            // Time-ordered: each batch's keys land at the right edge of the primary key's index
+            // instead of on random pages.
+            id: Uuid::now_v7(),
             function_id,
             owner_id: caller.user_id,
             deployment_id: target.deployment_id,
