@@ -4,7 +4,7 @@
 //! invocation's PENDING state is held back for a second, so a call that settles sooner (most do)
 //! costs one row written, not an insert and an update. When the channel is full the event is
 //! dropped and counted, rather than making a caller wait; a crash loses at most what the writer
-//! holds (one batch interval). A batch the database refuses (it restarts, say) is kept and
+//! holds (the last batch interval, and PENDING states under a second old). A batch the database refuses (it restarts, say) is kept and
 //! written again with backoff, up to `CAPACITY` events, so a row never stays `PENDING` because
 //! its final state met an error.
 
