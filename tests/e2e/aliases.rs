@@ -11,7 +11,7 @@ use slipway_shared::{
     schedule::{self, Sweep},
 };
 use slipway_tests::{
-    StackOptions, StoreKind, TestStack, containers_of, eventually, hello_archive,
+    StackOptions, StoreKind, TestStack, containers_of, docker, eventually, hello_archive,
     registry_has_manifest,
 };
 use uuid::Uuid;
@@ -171,6 +171,26 @@ async fn an_alias_serves_its_version_while_another_is_active_and_idles_out() -> 
         Ok((versions == [Some(1), Some(2)]).then_some(()))
     })
     .await?;
+
+    // Version 1's instance dies behind Slipway's back: the next call through the alias starts
+    // another and is answered by it.
+    let dead: String =
+        sqlx::query_scalar("SELECT container_id FROM version_instances WHERE deployment_id = $1")
+            .bind(v1)
+            .fetch_one(&stack.pool)
+            .await?;
+    docker(&["rm", "-f", &dead])?;
+    assert_eq!(
+        stack.invoke(function_id, "@stable").await?,
+        (200, "one\n".to_owned())
+    );
+    let replacement: Option<String> = sqlx::query_scalar(
+        "SELECT container_id FROM version_instances WHERE deployment_id = $1 AND state = 'ready'",
+    )
+    .bind(v1)
+    .fetch_one(&stack.pool)
+    .await?;
+    assert!(replacement.is_some_and(|id| id != dead));
 
     let (status, listed) = alias(&stack, reqwest::Method::GET, &aliases, None).await?;
     assert_eq!(status, 200);

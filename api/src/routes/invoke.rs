@@ -568,6 +568,23 @@ async fn instance_lost(
     }
 }
 
+/// A version instance refused a connection: it is recorded as lost (the next resolution starts
+/// another, and the reaper removes the dead one) and the cached route to it is dropped at once,
+/// not when the notification arrives.
+async fn forget_version_instance(
+    state: &AppState,
+    function_id: Uuid,
+    deployment_id: Uuid,
+    endpoint: &str,
+) -> Result<(), ApiError> {
+    let mut conn = state.pool.acquire().await?;
+    if db::aliases::mark_lost(&mut conn, deployment_id, endpoint).await? {
+        warn!(%function_id, %deployment_id, endpoint, "a version instance stopped accepting connections; starting another");
+    }
+    state.hot.forget_function(function_id);
+    Ok(())
+}
+
 /// Whether anything still listens at `endpoint`. On an engine that moves instances, a request
 /// cut off mid-way by an instance whose node is stopping or gone finds nothing listening there
 /// (refused or unanswered), well before the engine reports the task lost; a function that broke
@@ -720,6 +737,7 @@ async fn forward(
     let mut deadline;
     let mut attempt = 0;
     let mut refused_since: Option<std::time::Instant> = None;
+    let mut version_instance_lost = false;
     let mut event = None;
     let upstream = loop {
         attempt += 1;
@@ -755,6 +773,14 @@ async fn forward(
         match sent {
             Ok(Ok(response)) => break response,
             Ok(Err(e)) if e.is_connect() => {
+                // Nothing follows an alias's instance (the placement follower and the OOM watcher
+                // follow the functions' own), so a refused connection replaces it.
+                if let (true, Some(deployment_id)) = (target.version_instance, target.deployment_id)
+                    && !std::mem::replace(&mut version_instance_lost, true)
+                {
+                    forget_version_instance(&state, id, deployment_id, &target.endpoint).await?;
+                    continue;
+                }
                 let waited = refused_since
                     .get_or_insert_with(std::time::Instant::now)
                     .elapsed();

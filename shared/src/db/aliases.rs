@@ -287,6 +287,27 @@ pub async fn mark_failed(
     Ok(())
 }
 
+/// A ready instance that stopped accepting connections at `endpoint` (its container died, say):
+/// failed, so the next invocation starts another, and no longer owned, so the reaper removes
+/// what is left of it. False when it was already replaced or released.
+pub async fn mark_lost(
+    conn: &mut PgConnection,
+    deployment_id: Uuid,
+    endpoint: &str,
+) -> sqlx::Result<bool> {
+    let lost = sqlx::query!(
+        r#"UPDATE version_instances
+           SET state = 'failed', reason = 'the instance stopped accepting connections',
+               container_id = NULL, endpoint = NULL, updated_at = now()
+           WHERE deployment_id = $1 AND endpoint = $2 AND state = 'ready'"#,
+        deployment_id,
+        endpoint
+    )
+    .execute(conn)
+    .await?;
+    Ok(lost.rows_affected() == 1)
+}
+
 /// Invocations of version instances, written throttled like the functions' marks.
 pub async fn mark_invoked(conn: &mut PgConnection, deployment_id: Uuid) -> sqlx::Result<()> {
     sqlx::query!(
