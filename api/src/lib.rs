@@ -128,29 +128,29 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    let (api, mut document) = api_routes(&state).split_for_parts();
+    let (routes, mut document) = api_routes(&state).split_for_parts();
     openapi::use_openapi_path_syntax(&mut document);
-    api.merge(
-        utoipa_swagger_ui::SwaggerUi::new(openapi::SWAGGER_UI_PATH)
-            .url(openapi::DOCUMENT_PATH, document),
-    )
-    .merge(console::router())
-    .fallback(|| async {
-        error::error_response(
-            http::StatusCode::NOT_FOUND,
-            "route_not_found",
-            "no such route",
+    let api = routes
+        .merge(
+            utoipa_swagger_ui::SwaggerUi::new(openapi::SWAGGER_UI_PATH)
+                .url(openapi::DOCUMENT_PATH, document),
         )
-    })
-    // Outermost but for logging: a function's own origin never reaches an API route.
-    .layer(middleware::from_fn_with_state(
-        state.clone(),
-        routes::invoke::own_origin,
-    ))
-    .layer(middleware::from_fn(close_after_oversized_body))
-    .layer(middleware::from_fn(log_internal_errors))
-    .layer(TraceLayer::new_for_http())
-    .with_state(state)
+        .merge(console::router())
+        .fallback(|| async {
+            error::error_response(
+                http::StatusCode::NOT_FOUND,
+                "route_not_found",
+                "no such route",
+            )
+        })
+        .layer(middleware::from_fn(close_after_oversized_body))
+        .layer(middleware::from_fn(log_internal_errors))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state.clone());
+    // Invocations, on either origin, are taken before the API's routing and layers: they are
+    // the one hot path (see `routes::invoke::Invocations`). The invoke routes stay in the API
+    // for its document and for the methods the hot path leaves to them.
+    Router::new().fallback_service(routes::invoke::Invocations::new(state, api))
 }
 
 /// The API's routes with their operations: `routes!` adds both at once (see `openapi`).
@@ -271,29 +271,37 @@ fn signed(state: &AppState, route: MethodRouter<AppState>) -> MethodRouter<AppSt
     ))
 }
 
-/// The one place 500s are logged, with the error the handler attached.
 async fn log_internal_errors(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let uri = request.uri().clone();
     let response = next.run(request).await;
+    report_internal_error(&method, &uri, &response);
+    response
+}
+
+/// The one place 500s are logged, with the error the handler attached.
+pub(crate) fn report_internal_error(method: &http::Method, uri: &http::Uri, response: &Response) {
     if let Some(InternalErrorReport(error)) = response.extensions().get::<InternalErrorReport>() {
         error!(%method, %uri, error = ?error, "request failed");
     }
+}
+
+async fn close_after_oversized_body(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    close_if_oversized(&mut response);
     response
 }
 
 /// A body refused for its size was not read to its end, so the connection cannot carry another
 /// request: say so (RFC 9110 §9.6), or a pooled client sends its next request on a connection
 /// the server is closing.
-async fn close_after_oversized_body(request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
+pub(crate) fn close_if_oversized(response: &mut Response) {
     if response.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
         response.headers_mut().insert(
             http::header::CONNECTION,
             http::HeaderValue::from_static("close"),
         );
     }
-    response
 }
 
 /// Serves until `shutdown` resolves.

@@ -12,6 +12,7 @@
 //! ```sh
 //! SLIPWAY_BENCH_PROFILE=release bench/invoke-latency.sh
 //! SLIPWAY_BENCH_ROUNDS=5 SLIPWAY_BENCH_SECONDS=10 bench/invoke-latency.sh
+//! SLIPWAY_BENCH_HOLD=1 bench/invoke-latency.sh   # deploys, prints the URL, waits (profiling)
 //! ```
 
 use std::{process::Stdio, time::Duration};
@@ -191,6 +192,17 @@ async fn main() -> anyhow::Result<()> {
         ..Default::default()
     })
     .await?;
+    // Profiling the proxy: the keep-alive function only, its URLs printed, held until Ctrl-C.
+    if std::env::var_os("SLIPWAY_BENCH_HOLD").is_some() {
+        let node = node_function(&stack).await?;
+        println!(
+            "key {}\nslipway {}\nholding; Ctrl-C ends",
+            stack.api_key,
+            stack.url(&format!("/api/v1/functions/invoke/{node}"))
+        );
+        tokio::signal::ctrl_c().await?;
+        return stack.shutdown().await;
+    }
     let busybox = stack.init("bench").await?;
     let (deployment, _) = stack.deploy(busybox, hello_archive("bench\n")?).await?;
     stack.wait_active(deployment).await?;

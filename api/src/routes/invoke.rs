@@ -22,7 +22,6 @@ use axum::{
     body::Body,
     extract::{ConnectInfo, FromRequestParts, Request, State},
     http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
-    middleware::Next,
     response::{IntoResponse, Response},
 };
 use bytes::Bytes;
@@ -333,32 +332,123 @@ fn function_host(host: &str, domain: &str) -> Option<Option<Uuid>> {
     Some(Uuid::parse_str(label).ok().filter(|_| !label.contains('.')))
 }
 
-/// Outermost middleware: a request for `<function id>.<SLIPWAY_INVOKE_DOMAIN>` is an invocation
-/// on the function's own origin, whatever its path; every other request goes on to the API.
-pub async fn own_origin(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(domain) = state.config.invoke_domain.as_deref() else {
-        return next.run(request).await;
-    };
-    // HTTP/2 and absolute-form requests carry the host in the URI, HTTP/1.1 in Host.
-    let host = request.uri().host().map(str::to_owned).or_else(|| {
-        request
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_owned)
-    });
-    let Some(named) = host.as_deref().and_then(|host| function_host(host, domain)) else {
-        return next.run(request).await;
-    };
-    let answer = async {
-        let id = named.ok_or_else(ApiError::function_not_found)?;
-        let (mut parts, body) = request.into_parts();
-        let caller = Caller::from_request_parts(&mut parts, &state).await?;
-        let request = Request::from_parts(parts, body);
-        let path = request.uri().path().to_owned();
-        Ok::<_, ApiError>(proxy(state.clone(), caller, id, None, path, Origin::Own, request).await)
-    };
-    answer.await.unwrap_or_else(IntoResponse::into_response)
+/// Invocations are served ahead of the API's router: a request for
+/// `<function id>.<SLIPWAY_INVOKE_DOMAIN>` (any path) or for `/api/v1/functions/invoke/{id}…`
+/// (with a method the invoke routes take) goes straight to the proxy, everything else to the
+/// API. An invocation is the one request a busy caller sends thousands of a second, and the
+/// router's matching, its tracing span and its layers (each a boxed future, moved and cloned per
+/// request) were a measurable part of the proxy's cost (`bench/invoke-latency.sh`); they add
+/// nothing to it: the proxy logs what it refuses, records an event per call and closes a
+/// connection whose body it did not read.
+#[derive(Clone)]
+pub struct Invocations {
+    state: AppState,
+    api: axum::Router,
+}
+
+impl Invocations {
+    pub fn new(state: AppState, api: axum::Router) -> Self {
+        Self { state, api }
+    }
+}
+
+impl tower::Service<Request> for Invocations {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::BoxFuture<'static, Result<Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let domain = self.state.config.invoke_domain.as_deref();
+        let Some(origin) = invocation_origin(domain, &request) else {
+            return Box::pin(tower::ServiceExt::oneshot(self.api.clone(), request));
+        };
+        let state = self.state.clone();
+        Box::pin(async move {
+            let method = request.method().clone();
+            let uri = request.uri().clone();
+            let mut response = invoke(state, origin, request)
+                .await
+                .unwrap_or_else(IntoResponse::into_response);
+            crate::close_if_oversized(&mut response);
+            crate::report_internal_error(&method, &uri, &response);
+            Ok(response)
+        })
+    }
+}
+
+/// Whether a request is an invocation, and on which origin.
+fn invocation_origin(invoke_domain: Option<&str>, request: &Request) -> Option<Invocation> {
+    if let Some(domain) = invoke_domain {
+        // HTTP/2 and absolute-form requests carry the host in the URI, HTTP/1.1 in Host.
+        let host = request.uri().host().or_else(|| {
+            request
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        });
+        if let Some(named) = host.and_then(|host| function_host(host, domain)) {
+            return Some(named.map_or(Invocation::UnknownHost, Invocation::OwnOrigin));
+        }
+    }
+    let first_segment = request
+        .uri()
+        .path()
+        .strip_prefix(INVOKE_PREFIX)?
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    // An empty id, or a method the invoke routes do not take, is the API's to refuse.
+    let invoked = !first_segment.is_empty()
+        && matches!(
+            *request.method(),
+            http::Method::GET
+                | http::Method::POST
+                | http::Method::PUT
+                | http::Method::PATCH
+                | http::Method::DELETE
+                | http::Method::HEAD
+                | http::Method::OPTIONS
+        );
+    invoked.then_some(Invocation::SharedOrigin)
+}
+
+/// How an invocation names its function.
+#[derive(Debug, PartialEq, Eq)]
+enum Invocation {
+    /// By its path on the API's origin.
+    SharedOrigin,
+    /// By its host: the function's own origin.
+    OwnOrigin(Uuid),
+    /// A host under the invoke domain that names no function.
+    UnknownHost,
+}
+
+async fn invoke(
+    state: AppState,
+    invocation: Invocation,
+    request: Request,
+) -> Result<Response, ApiError> {
+    if let Invocation::UnknownHost = invocation {
+        return Err(ApiError::function_not_found());
+    }
+    let (mut parts, body) = request.into_parts();
+    let caller = Caller::from_request_parts(&mut parts, &state).await?;
+    let request = Request::from_parts(parts, body);
+    match invocation {
+        Invocation::SharedOrigin => shared_origin(state, caller, request).await,
+        Invocation::OwnOrigin(id) => {
+            let path = request.uri().path().to_owned();
+            Ok(proxy(state, caller, id, None, path, Origin::Own, request).await)
+        }
+        Invocation::UnknownHost => Err(ApiError::function_not_found()),
+    }
 }
 
 /// The endpoint of the function's active instance. An Inactive function is woken and the
@@ -1067,6 +1157,64 @@ mod tests {
         ] {
             assert_eq!(function_host(elsewhere, domain), None, "{elsewhere}");
         }
+    }
+
+    #[test]
+    fn invocations_are_told_from_api_requests_before_routing() {
+        let id = Uuid::new_v4();
+        let request = |method: http::Method, uri: &str, host: &str| {
+            http::Request::builder()
+                .method(method)
+                .uri(uri)
+                .header(header::HOST, host)
+                .body(Body::empty())
+                .unwrap()
+        };
+        let domain = Some("fn.example.com");
+        let invoke = format!("/api/v1/functions/invoke/{id}@live/a/b?q=1");
+        for method in [http::Method::GET, http::Method::POST, http::Method::OPTIONS] {
+            assert_eq!(
+                invocation_origin(domain, &request(method, &invoke, "api.example.com")),
+                Some(Invocation::SharedOrigin)
+            );
+        }
+        // The API refuses these itself (405, 404), as it always has.
+        assert_eq!(
+            invocation_origin(domain, &request(http::Method::TRACE, &invoke, "api")),
+            None
+        );
+        for api in [
+            "/api/v1/functions/invoke/",
+            "/api/v1/functions/invoke//x",
+            "/api/v1/functions",
+        ] {
+            assert_eq!(
+                invocation_origin(domain, &request(http::Method::GET, api, "api")),
+                None,
+                "{api}"
+            );
+        }
+        // On a function's own host every path and method is the function's.
+        let own = format!("{id}.fn.example.com");
+        assert_eq!(
+            invocation_origin(
+                domain,
+                &request(http::Method::TRACE, "/api/v1/functions", &own)
+            ),
+            Some(Invocation::OwnOrigin(id))
+        );
+        assert_eq!(
+            invocation_origin(
+                domain,
+                &request(http::Method::GET, "/", "nope.fn.example.com")
+            ),
+            Some(Invocation::UnknownHost)
+        );
+        assert_eq!(
+            invocation_origin(None, &request(http::Method::GET, "/", &own)),
+            None,
+            "no invoke domain, no own origins"
+        );
     }
 
     #[test]
