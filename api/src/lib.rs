@@ -279,10 +279,11 @@ async fn log_internal_errors(request: Request, next: Next) -> Response {
     response
 }
 
-/// The one place 500s are logged, with the error the handler attached.
+/// The one place 500s are logged, with the error the handler attached; the path only, since a
+/// query string may carry what its caller meant for the function alone.
 pub(crate) fn report_internal_error(method: &http::Method, uri: &http::Uri, response: &Response) {
     if let Some(InternalErrorReport(error)) = response.extensions().get::<InternalErrorReport>() {
-        error!(%method, %uri, error = ?error, "request failed");
+        error!(%method, path = uri.path(), error = ?error, "request failed");
     }
 }
 
