@@ -16,11 +16,14 @@
 //! This is the api's one data-plane duty. Each routed invocation is recorded as an event
 //! (`events`), off the request path.
 
-use std::net::{IpAddr, SocketAddr};
+use std::{
+    borrow::Cow,
+    net::{IpAddr, SocketAddr},
+};
 
 use axum::{
     body::Body,
-    extract::{ConnectInfo, FromRequestParts, Request, State},
+    extract::{ConnectInfo, Request, State},
     http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -110,32 +113,38 @@ fn end_to_end(from: &HeaderMap, origin: Origin) -> HeaderMap {
 /// Appends the caller to `X-Forwarded-For` and `Forwarded` (RFC 7239), keeping what earlier
 /// proxies wrote: the function sees the whole chain, the last entry being the one we vouch for.
 fn add_forwarding(headers: &mut HeaderMap, peer: Option<IpAddr>, host: Option<&HeaderValue>) {
+    use std::fmt::Write;
     let Some(peer) = peer else {
         return;
     };
-    let append = |headers: &mut HeaderMap, name: &'static str, entry: String| {
-        let joined = match headers.get(name).and_then(|v| v.to_str().ok()) {
-            Some(earlier) if !earlier.trim().is_empty() => format!("{earlier}, {entry}"),
-            _ => entry,
-        };
-        if let Ok(value) = HeaderValue::from_str(&joined) {
-            headers.insert(HeaderName::from_static(name), value);
-        }
+    append_entry(headers, X_FORWARDED_FOR, peer.to_string());
+    let mut forwarded = String::with_capacity(64);
+    // Writing to a String cannot fail.
+    let _ = match peer {
+        IpAddr::V4(v4) => write!(forwarded, "for={v4};proto=http"),
+        IpAddr::V6(v6) => write!(forwarded, "for=\"[{v6}]\";proto=http"),
     };
-    append(headers, "x-forwarded-for", peer.to_string());
-    let node = match peer {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
-    };
-    let mut forwarded = format!("for={node};proto=http");
     if let Some(host) = host.and_then(|h| h.to_str().ok())
         && host
             .bytes()
             .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
     {
-        forwarded.push_str(&format!(";host=\"{host}\""));
+        let _ = write!(forwarded, ";host=\"{host}\"");
     }
-    append(headers, "forwarded", forwarded);
+    append_entry(headers, header::FORWARDED, forwarded);
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// Sets `name` to `entry`, after what the header already lists.
+fn append_entry(headers: &mut HeaderMap, name: HeaderName, entry: String) {
+    let joined = match headers.get(&name).and_then(|v| v.to_str().ok()) {
+        Some(earlier) if !earlier.trim().is_empty() => format!("{earlier}, {entry}"),
+        _ => entry,
+    };
+    if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(joined)) {
+        headers.insert(name, value);
+    }
 }
 
 /// Keep-alive connections to the functions' instances, pooled per endpoint.
@@ -438,9 +447,9 @@ async fn invoke(
     if let Invocation::UnknownHost = invocation {
         return Err(ApiError::function_not_found());
     }
-    let (mut parts, body) = request.into_parts();
-    let caller = Caller::from_request_parts(&mut parts, &state).await?;
-    let request = Request::from_parts(parts, body);
+    // Nothing after the proxy reads the caller from the request's extensions.
+    let caller =
+        crate::auth::authenticate(&state, crate::auth::bearer_key(request.headers())?).await?;
     match invocation {
         Invocation::SharedOrigin => shared_origin(state, caller, request).await,
         Invocation::OwnOrigin(id) => {
@@ -802,14 +811,14 @@ async fn forward(
                 format!("invocation bodies are limited to {MAX_REQUEST_BYTES} bytes"),
             )
         })?;
-    let request_id = Uuid::new_v4().to_string();
+    let request_id = Uuid::new_v4();
     let mut headers = end_to_end(&parts.headers, origin);
     let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip());
     add_forwarding(&mut headers, peer, parts.headers.get(header::HOST));
-    let request_id_value = HeaderValue::from_str(&request_id).map_err(anyhow::Error::from)?;
+    let request_id_value = uuid_header(request_id);
     headers.insert(REQUEST_ID_HEADER, request_id_value.clone());
     // Functions written against seed 002 (Function Compute) read this name.
     headers.insert(FC_REQUEST_ID_HEADER, request_id_value.clone());
@@ -845,7 +854,7 @@ async fn forward(
                 caller,
                 id,
                 &target,
-                &request_id,
+                request_id,
                 &parts.method,
                 path,
                 body.len(),
@@ -943,12 +952,7 @@ async fn forward(
         }
         out.insert(REQUEST_ID_HEADER, request_id_value);
         if let Some(event_id) = event.id() {
-            let mut id = Uuid::encode_buffer();
-            out.insert(
-                EVENT_ID_HEADER,
-                HeaderValue::from_str(event_id.hyphenated().encode_lower(&mut id))
-                    .map_err(anyhow::Error::from)?,
-            );
+            out.insert(EVENT_ID_HEADER, uuid_header(event_id));
         }
     }
     event.answered(upstream.status.as_u16());
@@ -961,6 +965,13 @@ async fn forward(
     response
         .body(Body::new(body))
         .map_err(|e| ApiError::Internal(e.into()))
+}
+
+/// A uuid as a header value, hyphenated, lower case.
+fn uuid_header(id: Uuid) -> HeaderValue {
+    let mut text = Uuid::encode_buffer();
+    HeaderValue::from_str(id.hyphenated().encode_lower(&mut text))
+        .expect("a hyphenated uuid is a valid header value")
 }
 
 fn timed_out(state: &AppState) -> ApiError {
@@ -1040,7 +1051,7 @@ impl Event {
         caller: Caller,
         function_id: Uuid,
         target: &Target,
-        request_id: &str,
+        request_id: Uuid,
         method: &http::Method,
         path: &str,
         request_bytes: usize,
@@ -1054,11 +1065,10 @@ impl Event {
             owner_id: caller.user_id,
             deployment_id: target.deployment_id,
             version: target.version,
-            r#type: "FUNCTION_INVOCATION".into(),
-            status: "PENDING".into(),
-            request_id: request_id.to_owned(),
-            method: method.as_str().to_owned(),
-            path: path.to_owned(),
+            status: "PENDING",
+            request_id,
+            method: method_name(method),
+            path: path.into(),
             status_code: None,
             failure_reason: None,
             request_bytes: request_bytes as i64,
@@ -1086,7 +1096,7 @@ impl Event {
             row.status_code = Some(i32::from(status));
             row.response_bytes = Some(0);
             if status >= 500 {
-                row.failure_reason = Some(format!("the function answered {status}"));
+                row.failure_reason = Some(format!("the function answered {status}").into());
             }
         }
     }
@@ -1099,17 +1109,31 @@ impl Event {
 
     fn broke(&mut self) {
         if let Some(row) = &mut self.row {
-            row.failure_reason = Some("the function's answer broke off".into());
+            row.failure_reason = Some(Cow::Borrowed("the function's answer broke off"));
         }
     }
 
     /// The proxy answered for the function (timeout, unreachable).
-    fn fail(&mut self, status: u16, reason: &str) {
+    fn fail(&mut self, status: u16, reason: &'static str) {
         if let Some(row) = &mut self.row {
             row.status_code = Some(i32::from(status));
-            row.failure_reason = Some(reason.to_owned());
+            row.failure_reason = Some(Cow::Borrowed(reason));
         }
     }
+}
+
+/// The method as the event stores it: the standard ones without a copy.
+fn method_name(method: &http::Method) -> Cow<'static, str> {
+    Cow::Borrowed(match *method {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::PATCH => "PATCH",
+        http::Method::DELETE => "DELETE",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        _ => return Cow::Owned(method.as_str().to_owned()),
+    })
 }
 
 impl Drop for Event {
@@ -1119,8 +1143,7 @@ impl Drop for Event {
                 "FAILURE"
             } else {
                 "SUCCESS"
-            }
-            .into();
+            };
             row.processing_time_ms = Some(self.started.elapsed().as_secs_f64() * 1000.0);
             row.completed_at = Some(Utc::now());
             self.recorder.record(row);

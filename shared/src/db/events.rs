@@ -1,26 +1,31 @@
 //! Invocation events (seed 003), written in batches by the api's event recorder and read by the
 //! events endpoints.
 
+use std::{borrow::Cow, sync::Arc};
+
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-/// One event as stored; the recorder sends the whole row at the start (PENDING) and again at
-/// the end (SUCCESS or FAILURE), so a batch holding both writes it once.
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// An invocation's event as the api records it: the whole row at the start (PENDING) and again
+/// at the end (SUCCESS or FAILURE), so a batch holding both writes it once. Every invocation
+/// makes two of these on the proxy's path, so they hold no text of their own to copy: the
+/// path is shared, the method and reasons are mostly constants, and the request id is written
+/// as the text Postgres makes of the uuid.
+#[derive(Debug, Clone)]
 pub struct EventRow {
     pub id: Uuid,
     pub function_id: Uuid,
     pub owner_id: Uuid,
     pub deployment_id: Option<Uuid>,
     pub version: Option<i32>,
-    pub r#type: String,
-    pub status: String,
-    pub request_id: String,
-    pub method: String,
-    pub path: String,
+    /// `PENDING`, `SUCCESS` or `FAILURE`.
+    pub status: &'static str,
+    pub request_id: Uuid,
+    pub method: Cow<'static, str>,
+    pub path: Arc<str>,
     pub status_code: Option<i32>,
-    pub failure_reason: Option<String>,
+    pub failure_reason: Option<Cow<'static, str>>,
     pub request_bytes: i64,
     pub response_bytes: Option<i64>,
     pub processing_time_ms: Option<f64>,
@@ -28,15 +33,16 @@ pub struct EventRow {
     pub completed_at: Option<DateTime<Utc>>,
 }
 
-/// Writes a batch in one statement. A completion never goes back to PENDING: a late PENDING
-/// row (from an earlier batch flushed after a later one) changes nothing.
+/// Writes a batch of invocation events in one statement. A completion never goes back to
+/// PENDING: a late PENDING row (from an earlier batch flushed after a later one) changes
+/// nothing.
 pub async fn upsert(conn: &mut PgConnection, rows: &[EventRow]) -> sqlx::Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
     macro_rules! column {
-        ($field:ident) => {
-            rows.iter().map(|r| r.$field.clone()).collect::<Vec<_>>()
+        ($row:ident => $value:expr) => {
+            rows.iter().map(|$row| $value).collect::<Vec<_>>()
         };
     }
     sqlx::query!(
@@ -44,33 +50,38 @@ pub async fn upsert(conn: &mut PgConnection, rows: &[EventRow]) -> sqlx::Result<
              (id, function_id, owner_id, deployment_id, version, type, status, request_id,
               method, path, status_code, failure_reason, request_bytes, response_bytes,
               processing_time_ms, created_at, completed_at)
-           SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::int4[],
-                                $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
-                                $11::int4[], $12::text[], $13::int8[], $14::int8[],
-                                $15::float8[], $16::timestamptz[], $17::timestamptz[])
+           SELECT id, function_id, owner_id, deployment_id, version, 'FUNCTION_INVOCATION',
+                  status, request_id::text, method, path, status_code, failure_reason,
+                  request_bytes, response_bytes, processing_time_ms, created_at, completed_at
+           FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::int4[],
+                       $6::text[], $7::uuid[], $8::text[], $9::text[], $10::int4[],
+                       $11::text[], $12::int8[], $13::int8[], $14::float8[],
+                       $15::timestamptz[], $16::timestamptz[])
+                AS batch (id, function_id, owner_id, deployment_id, version, status, request_id,
+                          method, path, status_code, failure_reason, request_bytes,
+                          response_bytes, processing_time_ms, created_at, completed_at)
            ON CONFLICT (id) DO UPDATE SET
              status = EXCLUDED.status, status_code = EXCLUDED.status_code,
              failure_reason = EXCLUDED.failure_reason, response_bytes = EXCLUDED.response_bytes,
              processing_time_ms = EXCLUDED.processing_time_ms,
              completed_at = EXCLUDED.completed_at
            WHERE invocation_events.status = 'PENDING' AND EXCLUDED.status <> 'PENDING'"#,
-        &column!(id),
-        &column!(function_id),
-        &column!(owner_id),
-        &column!(deployment_id) as &[Option<Uuid>],
-        &column!(version) as &[Option<i32>],
-        &column!(r#type),
-        &column!(status),
-        &column!(request_id),
-        &column!(method),
-        &column!(path),
-        &column!(status_code) as &[Option<i32>],
-        &column!(failure_reason) as &[Option<String>],
-        &column!(request_bytes),
-        &column!(response_bytes) as &[Option<i64>],
-        &column!(processing_time_ms) as &[Option<f64>],
-        &column!(created_at),
-        &column!(completed_at) as &[Option<DateTime<Utc>>],
+        &column!(r => r.id),
+        &column!(r => r.function_id),
+        &column!(r => r.owner_id),
+        &column!(r => r.deployment_id) as &[Option<Uuid>],
+        &column!(r => r.version) as &[Option<i32>],
+        &column!(r => r.status) as &[&str],
+        &column!(r => r.request_id),
+        &column!(r => &*r.method) as &[&str],
+        &column!(r => &*r.path) as &[&str],
+        &column!(r => r.status_code) as &[Option<i32>],
+        &column!(r => r.failure_reason.as_deref()) as &[Option<&str>],
+        &column!(r => r.request_bytes),
+        &column!(r => r.response_bytes) as &[Option<i64>],
+        &column!(r => r.processing_time_ms) as &[Option<f64>],
+        &column!(r => r.created_at),
+        &column!(r => r.completed_at) as &[Option<DateTime<Utc>>],
     )
     .execute(conn)
     .await?;
