@@ -61,6 +61,15 @@ pub(crate) async fn key_owner(
     if let Some(owner) = state.hot.key(&hash.0) {
         return Ok(owner);
     }
+    // Boxed: a query's future is kilobytes, which would otherwise be part of (and copied with)
+    // every invocation's, cache hits included.
+    Box::pin(key_owner_from_database(state, hash)).await
+}
+
+async fn key_owner_from_database(
+    state: &AppState,
+    hash: ApiKeyHash,
+) -> Result<db::users::KeyOwner, ApiError> {
     let ticket = state.hot.ticket();
     let mut conn = state.pool.acquire().await?;
     let owner = db::users::authenticate(&mut conn, &hash)

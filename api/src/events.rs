@@ -31,12 +31,14 @@ use uuid::Uuid;
 const CAPACITY: usize = 10_000;
 const INTERVAL: Duration = Duration::from_millis(20);
 /// A batch goes to the database in statements of this many rows, one transaction. Postgres
-/// spends ~10 µs of CPU on each row (four indexes), and a backend with a whole batch to store
+/// spends ~8 µs of CPU on each row (four indexes), and a backend with a whole batch to store
 /// holds a core for milliseconds, long enough to stall an invocation's function or proxy
 /// sharing that core (`bench/invoke-latency.sh`: p99 at 8 connections 3.3× nginx's with one
-/// statement per batch, ~1.7× with these). Between pieces the backend waits for the next one,
-/// and the scheduler runs whatever it held up.
-const WRITE_PIECE: usize = 16;
+/// statement per batch, ~1.6× in pieces). Between pieces the backend waits for the next one,
+/// and the scheduler runs whatever it held up. Smaller pieces cost more than they save: each
+/// statement has a fixed cost (planning, the outbox triggers, a round trip), and at 16 rows
+/// one connection's throughput fell from ~0.78 to ~0.70 of nginx's.
+const WRITE_PIECE: usize = 48;
 
 /// Events travel unboxed: the channel stores its messages in blocks it reuses, where a box
 /// would be an allocation and a free per event, two per invocation.

@@ -460,6 +460,29 @@ async fn invoke(
     }
 }
 
+/// The futures of the route lookups below are kilobytes each; they are boxed where they are
+/// awaited, so that only a call that misses the cache pays for them, not every invocation's
+/// future (which is allocated and copied per call).
+async fn route_from_database(
+    state: &AppState,
+    caller: Caller,
+    id: Uuid,
+) -> Result<Option<db::deployments::Route>, ApiError> {
+    let mut conn = state.pool.acquire().await?;
+    Ok(db::deployments::route(&mut conn, caller.user_id, id).await?)
+}
+
+async fn qualified_route_from_database(
+    state: &AppState,
+    caller: Caller,
+    id: Uuid,
+    alias: Option<&str>,
+    version: Option<i32>,
+) -> Result<Option<db::aliases::QualifiedRoute>, ApiError> {
+    let mut conn = state.pool.acquire().await?;
+    Ok(db::aliases::qualified_route(&mut conn, caller.user_id, id, alias, version).await?)
+}
+
 /// The endpoint of the function's active instance. An Inactive function is woken and the
 /// request waits for it (up to `SLIPWAY_WAKE_TIMEOUT`, then 503 with `Retry-After`).
 async fn resolve(state: &AppState, caller: Caller, id: Uuid) -> Result<Target, ApiError> {
@@ -470,14 +493,11 @@ async fn resolve(state: &AppState, caller: Caller, id: Uuid) -> Result<Target, A
         let ticket = state.hot.ticket();
         let route = match cached.clone() {
             Some(route) => route,
-            None => {
-                let mut conn = state.pool.acquire().await?;
-                std::sync::Arc::new(
-                    db::deployments::route(&mut conn, caller.user_id, id)
-                        .await?
-                        .ok_or_else(ApiError::function_not_found)?,
-                )
-            }
+            None => std::sync::Arc::new(
+                Box::pin(route_from_database(state, caller, id))
+                    .await?
+                    .ok_or_else(ApiError::function_not_found)?,
+            ),
         };
         match serving(&route)? {
             Serving::Ready(endpoint) => {
@@ -498,7 +518,7 @@ async fn resolve(state: &AppState, caller: Caller, id: Uuid) -> Result<Target, A
                 });
             }
             Serving::Waking => {}
-            Serving::Asleep => wake::request(state, id).await?,
+            Serving::Asleep => Box::pin(wake::request(state, id)).await?,
         }
         if started.elapsed() >= state.config.wake_timeout {
             return Err(ApiError::RetryLater {
@@ -535,14 +555,13 @@ async fn resolve_version(
         let ticket = state.hot.ticket();
         let route = match cached.clone() {
             Some(route) => route,
-            None => {
-                let mut conn = state.pool.acquire().await?;
-                std::sync::Arc::new(
-                    db::aliases::qualified_route(&mut conn, caller.user_id, id, alias, version)
-                        .await?
-                        .ok_or_else(ApiError::function_not_found)?,
-                )
-            }
+            None => std::sync::Arc::new(
+                Box::pin(qualified_route_from_database(
+                    state, caller, id, alias, version,
+                ))
+                .await?
+                .ok_or_else(ApiError::function_not_found)?,
+            ),
         };
         refusal(route.function_status, route.enabled)?;
         // An alias that splits its calls: this one may go to the other version (a version
@@ -575,7 +594,7 @@ async fn resolve_version(
         };
         if route.is_active {
             keep(&route);
-            return resolve(state, caller, id).await;
+            return Box::pin(resolve(state, caller, id)).await;
         }
         if route.pruned {
             return Err(ApiError::new(
@@ -620,7 +639,7 @@ async fn resolve_version(
             }
             (Some("starting"), _) => {}
             _ => {
-                wake::request_version(state, id, deployment_id).await?;
+                Box::pin(wake::request_version(state, id, deployment_id)).await?;
                 requested = true;
             }
         }
@@ -877,7 +896,13 @@ async fn forward(
                 if let (true, Some(deployment_id)) = (target.version_instance, target.deployment_id)
                     && !std::mem::replace(&mut version_instance_lost, true)
                 {
-                    forget_version_instance(&state, id, deployment_id, &target.endpoint).await?;
+                    Box::pin(forget_version_instance(
+                        &state,
+                        id,
+                        deployment_id,
+                        &target.endpoint,
+                    ))
+                    .await?;
                     continue;
                 }
                 let waited = refused_since
@@ -912,9 +937,16 @@ async fn forward(
                 return Err(timed_out(&state));
             }
             Ok(Err(e)) => {
-                if instance_lost(&state, caller, id, qualifier.as_ref(), &target.endpoint).await
+                if Box::pin(instance_lost(
+                    &state,
+                    caller,
+                    id,
+                    qualifier.as_ref(),
+                    &target.endpoint,
+                ))
+                .await
                     || (!state.config.unreachable_wait.is_zero()
-                        && !accepts_connections(&target.endpoint).await)
+                        && !Box::pin(accepts_connections(&target.endpoint)).await)
                 {
                     // The instance went away while it held the request (its node was cut off
                     // or stopped): the engine has placed it elsewhere since, or nothing
@@ -1180,6 +1212,17 @@ mod tests {
         ] {
             assert_eq!(function_host(elsewhere, domain), None, "{elsewhere}");
         }
+    }
+
+    #[test]
+    fn an_invocations_future_stays_small() {
+        fn future_size<A, B, C, F: Future>(_: impl Fn(A, B, C) -> F) -> usize {
+            std::mem::size_of::<F>()
+        }
+        // Allocated and moved on every call. A query's future, awaited unboxed anywhere on the
+        // way (a cache miss, a lost instance), made it 19 KB.
+        let size = future_size(invoke);
+        assert!(size < 6 * 1024, "an invocation's future is {size} bytes");
     }
 
     #[test]
