@@ -1,8 +1,8 @@
 //! Recording invocation events without slowing invocations down: the proxy hands each event to
 //! a bounded channel (never awaiting the database), and one writer task per api process batches
-//! them into one transaction of small upserts (`WRITE_PIECE`) every few milliseconds, while the
-//! next batch gathers. An
-//! invocation's PENDING state is held back for a second, so a call that settles sooner (most do)
+//! them into one transaction of small upserts (`WRITE_PIECE`) every few milliseconds, on a
+//! connection of its own, while the next batch gathers. An invocation's PENDING state is held
+//! back for a second, so a call that settles sooner (most do)
 //! costs one row written, not an insert and an update. When the channel is full the event is
 //! dropped and counted, rather than making a caller wait; a crash loses at most what the writer
 //! holds (the last batch interval, and PENDING states under a second old). A batch the database
@@ -20,7 +20,7 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use slipway_shared::db::{self, events::EventRow};
-use sqlx::PgPool;
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 use tokio::{
     sync::{mpsc, oneshot},
     task::JoinHandle,
@@ -99,7 +99,9 @@ impl EventRecorder {
 async fn write_batches(pool: PgPool, mut receiver: mpsc::Receiver<Message>) {
     let mut pending: HashMap<Uuid, EventRow> = HashMap::new();
     let mut backoff = Backoff::default();
-    let mut writing: Option<JoinHandle<Batch>> = None;
+    // The connection is with the write in flight, if any, and back here between writes.
+    let mut connection = Some(WriterConnection::new(pool.clone()));
+    let mut writing: Option<JoinHandle<(WriterConnection, Batch)>> = None;
     let mut tick = tokio::time::interval(INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     // The channel is drained on the tick, never awaited: a writer parked in `recv` would be
@@ -123,20 +125,25 @@ async fn write_batches(pool: PgPool, mut receiver: mpsc::Receiver<Message>) {
             }
         }
         if writing.as_ref().is_some_and(JoinHandle::is_finished) {
-            let written = writing.take().expect("checked").await;
+            let (returned, written) = joined(writing.take().expect("checked").await, &pool);
+            connection = Some(returned);
             settle(written, &mut pending, &mut backoff);
         }
         if !flushes.is_empty() || disconnected {
             // Everything, young PENDING rows included, before the caller goes on.
             if let Some(in_flight) = writing.take() {
-                settle(in_flight.await, &mut pending, &mut backoff);
+                let (returned, written) = joined(in_flight.await, &pool);
+                connection = Some(returned);
+                settle(written, &mut pending, &mut backoff);
             }
             let rows = pending.drain().map(|(_, row)| row).collect();
-            settle(
-                Ok(write(pool.clone(), rows).await),
-                &mut pending,
-                &mut backoff,
-            );
+            let (returned, batch) = connection
+                .take()
+                .expect("no write in flight")
+                .write(rows)
+                .await;
+            connection = Some(returned);
+            settle(Ok(batch), &mut pending, &mut backoff);
             for done in flushes {
                 done.send(()).ok();
             }
@@ -148,7 +155,8 @@ async fn write_batches(pool: PgPool, mut receiver: mpsc::Receiver<Message>) {
         if writing.is_none() && backoff.due() {
             let rows = due_rows(&mut pending, Utc::now());
             if !rows.is_empty() {
-                writing = Some(tokio::spawn(write(pool.clone(), rows)));
+                let writer = connection.take().expect("no write in flight");
+                writing = Some(tokio::spawn(writer.write(rows)));
             }
         }
     }
@@ -234,19 +242,56 @@ fn merge(pending: &mut HashMap<Uuid, EventRow>, event: EventRow) {
     }
 }
 
-async fn write(pool: PgPool, rows: Vec<EventRow>) -> Batch {
-    if rows.is_empty() {
-        return (rows, Ok(()));
+/// The writer's own connection, kept from one batch to the next. Taken from the pool for each
+/// batch, a connection was pinged first (a round trip), and the batches went round every idle
+/// connection of the pool, each backend storing one in a dozen with cold caches.
+struct WriterConnection {
+    pool: PgPool,
+    open: Option<PgConnection>,
+}
+
+impl WriterConnection {
+    fn new(pool: PgPool) -> Self {
+        Self { pool, open: None }
     }
-    let result = async {
-        let mut transaction = pool.begin().await?;
+
+    async fn write(mut self, rows: Vec<EventRow>) -> (Self, Batch) {
+        if rows.is_empty() {
+            return (self, (rows, Ok(())));
+        }
+        let result = self.store(&rows).await;
+        if result.is_err() {
+            // Gone, or left in a transaction that failed: the next batch opens a new one.
+            self.open = None;
+        }
+        (self, (rows, result))
+    }
+
+    async fn store(&mut self, rows: &[EventRow]) -> sqlx::Result<()> {
+        let connection = match &mut self.open {
+            Some(open) => open,
+            None => self
+                .open
+                .insert(self.pool.connect_options().connect().await?),
+        };
+        let mut transaction = connection.begin().await?;
         for piece in rows.chunks(WRITE_PIECE) {
             db::events::upsert(&mut transaction, piece).await?;
         }
         transaction.commit().await
     }
-    .await;
-    (rows, result)
+}
+
+/// The connection back from a write task, and how the write went. A task that panicked took
+/// its connection with it.
+fn joined(
+    joined: Result<(WriterConnection, Batch), tokio::task::JoinError>,
+    pool: &PgPool,
+) -> (WriterConnection, Written) {
+    match joined {
+        Ok((connection, batch)) => (connection, Ok(batch)),
+        Err(e) => (WriterConnection::new(pool.clone()), Err(e)),
+    }
 }
 
 /// Records how a batch went: a refused one is kept to be written again, with backoff.

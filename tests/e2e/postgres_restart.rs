@@ -121,6 +121,21 @@ impl Drop for PrivatePostgres {
     }
 }
 
+/// Waits until the caller's invocation events are `count`, all settled, and returns them.
+async fn settled_events(stack: &TestStack, count: usize) -> anyhow::Result<Vec<serde_json::Value>> {
+    eventually(
+        Duration::from_secs(30),
+        &format!("{count} settled events"),
+        || async {
+            let page: serde_json::Value = stack.get("/api/v3/events").send().await?.json().await?;
+            let events = page["events"].as_array().context("events")?.clone();
+            let settled = events.iter().all(|event| event["status"] != "PENDING");
+            Ok((events.len() == count && settled).then_some(events))
+        },
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stack_rides_out_a_postgres_restart_without_losing_anything() -> anyhow::Result<()> {
     let postgres = PrivatePostgres::start()?;
@@ -135,6 +150,13 @@ async fn the_stack_rides_out_a_postgres_restart_without_losing_anything() -> any
         .deploy(function_id, hello_archive("before\n")?)
         .await?;
     stack.wait_active(first).await?;
+    // An invocation whose event is written before the outage: the event writer's own
+    // connection is open when Postgres goes away, and has to be replaced.
+    assert_eq!(
+        stack.invoke(function_id, "").await?,
+        (200, "before\n".into())
+    );
+    settled_events(&stack, 1).await?;
 
     postgres.down()?;
     let outage = async {
@@ -178,6 +200,13 @@ async fn the_stack_rides_out_a_postgres_restart_without_losing_anything() -> any
     assert_eq!(
         stack.invoke(function_id, "").await?,
         (200, "after\n".into())
+    );
+
+    // Every invocation recorded, before the outage and after it.
+    let events = settled_events(&stack, 3).await?;
+    assert!(
+        events.iter().all(|event| event["status"] == "SUCCESS"),
+        "{events:?}"
     );
 
     // Nothing left in flight or lost: two versions, the second serving, the first settled.

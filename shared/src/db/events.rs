@@ -106,7 +106,7 @@ pub async fn page(
            WHERE owner_id = $1
              AND ($2::uuid IS NULL OR function_id = $2)
              AND ($3::text IS NULL OR status = $3)
-           ORDER BY created_at DESC, id
+           ORDER BY created_at DESC, id DESC
            LIMIT $4 OFFSET $5"#,
         owner_id,
         function_id,
