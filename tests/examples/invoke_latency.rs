@@ -293,6 +293,9 @@ async fn compare(
         "| connections | path | req/s | p50 | p99 | req/s ÷ nginx | p50 ÷ nginx | p99 ÷ nginx |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    // Each round's Slipway run against the nginx run just before it: how far apart single runs
+    // land on a shared machine, which the medians hide.
+    let mut per_round = Vec::new();
     for connections in [1, 8] {
         let mut runs: Vec<Vec<Run>> = vec![Vec::new(); paths.len()];
         // Warm every path's connections and caches before anything counts.
@@ -323,6 +326,24 @@ async fn compare(
                 p99 / nginx.2,
             );
         }
+        let ratios: Vec<String> = runs[1]
+            .iter()
+            .zip(&runs[2])
+            .map(|(nginx, slipway)| {
+                format!(
+                    "{:.2}",
+                    slipway.requests_per_second / nginx.requests_per_second
+                )
+            })
+            .collect();
+        per_round.push(format!(
+            "{connections} connection(s), slipway ÷ nginx req/s by round: {}",
+            ratios.join(", ")
+        ));
+    }
+    println!();
+    for line in per_round {
+        println!("{line}");
     }
     Ok(())
 }
