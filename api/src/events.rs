@@ -2,8 +2,8 @@
 //! a bounded channel (never awaiting the database), and one writer task per api process batches
 //! them into one transaction of small upserts (`WRITE_PIECE`) every few milliseconds, on a
 //! connection of its own, while the next batch gathers. An invocation's PENDING state is held
-//! back for a second, so a call that settles sooner (most do)
-//! costs one row written, not an insert and an update. When the channel is full the event is
+//! back for a second, so a call that settles sooner (most do) costs one row written, not an
+//! insert and an update. When the channel is full the event is
 //! dropped and counted, rather than making a caller wait; a crash loses at most what the writer
 //! holds (the last batch interval, and PENDING states under a second old). A batch the database
 //! refuses (it restarts, say) is kept and written again with backoff, up to `CAPACITY` events,
@@ -31,7 +31,7 @@ use uuid::Uuid;
 const CAPACITY: usize = 10_000;
 const INTERVAL: Duration = Duration::from_millis(20);
 /// A batch goes to the database in statements of this many rows, one transaction. Postgres
-/// spends ~8 µs of CPU on each row (four indexes), and a backend with a whole batch to store
+/// spends ~10 µs of CPU on each row (four indexes), and a backend with a whole batch to store
 /// holds a core for milliseconds, long enough to stall an invocation's function or proxy
 /// sharing that core (`bench/invoke-latency.sh`: p99 at 8 connections 3.3× nginx's with one
 /// statement per batch, ~1.6× in pieces). Between pieces the backend waits for the next one,
@@ -125,15 +125,17 @@ async fn write_batches(pool: PgPool, mut receiver: mpsc::Receiver<Message>) {
             }
         }
         if writing.as_ref().is_some_and(JoinHandle::is_finished) {
-            let (returned, written) = joined(writing.take().expect("checked").await, &pool);
-            connection = Some(returned);
+            let written = take_back(
+                &mut connection,
+                writing.take().expect("checked").await,
+                &pool,
+            );
             settle(written, &mut pending, &mut backoff);
         }
         if !flushes.is_empty() || disconnected {
             // Everything, young PENDING rows included, before the caller goes on.
             if let Some(in_flight) = writing.take() {
-                let (returned, written) = joined(in_flight.await, &pool);
-                connection = Some(returned);
+                let written = take_back(&mut connection, in_flight.await, &pool);
                 settle(written, &mut pending, &mut backoff);
             }
             let rows = pending.drain().map(|(_, row)| row).collect();
@@ -282,16 +284,19 @@ impl WriterConnection {
     }
 }
 
-/// The connection back from a write task, and how the write went. A task that panicked took
-/// its connection with it.
-fn joined(
+/// Puts the connection back from a finished write task and says how the write went. A task
+/// that panicked took its connection with it: a new one takes its place.
+fn take_back(
+    connection: &mut Option<WriterConnection>,
     joined: Result<(WriterConnection, Batch), tokio::task::JoinError>,
     pool: &PgPool,
-) -> (WriterConnection, Written) {
-    match joined {
-        Ok((connection, batch)) => (connection, Ok(batch)),
+) -> Written {
+    let (returned, written) = match joined {
+        Ok((returned, batch)) => (returned, Ok(batch)),
         Err(e) => (WriterConnection::new(pool.clone()), Err(e)),
-    }
+    };
+    *connection = Some(returned);
+    written
 }
 
 /// Records how a batch went: a refused one is kept to be written again, with backoff.
