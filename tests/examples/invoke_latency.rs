@@ -97,6 +97,105 @@ async fn wrk(url: &str, connections: u32, seconds: u64, key: Option<&str>) -> an
     parse_wrk(&text)
 }
 
+/// One wrk run of one path; when it fails, what the proxy in between saw of it: nginx's error
+/// log, or Slipway's events of the calls that did not succeed.
+async fn measure(
+    stack: &TestStack,
+    function_id: uuid::Uuid,
+    (name, url, key): (&str, &str, Option<&str>),
+    connections: u32,
+    seconds: u64,
+    endpoint: &str,
+    nginx_dir: &tempfile::TempDir,
+) -> anyhow::Result<Run> {
+    wait_for_ports(endpoint).await?;
+    let run = wrk(url, connections, seconds, key).await;
+    if run.is_ok() {
+        return run;
+    }
+    let seen = match name {
+        "slipway" => unsuccessful_invocations(stack, function_id).await,
+        "nginx" => {
+            let log =
+                std::fs::read_to_string(nginx_dir.path().join("error.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            format!("nginx's error log ends: {tail:?}")
+        }
+        _ => "wrk ran straight to the function".to_owned(),
+    };
+    run.with_context(|| format!("the {name} run at {connections} connection(s) failed; {seen}"))
+}
+
+/// Waits until at most half the machine's ephemeral ports are in `TIME_WAIT` towards the
+/// function's endpoint. Every call to the busybox function is a new connection from this
+/// network namespace to the same address and port, and each closed one keeps its port for 60 s.
+/// A run straight to the container (~1,800 calls/s for 5 s) takes a third of the ports; without
+/// a pause, some run soon after finds none left, and its connects fail with `EADDRNOTAVAIL`
+/// (502s from nginx and from Slipway alike).
+async fn wait_for_ports(endpoint: &str) -> anyhow::Result<()> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")?;
+    let ports: Vec<u32> = range
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    let [low, high] = ports[..] else {
+        bail!("ip_local_port_range is {range:?}");
+    };
+    let endpoint: std::net::SocketAddrV4 = endpoint.parse()?;
+    // /proc/net/tcp spells an IPv4 address as its bytes in host order, the port big-endian.
+    let remote = format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(endpoint.ip().octets()),
+        endpoint.port()
+    );
+    let started = tokio::time::Instant::now();
+    loop {
+        let table = std::fs::read_to_string("/proc/net/tcp")?;
+        let waiting = table
+            .lines()
+            .filter(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                fields.get(2) == Some(&remote.as_str()) && fields.get(3) == Some(&"06")
+            })
+            .count() as u32;
+        if waiting <= (high - low) / 2 {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(90),
+            "{waiting} connections to {endpoint} are still in TIME_WAIT after 90 s"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let waited = started.elapsed();
+    if waited >= Duration::from_secs(1) {
+        eprintln!("(waited {waited:.0?} for ports in TIME_WAIT towards {endpoint} to free up)");
+    }
+    Ok(())
+}
+
+async fn unsuccessful_invocations(stack: &TestStack, function_id: uuid::Uuid) -> String {
+    // The event writer stores what it holds every 20 ms.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let outcomes: Result<Vec<(String, i64)>, _> = sqlx::query_as(
+        "SELECT coalesce(status_code::text, 'no answer') || ' ' || coalesce(failure_reason, ''),
+                count(*)
+         FROM invocation_events
+         WHERE function_id = $1 AND (status_code IS NULL OR status_code NOT BETWEEN 200 AND 399)
+         GROUP BY 1 ORDER BY 2 DESC LIMIT 10",
+    )
+    .bind(function_id)
+    .fetch_all(&stack.pool)
+    .await;
+    match outcomes {
+        Ok(outcomes) if outcomes.is_empty() => "Slipway recorded no unsuccessful invocation: \
+             the failed calls were refused before they were routed"
+            .to_owned(),
+        Ok(outcomes) => format!("Slipway's events of the unsuccessful invocations: {outcomes:?}"),
+        Err(e) => format!("reading Slipway's events failed: {e}"),
+    }
+}
+
 /// nginx in front of the container, as a reverse proxy is usually set up: keep-alive to the
 /// upstream, no access log; as many workers as cores, like Slipway's runtime.
 async fn start_nginx(
@@ -299,12 +398,32 @@ async fn compare(
     for connections in [1, 8] {
         let mut runs: Vec<Vec<Run>> = vec![Vec::new(); paths.len()];
         // Warm every path's connections and caches before anything counts.
-        for (_, url, key) in paths {
-            wrk(url, connections, 1, key).await?;
+        for path in paths {
+            measure(
+                stack,
+                function_id,
+                path,
+                connections,
+                1,
+                &endpoint,
+                &nginx_dir,
+            )
+            .await?;
         }
         for _ in 0..rounds {
-            for (index, (_, url, key)) in paths.iter().enumerate() {
-                runs[index].push(wrk(url, connections, seconds, *key).await?);
+            for (index, path) in paths.into_iter().enumerate() {
+                runs[index].push(
+                    measure(
+                        stack,
+                        function_id,
+                        path,
+                        connections,
+                        seconds,
+                        &endpoint,
+                        &nginx_dir,
+                    )
+                    .await?,
+                );
             }
         }
         let medians: Vec<(f64, f64, f64)> = runs
