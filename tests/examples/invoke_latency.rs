@@ -97,33 +97,65 @@ async fn wrk(url: &str, connections: u32, seconds: u64, key: Option<&str>) -> an
     parse_wrk(&text)
 }
 
-/// One wrk run of one path; when it fails, what the proxy in between saw of it: nginx's error
-/// log, or Slipway's events of the calls that did not succeed.
-async fn measure(
-    stack: &TestStack,
+/// What every run of one function's comparison shares.
+struct Bench<'a> {
+    stack: &'a TestStack,
     function_id: uuid::Uuid,
-    (name, url, key): (&str, &str, Option<&str>),
-    connections: u32,
-    seconds: u64,
-    endpoint: &str,
-    nginx_dir: &tempfile::TempDir,
-) -> anyhow::Result<Run> {
-    wait_for_ports(endpoint).await?;
-    let run = wrk(url, connections, seconds, key).await;
-    if run.is_ok() {
-        return run;
-    }
-    let seen = match name {
-        "slipway" => unsuccessful_invocations(stack, function_id).await,
-        "nginx" => {
-            let log =
-                std::fs::read_to_string(nginx_dir.path().join("error.log")).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(5).collect();
-            format!("nginx's error log ends: {tail:?}")
+    /// The function's container, `address:port`.
+    endpoint: &'a str,
+    nginx_dir: &'a tempfile::TempDir,
+}
+
+impl Bench<'_> {
+    /// One wrk run of one path; when it fails, what the proxy in between saw of it: nginx's
+    /// error log, or Slipway's events of the calls that did not succeed.
+    async fn measure(
+        &self,
+        (name, url, key): (&str, &str, Option<&str>),
+        connections: u32,
+        seconds: u64,
+    ) -> anyhow::Result<Run> {
+        wait_for_ports(self.endpoint).await?;
+        let run = wrk(url, connections, seconds, key).await;
+        if run.is_ok() {
+            return run;
         }
-        _ => "wrk ran straight to the function".to_owned(),
-    };
-    run.with_context(|| format!("the {name} run at {connections} connection(s) failed; {seen}"))
+        let seen = match name {
+            "slipway" => self.unsuccessful_invocations().await,
+            "nginx" => {
+                let log = std::fs::read_to_string(self.nginx_dir.path().join("error.log"))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                format!("nginx's error log ends: {tail:?}")
+            }
+            _ => "wrk ran straight to the function".to_owned(),
+        };
+        run.with_context(|| format!("the {name} run at {connections} connection(s) failed; {seen}"))
+    }
+
+    async fn unsuccessful_invocations(&self) -> String {
+        // The event writer stores what it holds every 20 ms.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let outcomes: Result<Vec<(String, i64)>, _> = sqlx::query_as(
+            "SELECT coalesce(status_code::text, 'no answer') || ' ' || coalesce(failure_reason, ''),
+                    count(*)
+             FROM invocation_events
+             WHERE function_id = $1 AND (status_code IS NULL OR status_code NOT BETWEEN 200 AND 399)
+             GROUP BY 1 ORDER BY 2 DESC LIMIT 10",
+        )
+        .bind(self.function_id)
+        .fetch_all(&self.stack.pool)
+        .await;
+        match outcomes {
+            Ok(outcomes) if outcomes.is_empty() => "Slipway recorded no unsuccessful \
+                 invocation: the failed calls were refused before they were routed"
+                .to_owned(),
+            Ok(outcomes) => {
+                format!("Slipway's events of the unsuccessful invocations: {outcomes:?}")
+            }
+            Err(e) => format!("reading Slipway's events failed: {e}"),
+        }
+    }
 }
 
 /// Waits until at most half the machine's ephemeral ports are in `TIME_WAIT` towards the
@@ -172,28 +204,6 @@ async fn wait_for_ports(endpoint: &str) -> anyhow::Result<()> {
         eprintln!("(waited {waited:.0?} for ports in TIME_WAIT towards {endpoint} to free up)");
     }
     Ok(())
-}
-
-async fn unsuccessful_invocations(stack: &TestStack, function_id: uuid::Uuid) -> String {
-    // The event writer stores what it holds every 20 ms.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let outcomes: Result<Vec<(String, i64)>, _> = sqlx::query_as(
-        "SELECT coalesce(status_code::text, 'no answer') || ' ' || coalesce(failure_reason, ''),
-                count(*)
-         FROM invocation_events
-         WHERE function_id = $1 AND (status_code IS NULL OR status_code NOT BETWEEN 200 AND 399)
-         GROUP BY 1 ORDER BY 2 DESC LIMIT 10",
-    )
-    .bind(function_id)
-    .fetch_all(&stack.pool)
-    .await;
-    match outcomes {
-        Ok(outcomes) if outcomes.is_empty() => "Slipway recorded no unsuccessful invocation: \
-             the failed calls were refused before they were routed"
-            .to_owned(),
-        Ok(outcomes) => format!("Slipway's events of the unsuccessful invocations: {outcomes:?}"),
-        Err(e) => format!("reading Slipway's events failed: {e}"),
-    }
 }
 
 /// nginx in front of the container, as a reverse proxy is usually set up: keep-alive to the
@@ -394,36 +404,22 @@ async fn compare(
     println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     // Each round's Slipway run against the nginx run just before it: how far apart single runs
     // land on a shared machine, which the medians hide.
+    let bench = Bench {
+        stack,
+        function_id,
+        endpoint: &endpoint,
+        nginx_dir: &nginx_dir,
+    };
     let mut per_round = Vec::new();
     for connections in [1, 8] {
         let mut runs: Vec<Vec<Run>> = vec![Vec::new(); paths.len()];
         // Warm every path's connections and caches before anything counts.
         for path in paths {
-            measure(
-                stack,
-                function_id,
-                path,
-                connections,
-                1,
-                &endpoint,
-                &nginx_dir,
-            )
-            .await?;
+            bench.measure(path, connections, 1).await?;
         }
         for _ in 0..rounds {
             for (index, path) in paths.into_iter().enumerate() {
-                runs[index].push(
-                    measure(
-                        stack,
-                        function_id,
-                        path,
-                        connections,
-                        seconds,
-                        &endpoint,
-                        &nginx_dir,
-                    )
-                    .await?,
-                );
+                runs[index].push(bench.measure(path, connections, seconds).await?);
             }
         }
         let medians: Vec<(f64, f64, f64)> = runs
