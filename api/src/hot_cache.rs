@@ -147,6 +147,13 @@ impl HotCache {
         write(&self.qualified).retain(|(_, id, _), _| *id != function);
     }
 
+    /// Drops the caller's route to `function` alone: the instance it leads to refused a
+    /// connection, so the switch that moved it may not have been announced yet. Removing one
+    /// entry keeps a function that keeps refusing from sweeping everyone's cache on every call.
+    pub fn forget_route(&self, owner: Uuid, function: Uuid) {
+        write(&self.routes).remove(&(owner, function));
+    }
+
     pub fn forget_keys(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         write(&self.keys).clear();

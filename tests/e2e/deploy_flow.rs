@@ -3,7 +3,7 @@
 
 use std::{
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
@@ -70,11 +70,13 @@ async fn deploying_v2_switches_traffic_without_a_failed_invocation_and_records_r
     assert_eq!(function["status"], "active");
     assert_eq!(function["active_version"], 1);
 
-    // Invoke continuously while v2 rolls out: every request must succeed.
+    // Invoke continuously while v2 rolls out: every request must succeed. Each failure is kept
+    // with its time and what came back, so a red run says which moment of the switch failed.
     let stop = Arc::new(AtomicBool::new(false));
-    let failures = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
     let seen_v2 = Arc::new(AtomicBool::new(false));
     let requests = Arc::new(AtomicUsize::new(0));
+    let switch_began = Instant::now();
     let invoker = {
         let (client, url, key) = (
             stack.http.clone(),
@@ -90,18 +92,27 @@ async fn deploying_v2_switches_traffic_without_a_failed_invocation_and_records_r
         tokio::spawn(async move {
             while !stop.load(Ordering::SeqCst) {
                 requests.fetch_add(1, Ordering::SeqCst);
-                match client.get(&url).bearer_auth(&key).send().await {
-                    Ok(r) if r.status() == 200 => {
-                        let body = r.text().await.unwrap_or_default();
-                        if body == "hello from v2\n" {
-                            seen_v2.store(true, Ordering::SeqCst);
-                        } else if body != "hello from v1\n" {
-                            failures.fetch_add(1, Ordering::SeqCst);
+                let failure = match client.get(&url).bearer_auth(&key).send().await {
+                    Ok(response) => {
+                        let status = response.status();
+                        let body = response.text().await.unwrap_or_default();
+                        match (status.as_u16(), body.as_str()) {
+                            (200, "hello from v2\n") => {
+                                seen_v2.store(true, Ordering::SeqCst);
+                                None
+                            }
+                            (200, "hello from v1\n") => None,
+                            _ => Some(format!("{status}: {body}")),
                         }
                     }
-                    _ => {
-                        failures.fetch_add(1, Ordering::SeqCst);
-                    }
+                    Err(error) => Some(format!("no response: {error:#}")),
+                };
+                if let Some(failure) = failure {
+                    let at = switch_began.elapsed();
+                    failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("at {at:.2?}: {failure}"));
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
@@ -114,7 +125,11 @@ async fn deploying_v2_switches_traffic_without_a_failed_invocation_and_records_r
         .await?;
     assert_eq!(version, 2);
     stack.wait_active(v2).await?;
-    eprintln!("v2 submit → active: {:?}", submitted.elapsed());
+    eprintln!(
+        "v2 submit → active: {:?} ({:.2?} after the invoker began)",
+        submitted.elapsed(),
+        switch_began.elapsed()
+    );
     // Keep invoking until the previous version's container is gone.
     let label = format!("label=dev.slipway.function={function_id}");
     slipway_tests::eventually(
@@ -128,16 +143,18 @@ async fn deploying_v2_switches_traffic_without_a_failed_invocation_and_records_r
     .await?;
     stop.store(true, Ordering::SeqCst);
     invoker.await?;
-    assert_eq!(
-        failures.load(Ordering::SeqCst),
-        0,
-        "failed invocations during the switch"
+    let failures = failures.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "{} of {} invocations failed during the switch: {failures:#?}",
+        failures.len(),
+        requests.load(Ordering::SeqCst)
     );
     assert!(
         requests.load(Ordering::SeqCst) > 10,
         "the invoker really ran"
     );
-    assert!(seen_v2.load(Ordering::SeqCst));
+    assert!(seen_v2.load(Ordering::SeqCst), "the invoker saw v2 answer");
     assert_eq!(
         stack.invoke(function_id, "").await?,
         (200, "hello from v2\n".into())

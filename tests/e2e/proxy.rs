@@ -331,3 +331,67 @@ async fn cached_keys_and_routes_follow_changes_made_elsewhere() -> anyhow::Resul
     .await?;
     stack.shutdown().await
 }
+
+/// The worker stops a replaced instance a drain after the switch commits; an api that has not
+/// heard the switch announced by then still holds the old route. Its refused connection sends
+/// the call to the database's route, not three times to the stopped instance. The late
+/// announcement is made here by moving the route with its trigger disabled, in one transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_reads_the_route_again_when_a_switch_was_not_yet_announced()
+-> anyhow::Result<()> {
+    use slipway_tests::{docker, hello_archive};
+
+    let stack = TestStack::start().await?;
+    let moved = stack.init("moved").await?;
+    let (deployment, _) = stack
+        .deploy(moved, hello_archive("old instance\n")?)
+        .await?;
+    stack.wait_active(deployment).await?;
+    let other = stack.init("elsewhere").await?;
+    let (deployment, _) = stack
+        .deploy(other, hello_archive("new instance\n")?)
+        .await?;
+    stack.wait_active(deployment).await?;
+    assert_eq!(
+        stack.invoke(moved, "/").await?,
+        (200, "old instance\n".into())
+    );
+
+    let elsewhere: String = sqlx::query_scalar(
+        "SELECT runtime_endpoint FROM deployments WHERE function_id = $1 AND is_active",
+    )
+    .bind(other)
+    .fetch_one(&stack.pool)
+    .await?;
+    let mut unannounced = stack.pool.begin().await?;
+    sqlx::query("ALTER TABLE deployments DISABLE TRIGGER deployments_route_changed")
+        .execute(&mut *unannounced)
+        .await?;
+    sqlx::query(
+        "UPDATE deployments SET runtime_endpoint = $2 WHERE function_id = $1 AND is_active",
+    )
+    .bind(moved)
+    .bind(&elsewhere)
+    .execute(&mut *unannounced)
+    .await?;
+    sqlx::query("ALTER TABLE deployments ENABLE TRIGGER deployments_route_changed")
+        .execute(&mut *unannounced)
+        .await?;
+    unannounced.commit().await?;
+    assert_eq!(
+        stack.invoke(moved, "/").await?,
+        (200, "old instance\n".into()),
+        "the api still serves its cached route: the move was not announced"
+    );
+
+    let label = format!("label=dev.slipway.function={moved}");
+    let old_instance = docker(&["ps", "-q", "--filter", &label])?;
+    assert_eq!(old_instance.lines().count(), 1, "{old_instance}");
+    docker(&["rm", "--force", old_instance.trim()])?;
+    assert_eq!(
+        stack.invoke(moved, "/").await?,
+        (200, "new instance\n".into()),
+        "the call went to the route the database holds"
+    );
+    stack.shutdown().await
+}

@@ -928,6 +928,10 @@ async fn forward(
                         retry_after_secs: 5,
                     });
                 }
+                // The worker stops the previous version a drain after the switch commits; an
+                // api that has not yet heard the switch announced still holds a route to it,
+                // so the next attempt asks the database.
+                state.hot.forget_route(caller.user_id, id);
                 debug!(endpoint = %target.endpoint, path, error = %e, "function endpoint refused the connection; resolving again");
                 let backoff = std::time::Duration::from_millis(50 * attempt.min(10));
                 tokio::time::sleep(backoff).await;
