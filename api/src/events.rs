@@ -1,7 +1,8 @@
 //! Recording invocation events without slowing invocations down: the proxy hands each event to
 //! a bounded channel (never awaiting the database), and one writer task per api process batches
-//! them into one transaction of small upserts (`WRITE_PIECE`) every few milliseconds, on a
-//! connection of its own, while the next batch gathers. An invocation's PENDING state is held
+//! them into one transaction of small statements (`WRITE_PIECE`) every few milliseconds, on a
+//! connection of its own, while the next batch gathers: plain inserts for the events it has not
+//! stored before, upserts for the rest. An invocation's PENDING state is held
 //! back for a second, so a call that settles sooner (most do) costs one row written, not an
 //! insert and an update. When the channel is full the event is
 //! dropped and counted, rather than making a caller wait; a crash loses at most what the writer
@@ -261,7 +262,12 @@ impl WriterConnection {
         if rows.is_empty() {
             return (self, (rows, Ok(())));
         }
-        let result = self.store(&rows).await;
+        // The rows no write has stored yet first: they go by plain inserts.
+        let (mut rows, known): (Vec<EventRow>, Vec<EventRow>) =
+            rows.into_iter().partition(never_stored);
+        let new = rows.len();
+        rows.extend(known);
+        let result = self.store(&rows, new).await;
         if result.is_err() {
             // Gone, or left in a transaction that failed: the next batch opens a new one.
             self.open = None;
@@ -269,19 +275,49 @@ impl WriterConnection {
         (self, (rows, result))
     }
 
-    async fn store(&mut self, rows: &[EventRow]) -> sqlx::Result<()> {
+    /// Stores `rows`, whose first `new` are thought never stored.
+    async fn store(&mut self, rows: &[EventRow], new: usize) -> sqlx::Result<()> {
         let connection = match &mut self.open {
             Some(open) => open,
             None => self
                 .open
                 .insert(self.pool.connect_options().connect().await?),
         };
-        let mut transaction = connection.begin().await?;
-        for piece in rows.chunks(WRITE_PIECE) {
-            db::events::upsert(&mut transaction, piece).await?;
+        match store_in_pieces(connection, rows, new).await {
+            // One was stored after all (by a flush, or by a batch whose commit was reported
+            // lost); the transaction is gone, so the whole batch goes again as upserts.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                store_in_pieces(connection, rows, 0).await
+            }
+            stored => stored,
         }
-        transaction.commit().await
     }
+}
+
+/// One transaction, `WRITE_PIECE` rows a statement: the first `new` rows by plain inserts, the
+/// rest by upserts.
+async fn store_in_pieces(
+    connection: &mut PgConnection,
+    rows: &[EventRow],
+    new: usize,
+) -> sqlx::Result<()> {
+    let (new, known) = rows.split_at(new);
+    let mut transaction = connection.begin().await?;
+    for piece in new.chunks(WRITE_PIECE) {
+        db::events::insert_new(&mut transaction, piece).await?;
+    }
+    for piece in known.chunks(WRITE_PIECE) {
+        db::events::upsert(&mut transaction, piece).await?;
+    }
+    transaction.commit().await
+}
+
+/// A final state that came within the hold of its start: its PENDING state was never due, so
+/// the writer has not stored this event (unless a flush or a retried batch did; see
+/// `WriterConnection::store`).
+fn never_stored(row: &EventRow) -> bool {
+    row.completed_at
+        .is_some_and(|completed_at| completed_at - row.created_at < PENDING_HOLD)
 }
 
 /// Puts the connection back from a finished write task and says how the write went. A task
@@ -373,6 +409,21 @@ mod tests {
         expected.sort();
         assert_eq!(due, expected);
         assert_eq!(pending.keys().collect::<Vec<_>>(), vec![&young]);
+    }
+
+    #[test]
+    fn only_a_final_state_within_the_hold_of_its_start_is_thought_never_stored() {
+        let settled_after = |millis| {
+            let mut row = event(Uuid::new_v4(), "SUCCESS");
+            row.completed_at = Some(row.created_at + chrono::TimeDelta::milliseconds(millis));
+            row
+        };
+        assert!(never_stored(&settled_after(3)));
+        assert!(
+            !never_stored(&settled_after(1000)),
+            "its PENDING state was due"
+        );
+        assert!(!never_stored(&event(Uuid::new_v4(), "PENDING")));
     }
 
     #[test]

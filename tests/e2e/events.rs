@@ -244,3 +244,85 @@ async fn custom_events_are_recorded_for_the_callers_functions_and_listed_with_th
     assert_eq!(stored, 2);
     stack.shutdown().await
 }
+
+/// The writer stores an event that settled within its PENDING hold by a plain insert. One
+/// stored before it settled (a flush writes young PENDING rows) makes that insert fail; the
+/// batch then goes again as upserts, and every row ends in its final state, none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settled_event_thought_new_but_already_stored_is_written_as_an_update()
+-> anyhow::Result<()> {
+    use std::sync::Arc;
+
+    use chrono::Utc;
+    use slipway_api::events::EventRecorder;
+    use slipway_shared::db::events::EventRow;
+    use slipway_tests::TestDb;
+
+    let db = TestDb::create().await?;
+    let pool = sqlx::PgPool::connect(&db.url).await?;
+    let recorder = EventRecorder::start(pool.clone(), true);
+    let (function_id, owner_id) = (Uuid::new_v4(), Uuid::new_v4());
+    let started = |id: Uuid| EventRow {
+        id,
+        function_id,
+        owner_id,
+        deployment_id: None,
+        version: Some(1),
+        status: "PENDING",
+        request_id: Uuid::new_v4(),
+        method: "POST".into(),
+        path: Arc::from("/orders"),
+        status_code: None,
+        failure_reason: None,
+        request_bytes: 12,
+        response_bytes: None,
+        processing_time_ms: None,
+        created_at: Utc::now(),
+        completed_at: None,
+    };
+    let settled = |mut row: EventRow, status_code: i32| {
+        row.status = if status_code < 500 {
+            "SUCCESS"
+        } else {
+            "FAILURE"
+        };
+        row.status_code = Some(status_code);
+        row.response_bytes = Some(3);
+        row.processing_time_ms = Some(1.5);
+        row.completed_at = Some(row.created_at + chrono::TimeDelta::milliseconds(2));
+        row
+    };
+
+    let (stored_early, new) = (Uuid::now_v7(), Uuid::now_v7());
+    let early = started(stored_early);
+    recorder.record(early.clone());
+    recorder.flush().await;
+    let status_of = |id: Uuid| {
+        sqlx::query_scalar::<_, String>("SELECT status FROM invocation_events WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&pool)
+    };
+    assert_eq!(
+        status_of(stored_early).await?.as_deref(),
+        Some("PENDING"),
+        "a flush stores a PENDING state however young"
+    );
+
+    recorder.record(settled(early, 502));
+    recorder.record(settled(started(new), 200));
+    recorder.flush().await;
+    let rows: Vec<(Uuid, String, Option<i32>, Option<i64>)> = sqlx::query_as(
+        "SELECT id, status, status_code, response_bytes FROM invocation_events ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await?;
+    assert_eq!(
+        rows,
+        vec![
+            (stored_early, "FAILURE".to_owned(), Some(502), Some(3)),
+            (new, "SUCCESS".to_owned(), Some(200), Some(3)),
+        ]
+    );
+    pool.close().await;
+    Ok(())
+}

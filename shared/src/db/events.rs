@@ -33,6 +33,54 @@ pub struct EventRow {
     pub completed_at: Option<DateTime<Utc>>,
 }
 
+/// The batch's rows as one `INSERT … SELECT FROM UNNEST` statement, followed by `$tail` (the
+/// conflict clause of an upsert, or nothing).
+macro_rules! insert_rows {
+    ($conn:expr, $rows:expr, $($tail:literal)?) => {{
+        let rows: &[EventRow] = $rows;
+        macro_rules! column {
+            ($row:ident => $value:expr) => {
+                rows.iter().map(|$row| $value).collect::<Vec<_>>()
+            };
+        }
+        sqlx::query!(
+            r#"INSERT INTO invocation_events
+                 (id, function_id, owner_id, deployment_id, version, type, status, request_id,
+                  method, path, status_code, failure_reason, request_bytes, response_bytes,
+                  processing_time_ms, created_at, completed_at)
+               SELECT id, function_id, owner_id, deployment_id, version, 'FUNCTION_INVOCATION',
+                      status, request_id::text, method, path, status_code, failure_reason,
+                      request_bytes, response_bytes, processing_time_ms, created_at, completed_at
+               FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::int4[],
+                           $6::text[], $7::uuid[], $8::text[], $9::text[], $10::int4[],
+                           $11::text[], $12::int8[], $13::int8[], $14::float8[],
+                           $15::timestamptz[], $16::timestamptz[])
+                    AS batch (id, function_id, owner_id, deployment_id, version, status,
+                              request_id, method, path, status_code, failure_reason,
+                              request_bytes, response_bytes, processing_time_ms, created_at,
+                              completed_at)"# $(+ $tail)?,
+            &column!(r => r.id),
+            &column!(r => r.function_id),
+            &column!(r => r.owner_id),
+            &column!(r => r.deployment_id) as &[Option<Uuid>],
+            &column!(r => r.version) as &[Option<i32>],
+            &column!(r => r.status) as &[&str],
+            &column!(r => r.request_id),
+            &column!(r => &*r.method) as &[&str],
+            &column!(r => &*r.path) as &[&str],
+            &column!(r => r.status_code) as &[Option<i32>],
+            &column!(r => r.failure_reason.as_deref()) as &[Option<&str>],
+            &column!(r => r.request_bytes),
+            &column!(r => r.response_bytes) as &[Option<i64>],
+            &column!(r => r.processing_time_ms) as &[Option<f64>],
+            &column!(r => r.created_at),
+            &column!(r => r.completed_at) as &[Option<DateTime<Utc>>],
+        )
+        .execute($conn)
+        .await
+    }};
+}
+
 /// Writes a batch of invocation events in one statement. A completion never goes back to
 /// PENDING: a late PENDING row (from an earlier batch flushed after a later one) changes
 /// nothing.
@@ -40,51 +88,29 @@ pub async fn upsert(conn: &mut PgConnection, rows: &[EventRow]) -> sqlx::Result<
     if rows.is_empty() {
         return Ok(());
     }
-    macro_rules! column {
-        ($row:ident => $value:expr) => {
-            rows.iter().map(|$row| $value).collect::<Vec<_>>()
-        };
-    }
-    sqlx::query!(
-        r#"INSERT INTO invocation_events
-             (id, function_id, owner_id, deployment_id, version, type, status, request_id,
-              method, path, status_code, failure_reason, request_bytes, response_bytes,
-              processing_time_ms, created_at, completed_at)
-           SELECT id, function_id, owner_id, deployment_id, version, 'FUNCTION_INVOCATION',
-                  status, request_id::text, method, path, status_code, failure_reason,
-                  request_bytes, response_bytes, processing_time_ms, created_at, completed_at
-           FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::int4[],
-                       $6::text[], $7::uuid[], $8::text[], $9::text[], $10::int4[],
-                       $11::text[], $12::int8[], $13::int8[], $14::float8[],
-                       $15::timestamptz[], $16::timestamptz[])
-                AS batch (id, function_id, owner_id, deployment_id, version, status, request_id,
-                          method, path, status_code, failure_reason, request_bytes,
-                          response_bytes, processing_time_ms, created_at, completed_at)
+    insert_rows!(
+        conn,
+        rows,
+        r#"
            ON CONFLICT (id) DO UPDATE SET
              status = EXCLUDED.status, status_code = EXCLUDED.status_code,
              failure_reason = EXCLUDED.failure_reason, response_bytes = EXCLUDED.response_bytes,
              processing_time_ms = EXCLUDED.processing_time_ms,
              completed_at = EXCLUDED.completed_at
-           WHERE invocation_events.status = 'PENDING' AND EXCLUDED.status <> 'PENDING'"#,
-        &column!(r => r.id),
-        &column!(r => r.function_id),
-        &column!(r => r.owner_id),
-        &column!(r => r.deployment_id) as &[Option<Uuid>],
-        &column!(r => r.version) as &[Option<i32>],
-        &column!(r => r.status) as &[&str],
-        &column!(r => r.request_id),
-        &column!(r => &*r.method) as &[&str],
-        &column!(r => &*r.path) as &[&str],
-        &column!(r => r.status_code) as &[Option<i32>],
-        &column!(r => r.failure_reason.as_deref()) as &[Option<&str>],
-        &column!(r => r.request_bytes),
-        &column!(r => r.response_bytes) as &[Option<i64>],
-        &column!(r => r.processing_time_ms) as &[Option<f64>],
-        &column!(r => r.created_at),
-        &column!(r => r.completed_at) as &[Option<DateTime<Utc>>],
-    )
-    .execute(conn)
-    .await?;
+           WHERE invocation_events.status = 'PENDING' AND EXCLUDED.status <> 'PENDING'"#
+    )?;
+    Ok(())
+}
+
+/// Writes a batch of events none of which is stored yet, in one plain insert: Postgres spends
+/// about a quarter less on each row than for an upsert, whose speculative insertion probes the
+/// key and confirms every row. A row that is stored after all fails the statement with a
+/// unique violation (23505), and the caller writes the batch again with [`upsert`].
+pub async fn insert_new(conn: &mut PgConnection, rows: &[EventRow]) -> sqlx::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    insert_rows!(conn, rows,)?;
     Ok(())
 }
 
