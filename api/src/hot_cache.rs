@@ -149,8 +149,11 @@ impl HotCache {
 
     /// Drops the caller's route to `function` alone: the instance it leads to refused a
     /// connection, so the switch that moved it may not have been announced yet. Removing one
-    /// entry keeps a function that keeps refusing from sweeping everyone's cache on every call.
+    /// entry keeps a function that keeps refusing from sweeping everyone's cache on every call;
+    /// the generation moves, as for an announcement, so a lookup that read the old route
+    /// before the switch does not store it again.
     pub fn forget_route(&self, owner: Uuid, function: Uuid) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
         write(&self.routes).remove(&(owner, function));
     }
 
