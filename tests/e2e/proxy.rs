@@ -339,7 +339,7 @@ async fn cached_keys_and_routes_follow_changes_made_elsewhere() -> anyhow::Resul
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_connection_reads_the_route_again_when_a_switch_was_not_yet_announced()
 -> anyhow::Result<()> {
-    use slipway_tests::{docker, hello_archive};
+    use slipway_tests::{containers_of, docker, hello_archive};
 
     let stack = TestStack::start().await?;
     let moved = stack.init("moved").await?;
@@ -384,10 +384,9 @@ async fn a_refused_connection_reads_the_route_again_when_a_switch_was_not_yet_an
         "the api still serves its cached route: the move was not announced"
     );
 
-    let label = format!("label=dev.slipway.function={moved}");
-    let old_instance = docker(&["ps", "-q", "--filter", &label])?;
-    assert_eq!(old_instance.lines().count(), 1, "{old_instance}");
-    docker(&["rm", "--force", old_instance.trim()])?;
+    let old_instance = containers_of(moved)?;
+    assert_eq!(old_instance.len(), 1, "{old_instance:?}");
+    docker(&["rm", "--force", &old_instance[0]])?;
     assert_eq!(
         stack.invoke(moved, "/").await?,
         (200, "new instance\n".into()),
